@@ -1,0 +1,115 @@
+"""Checkpoints without pickle: `<stem>.safetensors` (weights) + `<stem>.json` (what to rebuild).
+
+The JSON record holds the architecture name and build options, so `load_checkpoint` rebuilds the
+model and then loads the weights, checking architecture and every tensor shape first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt import __version__
+from dlopt.errors import InputFileError
+from dlopt.fileio import atomic_path, refuse_pickle, sha256_file, write_json_atomic
+from dlopt.options import config_dict
+from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.spec import ArchSpec
+
+RECORD_FORMAT = "dlopt-checkpoint"
+RECORD_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: Any
+    spec: ArchSpec
+    config: Any
+    record: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _paths(path: Path) -> tuple[Path, Path]:
+    """Accept the .json, the .safetensors, their stem, or a directory holding model.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.json"
+    stem = path.with_suffix("") if path.suffix in {".json", ".safetensors"} else path
+    return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+
+
+def save_checkpoint(model: Any, spec: ArchSpec, config: Any, path: Path, metrics: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write weights then record, each atomically; returns the record's path."""
+    from safetensors.torch import save_model
+
+    record_path, weights_path = _paths(path)
+    with atomic_path(weights_path) as tmp:
+        save_model(model, str(tmp))
+    record = {
+        "format": RECORD_FORMAT, "schema": RECORD_SCHEMA, "dlopt_version": __version__,
+        "arch": spec.name, "config": config_dict(config), "weights": weights_path.name,
+        "sha256": sha256_file(weights_path), "metrics": metrics or {}, **(extra or {}),
+    }
+    write_json_atomic(record_path, record)
+    return record_path
+
+
+def read_record(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Any], Path]:
+    path = Path(path)
+    if path.is_file() and path.suffix not in {".json", ".safetensors"}:
+        refuse_pickle(path, trust_pickle)
+    record_path, weights_path = _paths(path)
+    if not record_path.is_file():
+        raise InputFileError(f"checkpoint record {record_path} not found; give the .json written by dlopt")
+    try:
+        record = json.loads(record_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{record_path} is not valid JSON ({exc}); it may be truncated") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        raise InputFileError(f"{record_path} is not a dlopt checkpoint record")
+    if not weights_path.is_file():
+        raise InputFileError(f"weights file {weights_path} is missing beside {record_path.name}")
+    refuse_pickle(weights_path, trust_pickle=False)
+    return record, weights_path
+
+
+def _check_shapes(model: Any, weights_path: Path, arch: str) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as fh:
+            stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputFileError(f"{weights_path} is corrupt or truncated ({exc})") from None
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    problems = [f"{k}: file {stored[k]} vs model {expected[k]}" for k in expected if k in stored and stored[k] != expected[k]]
+    groups: dict[int, list[str]] = {}  # tied weights are saved once, under one of their names
+    for k, v in state.items():
+        groups.setdefault(v.data_ptr() if v.numel() else id(v), []).append(k)
+    missing = sorted(names[0] for names in groups.values() if not any(n in stored for n in names))
+    unexpected = sorted(set(stored) - set(expected))
+    if problems or missing or unexpected:
+        detail = "; ".join(problems[:3] + [f"missing {m}" for m in missing[:3]] + [f"unexpected {u}" for u in unexpected[:3]])
+        raise InputFileError(f"checkpoint does not fit {arch}: {detail}")
+
+
+def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: bool = False) -> Checkpoint:
+    """Rebuild the model from the record, check it, then load the weights (eval mode)."""
+    from safetensors.torch import load_model
+
+    record, weights_path = read_record(path, trust_pickle)
+    arch = record.get("arch", "?")
+    if expected_arch and arch != expected_arch:
+        raise InputFileError(f"checkpoint is for {arch}, not {expected_arch}; pass a {expected_arch} checkpoint")
+    if record.get("sha256") and sha256_file(weights_path) != record["sha256"]:
+        raise InputFileError(f"{weights_path} does not match the sha256 in its record: corrupt or replaced")
+    spec = get_spec(arch)
+    cfg = make_model_config(spec, record.get("config", {}))
+    model = create_model(spec, cfg)
+    _check_shapes(model, weights_path, arch)
+    load_model(model, str(weights_path), strict=True)
+    return Checkpoint(model=model.eval(), spec=spec, config=cfg, record=record, path=_paths(path)[0])

@@ -1,0 +1,1 @@
+"""The thin CLI: parse options, call one library function, render the result."""

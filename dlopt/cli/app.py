@@ -1,0 +1,110 @@
+"""`dlopt`: the Typer app, global options, and the one error boundary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from dlopt import __version__
+try:  # typer >= 0.22 vendors click, and raises its exceptions; typer exports no public base class
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click.exceptions import ClickException
+
+from dlopt.errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, DloptError
+
+INTERNAL_ERROR_EXIT = 70
+
+
+class DloptGroup(TyperGroup):
+    """Runs every command inside the error boundary: library errors become one line and an exit code."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Usage errors become one line too (click would print a multi-line panel)."""
+        from dlopt.cli.common import err_console
+
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            err_console.print("[yellow]interrupted[/yellow]")
+            rv = INTERRUPTED_EXIT_CODE
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `dlopt` alone: the help is the answer
+                exc.show()
+                return sys.exit(0) if standalone_mode else 0
+            where = exc.ctx.command_path if getattr(exc, "ctx", None) else "dlopt"
+            err_console.print(f"[bold red]error:[/bold red] {exc.format_message()} (see {where} --help)",
+                              highlight=False, soft_wrap=True)
+            rv = exc.exit_code
+        code = rv if isinstance(rv, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        from dlopt.cli.common import err_console
+        from dlopt.warn import calm_warnings
+
+        try:
+            with calm_warnings(lambda line: err_console.print(f"[dim]{line}[/dim]", highlight=False)):
+                return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, ClickException):
+            raise
+        except DloptError as exc:
+            if _debug(ctx):
+                raise
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/yellow]: partial files were removed; rerun to start again")
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+        except Exception as exc:  # a bug in dlopt, not the user's mistake
+            if _debug(ctx):
+                raise
+            err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} "
+                              "(rerun with --debug for the traceback, and please report it)", highlight=False)
+            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+
+
+def _debug(ctx: typer.Context) -> bool:
+    return bool((ctx.obj or {}).get("debug"))
+
+
+app = typer.Typer(
+    cls=DloptGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Train, prune, quantize, export, verify and benchmark PyTorch models.\n\n"
+         "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + f"; {INTERNAL_ERROR_EXIT} internal error.",
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dlopt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    ctx.obj = {"debug": debug}
+
+
+def _register() -> None:
+    from dlopt.cli import registry_cmds, runs_cmds
+
+    for module in (registry_cmds, runs_cmds):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    sys.exit(app(prog_name="dlopt"))

@@ -1,0 +1,61 @@
+"""Shared CLI pieces: option aliases, consoles, model resolution from options, rendering."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from dlopt.errors import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME, or file.py:fn.",
+                                        show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Build option key=value (repeatable), e.g. num_classes=5.")]
+InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="Image side length for image models.")]
+InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models, e.g. 3,32,32.")]
+TinyOpt = Annotated[bool, typer.Option("--tiny", help="Use the spec's tiny test configuration.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output root for runs.")]
+RunOpt = Annotated[Path | None, typer.Option("--run", help="Run directory to work on (default: the latest run).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the example input.")]
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise ConfigError(f"--input-shape {text!r} is not a list of integers; use e.g. 3,32,32") from None
+    if not dims or min(dims) < 1:
+        raise ConfigError(f"--input-shape {text!r} needs positive sizes, e.g. 3,32,32")
+    return dims
+
+
+def resolve(name: str, sets: list[str] | None, input_size: int | None = None, input_shape: str | None = None,
+            tiny: bool = False) -> tuple[Any, Any]:
+    """CLI options -> (spec, config), with every error typed."""
+    from dlopt.options import parse_sets
+    from dlopt.registry import get_spec, make_model_config
+
+    spec = get_spec(name)
+    cfg = make_model_config(spec, parse_sets(sets), input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny)
+    return spec, cfg
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}P"

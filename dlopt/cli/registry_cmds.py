@@ -1,0 +1,91 @@
+"""`dlopt list` and `dlopt info`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlopt.cli.common import (ArchArg, BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, SetOpt, TinyOpt, console,
+                              human, print_json, resolve)
+from dlopt.spec import ExportFormat, Stage, Task
+
+FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2"}
+
+
+def list_cmd(
+    task: Annotated[Task | None, typer.Option(help="Only this task.")] = None,
+    stage: Annotated[Stage | None, typer.Option(help="Only architectures that support this stage.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the architectures in the zoo."""
+    from dlopt.registry import list_specs
+
+    specs = list_specs(task=task, stage=stage)
+    if as_json:
+        print_json([{"name": s.name, "task": str(s.task), "dataset": s.dataset, "metric": s.metric,
+                     "stages": sorted(map(str, s.stages)), "formats": sorted(map(str, s.formats)),
+                     "limits": dict(s.limits), "summary": s.summary} for s in specs])
+        return
+    table = Table(title=f"dlopt zoo ({len(specs)} architectures)", title_justify="left")
+    table.add_column("name", no_wrap=True)
+    for col in ("task", "data", "metric"):
+        table.add_column(col)
+    for st in Stage:
+        table.add_column(st.value[0].upper(), justify="center")  # one letter each: legend below
+    table.add_column("formats")
+    for s in specs:
+        marks = ["[green]✓[/green]" if st in s.stages else "[red]✗[/red]" for st in Stage]
+        formats = ",".join(FORMAT_SHORT[f] for f in ExportFormat if f in s.formats)
+        table.add_row(s.name, str(s.task), s.dataset, s.metric, *marks, formats)
+    console.print(table)
+    legend = ", ".join(f"{st.value[0].upper()} {st.value}" for st in Stage)
+    console.print(f"[dim]Stages: {legend}; ✗ = unsupported (`dlopt info NAME` says why). Formats: ts = TorchScript, "
+                  "pt2 = torch.export. Also accepted: torchvision:NAME, and path/to/file.py:fn with --input-shape.[/dim]")
+
+
+def info_cmd(
+    name: ArchArg,
+    sets: SetOpt = None,
+    input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
+    tiny: TinyOpt = False,
+    batch_size: BatchOpt = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Parameters, FLOPs/MACs, signature, size and supported stages of one architecture."""
+    from dlopt.registry import create_model
+    from dlopt.summary import describe
+
+    spec, cfg = resolve(name, sets, input_size, input_shape, tiny)
+    info = describe(spec, cfg, create_model(spec, cfg), batch_size)
+    if as_json:
+        print_json(info)
+        return
+    table = Table(title=f"{info['name']}: {info['summary']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("task / data / metric", f"{info['task']} / {info['dataset']} / {info['metric']}"),
+        ("parameters", f"{info['parameters']:,}" + (f" (entry {info['entry']}: {info['entry_parameters']:,})"
+                                                      if spec.entry else "")),
+        ("size", f"{info['size_mb']:.2f} MB (fp32 weights and buffers)"),
+        (f"FLOPs / MACs (batch {batch_size})", f"{human(info['flops'])} / {human(info['macs'])}"),
+        ("inputs", "; ".join(f"{i['name']} {i['shape']} {i['dtype']}" for i in info["inputs"])),
+        ("outputs", "; ".join(f"{o['name']} {o['shape']}" for o in info["outputs"])),
+        ("dynamic axes", "; ".join(f"{i['name']} {i['dynamic_axes']}" for i in info["inputs"] if i["dynamic_axes"])),
+        ("stages", ", ".join(info["stages"])),
+        ("export formats", ", ".join(info["formats"]) + f" (TorchScript by {info['torchscript']})"),
+        ("parity tolerance", f"atol {info['tolerance']['atol']:g}, rtol {info['tolerance']['rtol']:g}"),
+        ("build options", ", ".join(f"{k}={v}" for k, v in info["config"].items())),
+    ]
+    rows += [(f"not supported: {k}", v) for k, v in info["limits"].items()]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("info")(info_cmd)

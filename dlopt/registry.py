@@ -1,0 +1,169 @@
+"""The architecture registry: zoo specs, torchvision models by name, and user models.
+
+Name forms accepted everywhere a model is named:
+  resnet18                        a zoo architecture (`dlopt list`)
+  torchvision:mobilenet_v3_small  any torchvision classification model, random weights
+  path/to/file.py:build_fn        a user's builder function (needs --input-shape)
+  package.module:build_fn         the same, importable
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from dlopt.errors import ConfigError, UnknownArchError
+from dlopt.options import make_config
+from dlopt.spec import BATCH, SEQ, ArchSpec, Stage, Task
+
+_REGISTRY: dict[str, ArchSpec] = {}
+DEFAULT_SEQ_LEN = 16
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"architecture {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _ensure_zoo() -> None:
+    importlib.import_module("dlopt.zoo")
+
+
+def list_specs(task: str | None = None, stage: str | None = None) -> list[ArchSpec]:
+    """Zoo specs in registration order, optionally filtered by task and supported stage."""
+    _ensure_zoo()
+    specs = list(_REGISTRY.values())
+    if task:
+        specs = [s for s in specs if s.task == task]
+    if stage:
+        specs = [s for s in specs if s.supports(stage)]
+    return specs
+
+
+def list_names() -> list[str]:
+    return [s.name for s in list_specs()]
+
+
+def get_spec(name: str, input_shape: tuple[int, ...] | None = None) -> ArchSpec:
+    """Resolve any accepted name form to a spec; unknown zoo names suggest the closest ones."""
+    _ensure_zoo()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith("torchvision:"):
+        from dlopt.zoo.external import torchvision_spec
+
+        return torchvision_spec(name.split(":", 1)[1])
+    if ":" in name:
+        from dlopt.zoo.external import user_spec
+
+        return user_spec(name)
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise UnknownArchError(f"unknown architecture {name!r}; {hint}(dlopt list shows all)")
+
+
+def make_model_config(
+    spec: ArchSpec,
+    sets: dict[str, Any] | None = None,
+    *,
+    input_size: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    tiny: bool = False,
+) -> Any:
+    """The spec's config with, in order, its tiny overrides, --input-size/--input-shape, then --set."""
+    overrides: dict[str, Any] = dict(spec.tiny) if tiny else {}
+    field_names = set(spec.config.__dataclass_fields__)
+    for flag, key, value in (("--input-size", "input_size", input_size), ("--input-shape", "input_shape", input_shape)):
+        if value is None:
+            continue
+        if key not in field_names:
+            raise ConfigError(f"{spec.name} takes no {flag}; its build options: {', '.join(sorted(field_names))}")
+        overrides[key] = value
+    overrides.update(sets or {})
+    return make_config(spec.config, overrides)
+
+
+def _builder(spec: ArchSpec) -> Callable[[Any], Any]:
+    if callable(spec.builder):
+        return spec.builder
+    module, _, attr = spec.builder.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def create_model(spec: ArchSpec, cfg: Any) -> Any:
+    """Build the nn.Module for a spec and config, in eval mode."""
+    try:
+        model = _builder(spec)(cfg)
+    except (ValueError, AssertionError) as exc:
+        raise ConfigError(f"cannot build {spec.name} with these options: {exc}") from None
+    return model.eval()
+
+
+def build_model(name: str, sets: dict[str, Any] | None = None, *, tiny: bool = False, **opts: Any) -> tuple[Any, ArchSpec, Any]:
+    """Convenience: name -> (model, spec, config)."""
+    spec = get_spec(name)
+    cfg = make_model_config(spec, sets, tiny=tiny, **opts)
+    return create_model(spec, cfg), spec, cfg
+
+
+def entry_module(model: Any, spec: ArchSpec) -> Any:
+    """The submodule that deployment stages work on (the GAN's generator, say)."""
+    for attr in (spec.entry or "").split("."):
+        if attr:
+            model = getattr(model, attr)
+    return model
+
+
+def resolve_dims(shape: tuple[int | str, ...], cfg: Any, batch: int, seq_len: int) -> tuple[int, ...]:
+    """Turn a TensorSpec shape into ints. '*field' splats a tuple-valued config field."""
+    dims: list[int] = []
+    for d in shape:
+        if d == BATCH:
+            dims.append(batch)
+        elif d == SEQ:
+            dims.append(seq_len)
+        elif isinstance(d, str) and d.startswith("*"):
+            dims.extend(getattr(cfg, d[1:]))
+        elif isinstance(d, str):
+            dims.append(getattr(cfg, d))
+        else:
+            dims.append(d)
+    return tuple(dims)
+
+
+def default_seq_len(cfg: Any) -> int:
+    return int(getattr(cfg, "seq_len", DEFAULT_SEQ_LEN))
+
+
+def make_inputs(spec: ArchSpec, cfg: Any, batch_size: int = 2, seq_len: int | None = None, seed: int = 0) -> tuple[Any, ...]:
+    """Example inputs for the entry module: valid dtypes and ranges (token ids int64 < vocab)."""
+    import torch
+
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    seq = default_seq_len(cfg) if seq_len is None else seq_len
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in spec.inputs:
+        shape = resolve_dims(t.shape, cfg, batch_size, seq)
+        low = getattr(cfg, t.low) if isinstance(t.low, str) else t.low
+        high = getattr(cfg, t.high) if isinstance(t.high, str) else t.high
+        if t.dtype.startswith("int"):
+            out.append(torch.randint(int(low or 0), int(high), shape, generator=gen, dtype=getattr(torch, t.dtype)))
+        elif low is not None and high is not None:
+            out.append(torch.rand(shape, generator=gen) * (high - low) + low)
+        else:
+            out.append(torch.randn(shape, generator=gen))
+    return tuple(out)
+
+
+def stage_names() -> list[str]:
+    return [s.value for s in Stage]
+
+
+def task_names() -> list[str]:
+    return [t.value for t in Task]

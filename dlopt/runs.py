@@ -1,0 +1,169 @@
+"""Run directories: `<root>/<arch>/<run-id>/manifest.json`, rewritten atomically after each stage.
+
+A stage given no target works on the latest run under the output root (`latest_run`).
+Concurrent writers of one manifest are serialised with a lock file; two runs never share a directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dlopt import __version__
+from dlopt.environment import fingerprint
+from dlopt.errors import InputFileError, OutputError
+from dlopt.fileio import inside, safe_name, sha256_file, write_json_atomic
+
+DEFAULT_ROOT = Path("artifacts")
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def file_entry(path: Path, base: Path) -> dict[str, Any]:
+    path = Path(path)
+    rel = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+    return {"path": rel, "sha256": sha256_file(path) if path.is_file() else None,
+            "bytes": path.stat().st_size if path.is_file() else None}
+
+
+@dataclass
+class StageRecord:
+    """What a running stage adds before it finishes: outputs (files) and metrics."""
+
+    outputs: list[Path] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, root: Path, arch: str, model: dict[str, Any], run_id: str | None = None) -> Run:
+        root = Path(root)
+        parent = root / safe_name(arch.replace(":", "-").replace("/", "-"))
+        path = parent / safe_name(run_id or new_run_id())
+        inside(root, path)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(exist_ok=False)  # exclusive: a concurrent run cannot take the same directory
+        except FileExistsError:
+            raise OutputError(f"run directory {path} already exists; choose another run id") from None
+        except OSError as exc:
+            raise OutputError(f"cannot create {path}: {exc.strerror}; choose a writable --out") from None
+        manifest = {"schema_version": SCHEMA_VERSION, "dlopt_version": __version__, "run_id": path.name,
+                    "arch": arch, "created": _now(), "model": model, "environment": fingerprint(), "stages": {}}
+        write_json_atomic(path / MANIFEST, manifest)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> Run:
+        path = Path(path)
+        if path.is_file() and path.name == MANIFEST:
+            path = path.parent
+        if not (path / MANIFEST).is_file():
+            raise InputFileError(f"{path} is not a dlopt run (no {MANIFEST}); see dlopt runs, or pass --run RUN_DIR")
+        return cls(path)
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputFileError(f"cannot read {self.manifest_path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path / ".manifest.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Read-modify-write the manifest under the lock, written atomically."""
+        with self._locked():
+            manifest = self.manifest()
+            change(manifest)
+            write_json_atomic(self.manifest_path, manifest)
+        return manifest
+
+    def file(self, *parts: str) -> Path:
+        """A path inside this run made from (possibly user-given) names; cannot escape the run."""
+        return inside(self.path, self.path.joinpath(*(safe_name(p) for p in parts)))
+
+    def record_stage(self, name: str, **record: Any) -> None:
+        def change(m: dict[str, Any]) -> None:
+            m["stages"][name] = {**m["stages"].get(name, {}), **record}
+            m["updated"] = _now()
+
+        self.update(change)
+
+    @contextlib.contextmanager
+    def stage(self, name: str, config: dict[str, Any], inputs: list[Path] = ()) -> Iterator[StageRecord]:
+        """Record a stage as running, then done / failed / interrupted with outputs and metrics."""
+        started, t0 = _now(), time.perf_counter()
+        self.record_stage(name, status="running", config=config, started=started,
+                          inputs=[file_entry(p, self.path) for p in inputs], outputs=[], metrics={})
+        rec = StageRecord()
+        status = "failed"
+        try:
+            yield rec
+            status = "done"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            self.record_stage(name, status=status, duration_s=round(time.perf_counter() - t0, 3),
+                              outputs=[file_entry(p, self.path) for p in rec.outputs if Path(p).exists()],
+                              metrics=rec.metrics)
+
+
+def list_runs(root: Path = DEFAULT_ROOT) -> list[Run]:
+    """Runs under root, oldest first (by creation time in the manifest)."""
+    found = []
+    for manifest in Path(root).glob(f"*/*/{MANIFEST}"):
+        try:
+            created = json.loads(manifest.read_text()).get("created", "")
+        except (OSError, json.JSONDecodeError):
+            continue  # a foreign or damaged directory is not a run
+        found.append((created, manifest.stat().st_mtime, Run(manifest.parent)))
+    return [run for *_, run in sorted(found, key=lambda t: (t[0], t[1]))]
+
+
+def latest_run(root: Path = DEFAULT_ROOT) -> Run | None:
+    runs = list_runs(root)
+    return runs[-1] if runs else None
+
+
+def resolve_run(root: Path = DEFAULT_ROOT, run: Path | None = None) -> Run:
+    if run is not None:
+        return Run.open(run)
+    latest = latest_run(root)
+    if latest is None:
+        raise InputFileError(f"no runs under {root}; start one with `dlopt train NAME` or name a model")
+    return latest

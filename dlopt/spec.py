@@ -1,0 +1,133 @@
+"""The architecture spec: everything generic code needs to know about a model, declared once.
+
+This module must not import torch: `dlopt list` reads specs without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Stage(StrEnum):
+    TRAIN = "train"
+    PRUNE = "prune"
+    QUANTIZE = "quantize"
+    EXPORT = "export"
+    VERIFY = "verify"
+    BENCH = "bench"
+
+
+class ExportFormat(StrEnum):
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    PT2 = "pt2"
+
+
+class Task(StrEnum):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
+    SEQ2SEQ = "seq2seq"
+    GENERATION = "generation"
+    RECONSTRUCTION = "reconstruction"
+    REINFORCEMENT = "reinforcement"
+    CUSTOM = "custom"
+
+
+# Symbolic dimensions in TensorSpec shapes. Any other string names a field of the model's config.
+BATCH = "batch"
+SEQ = "seq"
+DYNAMIC_DIMS = (BATCH, SEQ)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output. `shape` mixes ints, BATCH/SEQ and config field names.
+
+    For inputs, values are drawn from [low, high) (ints or config field names) for integer dtypes,
+    from a standard normal for float dtypes unless low/high are given.
+    """
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    low: int | float | str | None = None
+    high: int | float | str | None = None
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if d in DYNAMIC_DIMS}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise parity test |a - b| <= atol + rtol * |b| (b: the eager reference)."""
+
+    atol: float = 1e-5
+    rtol: float = 1e-4
+
+
+ALL_STAGES = frozenset(Stage)
+ALL_FORMATS = frozenset(ExportFormat)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What an architecture is, declared once and read by every stage, test and benchmark."""
+
+    name: str
+    summary: str
+    # "module:attr" (imported lazily) or a callable; called as builder(config) -> nn.Module.
+    builder: str | Callable[[Any], Any]
+    config: type  # a dataclass whose defaults are the articles' sizes
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    task: Task
+    dataset: str
+    metric: str
+    tiny: Mapping[str, Any] = field(default_factory=dict)  # config overrides for tests
+    stages: frozenset[Stage] = ALL_STAGES
+    formats: frozenset[ExportFormat] = ALL_FORMATS
+    # Why a stage, a format or a method is not supported: key is a Stage or ExportFormat value.
+    limits: Mapping[str, str] = field(default_factory=dict)
+    tolerance: Tolerance = Tolerance()
+    # Dotted attribute of the built model that deployment stages (export, verify, bench, prune,
+    # quantize) work on; None means the whole model. Training always uses the whole model.
+    entry: str | None = None
+    torchscript: str = "trace"  # "trace" or "script": how the TorchScript export is made
+    source: str = ""  # the articles (in shared/seeds) the facts come from
+    extra: str | None = None  # optional dependency extra needed to build it
+    kind: str = "zoo"  # zoo | torchvision | user
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+    @property
+    def takes_sequences(self) -> bool:
+        return any(SEQ in t.shape for t in self.inputs)
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task == Task.CLASSIFICATION
+
+    def supports(self, stage: Stage | ExportFormat | str) -> bool:
+        key = str(stage)
+        if key in Stage._value2member_map_:
+            return Stage(key) in self.stages
+        if key in ExportFormat._value2member_map_:
+            return ExportFormat(key) in self.formats
+        return key not in self.limits
+
+    def why_not(self, stage: Stage | ExportFormat | str) -> str:
+        return self.limits.get(str(stage), f"{self.name} does not declare support for {stage}")
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """ONNX-style dynamic axes for every input and output."""
+        return {t.name: t.dynamic_axes for t in (*self.inputs, *self.outputs) if t.dynamic_axes}
