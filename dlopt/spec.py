@@ -97,6 +97,10 @@ class ArchSpec:
     # quantize) work on; None means the whole model. Training always uses the whole model.
     entry: str | None = None
     torchscript: str = "trace"  # "trace" or "script": how the TorchScript export is made
+    # Training: the name of the task family's loop (dlopt.train registry), and build options that
+    # training uses by default (e.g. a reduced resolution); None = not trainable (limits says why).
+    trainer: str | None = None
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the articles (in shared/seeds) the facts come from
     extra: str | None = None  # optional dependency extra needed to build it
     kind: str = "zoo"  # zoo | torchvision | user

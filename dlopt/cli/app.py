@@ -97,10 +97,15 @@ def root(
 
 
 def _register() -> None:
-    from dlopt.cli import registry_cmds, runs_cmds
+    """Each command group is a module dlopt/cli/*_cmds.py with register(app): adding one is one new file."""
+    import importlib
+    import pkgutil
 
-    for module in (registry_cmds, runs_cmds):
-        module.register(app)
+    import dlopt.cli
+
+    for info in sorted(pkgutil.iter_modules(dlopt.cli.__path__), key=lambda m: m.name):
+        if info.name.endswith("_cmds"):
+            importlib.import_module(f"dlopt.cli.{info.name}").register(app)
 
 
 _register()

@@ -29,7 +29,7 @@ class DQNConfig:
 
 
 register(ArchSpec(
-    name="perceptron",
+    name="perceptron", trainer="perceptron",
     summary="one linear unit with a step activation, trained with the perceptron rule",
     builder="dlopt.models.dense:Perceptron",
     config=PerceptronConfig,
@@ -42,7 +42,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="mlp",
+    name="mlp", trainer="classification",
     summary="Linear -> ReLU -> BatchNorm1d -> Dropout per hidden layer (20 -> 64 -> 32 -> 16 -> 2)",
     builder="dlopt.models.dense:MLP",
     config=MLPConfig,
@@ -54,7 +54,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="dqn",
+    name="dqn", trainer="dqn",
     summary="Q-network 4 -> 128 -> 128 -> 2 with ReLU; replay memory and a target network in training",
     builder="dlopt.models.dense:QNetwork",
     config=DQNConfig,

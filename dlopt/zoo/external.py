@@ -61,7 +61,8 @@ def torchvision_spec(model_name: str) -> ArchSpec:
         builder=build, config=TorchvisionConfig,
         inputs=(TensorSpec("image", (BATCH, "in_channels", "input_size", "input_size")),),
         outputs=(TensorSpec("logits", (BATCH, "num_classes")),),
-        task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", kind="torchvision",
+        task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", kind="torchvision", trainer="classification",
+        train_defaults={"input_size": 32, "num_classes": 10},
     )
 
 

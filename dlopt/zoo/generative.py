@@ -31,7 +31,7 @@ class VAEConfig:
 
 
 register(ArchSpec(
-    name="gan",
+    name="gan", trainer="gan",
     summary="MLP generator z(100) -> 256 -> 784 Tanh and discriminator 784 -> 128 -> 1 Sigmoid",
     builder="dlopt.models.generative:GAN",
     config=GANConfig,
@@ -44,7 +44,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="autoencoder",
+    name="autoencoder", trainer="autoencoder",
     summary="784 -> 128 -> 64 -> 12 -> 3 (ReLU) with a mirrored decoder ending in Tanh",
     builder="dlopt.models.generative:Autoencoder",
     config=AutoencoderConfig,
@@ -56,7 +56,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="vae",
+    name="vae", trainer="vae",
     summary="VAE: encoder (Linear, ReLU) x2 -> mu, log-variance; decoder Linear -> ReLU -> Linear -> Sigmoid",
     builder="dlopt.models.generative:VAE",
     config=VAEConfig,

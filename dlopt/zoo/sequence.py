@@ -75,7 +75,7 @@ REGRESSION_IO = {
     "inputs": (TensorSpec("series", (BATCH, SEQ, "input_size")),),
     "outputs": (TensorSpec("prediction", (BATCH, "output_size")),),
     "task": Task.REGRESSION, "dataset": "sine", "metric": "mse",
-    "builder": "dlopt.models.recurrent:RecurrentRegressor",
+    "builder": "dlopt.models.recurrent:RecurrentRegressor", "trainer": "regression",
 }
 TOKENS = (TensorSpec("tokens", (BATCH, SEQ), "int64", 0, "vocab_size"),)
 LOGITS = (TensorSpec("logits", (BATCH, "num_classes")),)
@@ -91,7 +91,7 @@ register(ArchSpec(name="gru", summary="2-layer GRU(64, dropout 0.2) -> Dropout -
                   config=GRUConfig, tiny=TINY_RNN, source="000", **REGRESSION_IO))
 
 register(ArchSpec(
-    name="text_lstm",
+    name="text_lstm", trainer="classification",
     summary="Embedding(10000, 100) -> 2-layer LSTM(256, dropout 0.3) -> last hidden -> Dropout -> Linear",
     builder="dlopt.models.recurrent:TextLSTM", config=TextLSTMConfig,
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
@@ -100,7 +100,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="lstm_attention",
+    name="lstm_attention", trainer="classification",
     summary="Embedding(10000, 128) -> BiLSTM(256) -> additive attention pooling -> Dropout -> Linear(512, 5)",
     builder="dlopt.models.recurrent:LSTMAttention", config=LSTMAttentionConfig,
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
@@ -109,7 +109,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="seq2seq_gru",
+    name="seq2seq_gru", trainer="seq2seq",
     summary="GRU encoder + GRU decoder + Linear; teacher forcing in training, greedy decoding (50 steps) at inference",
     builder="dlopt.models.recurrent:Seq2SeqGRU", config=Seq2SeqGRUConfig,
     tiny={"input_size": 6, "hidden_size": 8, "output_size": 6, "max_length": 5},

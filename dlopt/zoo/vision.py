@@ -62,7 +62,7 @@ class ViTConfig:
 
 
 register(ArchSpec(
-    name="cnn",
+    name="cnn", trainer="classification",
     summary="3 x (Conv3x3 -> BN -> ReLU -> MaxPool2) 1->32->64->128, Linear 1152 -> 512 -> 10",
     builder="dlopt.models.conv:CNN", config=CNNConfig,
     tiny={"widths": (4, 8, 8), "hidden": 16},
@@ -71,7 +71,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="simple_cnn",
+    name="simple_cnn", trainer="classification",
     summary="conv block pairs (32,32) (64,64) (128,128) with MaxPool + Dropout2d, pooled MLP head",
     builder="dlopt.models.conv:SimpleCNN", config=SimpleCNNConfig,
     tiny={"widths": (4, 8, 8), "hidden": 16, "input_size": 16},
@@ -80,7 +80,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="lenet5",
+    name="lenet5", trainer="classification",
     summary="LeNet-5: Conv5x5 1->6, Tanh, AvgPool, Conv5x5 6->16, Tanh, AvgPool, 400 -> 120 -> 84 -> 10",
     builder="dlopt.models.conv:LeNet5", config=LeNet5Config,
     inputs=(IMAGE,), outputs=(LOGITS,),
@@ -88,19 +88,21 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="resnet18",
+    name="resnet18", trainer="classification",
     summary="ResNet-18: BasicBlocks [2, 2, 2, 2], widths 64/128/256/512, 7x7 stem (torchvision topology)",
     builder="dlopt.models.conv:ResNet18", config=ResNetConfig,
     tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1), "input_size": 32, "num_classes": 10},
+    train_defaults={"input_size": 32, "num_classes": 10},  # digits upscaled to 32x32: 224 is too slow on a CPU
     inputs=(IMAGE,), outputs=(LOGITS,),
     task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000, 003",
 ))
 
 register(ArchSpec(
-    name="vit",
+    name="vit", trainer="classification",
     summary="ViT-B/16: conv patch embedding, class token, 12 blocks of 768 dim / 12 heads, MLP ratio 4",
     builder="dlopt.models.transformer:ViT", config=ViTConfig,
     tiny={"input_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "num_layers": 2, "num_classes": 10},
+    train_defaults={"input_size": 32, "patch_size": 4, "num_classes": 10},  # reduced resolution for CPU training
     inputs=(IMAGE,), outputs=(LOGITS,),
     task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000",
 ))
