@@ -42,10 +42,10 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
             return bool(value)
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _check_range(key, value, low=min(default, 1))  # sizes >= 1; ids defaulting to 0 may be 0
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _check_range(key, float(value), low=0.0, high=1.0 if "dropout" in key else None)
     elif isinstance(default, (tuple, list)):
         if isinstance(value, (tuple, list)) and value:
             proto = default[0] if default else value[0]
@@ -54,6 +54,15 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     elif default is None:
         return value
     raise ConfigError(f"{key}={value!r} has the wrong type; expected {expected}")
+
+
+def _check_range(key: str, value: float, low: float, high: float | None = None) -> float:
+    import math
+
+    if not math.isfinite(value) or value < low or (high is not None and value >= high):
+        bound = f"in [{low:g}, {high:g})" if high is not None else f">= {low:g}"
+        raise ConfigError(f"{key}={value!r} is out of range; expected a value {bound}")
+    return value
 
 
 def make_config(config_cls: type, overrides: dict[str, Any]) -> Any:

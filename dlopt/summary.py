@@ -75,7 +75,7 @@ def describe(spec: ArchSpec, cfg: Any, model: Any, batch_size: int = 1) -> dict[
         "flops": flops, "macs": flops // 2, "flops_batch_size": batch_size,
         "inputs": [{"name": t.name, "shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
                     "dynamic_axes": t.dynamic_axes} for t, x in zip(spec.inputs, inputs, strict=True)],
-        "outputs": [{"name": t.name, "shape": list(resolve_dims(t.shape, cfg, batch_size, seq)) if spec.kind == "zoo"
+        "outputs": [{"name": t.name, "shape": list(resolve_dims(t.shape, cfg, batch_size, seq)) if spec.kind != "user"
                      else list(t.shape), "dynamic_axes": t.dynamic_axes} for t in spec.outputs],
         "stages": sorted(str(s) for s in spec.stages), "formats": sorted(str(f) for f in spec.formats),
         "limits": dict(spec.limits), "tolerance": {"atol": spec.tolerance.atol, "rtol": spec.tolerance.rtol},

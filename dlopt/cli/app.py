@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from dlopt import __version__
@@ -36,7 +37,7 @@ class DloptGroup(TyperGroup):
                 exc.show()
                 return sys.exit(0) if standalone_mode else 0
             where = exc.ctx.command_path if getattr(exc, "ctx", None) else "dlopt"
-            err_console.print(f"[bold red]error:[/bold red] {exc.format_message()} (see {where} --help)",
+            err_console.print(f"[bold red]error:[/bold red] {escape(exc.format_message())} (see {where} --help)",
                               highlight=False, soft_wrap=True)
             rv = exc.exit_code
         code = rv if isinstance(rv, int) else 0
@@ -56,7 +57,7 @@ class DloptGroup(TyperGroup):
         except DloptError as exc:
             if _debug(ctx):
                 raise
-            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]: partial files were removed; rerun to start again")
@@ -64,7 +65,7 @@ class DloptGroup(TyperGroup):
         except Exception as exc:  # a bug in dlopt, not the user's mistake
             if _debug(ctx):
                 raise
-            err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {exc} "
+            err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
                               "(rerun with --debug for the traceback, and please report it)", highlight=False)
             raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 

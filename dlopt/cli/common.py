@@ -17,7 +17,7 @@ err_console = Console(stderr=True)
 ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME, or file.py:fn.",
                                         show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Build option key=value (repeatable), e.g. num_classes=5.")]
-InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="Image side length for image models.")]
+InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="The input_size build option: image side for image models, features per step for RNNs.")]
 InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models, e.g. 3,32,32.")]
 TinyOpt = Annotated[bool, typer.Option("--tiny", help="Use the spec's tiny test configuration.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
