@@ -1,0 +1,151 @@
+"""Each backend turns a variant (a module, or an artifact file) and example inputs into a zero-argument
+callable. A backend that cannot run here raises BackendUnavailable with the reason for its row."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.bench.config import Backend, Device
+
+
+class BackendUnavailable(Exception):
+    """This backend cannot run on this machine or device; the message says why and what would fix it."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row family of the table: a backend applied to a module or an artifact."""
+
+    name: str
+    backend: Backend
+    module: Any = None  # nn.Module for eager / torchscript / compile
+    path: Path | None = None  # .onnx, .ts or .pt2 artifact
+    precision: str = "fp32"  # which measured peak the roofline compares with
+    script: bool = False  # TorchScript by scripting rather than tracing (spec.torchscript == "script")
+    unavailable: str | None = None  # why this row cannot run at all (no .onnx, export failed)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    fn: Callable[[], Any]
+    setup_s: float  # trace + freeze, session creation, or wrapping (compile happens at the first call)
+    model_bytes: int | None
+    model_bytes_source: str
+    first: Callable[[], Any] | None = None  # the first call, when it differs (torch.compile compiles in it)
+
+
+def _weights_bytes(module: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def _file_bytes(path: Path) -> int:
+    """An ONNX file plus its external-data files beside it, if any."""
+    extra = sum(p.stat().st_size for p in path.parent.glob(f"{path.name}.data")) if path.suffix == ".onnx" else 0
+    return path.stat().st_size + extra
+
+
+def _eager(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+    if v.path is not None:  # a .pt2 exported program
+        import torch
+
+        t0 = time.perf_counter()
+        module = torch.export.load(str(v.path)).module()
+        return Prepared(functools.partial(module, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
+    module = v.module.to(device.value)
+    return Prepared(functools.partial(module, *inputs), 0.0, _weights_bytes(module), "parameters+buffers")
+
+
+def _torchscript(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+    import torch
+
+    t0 = time.perf_counter()
+    if v.path is not None:
+        ts = torch.jit.load(str(v.path), map_location=device.value)
+        return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
+    module = v.module.to(device.value)
+    with torch.no_grad():
+        ts = torch.jit.script(module) if v.script else torch.jit.trace(module, inputs, check_trace=False)
+        ts = torch.jit.optimize_for_inference(torch.jit.freeze(ts.eval()))
+    # the frozen module's size on disk is not its size: optimize_for_inference prepacks conv weights
+    # into opaque objects that torch.jit.save leaves out; the weights themselves are the eager ones
+    return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, _weights_bytes(module),
+                    "parameters+buffers (frozen in memory)")
+
+
+def _compile(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+    import torch
+
+    if v.module is None:
+        raise BackendUnavailable("torch.compile needs the PyTorch module, not an artifact file")
+    from torch._inductor import config as inductor_config
+
+    module = v.module.to(device.value)
+    compiled = torch.compile(module, dynamic=False)
+    run = functools.partial(compiled, *inputs)
+
+    def first_call_with_freezing() -> Any:  # freezing is read when inductor compiles, i.e. at the first call
+        with inductor_config.patch(freezing=True):
+            return run()
+
+    return Prepared(run, 0.0, _weights_bytes(module), "parameters+buffers", first=first_call_with_freezing)
+
+
+def ort_providers(backend: Backend, device: Device) -> list[str]:
+    """The execution providers for a row, or BackendUnavailable naming what is missing."""
+    import onnxruntime as ort
+
+    have = ort.get_available_providers()
+    if backend == Backend.TENSORRT:
+        if device != Device.CUDA:
+            raise BackendUnavailable("TensorRT runs on CUDA devices only; pass --device cuda on a machine with a GPU")
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    else:
+        wanted = ["CUDAExecutionProvider"] if device == Device.CUDA else ["CPUExecutionProvider"]
+    if wanted[0] not in have:
+        raise BackendUnavailable(f"ONNX Runtime here has no {wanted[0]} (available: {', '.join(have)}); "
+                                 "install onnxruntime-gpu with a matching CUDA/TensorRT to bench it")
+    return wanted
+
+
+def _onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
+    import onnxruntime as ort
+
+    if v.path is None:
+        raise BackendUnavailable("no .onnx file for this model (export it with `dlopt export`)")
+    providers = ort_providers(v.backend, device)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    t0 = time.perf_counter()
+    session = ort.InferenceSession(str(v.path), sess_options=opts, providers=providers)
+    setup = time.perf_counter() - t0
+    names = [i.name for i in session.get_inputs()]
+    if len(names) != len(inputs):
+        raise BackendUnavailable(f"{v.path.name} takes {len(names)} inputs, the spec gives {len(inputs)}")
+    feed = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs, strict=True)}
+    return Prepared(functools.partial(session.run, None, feed), setup, _file_bytes(v.path), "file")
+
+
+def prepare(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
+    """The callable for one variant at one input shape. Raises BackendUnavailable, or whatever the
+    backend itself raised (the caller records that as a failed row)."""
+    if device == Device.CUDA:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("CUDA is not available here (torch.cuda.is_available() is False); "
+                                     "run with --device cpu, or on a machine with an NVIDIA GPU")
+    if v.backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
+        return _onnxruntime(v, inputs, device, threads)
+    if v.backend == Backend.TORCHSCRIPT:
+        return _torchscript(v, inputs, device)
+    if v.backend == Backend.COMPILE:
+        return _compile(v, inputs, device)
+    return _eager(v, inputs, device)

@@ -1,0 +1,190 @@
+"""`bench`: every variant of a target, at every batch size (and sequence length), timed interleaved,
+summarized with the roofline and recorded into the run as `bench.json` and a manifest stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
+from dlopt.bench.config import BenchConfig, Device
+from dlopt.bench.memory import PeakWindow, rss_mb
+from dlopt.bench.roofline import machine_peak, roofline
+from dlopt.bench.stats import summarize
+from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
+from dlopt.bench.variants import Source, build_variants, open_source
+from dlopt.environment import fingerprint
+from dlopt.fileio import write_json_atomic
+from dlopt.target import TargetOptions
+
+SCHEMA = "dlopt.bench/1"
+RESULT_FILE = "bench.json"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    result: dict[str, Any]
+    path: Path  # bench.json inside the run
+
+
+def _shapes(source: Source, cfg: BenchConfig) -> list[tuple[int, int | None]]:
+    sequences = source.spec is None or source.spec.takes_sequences
+    seqs: tuple[int | None, ...] = cfg.seq_lens if (cfg.seq_lens and sequences) else (None,)
+    return [(b, s) for b in cfg.batch_sizes for s in seqs]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _sync(device: Device) -> Sync:
+    if device == Device.CUDA:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.synchronize
+    return no_sync
+
+
+def _flops(module: Any, inputs: tuple[Any, ...]) -> int | None:
+    from dlopt.summary import count_flops
+
+    if module is None:
+        return None
+    try:
+        return count_flops(module, inputs)
+    except Exception:  # a counter failure must not sink the timing; the row says flops unknown
+        return None
+
+
+def _cuda_peak_mb(device: Device, call: Callable[[], Any]) -> float | None:
+    """CUDA memory allocated during one steady call above what was allocated before it."""
+    import torch
+
+    if device != Device.CUDA or not torch.cuda.is_available():
+        return None
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    return round((torch.cuda.max_memory_allocated() - before) / 2**20, 2)
+
+
+def _warm(v: Variant, inputs: tuple[Any, ...], cfg: BenchConfig, threads: int, sync: Sync) -> tuple[Prepared, dict]:
+    """Prepare and warm one variant on its own; memory is measured here, not while interleaved."""
+    rss0 = rss_mb()
+    p = prepare(v, inputs, cfg.device, threads)
+    wu = warm_up(p.fn, cfg.warmup_calls, sync, p.first)
+    rss1 = rss_mb()
+    cuda_peak = _cuda_peak_mb(cfg.device, lambda: time_calls(p.fn, 1, sync))
+    with PeakWindow() as window:
+        time_calls(p.fn, max(1, cfg.warmup_calls), sync)
+    info = {"setup_s": round(p.setup_s, 4), "first_call_s": round(wu.first_call_s, 4),
+            "warmup_s": round(wu.warmup_s, 4), "warmup_calls": wu.calls,
+            "rss_setup_mb": None if rss0 is None or rss1 is None else round(rss1 - rss0, 2),
+            "peak_rss_call_mb": None if window.delta_mb is None else round(window.delta_mb, 2),
+            "peak_cuda_mb": cuda_peak, "model_bytes": p.model_bytes, "model_bytes_source": p.model_bytes_source,
+            "estimate_s": wu.estimate_s}
+    return p, info
+
+
+def _finish(row: dict, times: list[float], stop: str, flops: int | None, peak: dict, precision: str) -> None:
+    st = summarize(times)
+    row.update(status="ok", stop=stop, stats={k: round(v, 5) if isinstance(v, float) else v
+                                              for k, v in st.to_dict().items()},
+               throughput_per_s=round(row["batch_size"] * 1e3 / st.median_ms, 2),
+               flops=flops, **roofline(flops, st.median_ms, peak, precision))
+
+
+def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, shape: tuple[int, int | None],
+                   ctx: dict[str, Any], progress: Progress) -> list[dict]:
+    import torch
+
+    batch, seq = shape
+    inputs = source.make_inputs(batch, seq)
+    if ctx["device_ok"]:  # else every row is unavailable (prepare says why) and inputs stay on the CPU
+        inputs = tuple(x.to(cfg.device.value) for x in inputs)
+    seq_used = seq if source.spec is None else (int(inputs[0].shape[1]) if source.spec.takes_sequences else None)
+    flops = _flops(source.module, inputs)
+    rows, fns, est = {}, {}, {}
+    for v in variants:
+        progress(f"warm-up {v.name} (batch {batch})")
+        row = {"variant": v.name, "backend": v.backend.value, "batch_size": batch, "seq_len": seq_used,
+               "precision": v.precision, "artifact": str(v.path) if v.path else None, "status": "unavailable"}
+        rows[v.name] = row
+        if v.unavailable:
+            row["reason"] = v.unavailable
+            continue
+        try:
+            p, info = _warm(v, inputs, cfg, ctx["threads"], ctx["sync"])
+        except BackendUnavailable as exc:
+            row["reason"] = str(exc)
+            continue
+        except Exception as exc:  # one backend failing (e.g. no C++ compiler for inductor) must not sink the rest
+            row.update(status="failed", reason=_reason(exc))
+            continue
+        fns[v.name], est[v.name] = p.fn, info.pop("estimate_s")
+        row.update(info)
+    progress(f"timing {len(fns)} variants interleaved (batch {batch}, budget {cfg.budget_s:g}s)")
+    for name, s in round_robin(fns, est, cfg, ctx["sync"]).items():
+        _finish(rows[name], s.times, str(s.stop), flops, ctx["peak"], rows[name]["precision"])
+    eager = rows.get("eager", {}).get("stats")
+    for row in rows.values():
+        if eager and row.get("stats"):
+            row["speedup_vs_eager"] = round(eager["median_ms"] / row["stats"]["median_ms"], 3)
+    if cfg.device == Device.CUDA and ctx["device_ok"]:
+        torch.cuda.empty_cache()
+    return list(rows.values())
+
+
+def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    return {k: ([str(x) for x in v] if isinstance(v, tuple) else (str(v) if hasattr(v, "value") else v))
+            for k, v in dataclasses.asdict(cfg).items()}
+
+
+def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _msg: None) -> BenchOutcome:
+    """Benchmark every variant of the target; writes `bench.json` in its run and records the stage."""
+    import torch
+
+    from dlopt.options import config_dict
+
+    before = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        source = open_source(opts)
+        with source.run.stage("bench", config=_config_dict(cfg)) as rec:
+            progress("preparing variants")
+            variants = build_variants(source, cfg)
+            threads = torch.get_num_threads()
+            peak = machine_peak(cfg.device.value, threads) if cfg.device == Device.CPU or torch.cuda.is_available() \
+                else {"note": "no CUDA device: peak not measured"}
+            ctx = {"threads": threads, "sync": _sync(cfg.device), "peak": peak,
+                   "device_ok": cfg.device == Device.CPU or torch.cuda.is_available()}
+            load_start = list(os.getloadavg())
+            rows: list[dict] = []
+            with torch.inference_mode():
+                for shape in _shapes(source, cfg):
+                    rows += _measure_shape(source, variants, cfg, shape, ctx, progress)
+            result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                      "target": source.label, "arch": source.spec.name if source.spec else None,
+                      "run": str(source.run.path), "model_config": config_dict(source.config) if source.config else None,
+                      "device": cfg.device.value, "threads": threads, "config": _config_dict(cfg),
+                      "loadavg": {"start": load_start, "end": list(os.getloadavg()), "cpus": os.cpu_count()},
+                      "environment": fingerprint(), "peak": peak, "rows": rows}
+            path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
+            dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
+            for target in (dated, path):
+                write_json_atomic(target, result)
+            rec.outputs += [path, dated]
+            rec.metrics.update({f"{r['variant']}@b{r['batch_size']}" + (f"s{r['seq_len']}" if r["seq_len"] else ""):
+                                r["stats"]["median_ms"] for r in rows if r.get("stats")})
+    finally:
+        torch.set_num_threads(before)
+    return BenchOutcome(result, path)

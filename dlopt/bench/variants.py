@@ -1,0 +1,180 @@
+"""What a bench target holds: the model and every artifact or variant in its run, as Variants.
+
+TARGET forms: an architecture name (a new run), a run directory, nothing (the latest run), or an
+artifact file (.onnx, .ts, .pt2) — inside a run, or a stray .onnx whose inputs are read from the graph.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from dlopt.bench.backends import Variant
+from dlopt.bench.config import Backend, BenchConfig
+from dlopt.errors import DloptError, InputFileError
+from dlopt.runs import MANIFEST, Run
+from dlopt.spec import ArchSpec, ExportFormat
+from dlopt.target import MODEL_RECORD, TargetOptions, resolve_target
+
+ARTIFACTS = {".onnx": Backend.ONNXRUNTIME, ".ts": Backend.TORCHSCRIPT, ".pt2": Backend.EAGER}
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+               "tensor(bool)": "bool", "tensor(double)": "float64"}
+EXPORT_DIR = "bench-export"
+
+
+@dataclass(frozen=True)
+class Source:
+    label: str
+    run: Run
+    spec: ArchSpec | None  # None for a stray .onnx
+    config: Any
+    model: Any  # the whole model (None for a stray .onnx)
+    module: Any  # the entry module deployment stages run
+    artifacts: tuple[Path, ...]
+    make_inputs: Callable[[int, int | None], tuple[Any, ...]]
+    single: bool = False  # TARGET was one artifact file: bench it (and eager, for the speed-up) only
+
+
+def _enclosing_run(path: Path) -> Path | None:
+    return next((p for p in path.resolve().parents if (p / MANIFEST).is_file()), None)
+
+
+def _found_artifacts(run: Run) -> tuple[Path, ...]:
+    files = [p for p in sorted(run.path.rglob("*")) if p.suffix in ARTIFACTS and p.is_file() and not p.name.startswith(".")]
+    return tuple(files)
+
+
+def _from_target(opts: TargetOptions) -> Source:
+    from dlopt.registry import entry_module, make_inputs
+
+    t = resolve_target(opts)
+    module = entry_module(t.model, t.spec)
+    return Source(t.spec.name, t.run, t.spec, t.config, t.model, module, _found_artifacts(t.run),
+                  lambda b, s: make_inputs(t.spec, t.config, b, s, seed=opts.seed))
+
+
+def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> tuple[Any, ...]:
+    """Inputs for a bare ONNX graph: symbolic dims are batch (first) or seq (later); ints drawn from [0, 2)."""
+    import onnxruntime as ort
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for inp in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs():
+        shape = [d if isinstance(d, int) else (batch if i == 0 else (seq_len or 16)) for i, d in enumerate(inp.shape)]
+        dtype = ONNX_DTYPES.get(inp.type)
+        if dtype is None:
+            raise InputFileError(f"{path.name}: input {inp.name} has type {inp.type}, which dlopt cannot generate")
+        out.append(torch.randint(0, 2, shape, generator=gen, dtype=getattr(torch, dtype)) if dtype != "float32"
+                   and dtype != "float64" else torch.randn(shape, generator=gen, dtype=getattr(torch, dtype)))
+    return tuple(out)
+
+
+def _from_artifact(path: Path, opts: TargetOptions) -> Source:
+    run_dir = _enclosing_run(path)
+    if run_dir is not None:
+        src = _from_target(replace(opts, name=str(run_dir)))
+        return replace(src, label=str(path), artifacts=(path.resolve(),), single=True)
+    if path.suffix != ".onnx":
+        raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
+                             "bench its run directory, or an .onnx file (which declares its inputs)")
+    run = Run.create(opts.root, f"onnx-{path.stem}", {"source": str(path.resolve())})
+    return Source(str(path), run, None, None, None, None, (path.resolve(),),
+                  lambda b, s: onnx_inputs(path, b, s, seed=opts.seed), single=True)
+
+
+def open_source(opts: TargetOptions) -> Source:
+    if opts.name and Path(opts.name).suffix in ARTIFACTS:
+        path = Path(opts.name)
+        if not path.is_file():
+            raise InputFileError(f"artifact {path} not found; give an existing .onnx, .ts or .pt2 file")
+        return _from_artifact(path, opts)
+    return _from_target(opts)
+
+
+def _export_onnx(source: Source, cfg: BenchConfig) -> Path | str:
+    """The run's ONNX file made with dlopt.export, or the reason there is none."""
+    spec = source.spec
+    if not spec.supports(ExportFormat.ONNX):
+        return f"{spec.name} has no ONNX export: {spec.why_not(ExportFormat.ONNX)}"
+    try:
+        from dlopt.export import ExportConfig, export_model
+    except ImportError as exc:
+        return f"dlopt.export is not available ({exc})"
+    out_dir = source.run.path / EXPORT_DIR
+    try:
+        res = export_model(source.model, spec, source.config, out_dir,
+                           ExportConfig(formats=(ExportFormat.ONNX,), exporter=cfg.onnx_exporter, verify=False))
+    except DloptError as exc:
+        return f"ONNX export failed: {exc}"
+    if ExportFormat.ONNX.value not in res.artifacts:
+        return f"ONNX export failed: {res.failures.get(ExportFormat.ONNX.value, 'no file written')}"
+    return Path(res.artifacts[ExportFormat.ONNX.value])
+
+
+def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = False) -> Variant | None:
+    """A row for an artifact file; None when its backend was not asked for (unless TARGET named the file)."""
+    backend = ARTIFACTS[path.suffix]
+    if backend == Backend.ONNXRUNTIME and Backend.TENSORRT in cfg.backends and Backend.ONNXRUNTIME not in cfg.backends:
+        backend = Backend.TENSORRT
+    if not named and backend not in cfg.backends and not (path.suffix == ".pt2" and Backend.EAGER in cfg.backends):
+        return None
+    rel = path.relative_to(run.path) if path.is_relative_to(run.path) else path.name
+    if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
+        return Variant(backend.value, backend, path=path)
+    kind = {".onnx": backend.value, ".ts": "torchscript-file", ".pt2": "pt2"}[path.suffix]
+    return Variant(f"{kind}:{rel}", backend, path=path)
+
+
+def _checkpoint_variants(source: Source) -> list[Variant]:
+    """Other dlopt checkpoints in the run (pruned or quantized copies) as eager rows."""
+    from dlopt.checkpoint import RECORD_FORMAT, load_checkpoint
+    from dlopt.registry import entry_module
+
+    out = []
+    for record in sorted(source.run.path.rglob("*.json")):
+        if record in (source.run.path / MODEL_RECORD, source.run.path / MANIFEST) \
+                or not record.with_suffix(".safetensors").is_file():
+            continue
+        try:
+            meta = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue  # not a checkpoint record: not a variant
+        if not isinstance(meta, dict) or meta.get("format") != RECORD_FORMAT:
+            continue
+        name = f"eager:{record.relative_to(source.run.path).with_suffix('')}"
+        try:
+            ck = load_checkpoint(record)
+        except DloptError as exc:  # a variant we cannot load is a row that says so, not a silent gap
+            out.append(Variant(name, Backend.EAGER, unavailable=f"cannot load {record.name}: {exc}"))
+            continue
+        out.append(Variant(name, Backend.EAGER, module=entry_module(ck.model, ck.spec),
+                           precision=str(meta.get("precision", "fp32"))))
+    return out
+
+
+def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
+    """Rows to bench: the module under each chosen backend, then each artifact found in the run."""
+    out: list[Variant] = []
+    script = bool(source.spec and source.spec.torchscript == "script")
+    onnx_found = [p for p in source.artifacts if p.suffix == ".onnx"]
+    single_artifact = source.single
+    for backend in cfg.backends:
+        if source.module is None or (single_artifact and backend != Backend.EAGER):
+            continue
+        if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
+            if onnx_found:
+                continue  # the run's own .onnx files get rows below
+            got = _export_onnx(source, cfg)
+            out.append(Variant(backend.value, backend, path=got) if isinstance(got, Path)
+                       else Variant(backend.value, backend, unavailable=got))
+            continue
+        out.append(Variant(backend.value, backend, module=source.module, script=script))
+    if cfg.variants or single_artifact:
+        out += [v for p in source.artifacts if (v := _artifact_variant(p, source.run, cfg, single_artifact))]
+    if cfg.variants and source.module is not None and Backend.EAGER in cfg.backends and not single_artifact:
+        out += _checkpoint_variants(source)
+    return out
