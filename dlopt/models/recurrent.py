@@ -82,8 +82,8 @@ class Seq2SeqGRU(nn.Module):
     def forward(self, src: torch.Tensor) -> torch.Tensor:  # (B, S, F) -> (B, max_length, output_size)
         _, hidden = self.encoder(src)
         step = torch.zeros(src.shape[0], 1, self.projection.out_features, dtype=src.dtype, device=src.device)
-        outputs = []
-        for _ in range(self.max_length):
+        outputs: list[torch.Tensor] = []
+        for _step in range(self.max_length):  # not `_`: TorchScript types it, and `_` above is a tensor
             out, hidden = self.decoder(step, hidden)
             logits = self.projection(out)  # (B, 1, output_size)
             outputs.append(logits)

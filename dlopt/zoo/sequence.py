@@ -116,4 +116,5 @@ register(ArchSpec(
     inputs=(TensorSpec("src", (BATCH, SEQ, "input_size")),),
     outputs=(TensorSpec("logits", (BATCH, "max_length", "output_size")),),
     task=Task.SEQ2SEQ, dataset="seq2seq", metric="exact_match", source="000",
+    torchscript="script",  # the greedy decoding loop stays a loop (a trace would unroll max_length steps)
 ))

@@ -1,0 +1,182 @@
+"""`dlopt export` and `dlopt verify`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dlopt.cli.common import (BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console,
+                              err_console, parse_shape, print_json)
+from dlopt.errors import CheckFailedError, UsageError
+from dlopt.spec import ExportFormat
+
+FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
+
+
+class Exporter(StrEnum):
+    DYNAMO = "dynamo"
+    LEGACY = "legacy"
+
+
+NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
+                                                    "nothing = the latest run.", show_default=False)]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json) to export.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-based files (.ts, .pt2) that no dlopt "
+                                                                "run manifest records. Only for files you trust.")]
+
+
+def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
+    """'onnx,ts' -> the formats, and whether they were named explicitly (then unsupported is an error)."""
+    items = [FORMAT_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in text.split(",") if p.strip()]
+    if not items or items == ["all"]:
+        return tuple(ExportFormat), False
+    bad = [p for p in items if p not in ExportFormat._value2member_map_]
+    if bad:
+        choices = ", ".join([*map(str, ExportFormat), "all"])
+        raise UsageError(f"unknown export format {', '.join(map(repr, bad))}; choose from {choices} (comma-separated)")
+    return tuple(dict.fromkeys(ExportFormat(p) for p in items)), True
+
+
+def export_cmd(
+    name: NameArg = None,
+    checkpoint: CheckpointOpt = None,
+    run: RunOpt = None,
+    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, comma-separated, or all.")] = "all",
+    exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
+        Exporter.DYNAMO),
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
+    out: OutOpt = Path("artifacts"),
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip verification after export.")] = False,
+    batch_size: BatchOpt = 2,
+    sets: SetOpt = None,
+    input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
+    tiny: TinyOpt = False,
+    trust_pickle: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
+    from dlopt.export import ExportConfig
+    from dlopt.export.stage import run_export
+    from dlopt.options import parse_sets
+    from dlopt.target import TargetOptions
+
+    fmts, explicit = parse_formats(formats)
+    config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
+                          verify=not no_verify, strict_formats=explicit)
+    target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
+                                input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
+                                trust_pickle=trust_pickle)
+    with err_console.status("exporting…") as status:
+        target, result, report = run_export(target_opts, config, on_step=lambda msg: status.update(msg + "…"))
+    if as_json:
+        print_json({"arch": target.spec.name, "run": str(target.run.path), "report": str(report) if report else None,
+                    **result.to_dict()})
+    else:
+        _render_export(target, result)
+    _raise_on_failure(result.failures, result.verification, report)
+
+
+def _render_export(target: Any, result: Any) -> None:
+    table = Table(title=f"{target.spec.name} exported to {target.run.path}", title_justify="left")
+    for col in ("format", "how", "seconds", "verified", "max abs err", "worst at", "file"):
+        table.add_column(col)
+    for fmt, path in result.artifacts.items():
+        d, rep = result.details.get(fmt, {}), result.verification.get(fmt)
+        how = {"onnx": f"{d.get('exporter')} opset {d.get('opset')}",
+               "torchscript": f"{d.get('method')}{', frozen' if d.get('frozen') else ''}"}.get(fmt, "torch.export")
+        worst = rep.worst() if rep else {}
+        verdict = "-" if rep is None else ("[green]pass[/green]" if rep.passed else "[red]FAIL[/red]")
+        table.add_row(fmt, how, f"{result.seconds[fmt]:.2f}", verdict, _num(worst.get("max_abs")),
+                      str(worst.get("case") or "-"), path.name)
+    for fmt, why in result.failures.items():
+        table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", why[:80])
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _raise_on_failure(export_failures: dict[str, str], reports: dict[str, Any], report: Path | None) -> None:
+    rows = [(fmt, "export", "-", why) for fmt, why in export_failures.items()]
+    rows += [(fmt, case, out, why) for fmt, r in reports.items() for case, out, why in r.failures()]
+    if not rows:
+        return
+    table = Table(title=f"{len(rows)} failure(s)", title_justify="left", title_style="bold red")
+    for col in ("artifact", "shape", "output", "why"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    err_console.print(table)
+    where = f"; full report: {report}" if report else ""
+    raise CheckFailedError(f"{len(rows)} check(s) failed in {', '.join(sorted({r[0] for r in rows}))}{where}")
+
+
+def verify_cmd(
+    path: Annotated[Path, typer.Argument(help="An artifact (.onnx, .ts, .pt2) or a run directory.",
+                                         show_default=False)],
+    checkpoint: CheckpointOpt = None,
+    batch_sizes: Annotated[str | None, typer.Option(
+        "--batch-sizes", help="Batch sizes, e.g. 1,2,3 (default: the export batch, 1 and an odd one).")] = None,
+    trust_pickle: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
+    from dlopt.verify import VerifyConfig
+    from dlopt.verify.stage import VerifyOptions, verify_path
+
+    config = VerifyConfig(batch_sizes=_int_list(batch_sizes, "--batch-sizes"))
+    with err_console.status(f"verifying {path}…"):
+        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config))
+    if as_json:
+        print_json({"arch": outcome.arch, "passed": outcome.passed, "report": str(outcome.report_path),
+                    "artifacts": {k: r.to_dict() for k, r in outcome.reports.items()}})
+    else:
+        _render_verify(outcome)
+    _raise_on_failure({}, outcome.reports, outcome.report_path)
+
+
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a list of integers; use e.g. 1,2,3") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} needs positive integers, e.g. 1,2,3")
+    return values
+
+
+def _render_verify(outcome: Any) -> None:
+    table = Table(title=f"{outcome.arch}: verification", title_justify="left")
+    for col in ("artifact", "verdict", "max abs", "max rel", "mean abs", "p99 abs", "cosine", "needed atol", "top-1",
+                "worst at"):
+        table.add_column(col)
+    for fmt, r in outcome.reports.items():
+        mean_abs = max((o.mean_abs or 0.0 for c in r.cases for o in c.outputs), default=None)
+        w = r.worst()
+        table.add_row(f"{fmt} ({Path(r.artifact).name})", "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+                      _num(w.get("max_abs")), _num(w.get("max_rel")), _num(mean_abs),
+                      _num(w.get("p99_abs")), _num(w.get("cosine")), _num(w.get("needed_atol")), _num(w.get("top1")),
+                      str(w.get("case") or "-"))
+    console.print(table)
+    shapes = sorted({_shape(c) for r in outcome.reports.values() for c in r.cases})
+    console.print(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
+                  f"report: {outcome.report_path}[/dim]")
+
+
+def _shape(c: Any) -> str:
+    return f"batch {c.batch}" + (f" seq {c.seq}" if c.seq is not None else "")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("verify")(verify_cmd)

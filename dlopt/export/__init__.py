@@ -1,0 +1,165 @@
+"""Export a model to ONNX, TorchScript and torch.export (.pt2), and verify each artifact against eager.
+
+    result = export_model(model, spec, cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,)))
+    run = load_artifact(result.artifacts["onnx"]);  outputs = run(*make_inputs(spec, cfg, 3))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt import __version__
+from dlopt.errors import OutputError, UnsupportedError, UsageError
+from dlopt.export.quiet import DEPRECATION_NOTES, quiet_deprecations
+from dlopt.export.runtime import SUFFIXES, artifact_format, load_artifact, read_metadata
+from dlopt.spec import ArchSpec, ExportFormat
+
+SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2"}
+
+__all__ = ["SUFFIX", "SUFFIXES", "ExportConfig", "ExportResult", "artifact_format", "check_config", "export_model",
+           "load_artifact",
+           "read_metadata", "supported_formats"]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    formats: tuple[ExportFormat, ...] = tuple(ExportFormat)  # those the spec does not support are skipped, noted
+    exporter: str = "dynamo"  # ONNX exporter: "dynamo" (torch.export based) or "legacy" (TorchScript based)
+    opset: int | None = None  # None = the exporter's default
+    batch_size: int = 2  # example batch used for tracing/export; not 1, which exporters specialise
+    verify: bool = True  # compare each artifact with eager at several shapes right after export
+    dynamic: bool = True  # export the spec's batch/seq axes as dynamic (False only to test the verifier)
+    strict_formats: bool = False  # True: a requested format the spec does not support is an error
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    artifacts: dict[str, Path]  # format value -> file
+    seconds: dict[str, float]  # format value -> export wall time
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> exporter, opset, method...
+    failures: dict[str, str] = field(default_factory=dict)  # format -> why export failed
+    verification: dict[str, Any] = field(default_factory=dict)  # format -> dlopt.verify.VerifyReport
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(r.passed for r in self.verification.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifacts": {k: str(v) for k, v in self.artifacts.items()}, "seconds": self.seconds,
+                "notes": self.notes, "details": self.details, "failures": self.failures,
+                "verification": {k: r.to_dict() for k, r in self.verification.items()}}
+
+
+def supported_formats(spec: ArchSpec, requested: tuple[ExportFormat, ...],
+                      strict: bool) -> tuple[list[ExportFormat], list[str]]:
+    """The requested formats the spec supports, and a note for each skipped one (an error if strict)."""
+    keep, notes = [], []
+    for fmt in requested:
+        if spec.supports(fmt):
+            keep.append(ExportFormat(fmt))
+        elif strict:
+            raise UnsupportedError(f"{spec.name} cannot be exported to {fmt}: {spec.why_not(fmt)}")
+        else:
+            notes.append(f"{fmt} skipped: {spec.why_not(fmt)}")
+    return keep, notes
+
+
+def check_config(config: ExportConfig) -> None:
+    """Refuse bad options before any work (or any run directory) is made."""
+    from dlopt.export.onnx import check_options
+
+    if ExportFormat.ONNX in config.formats:
+        check_options(config.exporter, config.opset)
+    if config.dynamic and config.batch_size < 2:
+        raise UsageError("the export batch size must be at least 2: exporters fix an axis of size 1; "
+                         "verification still checks batch 1")
+
+
+def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None) -> dict[str, str]:
+    import json
+
+    from dlopt.options import config_dict
+
+    tol = spec.tolerance
+    meta = {"dlopt_version": __version__, "arch": spec.name, "config": json.dumps(config_dict(cfg)),
+            "tolerance": json.dumps({"atol": tol.atol, "rtol": tol.rtol}),
+            "inputs": ",".join(spec.input_names), "outputs": ",".join(spec.output_names)}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return meta
+
+
+def _export_one(fmt: ExportFormat, module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path,
+                config: ExportConfig, meta: dict[str, str]) -> dict[str, Any]:
+    if fmt == ExportFormat.ONNX:
+        from dlopt.export.onnx import export_onnx
+
+        return export_onnx(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
+                           dynamic=config.dynamic, metadata=meta)
+    if fmt == ExportFormat.TORCHSCRIPT:
+        from dlopt.export.torchscript import export_torchscript
+
+        return export_torchscript(module, example, spec, path, metadata=meta)
+    from dlopt.export.pt2 import export_pt2
+
+    return export_pt2(module, example, spec, cfg, path, dynamic=config.dynamic, metadata=meta)
+
+
+def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cfg: Any, out_dir: Path, stem: str,
+                    config: ExportConfig, meta: dict[str, str], step: Callable[[str], None]) -> ExportResult:
+    """Export each format in turn; an exporter failure is recorded and the other formats still run."""
+    from dlopt.registry import make_inputs
+
+    example = make_inputs(spec, cfg, config.batch_size)
+    result = ExportResult({}, {})
+    for fmt in formats:
+        path = Path(out_dir) / f"{stem}{SUFFIX[fmt]}"
+        step(f"exporting {spec.name} to {fmt}")
+        t0 = time.perf_counter()
+        try:
+            with quiet_deprecations():
+                details = _export_one(fmt, module, example, spec, cfg, path, config, meta)
+        except (OutputError, UnsupportedError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # exporters raise many internal types; record it, keep the other formats
+            result.failures[fmt.value] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            continue
+        result.seconds[fmt.value] = round(time.perf_counter() - t0, 3)
+        result.artifacts[fmt.value] = path
+        result.notes.extend(details.pop("notes", []))
+        result.details[fmt.value] = details
+        used = "legacy" if details.get("exporter") == "legacy" else fmt.value
+        if used in DEPRECATION_NOTES and DEPRECATION_NOTES[used] not in result.notes:
+            result.notes.append(DEPRECATION_NOTES[used])
+    return result
+
+
+def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: ExportConfig = ExportConfig(),
+                 stem: str = "model", metadata: dict[str, Any] | None = None,
+                 on_step: Callable[[str], None] | None = None) -> ExportResult:
+    """Export the entry module to each format (atomically, into out_dir/{stem}.onnx|.ts|.pt2), then verify.
+
+    `metadata` (e.g. {"checkpoint_sha256": ...}) is stored in every artifact beside dlopt's own keys.
+    An exporter failure is recorded in `failures` and the other formats still run. `on_step` hears progress.
+    """
+    from dlopt.registry import entry_module
+
+    check_config(config)
+    formats, notes = supported_formats(spec, config.formats, config.strict_formats)
+    step = on_step or (lambda _msg: None)
+    module = entry_module(model, spec).eval()
+    result = _export_formats(formats, module, spec, cfg, out_dir, stem, config, _metadata(spec, cfg, metadata), step)
+    result.notes[:0] = notes
+    if config.verify and result.artifacts:
+        from dlopt.verify import VerifyConfig, verify_artifacts
+
+        step(f"verifying {', '.join(result.artifacts)}")
+        with quiet_deprecations():  # trust: the files were written just now by this process
+            reports = verify_artifacts(model, spec, cfg, result.artifacts, VerifyConfig(export_batch=config.batch_size),
+                                       trust_pickle=True)
+        result.verification.update(reports)
+    return result

@@ -1,0 +1,23 @@
+"""torch.export: a `.pt2` ExportedProgram with the spec's dynamic batch and seq axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlopt.export.shapes import dynamic_shapes
+from dlopt.fileio import atomic_path
+from dlopt.spec import ArchSpec
+
+
+def export_pt2(module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path, dynamic: bool = True,
+               metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from dlopt.export.rnn_loops import rnn_while_loops
+
+    with rnn_while_loops():  # keeps the seq axis of recurrent layers dynamic
+        program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(spec, cfg, dynamic))
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: torch.export.save wants a .pt2 name
+        torch.export.save(program, fh, extra_files=metadata or {})
+    return {"dynamic_axes": spec.dynamic_axes() if dynamic else {}}

@@ -1,0 +1,136 @@
+"""Run any exported artifact by suffix: .onnx (ONNX Runtime, CPU, full graph optimisation), .ts, .pt2.
+
+TorchScript archives (and .pt2 files that hold pickled parts) are zips with pickles inside: dlopt loads
+one only if its sha256 is recorded in the manifest of the run directory that holds it (dlopt wrote it),
+or when the caller passes trust_pickle=True (the CLI's --trust-pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import InputFileError, UnsafeFileError, UsageError
+from dlopt.fileio import looks_like_pickle, sha256_file
+from dlopt.runs import MANIFEST
+
+SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2"}
+Runner = Callable[..., tuple[Any, ...]]
+
+
+def artifact_format(path: Path) -> str:
+    fmt = SUFFIXES.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{path} is not an export artifact; expected a {', '.join(SUFFIXES)} file or a run directory")
+    return fmt
+
+
+def recorded_by_dlopt(path: Path) -> bool:
+    """True when a manifest in the artifact's directory (or its parent) records this exact file's sha256."""
+    path = Path(path).resolve()
+    digest = sha256_file(path)
+    for folder in (path.parent, path.parent.parent):
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for stage in manifest.get("stages", {}).values():
+            if any(out.get("sha256") == digest for out in stage.get("outputs", [])):
+                return True
+    return False
+
+
+def check_trusted(path: Path, trust_pickle: bool = False) -> None:
+    if trust_pickle or not looks_like_pickle(path) or recorded_by_dlopt(path):
+        return
+    raise UnsafeFileError(f"{path} holds pickled data and no dlopt run manifest records its sha256, so dlopt did not "
+                          "write it (or it changed since); pass --trust-pickle only if you trust its source")
+
+
+def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None = None) -> Runner:
+    """A callable(*tensors) -> tuple of torch tensors for any artifact."""
+    path = Path(path)
+    fmt = artifact_format(path)
+    if not path.is_file():
+        raise InputFileError(f"artifact {path} not found")
+    if fmt != "onnx":
+        check_trusted(path, trust_pickle)
+    loader = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner}[fmt]
+    return loader(path, threads)
+
+
+def _as_tuple(out: Any) -> tuple[Any, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _onnx_runner(path: Path, threads: int | None) -> Runner:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidProtobuf, ...) for bad files
+        raise InputFileError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
+    names = [i.name for i in session.get_inputs()]
+
+    def run(*inputs: Any) -> tuple[Any, ...]:
+        feed = {n: np.ascontiguousarray(t.detach().cpu().numpy()) for n, t in zip(names, inputs, strict=False)}
+        return tuple(torch.from_numpy(np.asarray(o)) for o in session.run(None, feed))
+
+    return run
+
+
+def _torchscript_runner(path: Path, threads: int | None) -> Runner:
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise InputFileError(f"{path} is not a loadable TorchScript archive ({_first_line(exc)})") from None
+
+    def run(*inputs: Any) -> tuple[Any, ...]:
+        with torch.no_grad():
+            return _as_tuple(module(*inputs))
+
+    return run
+
+
+def _pt2_runner(path: Path, threads: int | None) -> Runner:
+    import torch
+
+    try:
+        module = torch.export.load(str(path)).module()
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise InputFileError(f"{path} is not a loadable torch.export program ({_first_line(exc)})") from None
+
+    def run(*inputs: Any) -> tuple[Any, ...]:
+        with torch.no_grad():
+            return _as_tuple(module(*inputs))
+
+    return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata dlopt wrote into an artifact (ONNX metadata_props); {} for other formats."""
+    if artifact_format(path) != "onnx":
+        return {}
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not ONNX
+        raise InputFileError(f"{path} is not a valid ONNX file ({_first_line(exc)})") from None
+    return {p.key: p.value for p in model.metadata_props}

@@ -1,0 +1,24 @@
+"""Dynamic axes shared by the exporters: the spec's batch and seq axes as torch.export Dims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dlopt.spec import BATCH, SEQ, ArchSpec
+
+
+def dims(spec: ArchSpec, cfg: Any) -> dict[str, Any]:
+    """One torch.export Dim per symbolic axis, shared by every input that uses it."""
+    from torch.export import Dim
+
+    max_len = getattr(cfg, "max_len", None)  # positional tables bound the sequence length
+    return {BATCH: Dim(BATCH, min=1), SEQ: Dim(SEQ, min=1, max=max_len) if max_len else Dim(SEQ, min=1)}
+
+
+def dynamic_shapes(spec: ArchSpec, cfg: Any, dynamic: bool = True) -> tuple[dict[int, Any], ...] | None:
+    """torch.export's dynamic_shapes: a tuple (one dict per input) of axis -> Dim; None when static."""
+    if not dynamic:
+        return None
+    table = dims(spec, cfg)
+    shapes = tuple({axis: table[name] for axis, name in t.dynamic_axes.items()} for t in spec.inputs)
+    return shapes if any(shapes) else None

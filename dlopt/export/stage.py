@@ -1,0 +1,73 @@
+"""The export stage on a run: resolve the target, export into the run directory, verify, record it all."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
+from dlopt.fileio import write_json_atomic
+from dlopt.target import Target, TargetOptions, resolve_target
+
+REPORT = "verify-report.json"
+
+
+def checkpoint_sha256(record: Path) -> str:
+    """The weights' sha256 from the checkpoint record dlopt wrote (the record is what names the weights)."""
+    try:
+        return str(json.loads(Path(record).read_text()).get("sha256", ""))
+    except (OSError, json.JSONDecodeError):
+        return ""
+
+
+def write_report(path: Path, reports: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    data = {**(extra or {}), "passed": all(r.passed for r in reports.values()),
+            "artifacts": {fmt: r.to_dict() for fmt, r in reports.items()}}
+    write_json_atomic(path, data)
+    return path
+
+
+def _precheck(opts: TargetOptions, config: ExportConfig) -> None:
+    """Bad options and formats an architecture rules out fail before a run directory is created."""
+    check_config(config)
+    name = opts.name
+    if config.strict_formats and name and opts.checkpoint is None and not Path(name).exists():
+        from dlopt.registry import get_spec
+
+        supported_formats(get_spec(name), config.formats, strict=True)
+
+
+def run_export(opts: TargetOptions, config: ExportConfig,
+               on_step: Callable[[str], None] | None = None) -> tuple[Target, ExportResult, Path | None]:
+    """Export the target into its run directory; returns the target, the result and the report path."""
+    _precheck(opts, config)
+    target = resolve_target(opts)
+    run = target.run
+    stage_config = {**asdict(config), "formats": [str(f) for f in config.formats]}
+    report_path = None
+    with run.stage("export", stage_config, inputs=[target.checkpoint]) as rec:
+        result = export_model(target.model, target.spec, target.config, run.path, config,
+                              metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step)
+        rec.outputs.extend(result.artifacts.values())
+        if result.verification:
+            extra = {"arch": target.spec.name, "stage": "export"}
+            report_path = write_report(run.file(REPORT), result.verification, extra)
+            rec.outputs.append(report_path)
+        rec.metrics.update(summary(result))
+    return target, result, report_path
+
+
+def summary(result: ExportResult) -> dict[str, Any]:
+    """Per format: seconds, exporter details, verification verdict and worst error (for the manifest)."""
+    out: dict[str, Any] = {}
+    for fmt in (*result.artifacts, *result.failures):
+        report = result.verification.get(fmt)
+        out[fmt] = {"seconds": result.seconds.get(fmt), "details": result.details.get(fmt, {}),
+                    "failed": result.failures.get(fmt),
+                    "verified": None if report is None else report.passed,
+                    "worst": None if report is None else report.worst()}
+    out["notes"] = result.notes
+    return out

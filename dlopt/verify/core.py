@@ -1,0 +1,164 @@
+"""Verification: run eager and an artifact on the same inputs at several shapes; judge every output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt.spec import ArchSpec
+from dlopt.verify.compare import OutputStats, compare
+from dlopt.verify.criteria import Criterion, ElementwiseTolerance, TopOneAgreement
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    export_batch: int = 2  # the batch the artifact was exported with: verification also uses others
+    batch_sizes: tuple[int, ...] | None = None  # None: the export batch, 1, and an odd size that is not it
+    seq_lens: tuple[int, ...] | None = None  # None: the default length and a shorter one (sequence models)
+    seed: int = 0
+    criterion: Criterion | None = None  # None: the spec's elementwise tolerance
+
+
+@dataclass(frozen=True)
+class Case:
+    batch: int
+    seq: int | None
+    inputs: tuple[Any, ...]
+
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch}" + (f", seq {self.seq}" if self.seq is not None else "")
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    batch: int
+    seq: int | None
+    outputs: tuple[OutputStats, ...] = ()
+    failures: dict[str, str] = field(default_factory=dict)  # output name (or "run") -> reason
+    error: str | None = None  # the artifact could not run at this shape
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "seq": self.seq, "error": self.error, "failures": self.failures,
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    artifact: str
+    format: str
+    criterion: str
+    cases: tuple[CaseResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(not c.failures for c in self.cases)
+
+    def failures(self) -> list[tuple[str, str, str]]:
+        """(shape label, output, reason) for every failure."""
+        return [(_label(c), name, why) for c in self.cases for name, why in c.failures.items()]
+
+    def worst(self) -> dict[str, Any]:
+        """The largest max abs error over every case and output, and where it happened."""
+        rows = [(o.max_abs if o.max_abs is not None else float("inf"), o, c) for c in self.cases for o in c.outputs]
+        if not rows:
+            return {"max_abs": None, "case": None}
+        err, out, case = max(rows, key=lambda r: r[0])
+        top1 = [o.top1 for c in self.cases for o in c.outputs if o.top1 is not None]
+        return {"max_abs": out.max_abs, "max_rel": out.max_rel, "p99_abs": out.p99_abs, "cosine": out.cosine,
+                "needed_atol": max((o.needed_atol or 0.0) for c in self.cases for o in c.outputs),
+                "top1": min(top1) if top1 else None, "output": out.name, "case": _label(case)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"artifact": self.artifact, "format": self.format, "criterion": self.criterion, "passed": self.passed,
+                "worst": self.worst(), "failures": [list(f) for f in self.failures()],
+                "cases": [c.to_dict() for c in self.cases]}
+
+
+def _label(c: CaseResult) -> str:
+    return f"batch {c.batch}" + (f", seq {c.seq}" if c.seq is not None else "")
+
+
+def plan_batches(export_batch: int) -> tuple[int, ...]:
+    """The export batch, 1, and the smallest odd size that is neither (so a baked-in batch shows)."""
+    sizes = [export_batch]
+    for b in (1, 3, 5, 7):
+        if b not in sizes and len(sizes) < 3:
+            sizes.append(b)
+    return tuple(sizes)
+
+
+def plan_seqs(spec: ArchSpec, cfg: Any) -> tuple[int | None, ...]:
+    from dlopt.registry import default_seq_len
+
+    if not spec.takes_sequences:
+        return (None,)
+    default = default_seq_len(cfg)
+    other = max(2, default // 2 + 1)
+    return (default, other if other != default else default + 1)
+
+
+def make_cases(spec: ArchSpec, cfg: Any, config: VerifyConfig = VerifyConfig()) -> list[Case]:
+    """Random valid inputs (make_inputs) at every planned batch x seq shape, a different seed per case."""
+    from dlopt.registry import make_inputs
+
+    batches = config.batch_sizes or plan_batches(config.export_batch)
+    seqs = config.seq_lens or plan_seqs(spec, cfg)
+    return [Case(b, s, make_inputs(spec, cfg, b, s, seed=config.seed + i))
+            for i, (b, s) in enumerate((b, s) for s in seqs for b in batches)]
+
+
+def reference_outputs(module: Any, cases: list[Case]) -> list[tuple[Any, ...]]:
+    import torch
+
+    with torch.no_grad():
+        return [_as_tuple(module(*c.inputs)) for c in cases]
+
+
+def _as_tuple(out: Any) -> tuple[Any, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def criterion_for(spec: ArchSpec, config: VerifyConfig) -> Criterion:
+    return config.criterion or ElementwiseTolerance.of(spec.tolerance)
+
+
+def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion) -> CaseResult:
+    try:
+        out = _as_tuple(runner(*case.inputs))
+    except Exception as exc:  # the artifact failing at this shape is a verification result, not a crash
+        msg = " ".join(str(exc).split())[:240] or type(exc).__name__
+        return CaseResult(case.batch, case.seq, failures={"run": f"artifact failed to run: {msg}"}, error=msg)
+    if len(out) != len(ref):
+        return CaseResult(case.batch, case.seq, failures={"run": f"{len(out)} outputs, eager gives {len(ref)}"})
+    names = spec.output_names if len(spec.output_names) == len(ref) else tuple(f"output{i}" for i in range(len(ref)))
+    classifier = spec.is_classifier or isinstance(criterion, TopOneAgreement)
+    rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
+    stats = tuple(compare(n, r, o, rtol, classifier) for n, r, o in zip(names, ref, out, strict=True))
+    failures = {s.name: why for s, r, o in zip(stats, ref, out, strict=True) if (why := criterion.judge(s, r, o))}
+    return CaseResult(case.batch, case.seq, stats, failures)
+
+
+def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchSpec, criterion: Criterion,
+                  artifact: str = "", fmt: str = "") -> VerifyReport:
+    """Judge a callable (an artifact's runner, or any candidate) against precomputed eager outputs."""
+    results = tuple(_run_case(runner, c, r, spec, criterion) for c, r in zip(cases, refs, strict=True))
+    return VerifyReport(artifact, fmt, criterion.name, results)
+
+
+def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, Path],
+                     config: VerifyConfig = VerifyConfig(), *, trust_pickle: bool = False,
+                     cases: list[Case] | None = None) -> dict[str, VerifyReport]:
+    """Verify every artifact (format -> path) against the eager entry module; `cases` overrides the inputs."""
+    from dlopt.export.runtime import load_artifact
+    from dlopt.registry import entry_module
+
+    cases = cases if cases is not None else make_cases(spec, cfg, config)
+    refs = reference_outputs(entry_module(model, spec).eval(), cases)
+    criterion = criterion_for(spec, config)
+    reports = {}
+    for fmt, path in artifacts.items():
+        runner = load_artifact(Path(path), trust_pickle=trust_pickle)
+        reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt)
+    return reports

@@ -1,0 +1,111 @@
+"""`dlopt verify` as a library call: find the artifacts and the reference model, verify, write the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import InputFileError
+from dlopt.runs import MANIFEST, Run
+from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
+
+REPORT = "verify-report.json"
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    path: Path  # an artifact (.onnx, .ts, .pt2) or a run directory
+    checkpoint: Path | None = None  # the reference model; default: the model of the run that holds the artifact
+    trust_pickle: bool = False  # load .ts/.pt2 files that no dlopt manifest records
+    config: VerifyConfig = VerifyConfig()
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    reports: dict[str, VerifyReport]
+    report_path: Path
+    arch: str
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.reports.values())
+
+
+def _owning_run(path: Path) -> Run | None:
+    for folder in (path.parent, path.parent.parent):
+        if (folder / MANIFEST).is_file():
+            return Run(folder)
+    return None
+
+
+def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
+    """The run (if any) and the artifacts to verify: every one the run's export stage recorded, or the file."""
+    from dlopt.export.runtime import SUFFIXES, artifact_format
+
+    path = Path(path)
+    if path.is_dir():
+        run = Run.open(path)
+        outputs = run.manifest().get("stages", {}).get("export", {}).get("outputs", [])
+        paths = [Path(o["path"]) for o in outputs]
+        found = {SUFFIXES[p.suffix]: run.path / p for p in paths if p.suffix in SUFFIXES}
+        if not found:
+            raise InputFileError(f"{path} has no exported artifacts; run `dlopt export {path}` first")
+        return run, found
+    fmt = artifact_format(path)
+    if not path.is_file():
+        raise InputFileError(f"artifact {path} not found")
+    return _owning_run(path), {fmt: path}
+
+
+def _check_readable(artifacts: dict[str, Path], trust_pickle: bool) -> dict[str, dict[str, str]]:
+    """Fail fast, with one line, on a corrupt, foreign or untrusted file, before any model is built."""
+    from dlopt.export.runtime import check_trusted, read_metadata
+
+    meta = {}
+    for fmt, path in artifacts.items():
+        if fmt == "onnx":
+            meta[fmt] = read_metadata(path)
+        else:
+            check_trusted(path, trust_pickle)
+    return meta
+
+
+def _reference(run: Run | None, opts: VerifyOptions) -> tuple[Any, Any, Any]:
+    from dlopt.checkpoint import load_checkpoint
+
+    if opts.checkpoint is not None:
+        ck = load_checkpoint(opts.checkpoint, trust_pickle=opts.trust_pickle)
+    elif run is not None:
+        record = run.path / run.manifest().get("model", {}).get("checkpoint", "model.json")
+        ck = load_checkpoint(record, trust_pickle=opts.trust_pickle)
+    else:
+        raise InputFileError(f"{opts.path} is not inside a dlopt run, so the reference model is unknown; "
+                             "pass --checkpoint with the model it was exported from")
+    return ck.model, ck.spec, ck.config
+
+
+def verify_path(opts: VerifyOptions) -> VerifyOutcome:
+    run, artifacts = collect(opts.path)
+    meta = _check_readable(artifacts, opts.trust_pickle)
+    model, spec, cfg = _reference(run, opts)
+    for fmt, m in meta.items():
+        if m.get("arch") and m["arch"] != spec.name:
+            raise InputFileError(f"{artifacts[fmt]} was exported from {m['arch']}, but the reference model is "
+                                 f"{spec.name}; pass the matching --checkpoint")
+    from dlopt.export.quiet import quiet_deprecations
+
+    with quiet_deprecations():
+        reports = verify_artifacts(model, spec, cfg, artifacts, opts.config, trust_pickle=True)  # checked above
+    from dlopt.export.stage import write_report
+
+    target = run.file(REPORT) if run else Path(opts.path).with_suffix(".verify.json")
+    extra = {"arch": spec.name, "stage": "verify"}
+    if run is None:
+        return VerifyOutcome(reports, write_report(target, reports, extra), spec.name)
+    stage_config = {"artifacts": {k: str(v) for k, v in artifacts.items()}}
+    with run.stage("verify", stage_config, inputs=list(artifacts.values())) as rec:
+        write_report(target, reports, extra)
+        rec.outputs.append(target)
+        rec.metrics.update({fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()})
+    return VerifyOutcome(reports, target, spec.name)
