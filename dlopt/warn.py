@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -19,6 +20,11 @@ def first_sentence(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _family(line: str) -> str:
+    """`torch.jit.trace` is deprecated / `torch.jit.freeze` is deprecated -> `torch.jit.*` is deprecated."""
+    return re.sub(r"`(torch\.\w+)\.[\w.]+`", r"`\1.*`", line)
+
+
 @contextlib.contextmanager
 def calm_warnings(emit: Callable[[str], None]) -> Iterator[None]:
     """Collect warnings raised inside; afterwards emit one short line per distinct message."""
@@ -29,11 +35,10 @@ def calm_warnings(emit: Callable[[str], None]) -> Iterator[None]:
         try:
             yield
         finally:
-            seen: set[str] = set()
+            counts: dict[tuple[str, str], int] = {}
             for w in caught:
-                if not issubclass(w.category, NOISY):
-                    continue
-                line = first_sentence(w.message)
-                if line not in seen:
-                    seen.add(line)
-                    emit(f"note ({w.category.__name__}): {line}")
+                if issubclass(w.category, NOISY):
+                    key = (w.category.__name__, _family(first_sentence(w.message)))
+                    counts[key] = counts.get(key, 0) + 1
+            for (category, line), n in counts.items():
+                emit(f"note ({category}): {line}" + (f" ({n} warnings of this kind)" if n > 1 else ""))

@@ -120,19 +120,25 @@ def _raise_on_failure(export_failures: dict[str, str], reports: dict[str, Any], 
 
 
 def verify_cmd(
-    path: Annotated[Path, typer.Argument(help="An artifact (.onnx, .ts, .pt2) or a run directory.",
-                                         show_default=False)],
+    path: Annotated[Path | None, typer.Argument(
+        help="An artifact (.onnx, .ts, .pt2) or a run directory (default: the latest run).", show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
     batch_sizes: Annotated[str | None, typer.Option(
         "--batch-sizes", help="Batch sizes, e.g. 1,2,3 (default: the export batch, 1 and an odd one).")] = None,
     trust_pickle: TrustOpt = False,
     as_json: JsonOpt = False,
+    out: OutOpt = Path("artifacts"),
+    run: RunOpt = None,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
 
     config = VerifyConfig(batch_sizes=_int_list(batch_sizes, "--batch-sizes"))
+    if path is None:
+        from dlopt.runs import resolve_run
+
+        path = resolve_run(out, run).path
     with err_console.status(f"verifying {path}…"):
         outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config))
     if as_json:
