@@ -40,7 +40,28 @@ def main() -> None:
         print(f"{r['variant']:12s} b{r['batch_size']} {r['status']:5s} median {s.get('median_ms', 0):9.3f} ms "
               f"IQR {100 * s.get('iqr_ratio', 0):5.1f}% n {s.get('n', 0):4d} x{r.get('speedup_vs_eager')} "
               f"{r.get('stop') or r.get('reason')}")
-    print(f"load {result['loadavg']}; wrote {path}")
+    path.with_suffix(".md").write_text(markdown(result))
+    print(f"load {result['loadavg']}; wrote {path} and its .md table")
+
+
+def markdown(result: dict) -> str:
+    """The table docs/bench.md and the README show, regenerated from one result."""
+    head = ("| backend | batch | median ms | mean | p90 | p99 | min | IQR % | n | stop | images/s | vs eager | GFLOP/s "
+            "| % peak | setup + 1st call s |\n|" + "---|" * 15 + "\n")
+    lines = []
+    for r in result["rows"]:
+        s = r.get("stats") or {}
+        if r["status"] != "ok":
+            lines.append(f"| {r['variant']} | {r['batch_size']} | {r['status']}: {r.get('reason', '')} |" + " |" * 12)
+            continue
+        lines.append(
+            f"| {r['variant']} | {r['batch_size']} | {s['median_ms']:.1f} | {s['mean_ms']:.1f} | {s['p90_ms']:.1f} "
+            f"| {s['p99_ms']:.1f} | {s['min_ms']:.1f} | {100 * s['iqr_ratio']:.1f} | {s['n']} | {r['stop']} "
+            f"| {r['throughput_per_s']:.2f} | {r['speedup_vs_eager']:.2f}x | {r.get('gflops') or 0:.1f} "
+            f"| {r.get('pct_peak') or 0:.0f} | {r['setup_s'] + r['first_call_s']:.1f} |")
+    load = result["loadavg"]
+    return (f"Threads {result['threads']}; 1-minute load average {load['start'][0]:.1f} -> {load['end'][0]:.1f} on "
+            f"{load['cpus']} CPUs.\n\n" + head + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
