@@ -7,7 +7,8 @@ import pytest
 
 from dlopt.bench import timing
 from dlopt.bench.compare import check_regressions, compare
-from dlopt.bench.config import BenchConfig, StopReason, parse_backends, parse_int_list
+from dlopt.bench.config import BenchConfig, StopReason, parse_backends
+from dlopt.options import parse_int_list
 from dlopt.bench.stats import converged, percentile, summarize
 from dlopt.errors import CheckFailedError, ConfigError
 

@@ -51,17 +51,6 @@ class BenchConfig:
     seed: int = 0
 
 
-def parse_int_list(text: str | None, flag: str) -> tuple[int, ...]:
-    """'1,8' -> (1, 8); positive integers only."""
-    if text is None or not text.strip():
-        return ()
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a comma-separated list of integers; use e.g. 1,8") from None
-    if not values or min(values) < 1:
-        raise ConfigError(f"{flag} {text!r} needs positive integers, e.g. 1,8")
-    return tuple(dict.fromkeys(values))
 
 
 def parse_backends(text: str | None) -> tuple[Backend, ...]:

@@ -101,7 +101,8 @@ def bench_cmd(
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
-    from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends, parse_int_list
+    from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends
+    from dlopt.options import parse_int_list
     from dlopt.bench.report import load_result, write_csv, write_plot
     from dlopt.bench.runner import bench
     from dlopt.errors import ConfigError

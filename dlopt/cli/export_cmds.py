@@ -12,6 +12,7 @@ from rich.table import Table
 from dlopt.cli.common import (BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console,
                               err_console, parse_shape, print_json)
 from dlopt.errors import CheckFailedError, UsageError
+from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
 
 FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
@@ -134,7 +135,7 @@ def verify_cmd(
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
 
-    config = VerifyConfig(batch_sizes=_int_list(batch_sizes, "--batch-sizes"))
+    config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None)
     if path is None:
         from dlopt.runs import resolve_run
 
@@ -147,18 +148,6 @@ def verify_cmd(
     else:
         _render_verify(outcome)
     _raise_on_failure({}, outcome.reports, outcome.report_path)
-
-
-def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise UsageError(f"{flag} {text!r} is not a list of integers; use e.g. 1,2,3") from None
-    if not values or min(values) < 1:
-        raise UsageError(f"{flag} needs positive integers, e.g. 1,2,3")
-    return values
 
 
 def _render_verify(outcome: Any) -> None:
