@@ -51,6 +51,7 @@ class BertConfig:
 
 register(ArchSpec(
     name="transformer_classifier", trainer="classification",
+    train_defaults={"d_model": 128, "num_heads": 4, "num_layers": 2, "d_ff": 256},  # CPU-sized for training
     summary="Embedding*sqrt(d) + sinusoidal positions, 6 post-norm blocks (d 512, 8 heads, FFN 2048), mean pool",
     builder="dlopt.models.transformer:TransformerClassifier", config=TransformerClassifierConfig,
     tiny={"vocab_size": 50, "d_model": 16, "num_heads": 2, "num_layers": 1, "d_ff": 32, "max_len": 64},
@@ -61,6 +62,7 @@ register(ArchSpec(
 
 register(ArchSpec(
     name="transformer_seq2seq", trainer="seq2seq",
+    train_defaults={"hidden": 128, "enc_layers": 2, "dec_layers": 2, "num_heads": 4, "ffn": 256},  # CPU-sized
     summary="encoder-decoder Transformer: hid 256, 3+3 layers, 8 heads, FFN 512, padding and causal masks",
     builder="dlopt.models.transformer:TransformerSeq2Seq", config=TransformerSeq2SeqConfig,
     tiny={"src_vocab": 20, "tgt_vocab": 20, "hidden": 16, "enc_layers": 1, "dec_layers": 1, "num_heads": 2, "ffn": 32,
@@ -75,6 +77,7 @@ register(ArchSpec(
 
 register(ArchSpec(
     name="bert_classifier", trainer="classification",
+    train_defaults={"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 256},  # CPU-sized
     summary="BERT encoder (Hugging Face, small random-weight config) with a Linear classifier on the pooled output",
     builder="dlopt.models.bert:BertClassifier", config=BertConfig,
     tiny={"vocab_size": 50, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32, "max_len": 64},

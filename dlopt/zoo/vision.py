@@ -102,7 +102,9 @@ register(ArchSpec(
     summary="ViT-B/16: conv patch embedding, class token, 12 blocks of 768 dim / 12 heads, MLP ratio 4",
     builder="dlopt.models.transformer:ViT", config=ViTConfig,
     tiny={"input_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "num_layers": 2, "num_classes": 10},
-    train_defaults={"input_size": 32, "patch_size": 4, "num_classes": 10},  # reduced resolution for CPU training
+    # CPU training: 16x16 digits in 4x4 patches, and a ViT-Tiny-sized encoder (ViT-B/16 takes hours per epoch)
+    train_defaults={"input_size": 16, "patch_size": 4, "num_classes": 10, "embed_dim": 128, "num_heads": 4,
+                    "num_layers": 4},
     inputs=(IMAGE,), outputs=(LOGITS,),
     task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000",
 ))

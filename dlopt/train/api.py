@@ -1,0 +1,213 @@
+"""`train(cfg)`: resolve the spec, data, model and run, then hand the loop to the engine."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import ConfigError, InputFileError, UnsupportedError
+from dlopt.options import config_dict
+from dlopt.runs import Run, StageRecord
+from dlopt.spec import ArchSpec
+from dlopt.train.config import HParams, TrainConfig, build_defaults, resolve_hparams
+from dlopt.train.engine import METRICS, MODEL_RECORD, EpochHook, Loop, fit
+
+RESULT = "train_result.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: str
+    arch: str
+    metric: str
+    test: dict[str, float]
+    best_epoch: int
+    epochs_run: int
+    stopped: str | None
+    seconds: float
+    hparams: dict[str, Any]
+    data: dict[str, Any]
+    world_size: int = 1
+    device: str = "cpu"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def test_metric(self) -> float | None:
+        return self.test.get(self.metric)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _model_config(spec: ArchSpec, cfg: TrainConfig, data: Any) -> Any:
+    """spec defaults < train_defaults build options < tiny < --set < what the data needs (contradictions fail)."""
+    from dlopt.registry import make_model_config
+
+    overrides = {**build_defaults(spec.train_defaults), **(dict(spec.tiny) if cfg.tiny else {}), **dict(cfg.sets)}
+    first = make_model_config(spec, overrides)
+    needed = dict(getattr(data, "config_overrides", {}) or {}) if data is not None else {}
+    final = make_model_config(spec, {**overrides, **needed})
+    for key in needed:
+        if key in cfg.sets and getattr(first, key) != getattr(final, key):
+            raise ConfigError(f"--set {key}={cfg.sets[key]} contradicts the data, which needs {key}="
+                              f"{getattr(final, key)}; drop --set {key}")
+    return final
+
+
+def _load_data(spec: ArchSpec, cfg: TrainConfig, family: Any) -> Any:
+    if not family.uses_data:
+        if cfg.data or cfg.data_path:
+            raise ConfigError(f"{spec.name} trains in its environment ({spec.dataset}); drop --data/--data-path")
+        return None
+    from dlopt.data import load_data
+
+    probe = _model_config(spec, cfg, None)
+    return load_data(spec, probe, cfg.data, path=cfg.data_path, seed=cfg.seed, limit=cfg.limit,
+                     value_range=family.value_range)
+
+
+def _data_summary(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    info = dict(getattr(data, "info", {}) or {})
+    info.setdefault("sizes", {s: len(getattr(data, s)) for s in ("train", "val", "test")})
+    return json.loads(json.dumps(info, default=str))
+
+
+def _resumed_config(cfg: TrainConfig) -> TrainConfig:
+    """A resumed run continues with the options it was started with (so it ends as if never stopped)."""
+    run = Run.open(cfg.resume)
+    stage = run.manifest().get("stages", {}).get("train")
+    if not stage or "train" not in stage.get("config", {}):
+        raise InputFileError(f"{cfg.resume} has no dlopt train stage to resume; give a run made by dlopt train")
+    old = TrainConfig.from_json(stage["config"]["train"])
+    return dataclasses.replace(old, resume=run.path, run_dir=run.path, progress=cfg.progress, nproc_per_node=cfg.nproc_per_node,
+                               torchrun_args=cfg.torchrun_args, amp=cfg.amp)
+
+
+def train(cfg: TrainConfig, data: Any = None, on_epoch: EpochHook | None = None) -> TrainResult:
+    """Train `cfg.arch` into a new run (or continue `cfg.resume`); `data` (a DataSplits) skips the data layer."""
+    from dlopt.train.runtime import world
+
+    if cfg.resume is not None:
+        cfg = _resumed_config(cfg)
+    if (cfg.nproc_per_node > 1 or cfg.torchrun_args) and world()[1] == 1:  # not yet inside a torchrun worker
+        from dlopt.train.distributed import launch
+
+        return launch(cfg)
+    return _train_here(cfg, data, on_epoch)
+
+
+def _setup(cfg: TrainConfig, data: Any) -> tuple[Any, Any, Any, HParams, Any, Any]:
+    import torch
+
+    from dlopt.registry import create_model, get_spec
+    from dlopt.train.family import get_family
+    from dlopt.train.runtime import Runtime
+
+    spec = get_spec(cfg.arch)
+    if not spec.supports("train"):
+        raise UnsupportedError(f"{spec.name} cannot be trained: {spec.why_not('train')}")
+    family_cls = get_family(spec)
+    hp = resolve_hparams(family_cls.defaults, spec.train_defaults, cfg.user_hparams())
+    rt = Runtime.create(hp.clip_norm, cfg.amp)
+    if rt.world_size > 1 and not family_cls.distributed:
+        raise UnsupportedError(f"the {family_cls.name} loop trains in one process; use --nproc-per-node 1")
+    data = data if data is not None else _load_data(spec, cfg, family_cls)
+    model_cfg = _model_config(spec, cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = create_model(spec, model_cfg).to(rt.device)
+    family = family_cls(spec, model_cfg, data, hp, rt, cfg.seed)
+    return spec, model_cfg, model, hp, family, rt
+
+
+def _open_run(cfg: TrainConfig, spec: ArchSpec, model_cfg: Any, model: Any) -> Run:
+    from dlopt.checkpoint import save_checkpoint
+
+    if cfg.run_dir is not None:
+        run = Run.open(cfg.run_dir)
+    else:
+        run = Run.create(cfg.out, spec.name, {"arch": spec.name, "checkpoint": MODEL_RECORD})
+    if cfg.resume is None:  # a fresh run starts from the initial weights, so it always has a model
+        save_checkpoint(model, spec, model_cfg, run.path / MODEL_RECORD, metrics={"epoch": 0})
+
+    def change(m: dict[str, Any]) -> None:
+        m["model"].update({"arch": spec.name, "config": config_dict(model_cfg), "checkpoint": MODEL_RECORD,
+                           "source": f"dlopt train (seed {cfg.seed})"})
+
+    run.update(change)
+    return run
+
+
+def _train_here(cfg: TrainConfig, data: Any, on_epoch: EpochHook | None) -> TrainResult:
+    spec, model_cfg, model, hp, family, rt = _setup(cfg, data)
+    try:
+        run = _open_run(cfg, spec, model_cfg, model) if rt.main else None
+        stage_cfg = {"train": cfg.to_json(), "hparams": {k: str(v) if k == "optimizer" else v
+                                                         for k, v in dataclasses.asdict(hp).items()},
+                     "world_size": rt.world_size, "device": str(rt.device), "amp": str(rt.amp) if rt.amp else None}
+        stage = run.stage("train", stage_cfg) if run else contextlib.nullcontext(StageRecord())
+        with stage as rec:
+            result = _run_loop(cfg, spec, model, family, run, on_epoch, rec)
+        return result
+    finally:
+        rt.close()
+
+
+def _run_loop(cfg: TrainConfig, spec: ArchSpec, model: Any, family: Any, run: Run | None, on_epoch: Any,
+              rec: StageRecord) -> TrainResult:
+    from dlopt.train.progress import TrainProgress
+
+    t0 = time.perf_counter()
+    bar = TrainProgress(f"train {spec.name}", spec.metric) if cfg.progress and family.rt.main else None
+    loop = Loop(family, model, run.path if run else None, bar, on_epoch)
+    try:
+        fit(loop, cfg.resume)
+    finally:
+        if bar:
+            bar.close()
+    family.rt.barrier()
+    if run is None:
+        return _result(cfg, spec, family, loop, {}, time.perf_counter() - t0, "")
+    test = _finish(run, spec, model, family, loop)
+    result = _result(cfg, spec, family, loop, test, time.perf_counter() - t0, str(run.path))
+    rec.metrics.update({f"test_{k}": v for k, v in test.items()})
+    rec.metrics.update(best_epoch=loop.state.best_epoch, epochs_run=loop.state.epoch, stopped=loop.stopped,
+                       **{f"best_val_{spec.metric}": loop.state.best})
+    from dlopt.fileio import write_json_atomic
+
+    write_json_atomic(run.path / RESULT, result.to_json())
+    rec.outputs.extend(sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith(".")
+                              and p.name != "manifest.json"))
+    return result
+
+
+def _finish(run: Run, spec: ArchSpec, model: Any, family: Any, loop: Loop) -> dict[str, float]:
+    """Reload the best weights, measure the test split, and leave the curves and samples."""
+    from safetensors.torch import load_model
+
+    from dlopt.checkpoint import save_checkpoint
+    from dlopt.train.plots import learning_curve
+
+    load_model(model, str(run.path / "model.safetensors"), strict=True, device=str(family.rt.device))
+    test = family.evaluate(model, "test")
+    metrics = {"epoch": loop.state.best_epoch, f"val_{spec.metric}": loop.state.best,
+               **{f"test_{k}": v for k, v in test.items()}}
+    save_checkpoint(model, spec, family.model_cfg, run.path / MODEL_RECORD, metrics=metrics, extra={"source": "dlopt train"})
+    if loop.state.history:
+        learning_curve(loop.state.history, spec.metric, run.path / "learning_curve.png", f"{spec.name}: {spec.trainer}")
+    family.artifacts(model, run.path)
+    return test
+
+
+def _result(cfg: TrainConfig, spec: ArchSpec, family: Any, loop: Loop, test: dict, seconds: float, run_dir: str) -> TrainResult:
+    hp = {k: str(v) if k == "optimizer" else v for k, v in dataclasses.asdict(family.hp).items()}
+    return TrainResult(run_dir=run_dir, arch=spec.name, metric=spec.metric, test=test, best_epoch=loop.state.best_epoch,
+                       epochs_run=loop.state.epoch, stopped=loop.stopped, seconds=round(seconds, 2), hparams=hp,
+                       data=_data_summary(family.data), world_size=family.rt.world_size, device=str(family.rt.device),
+                       history=loop.state.history)
