@@ -15,9 +15,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The main job: train LeNet-5 on the bundled digits, export it to ONNX / TorchScript / torch.export,
+# verify every export against the trained model, and benchmark every variant (about 2 minutes).
+DEMO_OUT ?= artifacts
 demo: setup
 	$(VENV)/bin/dlopt list
-	$(VENV)/bin/dlopt info resnet18
+	$(VENV)/bin/dlopt train lenet5 --out $(DEMO_OUT)
+	$(VENV)/bin/dlopt export --out $(DEMO_OUT)
+	$(VENV)/bin/dlopt verify --out $(DEMO_OUT)
+	$(VENV)/bin/dlopt bench --out $(DEMO_OUT) --batch-size 1,8 --budget-s 10
+	$(VENV)/bin/dlopt runs --out $(DEMO_OUT)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -8,7 +8,8 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 
-_QUIET_LOGGERS = ("torch.utils._pytree", "torch.onnx", "torch._dynamo", "torch._export", "onnxscript")
+_QUIET_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.onnx", "torch._dynamo", "torch._inductor",
+                  "torch._export", "onnxscript")
 NOISY = (FutureWarning, DeprecationWarning, UserWarning)
 
 

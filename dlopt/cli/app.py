@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -62,6 +63,9 @@ class DloptGroup(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]: partial files were removed; rerun to start again")
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+        except BrokenPipeError:  # output piped into a reader that closed early (`| head`): not an error
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing else may write to the closed pipe
+            raise typer.Exit(0) from None
         except Exception as exc:  # a bug in dlopt, not the user's mistake
             if _debug(ctx):
                 raise

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from dlopt.bench.config import Device, Exporter
 from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human,
-                              print_json)
+                              print_json, print_table)
 
 TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
@@ -52,7 +52,7 @@ def _render(result: dict[str, Any], path: Path) -> None:
                       _fmt(r.get("speedup_vs_eager"), ".2f") + "x", _fmt(r.get("gflops")), _fmt(r.get("pct_peak"), ".1f"),
                       _fmt((r.get("setup_s") or 0) + (r.get("first_call_s") or 0)),
                       human(r["model_bytes"]) + "B" if r.get("model_bytes") else "-")
-    console.print(table)
+    print_table(table, keep=("variant", "batch", "median ms", "p90", "p99", "IQR %", "vs eager"))
     for (status, reason), names in notes.items():
         colour = "yellow" if status == "unavailable" else "red"
         console.print(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from dlopt.errors import ConfigError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables, not 80 columns
 err_console = Console(stderr=True)
 
 ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME, or file.py:fn.",
@@ -47,6 +48,17 @@ def resolve(name: str, sets: list[str] | None, input_size: int | None = None, in
     spec = get_spec(name)
     cfg = make_model_config(spec, parse_sets(sets), input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny)
     return spec, cfg
+
+
+def print_table(table: Any, keep: tuple[str, ...]) -> None:
+    """Print a Rich table; on a console too narrow for it, drop optional columns (right to left) until it fits.
+
+    `keep` names the columns that always stay; --json and --csv always carry everything.
+    """
+    optional = [c for c in reversed(table.columns) if str(c.header) not in keep]
+    while optional and console.measure(table, options=console.options.update_width(10_000)).maximum > console.width:
+        table.columns.remove(optional.pop(0))
+    console.print(table)
 
 
 def print_json(data: Any) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              err_console, parse_shape, print_json)
+                              err_console, parse_shape, print_json, print_table)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
@@ -162,7 +162,7 @@ def _render_verify(outcome: Any) -> None:
                       _num(w.get("max_abs")), _num(w.get("max_rel")), _num(mean_abs),
                       _num(w.get("p99_abs")), _num(w.get("cosine")), _num(w.get("needed_atol")), _num(w.get("top1")),
                       str(w.get("case") or "-"))
-    console.print(table)
+    print_table(table, keep=("artifact", "verdict", "max abs", "max rel", "cosine", "top-1"))
     shapes = sorted({_shape(c) for r in outcome.reports.values() for c in r.cases})
     console.print(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
                   f"report: {outcome.report_path}[/dim]")

@@ -86,6 +86,9 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         self.dim, self.pad_id = cfg.d_model, cfg.pad_id
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # std d^-0.5, so that embedding * sqrt(d) is ~1 like the sinusoids; with PyTorch's N(0, 1) default the
+        # scaled embedding is sqrt(d) times larger and drowns out word order (as in Vaswani et al.'s setup)
+        nn.init.normal_(self.embedding.weight, std=cfg.d_model ** -0.5)
         self.register_buffer("positions", sinusoidal_positions(cfg.max_len, cfg.d_model), persistent=False)
         self.blocks = nn.ModuleList(EncoderBlock(cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.num_layers))
         self.dropout = nn.Dropout(cfg.dropout)
