@@ -61,7 +61,7 @@ def markdown(result: dict) -> str:
             f"| {r.get('pct_peak') or 0:.0f} | {r['setup_s'] + r['first_call_s']:.1f} |")
     load = result["loadavg"]
     return (f"Threads {result['threads']}; 1-minute load average {load['start'][0]:.1f} -> {load['end'][0]:.1f} on "
-            f"{load['cpus']} CPUs.\n\n" + head + "\n".join(lines) + "\n"
+            f"{load['cpus']} CPUs.\n\n" + head + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

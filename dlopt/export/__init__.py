@@ -140,11 +140,12 @@ def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cf
 
 def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: ExportConfig = ExportConfig(),
                  stem: str = "model", metadata: dict[str, Any] | None = None,
-                 on_step: Callable[[str], None] | None = None) -> ExportResult:
+                 on_step: Callable[[str], None] | None = None, cases: list[Any] | None = None) -> ExportResult:
     """Export the entry module to each format (atomically, into out_dir/{stem}.onnx|.ts|.pt2), then verify.
 
     `metadata` (e.g. {"checkpoint_sha256": ...}) is stored in every artifact beside dlopt's own keys.
     An exporter failure is recorded in `failures` and the other formats still run. `on_step` hears progress.
+    `cases` are verification inputs (dlopt.verify.Case); default: random valid inputs at the planned shapes.
     """
     from dlopt.registry import entry_module
 
@@ -160,6 +161,6 @@ def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: Ex
         step(f"verifying {', '.join(result.artifacts)}")
         with quiet_deprecations():  # trust: the files were written just now by this process
             reports = verify_artifacts(model, spec, cfg, result.artifacts, VerifyConfig(export_batch=config.batch_size),
-                                       trust_pickle=True)
+                                       trust_pickle=True, cases=cases)
         result.verification.update(reports)
     return result

@@ -11,6 +11,8 @@ from typing import Any
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
 from dlopt.fileio import write_json_atomic
 from dlopt.target import Target, TargetOptions, resolve_target
+from dlopt.verify import VerifyConfig
+from dlopt.verify.realdata import real_cases
 
 REPORT = "verify-report.json"
 
@@ -49,8 +51,11 @@ def run_export(opts: TargetOptions, config: ExportConfig,
     stage_config = {**asdict(config), "formats": [str(f) for f in config.formats]}
     report_path = None
     with run.stage("export", stage_config, inputs=[target.checkpoint]) as rec:
+        cases = real_cases(run, target.spec, target.config, VerifyConfig(export_batch=config.batch_size)) \
+            if config.verify else None
         result = export_model(target.model, target.spec, target.config, run.path, config,
-                              metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step)
+                              metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
+                              cases=cases)
         rec.outputs.extend(result.artifacts.values())
         if result.verification:
             extra = {"arch": target.spec.name, "stage": "export"}

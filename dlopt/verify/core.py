@@ -25,10 +25,12 @@ class Case:
     batch: int
     seq: int | None
     inputs: tuple[Any, ...]
+    source: str = "random"  # "random" (valid ranges) or "data" (the trained run's test split)
 
     @property
     def label(self) -> str:
-        return f"batch {self.batch}" + (f", seq {self.seq}" if self.seq is not None else "")
+        return f"batch {self.batch}" + (f", seq {self.seq}" if self.seq is not None else "") + \
+            (" (data)" if self.source == "data" else "")
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,11 @@ class CaseResult:
     outputs: tuple[OutputStats, ...] = ()
     failures: dict[str, str] = field(default_factory=dict)  # output name (or "run") -> reason
     error: str | None = None  # the artifact could not run at this shape
+    source: str = "random"  # where the inputs came from (Case.source)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "seq": self.seq, "error": self.error, "failures": self.failures,
-                "outputs": [o.to_dict() for o in self.outputs]}
+        return {"batch": self.batch, "seq": self.seq, "source": self.source, "error": self.error,
+                "failures": self.failures, "outputs": [o.to_dict() for o in self.outputs]}
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class VerifyReport:
 
 
 def _label(c: CaseResult) -> str:
-    return f"batch {c.batch}" + (f", seq {c.seq}" if c.seq is not None else "")
+    return f"batch {c.batch}" + (f", seq {c.seq}" if c.seq is not None else "") + (" (data)" if c.source == "data" else "")
 
 
 def plan_batches(export_batch: int) -> tuple[int, ...]:
@@ -129,15 +132,17 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
         out = _as_tuple(runner(*case.inputs))
     except Exception as exc:  # the artifact failing at this shape is a verification result, not a crash
         msg = " ".join(str(exc).split())[:240] or type(exc).__name__
-        return CaseResult(case.batch, case.seq, failures={"run": f"artifact failed to run: {msg}"}, error=msg)
+        return CaseResult(case.batch, case.seq, failures={"run": f"artifact failed to run: {msg}"}, error=msg,
+                          source=case.source)
     if len(out) != len(ref):
-        return CaseResult(case.batch, case.seq, failures={"run": f"{len(out)} outputs, eager gives {len(ref)}"})
+        return CaseResult(case.batch, case.seq, failures={"run": f"{len(out)} outputs, eager gives {len(ref)}"},
+                          source=case.source)
     names = spec.output_names if len(spec.output_names) == len(ref) else tuple(f"output{i}" for i in range(len(ref)))
     classifier = spec.is_classifier or isinstance(criterion, TopOneAgreement)
     rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
     stats = tuple(compare(n, r, o, rtol, classifier) for n, r, o in zip(names, ref, out, strict=True))
     failures = {s.name: why for s, r, o in zip(stats, ref, out, strict=True) if (why := criterion.judge(s, r, o))}
-    return CaseResult(case.batch, case.seq, stats, failures)
+    return CaseResult(case.batch, case.seq, stats, failures, source=case.source)
 
 
 def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchSpec, criterion: Criterion,

@@ -9,6 +9,7 @@ from typing import Any
 from dlopt.errors import InputFileError
 from dlopt.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
+from dlopt.verify.realdata import real_cases
 
 REPORT = "verify-report.json"
 
@@ -96,7 +97,9 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     from dlopt.export.quiet import quiet_deprecations
 
     with quiet_deprecations():
-        reports = verify_artifacts(model, spec, cfg, artifacts, opts.config, trust_pickle=True)  # checked above
+        cases = real_cases(run, spec, cfg, opts.config)  # the trained run's test data, else random inputs
+        reports = verify_artifacts(model, spec, cfg, artifacts, opts.config, trust_pickle=True,  # checked above
+                                   cases=cases)
     from dlopt.export.stage import write_report
 
     target = run.file(REPORT) if run else Path(opts.path).with_suffix(".verify.json")
