@@ -26,6 +26,18 @@ class ExportFormat(StrEnum):
     PT2 = "pt2"
 
 
+class PruneMethod(StrEnum):
+    STRUCTURED = "structured"  # channels, neurons and heads physically removed
+    UNSTRUCTURED = "unstructured"  # weights zeroed (sparsity), shapes unchanged
+
+
+class QuantMethod(StrEnum):
+    STATIC = "static"  # int8 weights and activations, calibrated
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
@@ -90,7 +102,12 @@ class ArchSpec:
     tiny: Mapping[str, Any] = field(default_factory=dict)  # config overrides for tests
     stages: frozenset[Stage] = ALL_STAGES
     formats: frozenset[ExportFormat] = ALL_FORMATS
-    # Why a stage, a format or a method is not supported: key is a Stage or ExportFormat value.
+    # Which pruning / quantization methods apply (each method left out should have a limits entry
+    # "prune:<method>" / "quantize:<method>" saying why).
+    prune_methods: frozenset[PruneMethod] = frozenset(PruneMethod)
+    quant_methods: frozenset[QuantMethod] = frozenset(QuantMethod)
+    # Why a stage, a format or a method is not supported: key is a Stage or ExportFormat value, or
+    # "prune:<method>" / "quantize:<method>".
     limits: Mapping[str, str] = field(default_factory=dict)
     tolerance: Tolerance = Tolerance()
     # Dotted attribute of the built model that deployment stages (export, verify, bench, prune,
@@ -127,10 +144,21 @@ class ArchSpec:
             return Stage(key) in self.stages
         if key in ExportFormat._value2member_map_:
             return ExportFormat(key) in self.formats
+        stage, _, method = key.partition(":")
+        if stage == Stage.PRUNE and method:
+            return Stage.PRUNE in self.stages and method in {str(m) for m in self.prune_methods}
+        if stage == Stage.QUANTIZE and method:
+            return Stage.QUANTIZE in self.stages and method in {str(m) for m in self.quant_methods}
         return key not in self.limits
 
     def why_not(self, stage: Stage | ExportFormat | str) -> str:
-        return self.limits.get(str(stage), f"{self.name} does not declare support for {stage}")
+        key = str(stage)
+        if key in self.limits:
+            return self.limits[key]
+        base = key.partition(":")[0]
+        if base != key and base in self.limits:
+            return self.limits[base]
+        return f"{self.name} does not declare support for {stage}"
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """ONNX-style dynamic axes for every input and output."""

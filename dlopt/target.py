@@ -15,6 +15,7 @@ from typing import Any
 
 from dlopt.checkpoint import load_checkpoint, save_checkpoint
 from dlopt.errors import InputFileError
+from dlopt.fileio import inside
 from dlopt.options import config_dict
 from dlopt.registry import create_model, get_spec, make_model_config
 from dlopt.runs import DEFAULT_ROOT, MANIFEST, Run, resolve_run
@@ -35,6 +36,9 @@ class TargetOptions:
     tiny: bool = False
     seed: int = 0
     trust_pickle: bool = False
+    # A checkpoint record inside the run to start from instead of the run's model (e.g. "pruned/model.json"):
+    # how a later stage works on an earlier stage's variant without starting a new run.
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ def _start_run(opts: TargetOptions, model: Any, spec: ArchSpec, cfg: Any, source
 
 def _from_run(run: Run, opts: TargetOptions) -> Target:
     manifest = run.manifest()
-    record = run.path / manifest.get("model", {}).get("checkpoint", MODEL_RECORD)
+    record = run.path / (opts.variant or manifest.get("model", {}).get("checkpoint", MODEL_RECORD))
+    if opts.variant:
+        record = inside(run.path, record)
     ck = load_checkpoint(record, trust_pickle=opts.trust_pickle)
     return Target(ck.model, ck.spec, ck.config, run, record)
 
