@@ -172,6 +172,8 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
             out.append(Variant(backend.value, backend, path=got) if isinstance(got, Path)
                        else Variant(backend.value, backend, unavailable=got))
             continue
+        if backend == Backend.TORCHSCRIPT and cfg.variants and (source.run.path / "model.ts") in source.artifacts:
+            continue  # the run's own exported .ts gets its row below: the live trace would duplicate it
         out.append(Variant(backend.value, backend, module=source.module, script=script))
     if cfg.variants or single_artifact:
         out += [v for p in source.artifacts if (v := _artifact_variant(p, source.run, cfg, single_artifact))]

@@ -1,36 +1,75 @@
-"""`dlopt runs`: the runs under an output root."""
+"""`dlopt runs`: the runs under an output root, with their headline numbers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import JsonOpt, OutOpt, console, print_json
+from dlopt.cli.common import JsonOpt, OutOpt, console, print_json, print_table
+
+
+def _read(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _metric(manifest: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The architecture's metric on the test split, from the training stage."""
+    metrics = manifest.get("stages", {}).get("train", {}).get("metrics", {})
+    found = [(k.removeprefix("test_"), v) for k, v in metrics.items() if k.startswith("test_") and k != "test_loss"]
+    return found[0] if found else (None, None)
+
+
+def _fastest(run_dir: Path) -> dict[str, Any] | None:
+    """The bench row with the best speed-up over eager at the smallest batch measured."""
+    bench = _read(run_dir / "bench.json") or {}
+    rows = [r for r in bench.get("rows", []) if r.get("status") == "ok" and r.get("speedup_vs_eager")]
+    if not rows:
+        return None
+    batch = min(r["batch_size"] for r in rows)
+    best = max((r for r in rows if r["batch_size"] == batch), key=lambda r: r["speedup_vs_eager"])
+    return {"variant": best["variant"], "batch_size": batch, "median_ms": best["stats"]["median_ms"],
+            "speedup_vs_eager": best["speedup_vs_eager"]}
+
+
+def summarize(run: Any) -> dict[str, Any]:
+    m = run.manifest()
+    name, value = _metric(m)
+    report = run.path / "report.html"
+    return {"path": str(run.path), "arch": m.get("arch"), "created": m.get("created"),
+            "stages": {k: rec.get("status") for k, rec in m.get("stages", {}).items()},
+            "metric": name, "value": value, "fastest": _fastest(run.path),
+            "report": str(report) if report.is_file() else None}
 
 
 def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
-    """List runs (newest last) with the stages each has done."""
+    """List runs (newest last): stages done, test metric, fastest variant, report."""
     from dlopt.runs import list_runs
 
-    rows = []
-    for run in list_runs(out):
-        m = run.manifest()
-        stages = {name: rec.get("status") for name, rec in m.get("stages", {}).items()}
-        rows.append({"path": str(run.path), "arch": m.get("arch"), "created": m.get("created"), "stages": stages})
+    rows = [summarize(run) for run in list_runs(out)]
     if as_json:
         print_json(rows)
         return
     if not rows:
-        console.print(f"no runs under {out}; start one with `dlopt train NAME`")
+        console.print(f"no runs under {out}; start one with `dlopt train NAME` or `dlopt pipeline NAME`")
         return
     table = Table(title=f"runs under {out}", title_justify="left")
-    for col in ("run", "arch", "created", "stages"):
+    for col in ("run", "arch", "created", "test metric", "fastest (vs eager)", "report", "stages"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["path"], r["arch"], r["created"], ", ".join(f"{k}:{v}" for k, v in r["stages"].items()) or "-")
-    console.print(table)
+        metric = f"{r['metric']} {r['value']:.4g}" if r["value"] is not None else "-"
+        f = r["fastest"]
+        fastest = f"{f['variant']} {f['median_ms']:.3g} ms b{f['batch_size']} ({f['speedup_vs_eager']:.2f}x)" if f else "-"
+        stages = " ".join(k if v == "done" else f"{k}({v})" for k, v in r["stages"].items()) or "-"
+        table.add_row(r["path"], r["arch"], (r["created"] or "")[:19], metric, fastest,
+                      "report.html" if r["report"] else "-", stages)
+    print_table(table, keep=("run", "arch", "test metric", "fastest (vs eager)"))
 
 
 def register(app: typer.Typer) -> None:

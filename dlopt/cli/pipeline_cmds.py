@@ -1,0 +1,144 @@
+"""`dlopt pipeline` (every stage in one run) and `dlopt report` (regenerate a run's report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dlopt.cli.common import InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, print_json
+from dlopt.errors import CheckFailedError, UsageError
+from dlopt.runs import DEFAULT_ROOT
+
+CONFIG_COMMENTS = {
+    "train": "dlopt train options; 0 or \"\" = the architecture's / training family's default",
+    "prune": "dlopt prune options (ratio: share of channels/neurons/heads removed per layer)",
+    "quantize": "dlopt quantize options",
+    "export": "dlopt export options; formats the architecture does not support are skipped and noted",
+    "bench": "dlopt bench options; budget_s is per batch size, shared by all variants",
+}
+
+
+def _effective(name: str | None, config: Path | None, resume: Path | None, flags: dict[str, Any]) -> Any:
+    """Defaults < the resumed run's stored config < --config file < command-line flags."""
+    from dlopt.pipeline import PipelineConfig, apply, load_config
+    from dlopt.pipeline.ledger import stored_config
+    from dlopt.runs import Run
+
+    cfg = PipelineConfig()
+    if resume is not None:
+        stored = stored_config(Run.open(resume)) or {}
+        cfg = apply(cfg, {k: v for k, v in stored.items() if k != "verify"}, origin=f"{resume}'s manifest")
+    if config is not None:
+        cfg = load_config(config, cfg)
+    cfg = apply(cfg, flags, origin="the command line")
+    if name:
+        cfg = apply(cfg, {"arch": name}, origin="the command line")
+    if not cfg.arch:
+        raise UsageError("name an architecture (see dlopt list), or give --resume RUN_DIR or a --config with arch = ...")
+    from dlopt.registry import get_spec
+
+    get_spec(cfg.arch)  # unknown names fail here, with suggestions, before a run is created
+    return cfg
+
+
+def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: int | None, epochs: int | None,
+           ratio: float | None, budget_s: float | None) -> dict[str, Any]:
+    from dlopt.options import parse_sets
+
+    flags: dict[str, Any] = {}
+    if stages:
+        flags["stages"] = [s.strip() for s in stages.split(",") if s.strip()]
+    if sets:
+        flags["sets"] = parse_sets(sets)
+    if tiny:
+        flags["tiny"] = True
+    if input_size:
+        flags["input_size"] = input_size
+    for section, key, value in (("train", "epochs", epochs), ("prune", "ratio", ratio), ("bench", "budget_s", budget_s)):
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    return flags
+
+
+def _printable(cfg: Any) -> dict[str, Any]:
+    from dlopt.pipeline.config import library_fields
+
+    data = cfg.to_json()
+    for section in ("prune", "quantize"):
+        data[section] = {k: (str(v) if hasattr(v, "value") else v)
+                         for k, v in {**library_fields(section), **data[section]}.items()}
+    return data
+
+
+def pipeline_cmd(
+    name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`); omit with --resume.",
+                                               show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="pipeline.toml (see --print-config).")] = None,
+    stages: Annotated[str | None, typer.Option("--stages", help="Comma list of train,prune,quantize,export,verify,bench "
+                                               "(default: all).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
+    out: OutOpt = DEFAULT_ROOT,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the effective config as TOML and exit.")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="[train] epochs.")] = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="[prune] ratio, in (0, 1).")] = None,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", min=0.01, help="[bench] budget_s.")] = None,
+    sets: SetOpt = None,
+    tiny: TinyOpt = False,
+    input_size: InputSizeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
+    from dlopt.pipeline.toml import dumps
+
+    cfg = _effective(name, config, resume, _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s))
+    if print_config:
+        typer.echo(dumps(_printable(cfg), CONFIG_COMMENTS), nl=False)
+        return
+    from dlopt.pipeline import run_pipeline
+
+    say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
+    outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not as_json)
+    if as_json:
+        print_json(outcome.to_json())
+    else:
+        _render(outcome)
+    if outcome.failed:
+        names = ", ".join(s.name for s in outcome.failed)
+        raise CheckFailedError(f"pipeline steps failed: {names}; see the report, fix, then --resume {outcome.run_dir}")
+
+
+def _render(outcome: Any) -> None:
+    table = Table(title=f"pipeline -> {outcome.run_dir}", title_justify="left")
+    for col in ("step", "status", "seconds", "note"):
+        table.add_column(col)
+    for s in outcome.steps:
+        style = {"failed": "red", "unsupported": "yellow", "skipped": "dim"}.get(s.status, "")
+        table.add_row(s.name, f"[{style}]{s.status}[/{style}]" if style else s.status, f"{s.seconds:.1f}", s.reason or "")
+    console.print(table)
+    if outcome.report:
+        console.print(f"report: {outcome.report} (and report.md beside it)")
+
+
+def report_cmd(
+    run: Annotated[Path | None, typer.Argument(help="Run directory (default: the latest run under --out).",
+                                               show_default=False)] = None,
+    out: OutOpt = DEFAULT_ROOT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Regenerate report.md / report.html / report.json of a run from the files in it."""
+    from dlopt.report import write_report
+    from dlopt.runs import resolve_run
+
+    paths = write_report(resolve_run(out, run))
+    if as_json:
+        print_json({"markdown": str(paths[0]), "html": str(paths[1]), "json": str(paths[2])})
+    else:
+        console.print(f"report: {paths[1]} (and {paths[0].name}, {paths[2].name})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pipeline")(pipeline_cmd)
+    app.command("report")(report_cmd)

@@ -1,0 +1,179 @@
+"""`pipeline.toml`: one table per stage whose keys mirror that stage's CLI options. No torch here.
+
+    stages = ["train", "prune", "quantize", "export", "verify", "bench"]
+    [train]     epochs = 10            # like `dlopt train --epochs 10`
+    [prune]     ratio = 0.3            # like `dlopt prune --ratio 0.3`
+    [quantize]  method = "auto"
+    [export]    formats = ["onnx", "torchscript", "pt2"]
+    [bench]     batch_sizes = [1, 8]
+
+Keys are checked against the stage's own config (unknown keys get the closest valid name, values their
+expected type), so the file cannot drift from what the commands accept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import ConfigError, InputFileError
+
+STAGES = ("train", "prune", "quantize", "export", "verify", "bench")
+TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 0  # 0 = the training family's default
+    batch_size: int = 0  # 0 = the family's default
+    lr: float = 0.0  # 0 = the family's default
+    data: str = ""  # "" = the architecture's own dataset
+    data_path: str = ""
+    limit: int = 0  # 0 = all training samples
+
+
+@dataclass(frozen=True)
+class ExportSection:
+    formats: list[str] = field(default_factory=lambda: ["onnx", "torchscript", "pt2"])  # those the spec supports
+    exporter: str = "dynamo"
+    batch_size: int = 2
+
+
+@dataclass(frozen=True)
+class BenchSection:
+    backends: list[str] = field(default_factory=lambda: ["eager", "onnxruntime", "torchscript"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    threads: int = 0  # 0 = torch's default (all cores)
+    budget_s: float = 10.0  # per batch size, shared by all variants
+
+
+# Sections whose keys are the fields of a library config (minus the ones the pipeline sets itself).
+LIBRARY_SECTIONS = {"prune": ("dlopt.prune", "PruneConfig"), "quantize": ("dlopt.quantize", "QuantizeConfig")}
+PIPELINE_OWNED = {"name", "seed", "bench", "progress"}
+LOCAL_SECTIONS = {"train": TrainSection, "export": ExportSection, "bench": BenchSection}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    arch: str = ""
+    stages: tuple[str, ...] = STAGES
+    seed: int = 0
+    tiny: bool = False
+    input_size: int = 0  # 0 = the architecture's training default
+    sets: dict[str, Any] = field(default_factory=dict)
+    train: TrainSection = TrainSection()
+    prune: dict[str, Any] = field(default_factory=lambda: {"ratio": 0.3})
+    quantize: dict[str, Any] = field(default_factory=dict)
+    export: ExportSection = ExportSection()
+    bench: BenchSection = BenchSection()
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["stages"] = list(self.stages)
+        return data
+
+    def has(self, stage: str) -> bool:
+        return stage in self.stages
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def library_fields(section: str) -> dict[str, Any]:
+    """Field name -> default of the library config behind a section (prune, quantize)."""
+    module, cls_name = LIBRARY_SECTIONS[section]
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in PIPELINE_OWNED:
+            continue
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+    return out
+
+
+def _typed(where: str, value: Any, default: Any) -> Any:
+    """Check a TOML value against the default's type (ints are accepted for floats, lists for tuples)."""
+    if default is None or hasattr(default, "value"):  # enums: the library config checks the choice
+        return str(value) if hasattr(default, "value") else value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            isinstance(default, float) or isinstance(value, int))
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where} = {value!r} has the wrong type; expected {type(default).__name__} "
+                          f"(like the default {default!r})")
+    return float(value) if isinstance(default, float) else value
+
+
+def _section(name: str, table: Any, current: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table of options, got {table!r}")
+    if name in LOCAL_SECTIONS:
+        defaults = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
+    else:
+        defaults = {**library_fields(name), **current}
+    out = {}
+    for raw_key, value in table.items():
+        key = raw_key.replace("-", "_")
+        if key not in defaults:
+            raise ConfigError(f"unknown key {raw_key!r} in [{name}]{_suggest(key, sorted(defaults))}")
+        out[key] = _typed(f"[{name}] {raw_key}", value, defaults[key])
+    if name in LOCAL_SECTIONS:
+        return dataclasses.replace(current, **out)
+    return {**current, **out}
+
+
+def _stages(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise ConfigError(f"stages = {value!r}: expected a list of names from {', '.join(STAGES)}")
+    bad = [s for s in items if s not in STAGES]
+    if bad:
+        raise ConfigError(f"unknown stage {bad[0]!r}{_suggest(bad[0], list(STAGES))} (stages: {', '.join(STAGES)})")
+    return tuple(s for s in STAGES if s in items)  # always run in pipeline order
+
+
+def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> PipelineConfig:
+    """Overlay a parsed TOML document (or CLI options shaped the same way) on `cfg`, validating every key."""
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in STAGES and key != "verify":
+            changes[key] = _section(key, value, changes.get(key, getattr(cfg, key)))
+        elif key == "stages":
+            changes[key] = _stages(value)
+        elif key in TOP_KEYS:
+            if key == "sets" and not isinstance(value, dict):
+                raise ConfigError(f"sets must be a table of build options (e.g. sets = {{ num_classes = 5 }}) in {origin}")
+            changes[key] = dict(value) if key == "sets" else _typed(key, value, getattr(PipelineConfig(), key))
+        else:
+            raise ConfigError(f"unknown key {key!r} in {origin}{_suggest(key, [*TOP_KEYS, *STAGES])}")
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_config(path: Path, base: PipelineConfig = PipelineConfig()) -> PipelineConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputFileError(f"pipeline config {path} not found; `dlopt pipeline NAME --print-config` prints one") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the line it names") from None
+    return apply(base, data, origin=str(path))

@@ -1,0 +1,161 @@
+"""The pipeline's steps: each calls one stage's library function on the pipeline's run.
+
+A step names its inputs (files whose hash decides whether `--resume` may skip it) and returns its outputs.
+Variants live in the run: the fp32 model at the top (`model.json`, exports beside it), the pruned model in
+`pruned/`, int8 copies in `int8/` and `pruned-int8/`; the bench stage finds them all there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.pipeline.config import PipelineConfig
+from dlopt.runs import Run
+from dlopt.spec import ArchSpec
+
+MODEL = "model.json"
+PRUNED = "pruned"
+EVALUATION = "evaluation.json"
+
+
+@dataclass
+class Context:
+    run: Run
+    cfg: PipelineConfig
+    spec: ArchSpec
+    progress: Callable[[str], None]
+    show_bars: bool = True
+
+    def path(self, *parts: str) -> Path:
+        return self.run.path.joinpath(*parts)
+
+    def files(self, folder: str) -> list[Path]:
+        root = self.path(folder)
+        return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def model_overrides(ctx: Context) -> dict[str, Any]:
+    from dlopt.train.config import build_defaults
+
+    sets = {**build_defaults(ctx.spec.train_defaults), **ctx.cfg.sets}
+    if ctx.cfg.input_size:
+        sets["input_size"] = ctx.cfg.input_size
+    return sets
+
+
+def train(ctx: Context) -> list[Path]:
+    from dlopt.train import train as train_fn
+    from dlopt.train.config import TrainConfig
+
+    t = ctx.cfg.train
+    sets = {**ctx.cfg.sets, **({"input_size": ctx.cfg.input_size} if ctx.cfg.input_size else {})}
+    result = train_fn(TrainConfig(
+        arch=ctx.spec.name, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
+        epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=ctx.cfg.seed,
+        out=ctx.run.path.parent.parent, sets=sets, tiny=ctx.cfg.tiny, limit=t.limit or None,
+        progress=ctx.show_bars, run_dir=ctx.run.path))
+    if result.stopped and result.stopped.startswith("non-finite"):
+        from dlopt.errors import CheckFailedError
+
+        raise CheckFailedError(f"training stopped: {result.stopped}; lower [train] lr in the pipeline config")
+    names = ("model.json", "model.safetensors", "metrics.jsonl", "learning_curve.png", "train_result.json")
+    return [ctx.path(n) for n in names if ctx.path(n).is_file()]
+
+
+def build(ctx: Context) -> list[Path]:
+    """No training asked for: the fresh model (seeded), so later steps have weights to work on."""
+    import torch
+
+    from dlopt.checkpoint import save_checkpoint
+    from dlopt.registry import create_model, make_model_config
+
+    mcfg = make_model_config(ctx.spec, model_overrides(ctx), tiny=ctx.cfg.tiny)
+    torch.manual_seed(ctx.cfg.seed)
+    record = save_checkpoint(create_model(ctx.spec, mcfg), ctx.spec, mcfg, ctx.path(MODEL),
+                             extra={"source": f"built with seed {ctx.cfg.seed} (untrained)"})
+    return [record, record.with_suffix(".safetensors")]
+
+
+def prune(ctx: Context) -> list[Path]:
+    from dlopt.prune import PruneConfig, run_prune
+    from dlopt.target import TargetOptions
+
+    cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
+    run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
+    return ctx.files(PRUNED)
+
+
+def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
+    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.target import TargetOptions
+
+    cfg = QuantizeConfig(**{**ctx.cfg.quantize, "seed": ctx.cfg.seed, "name": name})
+    run_quantize(TargetOptions(name=str(ctx.run.path), variant=variant, seed=ctx.cfg.seed), cfg, ctx.progress)
+    return ctx.files(name)
+
+
+def export(ctx: Context, folder: str, stage: str) -> list[Path]:
+    """Export one checkpoint variant (and verify each file against it) into its folder of the run."""
+    from dlopt.checkpoint import load_checkpoint
+    from dlopt.export import ExportConfig, export_model
+    from dlopt.export.stage import REPORT, checkpoint_sha256, summary, write_report
+    from dlopt.spec import ExportFormat
+    from dlopt.verify import VerifyConfig
+    from dlopt.verify.realdata import real_cases
+
+    record = ctx.path(folder, MODEL) if folder else ctx.path(MODEL)
+    ck = load_checkpoint(record)
+    e = ctx.cfg.export
+    config = ExportConfig(formats=tuple(ExportFormat(f) for f in e.formats), exporter=e.exporter,
+                          batch_size=e.batch_size, verify=ctx.cfg.has("verify"))
+    out_dir = record.parent
+    with ctx.run.stage(stage, {"formats": e.formats, "exporter": e.exporter, "verify": config.verify},
+                       inputs=[record]) as rec:
+        cases = real_cases(ctx.run, ck.spec, ck.config, VerifyConfig(export_batch=e.batch_size)) if config.verify else None
+        result = export_model(ck.model, ck.spec, ck.config, out_dir, config, on_step=ctx.progress, cases=cases,
+                              metadata={"checkpoint_sha256": checkpoint_sha256(record)})
+        rec.outputs.extend(result.artifacts.values())
+        if result.verification:
+            rec.outputs.append(write_report(out_dir / REPORT, result.verification, {"arch": ck.spec.name, "stage": stage}))
+        rec.metrics.update(summary(result))
+    return list(rec.outputs)
+
+
+def evaluate(ctx: Context) -> list[Path]:
+    """The spec's metric on the held-out test split for every variant x runtime in the run."""
+    from dlopt.fileio import write_json_atomic
+    from dlopt.pipeline.evaluate import evaluate_variants
+
+    data = evaluate_variants(ctx.run, ctx.spec, ctx.progress)
+    path = ctx.path(EVALUATION)
+    write_json_atomic(path, data)
+    return [path]
+
+
+def bench(ctx: Context) -> list[Path]:
+    from dlopt.bench.config import Backend, BenchConfig
+    from dlopt.bench.runner import bench as bench_fn
+    from dlopt.target import TargetOptions
+
+    b = ctx.cfg.bench
+    cfg = BenchConfig(backends=tuple(Backend(x) for x in b.backends), batch_sizes=tuple(b.batch_sizes),
+                      threads=b.threads or None, budget_s=b.budget_s, seed=ctx.cfg.seed)
+    outcome = bench_fn(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
+    return [outcome.path]
+
+
+def report(ctx: Context) -> list[Path]:
+    from dlopt.report import write_report
+
+    return list(write_report(ctx.run))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

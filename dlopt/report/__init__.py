@@ -1,0 +1,41 @@
+"""The run report: `write_report(run)` -> report.md, report.html (self-contained) and report.json.
+
+Built from the files in the run only, so `dlopt report RUN_DIR` regenerates it at any time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlopt.errors import InputFileError
+from dlopt.fileio import atomic_path, write_json_atomic
+from dlopt.runs import Run
+
+__all__ = ["write_report"]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return path
+
+
+def write_report(run: Run) -> tuple[Path, Path, Path]:
+    from dlopt.report.collect import collect
+    from dlopt.report.plots import pareto_plot, training_plot
+    from dlopt.report.render import html_page, markdown
+
+    data = collect(run)
+    if not data["rows"]:
+        raise InputFileError(f"{run.path} has nothing to report yet (no evaluation.json or bench.json); "
+                             f"run `dlopt pipeline` or `dlopt bench {run.path}` first")
+    images = {}
+    if (p := pareto_plot(data, run.path / "report_pareto.png")) is not None:
+        images["pareto"] = p
+    if (p := training_plot(data, run.path, run.path / "report_training.png")) is not None:
+        images["training"] = p
+    md = _write_text(run.path / "report.md", markdown(data, images))
+    page = _write_text(run.path / "report.html", html_page(data, images))
+    js = run.path / "report.json"
+    write_json_atomic(js, data)
+    return md, page, js

@@ -1,0 +1,146 @@
+"""report.md and a self-contained report.html (inline CSS, images as data: URIs; no network to view it)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+ABSOLUTE_METRICS = {"accuracy", "exact_match"}  # fractions: a "point" is 0.01
+
+
+def _num(value: float | None, fmt: str = "{:.4g}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: int | None) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
+
+
+def recommend(data: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The fastest row (smallest batch) whose metric is within budget of fp32 eager and whose parity passed."""
+    rows, batch, metric = data["rows"], data.get("pareto_batch"), data.get("metric")
+    base = next((r for r in rows if r["variant"] == "fp32" and r["runtime"] == "eager"), None)
+    if batch is None or base is None or base["metric"] is None:
+        return None, "no recommendation: the run lacks a benchmark or a measured fp32 metric"
+    absolute = metric in ABSOLUTE_METRICS
+    budget = 0.01 if absolute else 0.01 * abs(base["metric"])
+    rule = (f"fastest at batch {batch} whose test {metric} is within "
+            f"{'1 point' if absolute else '1%'} of fp32 eager and whose parity check did not fail")
+    higher = data.get("higher_is_better", True)
+    ok = [r for r in rows if r["metric"] is not None and batch in r["latency"] and "FAIL" not in r["parity"]
+          and ((base["metric"] - r["metric"]) if higher else (r["metric"] - base["metric"])) <= budget]
+    best = min(ok, key=lambda r: r["latency"][batch]["p50"], default=None)
+    return best, rule
+
+
+def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    batches = data["batches"]
+    head = ["variant", "runtime", f"test {data.get('metric')}", "size", "params", "MACs"]
+    head += [h for b in batches for h in (f"p50 b{b} (ms)", f"p90 b{b} (ms)", f"speed-up b{b}")]
+    head += ["parity", "Pareto"]
+    body = []
+    for r in data["rows"]:
+        cells = [r["variant"], r["runtime"], _num(r["metric"]), _bytes(r["size_bytes"]), _count(r["parameters"]),
+                 _count(r["macs"])]
+        for b in batches:
+            lat = r["latency"].get(b)
+            cells += [_num(lat["p50"] if lat else None, "{:.3g}"), _num(lat["p90"] if lat else None, "{:.3g}"),
+                      _num(r["speedup"].get(b), "{:.2f}x")]
+        cells += [r["parity"] or "–", "★" if r["pareto"] else ""]
+        body.append(cells)
+    return head, body
+
+
+def _steps(data: dict[str, Any]) -> list[list[str]]:
+    steps = data.get("pipeline", {}).get("steps", {})
+    return [[name, s.get("status", ""), _num(s.get("seconds"), "{:.1f}"), s.get("note") or ""]
+            for name, s in steps.items()]
+
+
+def _env_lines(data: dict[str, Any]) -> list[str]:
+    env, bench = data.get("environment", {}), data.get("bench", {})
+    cpu = env.get("cpu", {})
+    pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    load = bench.get("loadavg") or {}
+    return [f"Python {env.get('python')} on {env.get('platform')}", f"CPU {cpu.get('model')} ({cpu.get('cores')} cores, "
+            f"flags {', '.join(cpu.get('flags', []))}); CUDA: {env.get('cuda') or 'none'}", pkgs,
+            f"bench: {bench.get('threads')} threads on {bench.get('device')}, load average {load.get('start')} -> "
+            f"{load.get('end')}; git {env.get('git_commit')}; dlopt {env.get('dlopt')}"]
+
+
+def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
+    best, rule = recommend(data)
+    head, body = table_rows(data)
+    out = [f"# dlopt report: {data.get('arch')}", "", f"Run `{data['run']}`, created {data.get('created')}.", ""]
+    out += [f"**Ship:** {best['label']} ({rule})." if best else f"**Ship:** {rule}.", ""]
+    out += ["## Variants", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(cells) + " |" for cells in body]
+    notes = [n for n in (data.get("evaluation_note"),) if n]
+    out += ["", *[f"Note: {n}" for n in notes], "Speed-up is fp32 eager p50 / this row's p50 at the same batch. "
+            "Parity: exported files against the model they came from (elementwise, the spec's tolerance); int8 copies "
+            "by top-1 agreement with fp32 on held-out data. ★ = on the Pareto front (latency at the smallest batch vs metric).", ""]
+    for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
+        if key in images:
+            out += [f"## {title}", "", f"![{title}]({images[key].name})", ""]
+    out += ["## Steps", "", "| step | status | seconds | note |", "|---|---|---|---|"]
+    out += ["| " + " | ".join(s) + " |" for s in _steps(data)]
+    out += ["", "## Environment", "", *[f"- {line}" for line in _env_lines(data)], ""]
+    return "\n".join(out)
+
+
+CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1280px;
+color:#1d2330;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #dde;
+padding-bottom:.2em}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px}th,td{border:1px solid #dde;
+padding:4px 7px;text-align:right;white-space:nowrap}th{background:#f2f4f8}td:nth-child(-n+2){text-align:left}
+tr.pareto td{background:#f4fbf1}.ship{background:#eef6ff;border-left:4px solid #2c6fd1;padding:.6em 1em;margin:1em 0}
+.muted{color:#667;font-size:12.5px}img{max-width:100%;border:1px solid #eee}code{background:#f2f4f8;padding:0 3px}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _html_table(head: list[str], body: list[list[str]], pareto_col: int | None = None) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = []
+    for cells in body:
+        cls = ' class="pareto"' if pareto_col is not None and cells[pareto_col] else ""
+        trs.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<div class=scroll><table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
+
+
+def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
+    best, rule = recommend(data)
+    head, body = table_rows(data)
+    e = html.escape
+    ship = f"<b>Ship: {e(best['label'])}</b> <span class=muted>({e(rule)})</span>" if best else e(rule)
+    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>dlopt report: {e(str(data.get('arch')))}</title>",
+             f"<style>{CSS}</style></head><body><h1>dlopt report: {e(str(data.get('arch')))}</h1>",
+             f"<div class=muted>run <code>{e(data['run'])}</code>, created {e(str(data.get('created')))}</div>",
+             f"<div class=ship>{ship}</div><h2>Variants</h2>", _html_table(head, body, len(head) - 1),
+             "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. Parity: exported files against "
+             "the model they came from (elementwise, the spec's tolerance); int8 copies by top-1 agreement with fp32 on "
+             "held-out data. ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
+    if data.get("evaluation_note"):
+        parts.append(f"<p class=muted>Note: {e(data['evaluation_note'])}</p>")
+    for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
+        if key in images:
+            parts += [f"<h2>{title}</h2>", _img(images[key], title)]
+    parts += ["<h2>Steps</h2>", _html_table(["step", "status", "seconds", "note"], _steps(data)),
+              "<h2>Environment</h2><ul>", *[f"<li>{e(line)}</li>" for line in _env_lines(data)], "</ul></body></html>"]
+    return "\n".join(parts)

@@ -1,0 +1,121 @@
+"""`dlopt pipeline` and `dlopt report`: a tiny pipeline end to end, resume, config validation, reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlopt.cli.app import app
+from dlopt.errors import ConfigError
+from dlopt.pipeline import PipelineConfig, apply, load_config, run_pipeline
+from dlopt.runs import Run
+
+runner = CliRunner()
+
+FAST = """
+stages = ["train", "export", "verify", "bench"]
+[train]
+epochs = 1
+limit = 96
+[export]
+formats = ["onnx"]
+[bench]
+backends = ["eager", "onnxruntime"]
+batch_sizes = [1, 4]
+budget_s = 0.05
+threads = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = apply(PipelineConfig(arch="lenet5"), tomllib.loads(FAST))
+    outcome = run_pipeline(cfg, root / "artifacts", show_bars=False)
+    assert not outcome.failed, outcome.steps
+    return Path(outcome.run_dir)
+
+
+def test_pipeline_end_to_end_writes_report_with_measured_numbers(fast_run: Path) -> None:
+    data = json.loads((fast_run / "report.json").read_text())
+    rows = {(r["variant"], r["runtime"]): r for r in data["rows"]}
+    assert set(rows) == {("fp32", "eager"), ("fp32", "onnxruntime")}
+    train_acc = Run(fast_run).manifest()["stages"]["train"]["metrics"]["test_accuracy"]
+    assert rows["fp32", "eager"]["metric"] == pytest.approx(train_acc)  # same split, same metric code
+    assert abs(rows["fp32", "onnxruntime"]["metric"] - train_acc) <= 1 / 300  # at most one sample flips
+    assert rows["fp32", "onnxruntime"]["parity"].startswith("pass")
+    for row in rows.values():
+        assert set(map(int, row["latency"])) == {1, 4} and row["parameters"] > 0 and row["macs"] > 0
+    html = (fast_run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")  # self-contained
+    assert "| fp32 | onnxruntime |" in (fast_run / "report.md").read_text()
+
+
+def test_resume_skips_unchanged_steps_and_reruns_removed_ones(fast_run: Path) -> None:
+    cfg = apply(PipelineConfig(arch="lenet5"), tomllib.loads(FAST))
+    again = run_pipeline(cfg, fast_run.parent.parent, resume=fast_run, show_bars=False)
+    status = {s.name: s.status for s in again.steps}
+    assert status["train"] == status["export"] == status["evaluate"] == "skipped"
+    (fast_run / "model.onnx").unlink()  # remove the export stage's output
+    third = run_pipeline(cfg, fast_run.parent.parent, resume=fast_run, show_bars=False)
+    status = {s.name: s for s in third.steps}
+    assert status["train"].status == "skipped"
+    assert status["export"].status == "ran" and "model.onnx" in status["export"].reason
+    assert (fast_run / "model.onnx").is_file()
+
+
+def test_report_regenerates_from_stored_files_only(fast_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(fast_run, copy)
+    for name in ("report.md", "report.html", "report.json"):
+        (copy / name).unlink()
+    result = runner.invoke(app, ["report", str(copy), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "report.json").read_text())["rows"] == json.loads((fast_run / "report.json").read_text())["rows"]
+
+
+def test_runs_lists_headline_numbers(fast_run: Path) -> None:
+    result = runner.invoke(app, ["runs", "--out", str(fast_run.parent.parent), "--json"])
+    row = json.loads(result.output)[0]
+    assert row["metric"] == "accuracy" and 0 < row["value"] <= 1
+    assert row["fastest"]["speedup_vs_eager"] > 0 and row["report"].endswith("report.html")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[train]\nepoch = 3\n", "did you mean epochs"),
+    ("[train]\nepochs = \"three\"\n", "wrong type"),
+    ("stages = [\"train\", \"prun\"]\n", "did you mean prune"),
+    ("[bench]\nbudget_s = true\n", "wrong type"),
+    ("colour = 1\n", "unknown key"),
+    ("[train\nepochs = 1\n", "not valid TOML"),
+    ("sets = 3\n", "table of build options"),
+])
+def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    result = runner.invoke(app, ["pipeline", "lenet5", "--config", str(path), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and message.split()[0] in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "a").exists()  # nothing started
+
+
+def test_print_config_round_trips(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pipeline", "resnet18", "--print-config", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "p.toml"
+    path.write_text(result.output)
+    cfg = load_config(path)
+    assert cfg.arch == "resnet18" and cfg.train.epochs == 3 and cfg.stages == PipelineConfig().stages
+
+
+def test_missing_config_and_unknown_arch(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pipeline", "lenet5", "--config", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 3 and "not found" in result.output
+    result = runner.invoke(app, ["pipeline", "lenet6", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "lenet5" in result.output
