@@ -119,3 +119,15 @@ def test_missing_config_and_unknown_arch(tmp_path: Path) -> None:
     assert result.exit_code == 3 and "not found" in result.output
     result = runner.invoke(app, ["pipeline", "lenet6", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "lenet5" in result.output
+
+
+def test_unsupported_stage_is_recorded_with_the_spec_reason(tmp_path: Path) -> None:
+    from dlopt.registry import get_spec
+
+    cfg = apply(PipelineConfig(arch="perceptron"), {"stages": ["train", "prune"], "train": {"epochs": 1}})
+    outcome = run_pipeline(cfg, tmp_path, show_bars=False)
+    steps = {s.name: s for s in outcome.steps}
+    assert steps["train"].status == "ran"
+    assert steps["prune"].status == "unsupported" and steps["prune"].reason == get_spec("perceptron").why_not("prune")
+    ledger = Run(Path(outcome.run_dir)).manifest()["pipeline"]["steps"]
+    assert ledger["prune"]["status"] == "unsupported"

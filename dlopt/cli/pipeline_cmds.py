@@ -40,8 +40,10 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
         raise UsageError("name an architecture (see dlopt list), or give --resume RUN_DIR or a --config with arch = ...")
     from dlopt.registry import get_spec
 
+    from dlopt.pipeline.config import validate
+
     get_spec(cfg.arch)  # unknown names fail here, with suggestions, before a run is created
-    return cfg
+    return validate(cfg)
 
 
 def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: int | None, epochs: int | None,
@@ -82,9 +84,9 @@ def pipeline_cmd(
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
     out: OutOpt = DEFAULT_ROOT,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the effective config as TOML and exit.")] = False,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="[train] epochs.")] = None,
-    ratio: Annotated[float | None, typer.Option("--ratio", help="[prune] ratio, in (0, 1).")] = None,
-    budget_s: Annotated[float | None, typer.Option("--budget-s", min=0.01, help="[bench] budget_s.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs (config key train.epochs).")] = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="Share of channels removed, in (0, 1) (config key prune.ratio).")] = None,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", min=0.01, help="Timing budget per batch size (config key bench.budget_s).")] = None,
     sets: SetOpt = None,
     tiny: TinyOpt = False,
     input_size: InputSizeOpt = None,

@@ -86,12 +86,18 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
 
 
-def library_fields(section: str) -> dict[str, Any]:
-    """Field name -> default of the library config behind a section (prune, quantize)."""
+def library_class(section: str) -> type | None:
     module, cls_name = LIBRARY_SECTIONS[section]
     try:
-        cls = getattr(importlib.import_module(module), cls_name)
+        return getattr(importlib.import_module(module), cls_name)
     except (ImportError, AttributeError):
+        return None
+
+
+def library_fields(section: str) -> dict[str, Any]:
+    """Field name -> default of the library config behind a section (prune, quantize)."""
+    cls = library_class(section)
+    if cls is None:
         return {}
     out = {}
     for f in dataclasses.fields(cls):
@@ -164,6 +170,19 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
         else:
             raise ConfigError(f"unknown key {key!r} in {origin}{_suggest(key, [*TOP_KEYS, *STAGES])}")
     return dataclasses.replace(cfg, **changes)
+
+
+def validate(cfg: PipelineConfig) -> PipelineConfig:
+    """Build the library configs now, so a bad [prune] ratio fails before training, not after."""
+    for section in LIBRARY_SECTIONS:
+        cls = library_class(section)
+        if cls is None:
+            continue
+        try:
+            cls(**getattr(cfg, section))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[{section}]: {exc}") from None
+    return cfg
 
 
 def load_config(path: Path, base: PipelineConfig = PipelineConfig()) -> PipelineConfig:

@@ -73,13 +73,14 @@ def _pruned(ctx: steps.Context) -> bool:
     return ctx.path(steps.PRUNED, steps.MODEL).is_file()
 
 
-def plan(cfg: PipelineConfig) -> list[Step]:
+def plan(cfg: PipelineConfig, spec: ArchSpec) -> list[Step]:
     train = Step("train", steps.train, lambda c: {"train": dataclasses.asdict(c.cfg.train), "sets": c.cfg.sets,
                                                    "tiny": c.cfg.tiny, "seed": c.cfg.seed, "input_size": c.cfg.input_size},
                  lambda c: [])
     build = Step("build", steps.build, lambda c: {"sets": c.cfg.sets, "tiny": c.cfg.tiny, "seed": c.cfg.seed,
                                                   "input_size": c.cfg.input_size}, lambda c: [])
-    out = [train if cfg.has("train") else build]
+    # A model the spec cannot train (a user's file) is built as given; the steps table says why.
+    out = [train if cfg.has("train") and spec.supports("train") else build]
     if cfg.has("prune"):
         out.append(Step("prune", steps.prune, lambda c: c.cfg.prune, lambda c: _weights(c, ""),
                         lambda c: _method_limit(c, "prune", c.cfg.prune.get("method", "structured"))))
@@ -139,12 +140,16 @@ def open_run(cfg: PipelineConfig, spec: ArchSpec, root: Path, resume: Path | Non
 def run_pipeline(cfg: PipelineConfig, root: Path, resume: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None, show_bars: bool = True) -> PipelineOutcome:
     """Run (or resume) the pipeline for `cfg.arch`; returns what each step did and where the report is."""
+    from dlopt.pipeline.config import validate
     from dlopt.registry import get_spec
 
     spec = get_spec(cfg.arch)
+    validate(cfg)
     run = open_run(cfg, spec, root, resume)
     ledger.store_config(run, cfg.to_json())
     ctx = steps.Context(run, cfg, spec, progress, show_bars)
-    done = [_do(step, ctx, resume is not None) for step in plan(cfg)]
+    done = [_do(step, ctx, resume is not None) for step in plan(cfg, spec)]
+    if cfg.has("train") and not spec.supports("train"):
+        done.insert(0, StepOutcome("train", "unsupported", 0.0, spec.why_not("train")))
     report = run.path / "report.html"
     return PipelineOutcome(str(run.path), done, str(report) if report.is_file() else None)
