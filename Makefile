@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dlopt-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,16 +15,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The main job: train LeNet-5 on the bundled digits, export it to ONNX / TorchScript / torch.export,
-# verify every export against the trained model, and benchmark every variant (about 2 minutes).
+# The main job: the whole pipeline (train, prune + fine-tune, int8, export, verify, bench, report) on
+# LeNet-5 and on ResNet-18 at 32x32, both on the bundled digits; each prints where its report is.
 DEMO_OUT ?= artifacts
 demo: setup
 	$(VENV)/bin/dlopt list
-	$(VENV)/bin/dlopt train lenet5 --out $(DEMO_OUT)
-	$(VENV)/bin/dlopt export --out $(DEMO_OUT)
-	$(VENV)/bin/dlopt verify --out $(DEMO_OUT)
-	$(VENV)/bin/dlopt bench --out $(DEMO_OUT) --batch-size 1,8 --budget-s 10
+	$(VENV)/bin/dlopt pipeline lenet5 --config benchmarks/configs/demo-lenet5.toml --out $(DEMO_OUT)
+	$(VENV)/bin/dlopt pipeline resnet18 --config benchmarks/configs/demo-resnet18.toml --out $(DEMO_OUT)
 	$(VENV)/bin/dlopt runs --out $(DEMO_OUT)
+
+# A screenshot of a report in a real browser (apt install chromium): make screenshot REPORT=path/report.html
+REPORT ?= $(lastword $(sort $(wildcard $(DEMO_OUT)/resnet18/*/report.html)))
+screenshot:
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,1900 \
+		--screenshot=docs/report-screenshot.png file://$(abspath $(REPORT))
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

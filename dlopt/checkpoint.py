@@ -110,6 +110,10 @@ def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: 
     spec = get_spec(arch)
     cfg = make_model_config(spec, record.get("config", {}))
     model = create_model(spec, cfg)
+    if record.get("structure"):  # a pruned model: reshape the built model to the recorded widths first
+        from dlopt.prune.structure import apply
+
+        apply(model, record["structure"])
     _check_shapes(model, weights_path, arch)
     load_model(model, str(weights_path), strict=True)
     return Checkpoint(model=model.eval(), spec=spec, config=cfg, record=record, path=_paths(path)[0])

@@ -26,6 +26,10 @@ class ConfigError(UsageError):
     """A build option (--set, --input-size, --input-shape) is invalid."""
 
 
+class InputMismatchError(UsageError):
+    """Inputs given to an exported artifact do not fit its graph (count, dtype, rank or a fixed size)."""
+
+
 class CheckFailedError(DloptError):
     """A check ran and failed (verification, regression)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from typing import Any
 from dlopt.errors import OutputError, UnsafeFileError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # mkstemp(prefix=".NAME.", suffix=".tmp"): 8 random chars
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
 
 
@@ -54,7 +56,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
     except OSError as exc:
-        raise OutputError(f"cannot write in {target.parent}: {exc.strerror}; choose a writable --out") from None
+        raise _write_error(target.parent, exc) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -62,10 +64,29 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {target}: {exc.strerror}; check space and permissions") from None
+        raise _write_error(target, exc) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _write_error(target: Path, exc: OSError) -> OutputError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"cannot write {target}: the disk is full ({exc.strerror}); free space or choose "
+                           "another --out, then rerun")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {target}: {exc.strerror}; choose a writable --out")
+    return OutputError(f"cannot write {target}: {exc.strerror or exc}; check space and permissions")
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete the temporary files atomic_path leaves when its process is killed (SIGKILL skips cleanup)."""
+    removed = []
+    for tmp in Path(directory).rglob(".*.tmp"):
+        if tmp.is_file() and _TEMP.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

@@ -35,6 +35,24 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
+def _make_exclusive(root: Path, parent: Path, run_id: str | None, attempts: int = 20) -> Path:
+    """mkdir without exist_ok: two processes can never get the same directory. A generated id that is
+    taken (two runs started in the same second) is drawn again; a user-given one is an error."""
+    for _ in range(attempts if run_id is None else 1):
+        path = parent / safe_name(run_id or new_run_id())
+        inside(root, path)
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            if run_id is not None:
+                raise OutputError(f"run directory {path} already exists; choose another run id") from None
+        except OSError as exc:
+            raise OutputError(f"cannot create {path}: {exc.strerror}; choose a writable --out") from None
+    raise OutputError(f"could not find a free run id under {parent}; retry")
+
+
 def file_entry(path: Path, base: Path) -> dict[str, Any]:
     path = Path(path)
     rel = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
@@ -63,20 +81,16 @@ class Run:
         return self.path.name
 
     @classmethod
-    def create(cls, root: Path, arch: str, model: dict[str, Any], run_id: str | None = None) -> Run:
+    def create(cls, root: Path, arch: str, model: dict[str, Any], run_id: str | None = None,
+               stages: dict[str, Any] | None = None) -> Run:
+        """A new run directory, made exclusively; `stages` seeds the manifest (e.g. the config a resume needs),
+        so a process killed right after this call still leaves a run that says what it was doing."""
         root = Path(root)
         parent = root / safe_name(arch.replace(":", "-").replace("/", "-"))
-        path = parent / safe_name(run_id or new_run_id())
-        inside(root, path)
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-            path.mkdir(exist_ok=False)  # exclusive: a concurrent run cannot take the same directory
-        except FileExistsError:
-            raise OutputError(f"run directory {path} already exists; choose another run id") from None
-        except OSError as exc:
-            raise OutputError(f"cannot create {path}: {exc.strerror}; choose a writable --out") from None
+        path = _make_exclusive(root, parent, run_id)
         manifest = {"schema_version": SCHEMA_VERSION, "dlopt_version": __version__, "run_id": path.name,
-                    "arch": arch, "created": _now(), "model": model, "environment": fingerprint(), "stages": {}}
+                    "arch": arch, "created": _now(), "model": model, "environment": fingerprint(),
+                    "stages": dict(stages or {})}
         write_json_atomic(path / MANIFEST, manifest)
         return cls(path)
 
@@ -86,7 +100,8 @@ class Run:
         if path.is_file() and path.name == MANIFEST:
             path = path.parent
         if not (path / MANIFEST).is_file():
-            raise InputFileError(f"{path} is not a dlopt run (no {MANIFEST}); see dlopt runs, or pass --run RUN_DIR")
+            raise InputFileError(f"{path} is not a dlopt run (no {MANIFEST}); give a run directory "
+                                 "(`dlopt runs` lists them)")
         return cls(path)
 
     def manifest(self) -> dict[str, Any]:

@@ -131,3 +131,75 @@ def test_unsupported_stage_is_recorded_with_the_spec_reason(tmp_path: Path) -> N
     assert steps["prune"].status == "unsupported" and steps["prune"].reason == get_spec("perceptron").why_not("prune")
     ledger = Run(Path(outcome.run_dir)).manifest()["pipeline"]["steps"]
     assert ledger["prune"]["status"] == "unsupported"
+
+
+FULL = """
+stages = ["train", "prune", "quantize", "export", "verify", "bench"]
+[train]
+epochs = 2
+limit = 256
+[prune]
+ratio = 0.3
+finetune_epochs = 1
+data_limit = 256
+[quantize]
+exporter = "legacy"
+calibration_samples = 32
+timing_budget_s = 0.05
+[export]
+formats = ["onnx"]
+exporter = "legacy"
+[bench]
+backends = ["eager", "onnxruntime"]
+batch_sizes = [1]
+budget_s = 0.05
+threads = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline-full")
+    cfg = apply(PipelineConfig(arch="cnn", tiny=True), tomllib.loads(FULL))
+    outcome = run_pipeline(cfg, root / "artifacts", show_bars=False)
+    assert not outcome.failed, [(s.name, s.status, s.reason) for s in outcome.steps]
+    return Path(outcome.run_dir)
+
+
+def test_full_pipeline_has_every_variant_measured(full_run: Path) -> None:
+    data = json.loads((full_run / "report.json").read_text())
+    variants = {r["variant"] for r in data["rows"]}
+    assert variants == {"fp32", "pruned", "int8", "pruned-int8"}, variants
+    rows = {(r["variant"], r["runtime"]): r for r in data["rows"]}
+    assert rows["pruned", "eager"]["parameters"] < rows["fp32", "eager"]["parameters"]  # channels really removed
+    assert rows["pruned", "eager"]["macs"] < rows["fp32", "eager"]["macs"]
+    for row in data["rows"]:
+        assert 0.0 <= row["metric"] <= 1.0 and row["latency"], row
+    prune = json.loads((full_run / "pruned" / "prune_report.json").read_text())
+    assert prune["params"]["after"] < prune["params"]["before"]
+    manifest = Run(full_run).manifest()
+    assert {"pruned", "int8", "pruned-int8", "export", "bench"} <= set(manifest["stages"])
+
+
+def test_full_pipeline_resume_reruns_only_what_was_removed(full_run: Path) -> None:
+    cfg = apply(PipelineConfig(arch="cnn", tiny=True), tomllib.loads(FULL))
+    shutil.rmtree(full_run / "pruned-int8")
+    again = run_pipeline(cfg, full_run.parent.parent, resume=full_run, show_bars=False)
+    status = {s.name: s.status for s in again.steps}
+    assert not again.failed, again.steps
+    assert status["train"] == status["prune"] == "skipped", status
+    assert any(name.startswith("quantize") and st == "ran" for name, st in status.items()), status
+    assert (full_run / "pruned-int8").is_dir()
+
+
+def test_full_pipeline_resume_with_a_new_ratio_reprunes_in_place(full_run: Path) -> None:
+    before = json.loads((full_run / "pruned" / "prune_report.json").read_text())["params"]["after"]
+    cfg = apply(PipelineConfig(arch="cnn", tiny=True), tomllib.loads(FULL.replace("ratio = 0.3", "ratio = 0.5")))
+    again = run_pipeline(cfg, full_run.parent.parent, resume=full_run, show_bars=False)
+    status = {s.name: s for s in again.steps}
+    assert not again.failed, again.steps
+    assert status["train"].status == "skipped" and status["prune"].status == "ran"
+    assert "config" in status["prune"].reason
+    after = json.loads((full_run / "pruned" / "prune_report.json").read_text())["params"]["after"]
+    assert after < before
+    assert not list(full_run.glob(".pruned*"))  # nothing left aside

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dlopt.registry import create_model, entry_module, get_spec, list_specs, make_inputs, make_model_config, resolve_dims
-from dlopt.spec import BATCH, SEQ, ExportFormat, Stage
+from dlopt.spec import BATCH, SEQ, ExportFormat, PruneMethod, QuantMethod, Stage
 
 SPECS = list_specs()
 NAMES = [s.name for s in SPECS]
@@ -52,7 +52,12 @@ def test_spec_schema(spec) -> None:
     # every capability left out is explained on the spec
     for missing in (set(Stage) - spec.stages) | (set(ExportFormat) - spec.formats):
         assert str(missing) in spec.limits, f"{spec.name}: no reason given for lacking {missing}"
-    assert set(spec.limits) <= {*map(str, Stage), *map(str, ExportFormat)} | {k for k in spec.limits if "." in k}
+    for kind, declared, every in (("prune", spec.prune_methods, PruneMethod), ("quantize", spec.quant_methods, QuantMethod)):
+        if kind in {str(s) for s in spec.stages}:
+            for m in set(every) - declared:
+                assert f"{kind}:{m}" in spec.limits, f"{spec.name}: no reason given for lacking {kind} {m}"
+    method_keys = {k for k in spec.limits if k.partition(":")[0] in {"prune", "quantize"} and ":" in k}
+    assert set(spec.limits) <= {*map(str, Stage), *map(str, ExportFormat)} | {k for k in spec.limits if "." in k} | method_keys
     assert (spec.trainer is not None) == (Stage.TRAIN in spec.stages)
     assert spec.tolerance.atol > 0 and spec.tolerance.rtol > 0
     assert spec.torchscript in {"trace", "script"}

@@ -63,7 +63,12 @@ def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> t
 
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for inp in ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs():
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's pybind types (InvalidProtobuf, Fail...) for a file that is not a model
+        raise InputFileError(f"{path} is not a loadable ONNX model ({str(exc).strip().splitlines()[0][:200]}); "
+                             "give an .onnx file written by an exporter") from None
+    for inp in session.get_inputs():
         shape = [d if isinstance(d, int) else (batch if i == 0 else (seq_len or 16)) for i, d in enumerate(inp.shape)]
         dtype = ONNX_DTYPES.get(inp.type)
         if dtype is None:
@@ -81,6 +86,7 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
     if path.suffix != ".onnx":
         raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
                              "bench its run directory, or an .onnx file (which declares its inputs)")
+    onnx_inputs(path, 1, None)  # a corrupt or foreign file fails here, before a run directory is made
     run = Run.create(opts.root, f"onnx-{path.stem}", {"source": str(path.resolve())})
     return Source(str(path), run, None, None, None, None, (path.resolve(),),
                   lambda b, s: onnx_inputs(path, b, s, seed=opts.seed), single=True)
@@ -126,7 +132,19 @@ def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = Fals
     if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
         return Variant(backend.value, backend, path=path)
     kind = {".onnx": backend.value, ".ts": "torchscript-file", ".pt2": "pt2"}[path.suffix]
-    return Variant(f"{kind}:{rel}", backend, path=path)
+    return Variant(f"{kind}:{rel}", backend, path=path, precision=quantized_precision(path))
+
+
+def quantized_precision(path: Path) -> str:
+    """int8 / fp16 / bf16 for a file dlopt.quantize wrote (its quantize_report.json sits beside it), else fp32."""
+    try:
+        report = json.loads((path.parent / "quantize_report.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return "fp32"
+    if not isinstance(report, dict) or report.get("artifact") != path.name:
+        return "fp32"
+    method = str(report.get("method", ""))
+    return "int8" if method in ("static", "dynamic") else (method if method in ("fp16", "bf16") else "fp32")
 
 
 def _checkpoint_variants(source: Source) -> list[Variant]:

@@ -61,7 +61,9 @@ class DloptGroup(TyperGroup):
             err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/yellow]: partial files were removed; rerun to start again")
+            err_console.print("[yellow]interrupted[/yellow]: partial files were removed and the stage is marked "
+                              "interrupted in the run's manifest; rerun the command (a training run continues with "
+                              "dlopt train --resume RUN_DIR)", highlight=False, soft_wrap=True)
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except BrokenPipeError:  # output piped into a reader that closed early (`| head`): not an error
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing else may write to the closed pipe

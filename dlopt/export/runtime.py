@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError, UnsafeFileError, UsageError
+from dlopt.errors import InputFileError, InputMismatchError, UnsafeFileError, UsageError
 from dlopt.fileio import looks_like_pickle, sha256_file
 from dlopt.runs import MANIFEST
 
@@ -79,13 +79,46 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidProtobuf, ...) for bad files
         raise InputFileError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
-    names = [i.name for i in session.get_inputs()]
+    expected = session.get_inputs()
 
     def run(*inputs: Any) -> tuple[Any, ...]:
-        feed = {n: np.ascontiguousarray(t.detach().cpu().numpy()) for n, t in zip(names, inputs, strict=False)}
-        return tuple(torch.from_numpy(np.asarray(o)) for o in session.run(None, feed))
+        arrays = [np.ascontiguousarray(t.detach().cpu().numpy()) for t in inputs]
+        check_inputs(path, expected, arrays)
+        feed = {i.name: a for i, a in zip(expected, arrays, strict=True)}
+        try:
+            outputs = session.run(None, feed)
+        except Exception as exc:  # ORT's pybind types (InvalidArgument, Fail...): the inputs did not fit
+            raise UsageError(f"{path.name} could not run these inputs ({_first_line(exc)}); it expects "
+                             f"{_describe(expected)}") from None
+        return tuple(torch.from_numpy(np.asarray(o)) for o in outputs)
 
     return run
+
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8",
+               "tensor(int8)": "int8"}
+
+
+def _describe(expected: list[Any]) -> str:
+    return ", ".join(f"{i.name} {_ORT_DTYPES.get(i.type, i.type)} {list(i.shape)}" for i in expected)
+
+
+def check_inputs(path: Path, expected: list[Any], arrays: list[Any]) -> None:
+    """Count, dtype, rank and fixed sizes of the inputs against the ONNX graph's, as one line naming both."""
+    problems = []
+    if len(arrays) != len(expected):
+        problems.append(f"{len(arrays)} input(s) given, {len(expected)} expected")
+    for inp, arr in zip(expected, arrays, strict=False):
+        dtype = _ORT_DTYPES.get(inp.type)
+        if dtype is not None and str(arr.dtype) != dtype:
+            problems.append(f"{inp.name} is {arr.dtype}, not {dtype}")
+        elif len(arr.shape) != len(inp.shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(inp.shape, arr.shape, strict=False)):
+            problems.append(f"{inp.name} has shape {list(arr.shape)}, not {list(inp.shape)}")
+    if problems:
+        raise InputMismatchError(f"inputs do not fit {path.name}: {'; '.join(problems)}; "
+                                 f"it expects {_describe(expected)}")
 
 
 def _torchscript_runner(path: Path, threads: int | None) -> Runner:
@@ -96,24 +129,42 @@ def _torchscript_runner(path: Path, threads: int | None) -> Runner:
     except (RuntimeError, ValueError) as exc:
         raise InputFileError(f"{path} is not a loadable TorchScript archive ({_first_line(exc)})") from None
 
-    def run(*inputs: Any) -> tuple[Any, ...]:
-        with torch.no_grad():
-            return _as_tuple(module(*inputs))
+    return _guarded(path, module)
 
-    return run
+
+def register_quantized_ops() -> None:
+    """Quantized .pt2 programs (dlopt.quantize's torch path) call ops that are registered on import: the PT2E
+    quantized_decomposed ops (cheap) here, torchao's own ops only when a load needs them (slow import)."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import torch.ao.quantization.fx._decomposed  # noqa: F401
 
 
 def _pt2_runner(path: Path, threads: int | None) -> Runner:
     import torch
 
+    register_quantized_ops()
     try:
         module = torch.export.load(str(path)).module()
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         raise InputFileError(f"{path} is not a loadable torch.export program ({_first_line(exc)})") from None
 
+    return _guarded(path, module)
+
+
+def _guarded(path: Path, module: Any) -> Runner:
+    import torch
+
     def run(*inputs: Any) -> tuple[Any, ...]:
-        with torch.no_grad():
-            return _as_tuple(module(*inputs))
+        try:
+            with torch.no_grad():
+                return _as_tuple(module(*inputs))
+        except Exception as exc:  # shape/dtype guards raise RuntimeError, AssertionError, TypeError...
+            shapes = ", ".join(f"{getattr(t, 'dtype', type(t).__name__)} {list(getattr(t, 'shape', []))}"
+                               for t in inputs)
+            raise UsageError(f"{path.name} could not run inputs {shapes} ({_first_line(exc)}); give inputs of the "
+                             "shape and dtype it was exported with (dlopt info ARCH shows them)") from None
 
     return run
 

@@ -8,6 +8,7 @@ Variants live in the run: the fp32 model at the top (`model.json`, exports besid
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,22 @@ def prune(ctx: Context) -> list[Path]:
     from dlopt.target import TargetOptions
 
     cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
-    run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
+    old = ctx.path(PRUNED)
+    # The step is rerun (its inputs or config changed): the previous pruned model is set aside, and put back
+    # if pruning fails, so a failed rerun loses nothing.
+    aside = old.with_name(f".{PRUNED}.previous") if old.is_dir() else None
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
+        old.rename(aside)
+    try:
+        run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
+    except BaseException:
+        if aside:
+            shutil.rmtree(old, ignore_errors=True)
+            aside.rename(old)
+        raise
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)
     return ctx.files(PRUNED)
 
 

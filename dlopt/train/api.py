@@ -132,8 +132,9 @@ def _open_run(cfg: TrainConfig, spec: ArchSpec, model_cfg: Any, model: Any) -> R
     if cfg.run_dir is not None:
         run = Run.open(cfg.run_dir)
     else:
-        run = Run.create(cfg.out, spec.name, {"arch": spec.name, "checkpoint": MODEL_RECORD})
-    if cfg.resume is None:  # a fresh run starts from the initial weights, so it always has a model
+        run = Run.create(cfg.out, spec.name, {"arch": spec.name, "checkpoint": MODEL_RECORD},
+                         stages={"train": {"status": "starting", "config": {"train": cfg.to_json()}}})  # resumable
+    if cfg.resume is None or not (run.path / MODEL_RECORD).is_file():  # the initial weights: a run always has a model
         save_checkpoint(model, spec, model_cfg, run.path / MODEL_RECORD, metrics={"epoch": 0})
 
     def change(m: dict[str, Any]) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from dlopt.checkpoint import save_checkpoint
-from dlopt.fileio import atomic_path
+from dlopt.fileio import atomic_path, remove_stale_temps
 from dlopt.train.family import Family, NonFiniteLoss, warmup_cosine
-from dlopt.train.state import TrainState, load_state, rng_state, save_state, set_rng_state
+from dlopt.train.state import TrainState, has_state, load_state, rng_state, save_state, set_rng_state
 
 MODEL_RECORD = "model.json"
 METRICS = "metrics.jsonl"
@@ -85,9 +85,9 @@ def _end_epoch(loop: Loop, epoch: int, train_stats: dict, val: dict, seconds: fl
     else:
         st.bad_epochs += 1
     st.epoch = epoch + 1
-    if loop.writes:
-        save_state(loop.run_dir, _objects(loop, opts, scheds), st)
+    if loop.writes:  # the state goes last: it is the commit point a resume starts from
         _write_metrics(loop.run_dir, st.history)
+        save_state(loop.run_dir, _objects(loop, opts, scheds), st)
 
 
 def fit(loop: Loop, resume_dir: Path | None = None) -> Loop:
@@ -97,7 +97,10 @@ def fit(loop: Loop, resume_dir: Path | None = None) -> Loop:
     total_steps = hp.epochs * fam.steps_per_epoch()
     scheds = {k: warmup_cosine(o, hp, total_steps) for k, o in opts.items()}
     if resume_dir is not None:
-        _restore(loop, opts, scheds, resume_dir)
+        if loop.writes:  # a killed process leaves its temporary files; they were never the real ones
+            remove_stale_temps(Path(resume_dir))
+        if has_state(resume_dir):  # else it was stopped before its first epoch ended: start from epoch 0
+            _restore(loop, opts, scheds, resume_dir)
     on_step = loop.progress.step if loop.progress else (lambda stats: None)
     if loop.progress:
         loop.progress.start(total_steps, loop.state.epoch * fam.steps_per_epoch())

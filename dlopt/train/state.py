@@ -1,7 +1,8 @@
-"""Resumable training state without pickle: `train_state.safetensors` (every tensor: weights, optimizer
-moments, RNG states, the family's own tensors) + `train_state.json` (everything else: epoch, best metric,
-history, scheduler and optimizer settings). Nested state dicts are flattened; each tensor's place in the
-JSON is a {"tensor": key} reference, so both halves rebuild the exact objects.
+"""Resumable training state without pickle: `train_state.safetensors` holds every tensor (weights, optimizer
+moments, RNG states, the family's own tensors) and, in its header, the record of everything else (epoch,
+best metric, history, scheduler and optimizer settings); `train_state.json` is a readable copy of the record.
+Nested state dicts are flattened; each tensor's place in the record is a {"tensor": key} reference, so
+both halves rebuild the exact objects.
 """
 
 from __future__ import annotations
@@ -69,36 +70,63 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def has_state(run_dir: Path) -> bool:
+    """True once an epoch has been saved (a run killed before its first epoch ends has none)."""
+    return (Path(run_dir) / f"{STATE_STEM}.safetensors").is_file()
+
+
 def save_state(out_dir: Path, objects: dict[str, Any], progress: TrainState) -> Path:
-    """objects: name -> a state dict (model, optimizers, schedulers, rng, family). Atomic, tensors first."""
+    """objects: name -> a state dict (model, optimizers, schedulers, rng, family).
+
+    One atomic write commits the state: the record travels inside the safetensors header, so a process
+    killed at any moment leaves either the previous epoch's state or the new one, never a mix.
+    train_state.json is a readable copy written after it (and checked against it by sha256).
+    """
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     tree = {name: _flatten(obj, name, tensors) for name, obj in objects.items()}
+    record = {"format": STATE_FORMAT, "epoch": progress.epoch, "best": progress.best,
+              "best_epoch": progress.best_epoch, "bad_epochs": progress.bad_epochs, "best_loss": progress.best_loss,
+              "history": progress.history, "objects": tree}
     weights = out_dir / f"{STATE_STEM}.safetensors"
     with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp))
-    record = {"format": STATE_FORMAT, "sha256": sha256_file(weights), "epoch": progress.epoch, "best": progress.best,
-              "best_epoch": progress.best_epoch, "bad_epochs": progress.bad_epochs, "best_loss": progress.best_loss, "history": progress.history,
-              "objects": tree}
-    write_json_atomic(out_dir / f"{STATE_STEM}.json", record)
+        save_file(tensors, str(tmp), metadata={STATE_FORMAT: json.dumps(record)})
+    write_json_atomic(out_dir / f"{STATE_STEM}.json", {**record, "sha256": sha256_file(weights)})
     return out_dir / f"{STATE_STEM}.json"
 
 
-def load_state(run_dir: Path) -> tuple[dict[str, Any], TrainState]:
-    from safetensors.torch import load_file
+def _read(weights: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the record stored in their header (older states: the record is train_state.json)."""
+    from safetensors import SafetensorError, safe_open
 
-    record_path, weights = run_dir / f"{STATE_STEM}.json", run_dir / f"{STATE_STEM}.safetensors"
-    if not record_path.is_file() or not weights.is_file():
-        raise InputFileError(f"{run_dir} has no training state ({STATE_STEM}.json/.safetensors) to resume; "
-                             "give a run directory written by dlopt train")
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            header = (fh.metadata() or {}).get(STATE_FORMAT)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputFileError(f"{weights} is corrupt or truncated ({exc}); the run cannot be resumed, "
+                             "train again") from None
+    if header is not None:
+        return tensors, json.loads(header)
+    record_path = weights.with_suffix(".json")
     try:
         record = json.loads(record_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (OSError, json.JSONDecodeError) as exc:
         raise InputFileError(f"{record_path} is not valid JSON ({exc}); the run cannot be resumed") from None
     if record.get("format") != STATE_FORMAT or record.get("sha256") != sha256_file(weights):
         raise InputFileError(f"{record_path} does not match {weights.name}; the state is damaged, train again")
-    tensors = load_file(str(weights))
+    return tensors, record
+
+
+def load_state(run_dir: Path) -> tuple[dict[str, Any], TrainState]:
+    weights = Path(run_dir) / f"{STATE_STEM}.safetensors"
+    if not weights.is_file():
+        raise InputFileError(f"{run_dir} has no training state ({STATE_STEM}.safetensors) to resume; "
+                             "give a run directory written by dlopt train")
+    tensors, record = _read(weights)
+    if record.get("format") != STATE_FORMAT:
+        raise InputFileError(f"{weights} is not a dlopt training state; give a run directory written by dlopt train")
     objects = {name: _unflatten(node, tensors) for name, node in record["objects"].items()}
     progress = TrainState(record["epoch"], record["best"], record["best_epoch"], record["bad_epochs"],
                           record.get("best_loss"), record["history"])

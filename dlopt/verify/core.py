@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlopt.errors import InputMismatchError
 from dlopt.spec import ArchSpec
 from dlopt.verify.compare import OutputStats, compare
 from dlopt.verify.criteria import Criterion, ElementwiseTolerance, TopOneAgreement
@@ -147,8 +148,23 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
 
 def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchSpec, criterion: Criterion,
                   artifact: str = "", fmt: str = "") -> VerifyReport:
-    """Judge a callable (an artifact's runner, or any candidate) against precomputed eager outputs."""
-    results = tuple(_run_case(runner, c, r, spec, criterion) for c, r in zip(cases, refs, strict=True))
+    """Judge a callable (an artifact's runner, or any candidate) against precomputed eager outputs.
+
+    Inputs that fit the artifact at no shape at all mean the reference is another model: one clear error.
+    """
+    misfits: list[InputMismatchError] = []
+
+    def watched(*inputs: Any) -> Any:
+        try:
+            return runner(*inputs)
+        except InputMismatchError as exc:
+            misfits.append(exc)
+            raise
+
+    results = tuple(_run_case(watched, c, r, spec, criterion) for c, r in zip(cases, refs, strict=True))
+    if cases and len(misfits) == len(cases):
+        raise InputMismatchError(f"{misfits[0]}; the reference model's inputs fit it at no shape, so it was "
+                                 "exported from another model: pass the --checkpoint it came from")
     return VerifyReport(artifact, fmt, criterion.name, results)
 
 

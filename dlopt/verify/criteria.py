@@ -72,3 +72,84 @@ class TopOneAgreement:
         if stats.top1 < self.min_agreement:
             return f"top-1 agreement {stats.top1:.3f} < {self.min_agreement:g}"
         return None
+
+
+@dataclass(frozen=True)
+class FiniteOutputs:
+    """The artifact runs at this shape and gives finite outputs of the reference's shape. Quantized variants
+    use it for the shape sweep; their accuracy is judged on held-out data (MetricChange, agreement, error)."""
+
+    @property
+    def name(self) -> str:
+        return "runs, finite outputs of the right shape"
+
+    def judge(self, stats: OutputStats, ref: Any, out: Any) -> str | None:
+        return _basic(stats)
+
+
+@dataclass(frozen=True)
+class RelativeError:
+    """Task-level for regression and reconstruction: ||out - ref|| / ||ref|| <= max_rel over the output."""
+
+    max_rel: float = 0.05
+
+    @property
+    def name(self) -> str:
+        return f"relative error <= {self.max_rel:g}"
+
+    @staticmethod
+    def value(ref: Any, out: Any) -> float:
+        ref, out = ref.float(), out.float()
+        return float((out - ref).norm() / ref.norm().clamp_min(1e-12))
+
+    def judge(self, stats: OutputStats, ref: Any, out: Any) -> str | None:
+        if reason := _basic(stats):
+            return reason
+        rel = self.value(ref, out)
+        return None if rel <= self.max_rel else f"relative error {rel:.3g} > {self.max_rel:g}"
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """Task-level on held-out data: the spec's metric may lose at most `max_drop` points (percentage points
+    for fraction metrics such as accuracy, percent relative change otherwise). Judged on whole-split metrics
+    with `judge_metrics`; per output it only asks for finite values."""
+
+    metric: str
+    max_drop: float = 1.0
+    higher_is_better: bool = True
+    fraction: bool = True  # the metric is a fraction in [0, 1] (accuracy, exact match)
+
+    @property
+    def name(self) -> str:
+        unit = "points" if self.fraction else "% relative"
+        return f"{self.metric} drop <= {self.max_drop:g} {unit}"
+
+    def drop(self, before: float, after: float) -> float:
+        sign = 1.0 if self.higher_is_better else -1.0
+        if self.fraction:
+            return 100.0 * sign * (before - after)
+        return 100.0 * sign * (before - after) / max(abs(before), 1e-12)
+
+    def judge_metrics(self, before: float, after: float) -> str | None:
+        drop = self.drop(before, after)
+        return None if drop <= self.max_drop else f"{self.metric} fell {drop:.3g} > {self.max_drop:g} ({self.name})"
+
+    def judge(self, stats: OutputStats, ref: Any, out: Any) -> str | None:
+        return _basic(stats)
+
+
+def task_criterion(task: str, min_agreement: float = 0.95, max_rel: float = 0.1) -> Criterion:
+    """The per-output criterion for a variant meant to differ from fp32 (quantized): top-1 agreement for
+    classifiers and Q-networks, relative error for everything else."""
+    if task in ("classification", "reinforcement"):
+        return TopOneAgreement(min_agreement)
+    return RelativeError(max_rel)
+
+
+def for_artifact(task: str, metadata: dict[str, str]) -> Criterion | None:
+    """The criterion a quantized artifact should be verified with (its ONNX metadata holds "quantization", written
+    by dlopt.quantize), or None for an fp32 export (the spec's elementwise tolerance then applies)."""
+    if "quantization" not in metadata:
+        return None
+    return task_criterion(task)

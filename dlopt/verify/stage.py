@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dlopt.errors import InputFileError
 from dlopt.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
+from dlopt.verify.criteria import for_artifact
 from dlopt.verify.realdata import real_cases
 
 REPORT = "verify-report.json"
@@ -72,13 +73,26 @@ def _check_readable(artifacts: dict[str, Path], trust_pickle: bool) -> dict[str,
     return meta
 
 
-def _reference(run: Run | None, opts: VerifyOptions) -> tuple[Any, Any, Any]:
+def _source_checkpoint(run: Run, artifacts: dict[str, Path]) -> Path | None:
+    """The checkpoint the stage that wrote these artifacts read (a pruned or quantized variant's own source)."""
+    wanted = {str(Path(p).resolve().relative_to(run.path.resolve())) for p in artifacts.values()
+              if Path(p).resolve().is_relative_to(run.path.resolve())}
+    for stage in run.manifest().get("stages", {}).values():
+        if wanted & {o.get("path") for o in stage.get("outputs", [])}:
+            sources = [run.path / i["path"] for i in stage.get("inputs", []) if str(i.get("path", "")).endswith(".json")]
+            if sources and sources[0].is_file():
+                return sources[0]
+    return None
+
+
+def _reference(run: Run | None, opts: VerifyOptions, artifacts: dict[str, Path]) -> tuple[Any, Any, Any]:
     from dlopt.checkpoint import load_checkpoint
 
     if opts.checkpoint is not None:
         ck = load_checkpoint(opts.checkpoint, trust_pickle=opts.trust_pickle)
     elif run is not None:
-        record = run.path / run.manifest().get("model", {}).get("checkpoint", "model.json")
+        record = _source_checkpoint(run, artifacts) or (
+            run.path / run.manifest().get("model", {}).get("checkpoint", "model.json"))
         ck = load_checkpoint(record, trust_pickle=opts.trust_pickle)
     else:
         raise InputFileError(f"{opts.path} is not inside a dlopt run, so the reference model is unknown; "
@@ -89,7 +103,7 @@ def _reference(run: Run | None, opts: VerifyOptions) -> tuple[Any, Any, Any]:
 def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     run, artifacts = collect(opts.path)
     meta = _check_readable(artifacts, opts.trust_pickle)
-    model, spec, cfg = _reference(run, opts)
+    model, spec, cfg = _reference(run, opts, artifacts)
     for fmt, m in meta.items():
         if m.get("arch") and m["arch"] != spec.name:
             raise InputFileError(f"{artifacts[fmt]} was exported from {m['arch']}, but the reference model is "
@@ -98,8 +112,12 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
 
     with quiet_deprecations():
         cases = real_cases(run, spec, cfg, opts.config)  # the trained run's test data, else random inputs
-        reports = verify_artifacts(model, spec, cfg, artifacts, opts.config, trust_pickle=True,  # checked above
-                                   cases=cases)
+        reports = {}
+        for fmt, path in artifacts.items():  # a quantized file is judged by its task's criterion, not elementwise
+            quantized = for_artifact(spec.task, meta.get(fmt, {})) if opts.config.criterion is None else None
+            config = replace(opts.config, criterion=quantized) if quantized else opts.config
+            reports.update(verify_artifacts(model, spec, cfg, {fmt: path}, config, trust_pickle=True,  # checked above
+                                            cases=cases))
     from dlopt.export.stage import write_report
 
     target = run.file(REPORT) if run else Path(opts.path).with_suffix(".verify.json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlopt.registry import register
-from dlopt.spec import BATCH, SEQ, ArchSpec, Task, TensorSpec
+from dlopt.spec import BATCH, SEQ, ArchSpec, PruneMethod, Task, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,22 @@ REGRESSION_IO = {
 TOKENS = (TensorSpec("tokens", (BATCH, SEQ), "int64", 0, "vocab_size"),)
 LOGITS = (TensorSpec("logits", (BATCH, "num_classes")),)
 TINY_RNN = {"hidden_size": 8}
+UNSTRUCTURED_ONLY = frozenset({PruneMethod.UNSTRUCTURED})
+
+
+def _no_structured(why: str) -> dict[str, str]:
+    return {"prune:structured": f"structured pruning cannot resize its hidden size: {why}; unstructured (magnitude) "
+                                "pruning applies"}
+
 
 register(ArchSpec(name="rnn", summary="nn.RNN(1, 50) -> Linear on the last step: next sine value",
                   config=RNNConfig, tiny=TINY_RNN, source="000, 001, 002", **REGRESSION_IO))
 register(ArchSpec(name="lstm", summary="2-layer LSTM(64, dropout 0.2) -> Dropout -> Linear on the last step",
                   config=LSTMConfig, tiny=TINY_RNN, source="000, 001, 003", **REGRESSION_IO))
 register(ArchSpec(name="bilstm", summary="bidirectional LSTM(64) -> Linear(2*64, 1) on the last step",
-                  config=BiLSTMConfig, tiny=TINY_RNN, source="000", **REGRESSION_IO))
+                  config=BiLSTMConfig, tiny=TINY_RNN, source="000", **REGRESSION_IO,
+                  prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
+                      "Torch-Pruning's graph tracing fails on the bidirectional output taken at the last step")))
 register(ArchSpec(name="gru", summary="2-layer GRU(64, dropout 0.2) -> Dropout -> Linear on the last step",
                   config=GRUConfig, tiny=TINY_RNN, source="000", **REGRESSION_IO))
 
@@ -97,6 +106,8 @@ register(ArchSpec(
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
     inputs=TOKENS, outputs=LOGITS,
     task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="000",
+    prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
+        "the classifier reads the LSTM's final hidden state h_n, a path Torch-Pruning's graph does not trace"),
 ))
 
 register(ArchSpec(
@@ -106,6 +117,8 @@ register(ArchSpec(
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
     inputs=TOKENS, outputs=LOGITS,
     task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="002",
+    prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
+        "Torch-Pruning couples the one-channel attention scores (broadcast over time) with the LSTM features"),
 ))
 
 register(ArchSpec(
@@ -117,4 +130,6 @@ register(ArchSpec(
     outputs=(TensorSpec("logits", (BATCH, "max_length", "output_size")),),
     task=Task.SEQ2SEQ, dataset="seq2seq", metric="exact_match", source="000",
     torchscript="script",  # the greedy decoding loop stays a loop (a trace would unroll max_length steps)
+    prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
+        "the encoder's final hidden state initialises the decoder, a coupling Torch-Pruning's graph does not trace"),
 ))

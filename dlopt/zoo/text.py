@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlopt.registry import register
-from dlopt.spec import BATCH, SEQ, ArchSpec, Task, TensorSpec
+from dlopt.spec import BATCH, SEQ, ArchSpec, QuantMethod, Task, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ register(ArchSpec(
     ),
     outputs=(TensorSpec("logits", (BATCH, SEQ, "tgt_vocab")),),
     task=Task.SEQ2SEQ, dataset="seq2seq", metric="exact_match", source="004",
+    quant_methods=frozenset(QuantMethod) - {QuantMethod.STATIC},
+    limits={"quantize:static": "static int8 calibrates on (src, tgt) pairs, and the decoder input (the shifted target) "
+                               "is not in the data samples; dynamic int8 needs no calibration"},
 ))
 
 register(ArchSpec(

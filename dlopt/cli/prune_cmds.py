@@ -1,0 +1,95 @@
+"""`dlopt prune`: make a model smaller (structured: fewer channels, neurons, heads) or sparse (unstructured)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dlopt.cli.common import JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human, print_json
+
+NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
+                                                    "nothing = the latest run's trained model.", show_default=False)]
+
+
+def prune_cmd(
+    name: NameArg = None,
+    ratio: Annotated[float, typer.Option("--ratio", help="Share of output channels / neurons / heads removed from each "
+                                                         "prunable layer (structured), or of all weights zeroed "
+                                                         "(unstructured); between 0 and 1.")] = 0.3,
+    method: Annotated[str, typer.Option("--method", help="structured (smaller, faster) or unstructured (sparse).")] = (
+        "structured"),
+    importance: Annotated[str, typer.Option("--importance", help="l1, l2, taylor or bn-scale.")] = "l1",
+    iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Prune in K steps (fine-tuning spread "
+                                                                           "over them).")] = 1,
+    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Epochs of the training loop on the "
+                                                                           "run's data after pruning.")] = 0,
+    finetune_lr: Annotated[float | None, typer.Option("--finetune-lr", help="Default: half the training LR.",
+                                                      show_default=False)] = None,
+    global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across all layers together.")] = False,
+    round_to: Annotated[int | None, typer.Option("--round-to", help="Round kept channel counts down to multiples of N; "
+                                                 "8 gives the fast CPU kernels (docs/prune.md).",
+                                                 show_default=False)] = None,
+    bench: Annotated[bool, typer.Option("--bench", help="Measure latency before/after (eager and ONNX Runtime, "
+                                                        "batch 1 and 8, one thread).")] = False,
+    stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "pruned",
+    limit: Annotated[int | None, typer.Option("--limit", help="Cap on samples per split (quick runs).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json).")] = None,
+    out: OutOpt = Path("artifacts"),
+    run: RunOpt = None,
+    sets: SetOpt = None,
+    tiny: TinyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
+    from dlopt.options import parse_sets
+    from dlopt.prune import PruneConfig
+    from dlopt.target import TargetOptions
+
+    cfg = PruneConfig(ratio=ratio, method=method, importance=importance, iterative_steps=iterative_steps,
+                      finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
+                      round_to=round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit)
+    opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
+                         tiny=tiny, seed=seed)
+    from dlopt.prune.stage import run_prune
+
+    with err_console.status("pruning…") as status:
+        outcome = run_prune(opts, cfg, lambda msg: status.update(msg + "…"))
+    if as_json:
+        print_json(outcome.to_json())
+    else:
+        _render(outcome.result, outcome.record)
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else (f"{x:.4g}" if isinstance(x, float) else human(x))
+
+
+def _render(r: dict[str, Any], record: Path) -> None:
+    table = Table(title=f"{r['arch']}: {r['method']} pruning, ratio {r['ratio']:g}", title_justify="left")
+    for col in ("", "before", "after", "change"):
+        table.add_column(col)
+    for key in ("params", "macs"):
+        table.add_row(key, _fmt(r[key]["before"]), _fmt(r[key]["after"]), f"-{r[key]['removed']:.1%}")
+    fb = r["file_bytes"]
+    table.add_row("file bytes", _fmt(fb["before"]), _fmt(fb["after"]), f"{fb['after'] / fb['before'] - 1:+.1%}")
+    m = r["metric"]
+    if m["before"] is not None:
+        table.add_row(m["name"], _fmt(m["before"]), _fmt(m["after_finetune"] if m["after_finetune"] is not None
+                                                        else m["after_prune"]),
+                      f"after prune {_fmt(m['after_prune'])}" + ("" if m["after_finetune"] is None else ", fine-tuned"))
+    if "sparsity" in r:
+        table.add_row("weight sparsity", "0", f"{r['sparsity']['weights']:.1%}", r["note"])
+    for key, row in (r.get("latency") or {}).get("rows", {}).items():
+        table.add_row(f"{key} ms", _fmt(row["before_ms"]), _fmt(row["after_ms"]),
+                      "-" if row["speedup"] is None else f"{row['speedup']:.2f}x faster")
+    console.print(table)
+    console.print(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
+                  f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prune")(prune_cmd)

@@ -1,0 +1,107 @@
+"""`dlopt quantize`: int8 or half precision, chosen by measurement, held to an accuracy budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dlopt.cli.common import (InputShapeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
+                              parse_shape, print_json)
+from dlopt.errors import CheckFailedError
+
+METHODS = "auto, static, dynamic, fp16, bf16"
+NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
+                                                    "nothing = the latest run.", show_default=False)]
+
+
+def quantize_cmd(
+    name: NameArg = None,
+    method: Annotated[str, typer.Option("--method", help=f"{METHODS}: auto builds every int8 path, measures latency "
+                                        "and accuracy, and keeps the fastest within budget.")] = "auto",
+    backend: Annotated[str | None, typer.Option("--backend", help="onnxruntime (default) or torch (torchao).",
+                                                show_default=False)] = None,
+    calibration_samples: Annotated[int, typer.Option("--calibration-samples",
+                                                     help="Training samples used to calibrate static int8.")] = 256,
+    calibration_method: Annotated[str, typer.Option("--calibration-method",
+                                                    help="minmax, entropy or percentile.")] = "minmax",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor",
+                                              help="One weight scale per output channel.")] = True,
+    quant_format: Annotated[str, typer.Option("--format", help="ORT static format: qdq or qoperator.")] = "qdq",
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Accuracy budget in points (percentage points for "
+                                                               "accuracy, % relative for other metrics).")] = 1.0,
+    exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter tried first: dynamo or legacy.")] = (
+        "dynamo"),
+    variant: Annotated[str | None, typer.Option("--variant", help="Checkpoint record inside the run to start from, "
+                                                                  "e.g. pruned/model.json.")] = None,
+    stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "int8",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json).")] = None,
+    out: OutOpt = Path("artifacts"),
+    run: RunOpt = None,
+    sets: SetOpt = None,
+    input_shape: InputShapeOpt = None,
+    tiny: TinyOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
+    from dlopt.options import parse_sets
+    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.target import TargetOptions
+
+    extra: dict[str, Any] = {}
+    if backend is not None:
+        extra.update(backend=backend, auto_backends=(backend,))
+    cfg = QuantizeConfig(method=method, calibration_samples=calibration_samples, calibration_method=calibration_method,
+                         per_channel=per_channel, quant_format=quant_format, max_drop=max_drop, name=stage_name,
+                         exporter=exporter,
+                         **extra)
+    opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
+                         input_shape=parse_shape(input_shape), tiny=tiny, variant=variant)
+    with err_console.status("quantizing…") as status:
+        outcome = run_quantize(opts, cfg, lambda msg: status.update(msg + "…"))
+    if as_json:
+        print_json(outcome.to_json())
+    else:
+        _render(outcome.result, outcome.artifact)
+    if not outcome.passed:
+        raise CheckFailedError(f"the quantized model failed verification; see {outcome.report_path}")
+
+
+def _fmt(x: Any, spec: str = ".4g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _render(r: dict[str, Any], artifact: Path) -> None:
+    if r.get("auto"):
+        table = Table(title=f"{r['arch']}: candidates (batch 1, one thread)", title_justify="left")
+        for col in ("recipe", "val drop", "ms", "speed-up vs eager", "MB", "chosen"):
+            table.add_column(col)
+        for c in r["auto"]["candidates"]:
+            if "failed" in c:
+                table.add_row(c["recipe"], "-", "-", "-", "-", f"[red]failed[/red]: {c['failed'][:60]}")
+                continue
+            table.add_row(c["recipe"], _fmt(c["val_drop"]), _fmt(c["latency_ms_b1"]), _fmt(c["speedup_vs_eager"]),
+                          f"{c['bytes'] / 1e6:.2f}", "yes" if c["chosen"] else "")
+        console.print(table)
+    size = r["size_bytes"]
+    rows = [("recipe", r["recipe"]["label"]), (r["metric"] + " before / after",
+                                               f"{_fmt(r['metric_before'])} / {_fmt(r['metric_after'])}"),
+            ("drop (points)", _fmt(r["drop_points"])), ("top-1 agreement", _fmt(r["top1_agreement"])),
+            ("size", f"{_fmt((size['fp32'] or 0) / 1e6, '.3g')} MB -> {size['quantized'] / 1e6:.3g} MB"),
+            ("speed-up vs eager (batch 1)", f"{r['speedup_vs_eager_b1']}x"),
+            ("kept in float", ", ".join(r["kept_float"]) or "none"),
+            ("verified", "[green]pass[/green]" if r["verified"] else "[red]FAIL[/red]"), ("file", str(artifact))]
+    table = Table(title=f"{r['arch']} quantized ({r['accuracy_basis']})", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for note in r.get("notes", []):
+        console.print(f"[dim]note: {note}[/dim]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize_cmd)

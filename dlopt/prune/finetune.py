@@ -1,0 +1,54 @@
+"""Fine-tuning after pruning: the architecture's own training loop (dlopt.train's family and engine) on
+the data the run was trained on, keeping the weights of the best validation epoch."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlopt.evaluate import Evaluator
+
+LR_FACTOR = 0.5  # fine-tuning starts at half the training learning rate (then the same warm-up + cosine)
+
+
+def finetune(model: nn.Module, evaluator: Evaluator, epochs: int, lr: float | None = None,
+             seed: int = 0) -> dict[str, Any]:
+    """Train `model` (whole model, in place) for `epochs`; loads the best validation epoch's weights back."""
+    from dlopt.train.engine import Loop, fit
+
+    base = evaluator.family
+    hp = dataclasses.replace(base.hp, epochs=epochs, lr=lr if lr is not None else base.hp.lr * LR_FACTOR,
+                             patience=0)
+    family = type(base)(base.spec, base.model_cfg, base.data, hp, base.rt, seed)
+    best: dict[str, Any] = {}
+
+    def keep_best(epoch: int, _row: dict[str, Any]) -> None:
+        if loop.state.best_epoch == epoch:
+            best["state"] = copy.deepcopy(model.state_dict())
+
+    loop = Loop(family, model, None, None, keep_best)
+    fit(loop)
+    if "state" in best:
+        model.load_state_dict(best["state"])
+    model.eval()
+    return {"epochs": loop.state.epoch, "best_epoch": loop.state.best_epoch, "lr": hp.lr,
+            "stopped": loop.stopped, "history": loop.state.history}
+
+
+def taylor_loss(evaluator: Evaluator) -> Any:
+    """A loss on one training batch for Taylor importance, or None when the family has no plain loss (GAN)."""
+    from dlopt.train.family import Family
+
+    family = evaluator.family
+    if type(family).loss is Family.loss:
+        return None
+    (x, y), _ = next(iter(family.epoch_batches(0)))
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        return family.loss(model, x, y)
+
+    return loss

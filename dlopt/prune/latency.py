@@ -1,0 +1,63 @@
+"""Latency before/after pruning through the bench stage: the run's model and the pruned checkpoint, each
+eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dlopt.runs import Run
+from dlopt.spec import ArchSpec, ExportFormat
+from dlopt.target import Target, TargetOptions
+
+
+MIN_CALLS = 50  # on a shared machine, 10 calls can "converge" inside a load spike; 50 spans several round-robin blocks
+
+
+def _export(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path) -> str | None:
+    """Export to out_dir/model.onnx (verified against the eager model); returns why not, or None."""
+    from dlopt.export import ExportConfig, export_model
+
+    if (out_dir / "model.onnx").is_file():
+        return None
+    res = export_model(model, spec, cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
+    if not res.passed:
+        why = res.failures or res.to_dict()["verification"]
+        return f"ONNX export of {out_dir.name} failed or did not verify: {why}"
+    return None
+
+
+def _median(rows: list[dict], variant: str, batch: int) -> float | None:
+    row = next((r for r in rows if r["variant"] == variant and r["batch_size"] == batch and r.get("stats")), None)
+    return None if row is None else row["stats"]["median_ms"]
+
+
+def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, ...], budget_s: float,
+                    batch_sizes: tuple[int, ...] = (1, 8), threads: int = 1) -> dict[str, Any]:
+    """Median ms of the run's model and of each pruned checkpoint `<run>/<name>/model.json`, eager and in ONNX
+    Runtime, per batch size, with speed-ups (before / after); all timed interleaved in one bench call."""
+    from dlopt.bench.config import Backend, BenchConfig
+    from dlopt.bench.runner import bench
+    from dlopt.bench.variants import EXPORT_DIR
+    from dlopt.checkpoint import load_checkpoint
+
+    problems = [_export(target.model, spec, target.config, run.path / EXPORT_DIR)]
+    problems += [_export(load_checkpoint(run.path / n / "model.json").model, spec, target.config, run.path / n)
+                 for n in names]
+    bcfg = BenchConfig(backends=(Backend.EAGER, Backend.ONNXRUNTIME), batch_sizes=batch_sizes, threads=threads,
+                       budget_s=budget_s, min_calls=MIN_CALLS)
+    outcome = bench(TargetOptions(name=str(run.path)), bcfg)
+    rows = outcome.result["rows"]
+    tables: dict[str, Any] = {}
+    for name in names:
+        pairs = {"eager": ("eager", f"eager:{name}/model"),
+                 "onnxruntime": ("onnxruntime", f"onnxruntime:{name}/model.onnx")}
+        table: dict[str, Any] = {}
+        for backend, (base, pruned) in pairs.items():
+            for b in batch_sizes:
+                before, after = _median(rows, base, b), _median(rows, pruned, b)
+                table[f"{backend}@b{b}"] = {"before_ms": before, "after_ms": after,
+                                            "speedup": round(before / after, 3) if before and after else None}
+        tables[name] = table
+    return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"], "bench_json": str(outcome.path),
+            "budget_s": budget_s, "rows_by_variant": tables, "problems": [p for p in problems if p]}

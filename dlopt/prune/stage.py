@@ -1,0 +1,161 @@
+"""`run_prune`: the prune stage on a run. Resolve the target, measure, prune, fine-tune, save
+`<run>/<name>/model.json + model.safetensors` (with the pruned structure), write `prune_report.json`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import ConfigError
+from dlopt.prune.config import PruneConfig
+from dlopt.target import Target, TargetOptions, resolve_target
+
+REPORT = "prune_report.json"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    run_dir: Path
+    record: Path  # <run>/<name>/model.json: load_checkpoint(record), or TargetOptions(variant="<name>/model.json")
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "record": str(self.record), **self.result}
+
+
+def _precheck(opts: TargetOptions, cfg: PruneConfig) -> None:
+    """An architecture that cannot be pruned fails before a run directory is created."""
+    name = opts.name
+    is_file = Path(name or "").suffix in {".json", ".safetensors"}
+    if name and opts.checkpoint is None and not Path(name).exists() and not is_file:
+        from dlopt.prune.model import check_supported
+        from dlopt.registry import get_spec
+
+        check_supported(get_spec(name), cfg)
+
+
+def _score(evaluator: Any, model: Any) -> float | None:
+    return None if evaluator is None else round(evaluator.score(model), 6)
+
+
+def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], progress: Progress) -> Any:
+    """Fine-tuning spread over the iterative steps (the last step gets the remainder)."""
+    if evaluator is None or cfg.finetune_epochs == 0:
+        return None
+    from dlopt.prune.finetune import finetune
+
+    share = cfg.finetune_epochs // cfg.iterative_steps
+
+    def hook(model: Any, step: int) -> None:
+        epochs = share + (cfg.finetune_epochs % cfg.iterative_steps if step == cfg.iterative_steps else 0)
+        if epochs:
+            progress(f"fine-tuning after step {step}/{cfg.iterative_steps} ({epochs} epochs)")
+            log.append({"step": step, **finetune(model, evaluator, epochs, cfg.finetune_lr, cfg.seed)})
+
+    return hook
+
+
+def _metric_after_prune(cfg: PruneConfig, evaluator: Any, spec: Any, example: tuple, target: Target) -> float | None:
+    """The metric right after pruning, before any fine-tuning (a second, untrained prune of the same copy)."""
+    if evaluator is None or cfg.finetune_epochs == 0:
+        return None
+    from dlopt.prune.model import prune_model
+
+    plain, _ = prune_model(target.model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator))
+    return _score(evaluator, plain)
+
+
+def _taylor(cfg: PruneConfig, evaluator: Any) -> Any:
+    from dlopt.prune.config import Importance
+    from dlopt.prune.finetune import taylor_loss
+
+    return taylor_loss(evaluator) if cfg.importance == Importance.TAYLOR and evaluator is not None else None
+
+
+def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None = None) -> PruneOutcome:
+    """Prune the target's model into `<run>/<cfg.name>/`; returns the outcome (also written as prune_report.json)."""
+    import torch
+
+    say = progress or (lambda _msg: None)
+    _precheck(opts, cfg)
+    target = resolve_target(opts)
+    from dlopt.prune.model import check_supported
+
+    check_supported(target.spec, cfg)
+    run, spec = target.run, target.spec
+    out_dir = run.file(cfg.name)
+    if (out_dir / "model.json").exists():
+        raise ConfigError(f"{run.path} already has a pruned model in {cfg.name}/; pass --name with another name "
+                          "(e.g. pruned2) to keep both")
+    with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint]) as rec:
+        result = _prune_and_save(target, cfg, out_dir, say, torch)
+        if cfg.bench:
+            _bench(target, cfg, out_dir, result, say)
+        rec.outputs += [out_dir / "model.json", out_dir / "model.safetensors", out_dir / REPORT]
+        rec.metrics.update(_summary(result))
+    return PruneOutcome(run.path, out_dir / "model.json", result)
+
+
+def _bench(target: Target, cfg: PruneConfig, out_dir: Path, result: dict[str, Any], say: Progress) -> None:
+    """Latency before/after through dlopt.bench; adds `latency` to the result and rewrites the report."""
+    from dlopt.fileio import write_json_atomic
+    from dlopt.prune.latency import measure_latency
+
+    say("benchmarking before/after (eager and ONNX Runtime)")
+    latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s)
+    result["latency"] = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
+    write_json_atomic(out_dir / REPORT, result)
+
+
+def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> dict[str, Any]:
+    from dlopt.checkpoint import save_checkpoint
+    from dlopt.evaluate import evaluator_for
+    from dlopt.fileio import write_json_atomic
+    from dlopt.prune.model import prune_model
+    from dlopt.prune.structure import describe
+    from dlopt.registry import create_model, make_inputs
+
+    t0 = time.perf_counter()
+    spec, model = target.spec, target.model
+    torch.manual_seed(cfg.seed)
+    say("loading the run's data")
+    evaluator = evaluator_for(target.run, spec, target.config, limit=cfg.data_limit)
+    example = make_inputs(spec, target.config, 1, seed=cfg.seed)
+    before = _score(evaluator, model)
+    after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
+    log: list[dict[str, Any]] = []
+    say(f"pruning {spec.name} ({cfg.method}, ratio {cfg.ratio:g}, {cfg.iterative_steps} step(s))")
+    pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
+                               after_step=_finetune_hook(cfg, evaluator, log, say))
+    final = _score(evaluator, pruned)
+    metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
+              "before": before, "after_prune": final if after_prune is None and not log else after_prune,
+              "after_finetune": final if log else None,
+              "data": evaluator.data_options if evaluator else "none: this family trains without a dataset"}
+    extra = {"source": f"dlopt prune ({cfg.method}, ratio {cfg.ratio:g})", "pruning": {k: info[k] for k in
+             ("method", "ratio", "importance", "global", "iterative_steps")}}
+    if cfg.method == "structured":
+        extra["structure"] = describe(pruned, create_model(spec, target.config))
+    record = save_checkpoint(pruned, spec, target.config, out_dir / "model.json",
+                             metrics={f"test_{spec.metric}": final} if final is not None else {}, extra=extra)
+    size = {"before": target.checkpoint.with_suffix(".safetensors").stat().st_size,
+            "after": record.with_suffix(".safetensors").stat().st_size}
+    result = {"arch": spec.name, "stage": cfg.name, "config": cfg.to_json(), **info, "file_bytes": size,
+              "metric": metric, "finetune": log, "checkpoint": str(record),
+              "seconds": round(time.perf_counter() - t0, 2)}
+    write_json_atomic(out_dir / REPORT, result)
+    return result
+
+
+def _summary(result: dict[str, Any]) -> dict[str, Any]:
+    m = result["metric"]
+    return {"params_before": result["params"]["before"], "params_after": result["params"]["after"],
+            "macs_before": result["macs"]["before"], "macs_after": result["macs"]["after"],
+            f"{m['name']}_before": m["before"], f"{m['name']}_after_prune": m["after_prune"],
+            f"{m['name']}_after_finetune": m["after_finetune"],
+            **({"sparsity": result["sparsity"]["weights"]} if "sparsity" in result else {}),
+            **{f"speedup_{k}": v["speedup"] for k, v in result.get("latency", {}).get("rows", {}).items()}}

@@ -1,0 +1,148 @@
+"""Structured pruning with Torch-Pruning: channels, neurons and attention heads physically removed.
+
+The dependency graph keeps residual adds, concatenations, norms and attention consistent; `layers` decides
+which layers keep their size. Works in place: callers pass a copy.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlopt.errors import ConfigError, UnsupportedError
+from dlopt.prune.config import Importance, PruneConfig
+from dlopt.prune.recurrent import customized_pruners
+from dlopt.prune.layers import ROOT_TYPES, attention_modules, head_counts, kept_layers, width
+
+LossFn = Callable[[nn.Module], torch.Tensor]  # a loss on one batch, for Taylor importance
+MAX_GLOBAL_SHARE = 0.9  # with --global, no layer loses more than this share (unless --ratio itself is higher)
+StepHook = Callable[[int], None]  # called after each iterative step (1-based), e.g. to fine-tune
+
+
+def _importance(kind: Importance, module: nn.Module) -> Any:
+    import torch_pruning as tp
+
+    if kind == Importance.BN_SCALE:
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
+            raise ConfigError("--importance bn-scale ranks channels by their BatchNorm scale, and this model has no "
+                              "BatchNorm layer; use --importance l1, l2 or taylor")
+        return tp.importance.BNScaleImportance()
+    if kind == Importance.TAYLOR:
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if kind == Importance.L1 else 2)
+
+
+def _check_unsupported(module: nn.Module) -> None:
+    for name, m in module.named_modules():
+        if isinstance(m, nn.LSTM) and m.proj_size:
+            raise UnsupportedError(f"structured pruning cannot resize {name}: an LSTM with proj_size is not handled; "
+                                   "use --method unstructured")
+
+
+def _check_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int], cfg: PruneConfig) -> None:
+    """A ratio (with --round-to) that would leave a layer or an attention module with nothing is refused."""
+    for name, m in prunable:
+        count, unit = (heads[m], "heads") if m in heads else (width(m), "channels")
+        left = int(count * (1 - cfg.ratio))
+        if m not in heads and cfg.round_to:
+            left -= left % cfg.round_to  # Torch-Pruning rounds the kept channels down to a multiple
+        if left < 1:
+            kept = int(count * (1 - cfg.ratio))
+            hint = f"a --round-to of at most {kept}" if cfg.round_to and kept >= 1 else \
+                f"a ratio of at most {math.floor((1 - 1 / count) * 100) / 100:.2f}"
+            where = name.rpartition(".")[0] if m in heads else name  # heads: name the attention module
+            raise ConfigError(f"--ratio {cfg.ratio:g} would remove every one of the {count} {unit} of {where}; "
+                              f"use {hint}")
+
+
+def prunable_layers(module: nn.Module,
+                    example: tuple[Any, ...]) -> tuple[list[tuple[str, nn.Module]], dict[nn.Module, str]]:
+    """(name, layer) whose output channels may go, and the kept layers with their reason."""
+    import torch_pruning as tp
+
+    _check_unsupported(module)
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=list(example),
+                                                   customized_pruners=customized_pruners())
+    kept = kept_layers(module, graph, example)
+    prunable = [(n, m) for n, m in module.named_modules() if isinstance(m, ROOT_TYPES) and m not in kept]
+    return prunable, kept
+
+
+def _fix_heads(module: nn.Module, head_dims: dict[nn.Module, int]) -> None:
+    for name, m, handler in attention_modules(module):
+        q = getattr(m, handler.qkv[0])
+        if q.out_features % head_dims[m]:
+            raise UnsupportedError(f"pruning left {name} with {q.out_features} features, not whole heads of "
+                                   f"{head_dims[m]}; this attention module cannot be pruned")
+        handler.fix(m, q.out_features // head_dims[m])
+
+
+def prune_structured(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_fn: LossFn | None = None,
+                     after_step: StepHook | None = None) -> dict[str, Any]:
+    """Prune `module` in place; returns what was kept and why. Raises when nothing can be pruned."""
+    with warnings.catch_warnings():  # ViT's cls_token / pos_embedding: the model width they carry is kept
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        return _prune(module, example, cfg, loss_fn, after_step)
+
+
+def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_fn: LossFn | None,
+           after_step: StepHook | None) -> dict[str, Any]:
+    import torch_pruning as tp
+
+    prunable, kept = prunable_layers(module, example)
+    if not prunable:
+        raise UnsupportedError("nothing to prune: every layer is an output layer or the model width")
+    heads = head_counts(module)
+    _check_widths(prunable, heads, cfg)
+    head_dims = {m: getattr(m, h.qkv[0]).out_features // int(getattr(m, h.heads_attr))
+                 for _, m, h in attention_modules(module)}
+    pruner = tp.pruner.MetaPruner(
+        module, list(example), importance=_importance(cfg.importance, module), pruning_ratio=cfg.ratio,
+        global_pruning=cfg.global_pruning, iterative_steps=cfg.iterative_steps, ignored_layers=list(kept),
+        num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False, head_pruning_ratio=cfg.ratio,
+        root_module_types=list(ROOT_TYPES), round_to=cfg.round_to, customized_pruners=customized_pruners(),
+        max_pruning_ratio=max(cfg.ratio, MAX_GLOBAL_SHARE),
+    )
+    for step in range(cfg.iterative_steps):
+        if cfg.importance == Importance.TAYLOR:
+            module.zero_grad()
+            (loss_fn or _output_energy(example))(module).backward()
+        pruner.step()
+        module.zero_grad(set_to_none=True)
+        _fix_heads(module, head_dims)
+        if after_step:
+            after_step(step + 1)
+    _check_runs(module, example)
+    names = {m: n for n, m in module.named_modules()}
+    return {"kept_layers": {names[m]: why for m, why in kept.items() if m in names},
+            "attention_modules": [n for n, _, _ in attention_modules(module)]}
+
+
+def _check_runs(module: nn.Module, example: tuple[Any, ...]) -> None:
+    """A graph Torch-Pruning could not follow (state passed between layers, say) shows up as a shape error here."""
+    empty = [n for n, m in module.named_modules() if isinstance(m, ROOT_TYPES) and width(m) < 1]
+    if empty:  # global ranking can take a whole layer even when the per-layer check passed
+        raise ConfigError(f"pruning removed every channel of {', '.join(empty[:3])}; use a lower --ratio")
+    try:
+        with torch.no_grad():
+            module.eval()(*example)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedError(f"structured pruning left the model unable to run ({first[:160]}): its layers are "
+                               "coupled in a way the dependency graph does not see; use --method unstructured"
+                               ) from None
+
+
+def _output_energy(example: tuple[Any, ...]) -> LossFn:
+    """Without training data, Taylor importance ranks by the gradient of the outputs' mean square."""
+    def loss(module: nn.Module) -> torch.Tensor:
+        out = module(*example)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return sum(o.float().pow(2).mean() for o in outs if isinstance(o, torch.Tensor))
+
+    return loss

@@ -1,0 +1,109 @@
+"""Which recipes to try, and `auto`: build each valid one, time them interleaved at batch 1 on one thread
+against eager fp32, score them on the validation split, keep the fastest within the accuracy budget."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dlopt.errors import DloptError, UnsupportedError
+from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
+from dlopt.quantize.judge import Judge
+from dlopt.quantize.recipe import Built, Recipe
+
+Builder = Callable[[Recipe, bool], Built]
+
+
+def recipes(spec: Any, cfg: QuantizeConfig, backends: tuple[QBackend, ...]) -> list[Recipe]:
+    """The recipes `cfg` asks for that the spec allows (auto: every int8 path on the chosen backends)."""
+    if cfg.method != Method.AUTO:
+        if not spec.supports(f"quantize:{cfg.method}"):
+            key = f"quantize:{cfg.method}"
+            raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: {spec.why_not(key)}")
+        return [Recipe(backends[0], cfg.method, cfg.quant_format, cfg.per_channel)]
+    out = []
+    for backend in backends:
+        for method in (Method.STATIC, Method.DYNAMIC):
+            if not spec.supports(f"quantize:{method}"):
+                continue
+            formats = (QuantFormat.QDQ, QuantFormat.QOPERATOR) if backend == QBackend.ONNXRUNTIME and \
+                method == Method.STATIC else (cfg.quant_format,)
+            out += [Recipe(backend, method, fmt, cfg.per_channel) for fmt in formats]
+    if not out:
+        raise UnsupportedError(f"{spec.name} has no int8 path: {spec.why_not('quantize:static')}")
+    return out
+
+
+def time_runners(fns: dict[str, Callable[[], Any]], budget_s: float) -> dict[str, float]:
+    """Median ms per call, interleaved with dlopt.bench's round-robin loop (the bench stage's timing)."""
+    from dlopt.bench.config import BenchConfig
+    from dlopt.bench.timing import round_robin, warm_up
+
+    estimates = {k: warm_up(fn, 3).estimate_s for k, fn in fns.items()}
+    series = round_robin(fns, estimates, BenchConfig(budget_s=budget_s, min_calls=10, block_s=0.02))
+    return {k: round(1e3 * sorted(s.times)[len(s.times) // 2], 4) for k, s in series.items()}
+
+
+def measure(builds: dict[str, Built], reference: Any, example: tuple[Any, ...], budget_s: float,
+            extra: dict[str, Callable[[], Any]] | None = None) -> dict[str, float]:
+    """Batch-1 latency (ms) of every built candidate, eager fp32 and any extra references, one thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            fns = {"eager fp32": lambda: reference(*example), **(extra or {})}
+            fns.update({label: (lambda b=b: b.runner(*example)) for label, b in builds.items()})
+            return time_runners(fns, budget_s)
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_all(todo: list[Recipe], build: Builder, has_int8: Callable[[Built], bool],
+              progress: Callable[[str], None]) -> tuple[dict[str, Built], dict[str, str]]:
+    built, failed = {}, {}
+    for recipe in todo:
+        progress(f"building {recipe.label}")
+        try:
+            b = build(recipe, False)
+        except DloptError:
+            raise
+        except Exception as exc:  # one quantizer failing on this graph must not sink the other paths
+            failed[recipe.label] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            continue
+        if recipe.method in (Method.STATIC, Method.DYNAMIC) and not has_int8(b):
+            failed[recipe.label] = "the quantizer converted no layer of this graph to int8"
+            continue
+        built[recipe.label] = b
+    return built, failed
+
+
+def pick(built: dict[str, Built], drops: dict[str, float | None], latency: dict[str, float],
+         max_drop: float) -> tuple[str, str]:
+    """The fastest within budget; else the smallest drop (the accuracy-aware search then works on it)."""
+    ok = [k for k in built if drops[k] is None or drops[k] <= max_drop]
+    if ok:
+        best = min(ok, key=lambda k: latency[k])
+        return best, f"fastest at batch 1 of {len(ok)} candidate(s) within the {max_drop:g}-point budget"
+    best = min(built, key=lambda k: (drops[k], latency[k]))
+    return best, f"no candidate within the {max_drop:g}-point budget; smallest drop, then the accuracy-aware search"
+
+
+def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float | None, cfg: QuantizeConfig,
+           example: tuple[Any, ...], has_int8: Callable[[Built], bool], extra: dict[str, Callable[[], Any]],
+           progress: Callable[[str], None]) -> tuple[Built, dict[str, Any]]:
+    built, failed = build_all(todo, build, has_int8, progress)
+    if not built:
+        raise UnsupportedError("no quantization path worked for this model: " +
+                               "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    drops = {k: judge.loss(b.runner, "val", before_val) for k, b in built.items()}
+    progress(f"timing {len(built)} candidate(s) interleaved at batch 1, one thread")
+    latency = measure(built, judge.reference, example, cfg.timing_budget_s, extra)
+    best, why = pick(built, drops, latency, cfg.max_drop)
+    rows = [{"recipe": b.recipe.label, "val_drop": drops[k], "latency_ms_b1": latency[k],
+             "speedup_vs_eager": round(latency["eager fp32"] / latency[k], 3), "bytes": b.bytes,
+             "chosen": k == best} for k, b in built.items()]
+    rows += [{"recipe": k, "failed": v} for k, v in failed.items()]
+    refs = {k: v for k, v in latency.items() if k not in built}
+    return built[best], {"why": why, "candidates": rows, "reference_latency_ms_b1": refs}

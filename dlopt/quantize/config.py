@@ -1,0 +1,83 @@
+"""What `dlopt quantize` is asked to do. No torch here: the CLI builds this before anything heavy loads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from dlopt.errors import ConfigError
+
+
+class Method(StrEnum):
+    AUTO = "auto"  # build every valid int8 path, measure latency and metric, keep the fastest within budget
+    STATIC = "static"  # int8 weights and activations, calibrated on training data
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized per call (Linear, LSTM, GRU, attention)
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+class QBackend(StrEnum):
+    ONNXRUNTIME = "onnxruntime"  # an int8 .onnx file the bench and verify stages pick up
+    TORCH = "torch"  # torchao: PT2E + X86InductorQuantizer (static), quantize_ (dynamic); saved as .pt2
+
+
+class CalibrationMethod(StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class QuantFormat(StrEnum):
+    QDQ = "qdq"  # QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them
+    QOPERATOR = "qoperator"  # QLinearConv, QLinearMatMul...: integer operators in the graph
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    method: Method = Method.AUTO
+    backend: QBackend = QBackend.ONNXRUNTIME  # auto may also try torch paths when backend is not forced
+    calibration_samples: int = 256  # training samples fed through the model to fix activation ranges
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    per_channel: bool = True  # one weight scale per output channel (conv/linear)
+    quant_format: QuantFormat = QuantFormat.QDQ
+    max_drop: float = 1.0  # accuracy budget: points for fraction metrics (accuracy), else % relative change
+    min_agreement: float = 0.95  # verification: top-1 agreement with fp32 on the held-out split (classifiers)
+    max_rel_error: float = 0.1  # verification: relative L2 error of outputs (regression, generation, ...)
+    max_fallback_layers: int = 8  # at most this many layers kept in float by the accuracy-aware search
+    search_budget_s: float = 300.0  # wall-clock cap on the sensitivity search
+    auto_backends: tuple[QBackend, ...] = (QBackend.ONNXRUNTIME,)  # backends auto measures (adds "torch" if asked)
+    timing_budget_s: float = 2.0  # interleaved batch-1 timing per auto comparison
+    exporter: str = "dynamo"  # ONNX exporter tried first (dynamo or legacy); the other is the fallback
+    seed: int = 0
+    name: str = "int8"  # the manifest stage name and the run sub-directory of the artifact
+
+    def __post_init__(self) -> None:
+        for key, enum in (("method", Method), ("backend", QBackend), ("calibration_method", CalibrationMethod),
+                          ("quant_format", QuantFormat)):
+            value = getattr(self, key)
+            if str(value) not in enum._value2member_map_:
+                choices = ", ".join(e.value for e in enum)
+                flag = {"quant_format": "format"}.get(key, key.replace("_", "-"))
+                raise ConfigError(f"unknown --{flag} {value!r}; choose one of {choices}")
+            object.__setattr__(self, key, enum(str(value)))
+        object.__setattr__(self, "auto_backends", tuple(QBackend(str(b)) for b in self.auto_backends))
+        if self.exporter not in ("dynamo", "legacy"):
+            raise ConfigError(f"unknown ONNX exporter {self.exporter!r}; choose dynamo or legacy")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+        if self.max_drop < 0:
+            raise ConfigError(f"--max-drop must be >= 0 (points), got {self.max_drop}")
+        if not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
+        if self.max_fallback_layers < 0:
+            raise ConfigError(f"max_fallback_layers must be >= 0, got {self.max_fallback_layers}")
+
+    @property
+    def is_int8(self) -> bool:
+        return self.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {k: (list(map(str, v)) if isinstance(v, tuple) else (str(v) if isinstance(v, StrEnum) else v))
+                for k, v in out.items()}

@@ -1,0 +1,130 @@
+"""How much a candidate lost: the spec's metric on a data split when the run has data (through the training
+family's own loop), else agreement / relative error with fp32 on random valid inputs. Drops are in points:
+percentage points for fraction metrics (accuracy), percent relative change for the others (mse, elbo...)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+
+FRACTION_METRICS = frozenset({"accuracy", "exact_match"})
+
+
+def _tuple(out: Any) -> tuple[Any, ...]:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def relative_error(ref: Any, out: Any) -> float:
+    """||out - ref|| / ||ref|| over the whole output (floored so a zero reference does not divide by zero)."""
+    ref, out = ref.float(), out.float()
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-12))
+
+
+def top1(ref: Any, out: Any) -> float | None:
+    """Fraction of rows whose argmax agrees: (B, C) class scores, or (B, T, V) token logits per position."""
+    if ref.dim() == 3:
+        ref, out = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
+    if ref.dim() != 2 or ref.shape[1] < 2:
+        return None
+    return float((ref.argmax(1) == out.argmax(1)).float().mean())
+
+
+@dataclass
+class Judge:
+    """Scores runners against the fp32 reference. `probe` (val split or random) drives the search; `held`
+    (test split or other random inputs) gives the reported agreement / error."""
+
+    evaluator: Any  # dlopt.evaluate.Evaluator or None
+    spec: Any
+    whole: Any  # the whole fp32 model (the family evaluates it; GAN: generator + discriminator)
+    reference: Any  # the fp32 entry module
+    probe: list[tuple[Any, ...]]
+    held: list[tuple[Any, ...]]
+    basis: str = ""
+    _refs: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    metric_broken: str | None = None  # why the family's evaluation cannot run an artifact (seq2seq decoding)
+
+    @property
+    def uses_metric(self) -> bool:
+        return self.evaluator is not None and self.metric_broken is None
+
+    @property
+    def fraction(self) -> bool:
+        return self.spec.metric in FRACTION_METRICS
+
+    def _module(self, runner: Any) -> Any:
+        from dlopt.evaluate import runner_module
+
+        module = runner_module(runner)
+        if not self.spec.entry:
+            return module
+        whole = copy.deepcopy(self.whole)
+        *parents, last = self.spec.entry.split(".")
+        owner = whole
+        for attr in parents:
+            owner = getattr(owner, attr)
+        setattr(owner, last, module)
+        return whole
+
+    def metric(self, runner: Any | None, split: str) -> float | None:
+        """The spec metric of a runner (None = the fp32 model itself) on a split; None without data."""
+        if not self.uses_metric:
+            return None
+        model = self.whole if runner is None else self._module(runner)
+        try:
+            return float(self.evaluator.evaluate(model, split)[self.spec.metric])
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # the family needs more than forward() (seq2seq's generate: an UnsupportedError),
+            # or the data does not fit this (untrained, resized) model: judge by parity with fp32, and say why
+            self.metric_broken = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else \
+                type(exc).__name__
+            return None
+
+    def drop(self, before: float | None, after: float | None) -> float | None:
+        """Points lost: higher-is-better metrics lose when they fall, lower-is-better when they rise."""
+        if before is None or after is None:
+            return None
+        sign = 1.0 if self.evaluator.higher_is_better else -1.0
+        if self.fraction:
+            return round(100.0 * sign * (before - after), 4)
+        return round(100.0 * sign * (before - after) / max(abs(before), 1e-12), 4)
+
+    def _reference(self, inputs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        import torch
+
+        key = id(inputs)
+        if key not in self._refs:
+            with torch.inference_mode():
+                self._refs[key] = [_tuple(self.reference(*x)) for x in inputs]
+        return self._refs[key]
+
+    def parity(self, runner: Any, inputs: list[tuple[Any, ...]]) -> dict[str, float | None]:
+        """Top-1 agreement (classifier-shaped first output) and relative error of all outputs vs fp32."""
+        import torch
+
+        refs = self._reference(inputs)
+        outs = [_tuple(runner(*x)) for x in inputs]
+        first_ref = torch.cat([r[0] for r in refs])
+        first_out = torch.cat([o[0] for o in outs])
+        errs = [relative_error(torch.cat([r[i] for r in refs]), torch.cat([o[i] for o in outs]))
+                for i in range(len(refs[0]))]
+        agree = top1(first_ref, first_out) if self.spec.task in ("classification", "reinforcement", "seq2seq") \
+            else None
+        return {"top1_agreement": agree, "relative_error": max(errs)}
+
+    def parity_drop(self, runner: Any, inputs: list[tuple[Any, ...]]) -> float:
+        """Without a metric: points of disagreement (classifiers, Q-networks) or of relative error."""
+        p = self.parity(runner, inputs)
+        value = 1.0 - p["top1_agreement"] if p["top1_agreement"] is not None else p["relative_error"]
+        return round(100.0 * float(value), 4)
+
+    def loss(self, runner: Any, split: str, before: float | None) -> float:
+        """The search's drop on the probe split: metric points when possible, else parity points."""
+        if self.uses_metric:
+            drop = self.drop(before, self.metric(runner, split))
+            if drop is not None:
+                return drop
+        return self.parity_drop(runner, self.probe)

@@ -1,0 +1,217 @@
+"""ONNX Runtime paths: static int8 (QDQ / QOperator, calibrated), dynamic int8, fp16; all from one fp32 export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import UnsupportedError
+from dlopt.quantize.config import CalibrationMethod, Method, QuantFormat
+from dlopt.quantize.recipe import Built, Recipe
+
+STATIC_OPS = ("Conv", "MatMul", "Gemm")  # what ORT's QDQ / QOperator static quantizer converts here
+DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM", "Attention")  # ORT has no dynamic GRU op; Conv dynamic is ~9x slower
+INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
+            "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "QGemm", "QAttention",
+            "MatMulIntegerToFloat"}
+
+
+def session(path: Path, threads: int | None = 1) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def runner_for(path: Path, threads: int | None = 1) -> Any:
+    """callable(*tensors) -> tuple of tensors, as dlopt.export.load_artifact gives, with a fixed thread count."""
+    import numpy as np
+    import torch
+
+    sess = session(path, threads)
+    names = [i.name for i in sess.get_inputs()]
+
+    def run(*inputs: Any) -> tuple[Any, ...]:
+        feed = {n: np.ascontiguousarray(t.detach().cpu().numpy()) for n, t in zip(names, inputs, strict=False)}
+        return tuple(torch.from_numpy(np.asarray(o)) for o in sess.run(None, feed))
+
+    return run
+
+
+class Fp32Onnx:
+    """The fp32 ONNX file of the model (exported once per exporter), pre-processed for quantization."""
+
+    def __init__(self, module: Any, spec: Any, cfg: Any, work: Path, notes: list[str],
+                 exporter: str = "dynamo") -> None:
+        self.module, self.spec, self.cfg, self.work, self.notes = module, spec, cfg, work, notes
+        self.exporter = exporter
+        self._paths: dict[str, Path] = {}
+
+    def raw(self, exporter: str | None = None) -> Path:
+        return self._export(exporter)[0]
+
+    def prepared(self, exporter: str | None = None) -> Path:
+        return self._export(exporter)[1]
+
+    def _export(self, exporter: str | None) -> tuple[Path, Path]:
+        exporter = exporter or self.exporter
+        if exporter not in self._paths:
+            from dlopt.export.onnx import export_onnx
+            from dlopt.export.quiet import quiet_deprecations
+            from dlopt.registry import make_inputs
+
+            raw = self.work / f"fp32-{exporter}.onnx"
+            with quiet_deprecations():
+                example = make_inputs(self.spec, self.cfg, 2)
+                export_onnx(self.module, example, self.spec, self.cfg, raw, exporter=exporter)
+            self._paths[exporter] = raw
+            self._paths[exporter + "-pre"] = _preprocess(raw, self.notes)
+        return self._paths[exporter], self._paths[exporter + "-pre"]
+
+
+def _preprocess(raw: Path, notes: list[str]) -> Path:
+    """ORT's quant_pre_process (symbolic shape inference + graph optimisation); the raw file if it cannot."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = raw.with_name(raw.stem + "-pre.onnx")
+    try:
+        # onnx leaves <uuid>.data files in the working directory when shape inference fails
+        with contextlib.chdir(raw.parent), _quiet_root_logger():
+            quant_pre_process(str(raw), str(pre))
+        return pre
+    except Exception as exc:  # symbolic shape inference gives up on some graphs (attention masks): keep raw
+        notes.append(f"ORT quant_pre_process skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        return raw
+
+
+def quantizable(path: Path, method: Method) -> list[str]:
+    """Names of the nodes the recipe's quantizer would convert, in graph order."""
+    import onnx
+
+    ops = STATIC_OPS if method == Method.STATIC else DYNAMIC_OPS
+    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ops and n.name]
+
+
+def int8_op_count(path: Path) -> int:
+    import onnx
+
+    return sum(n.op_type in INT8_OPS for n in onnx.load(str(path)).graph.node)
+
+
+def _reader(inputs: list[tuple[Any, ...]], names: list[str]) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches: Iterator[dict[str, Any]] = iter(
+                [{n: t.numpy() for n, t in zip(names, batch, strict=True)} for batch in inputs])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.batches, None)
+
+    return Reader()
+
+
+def _excluded(recipe: Recipe) -> list[str]:
+    """ORT's quantizer rewrites Gemm as MatMul + Add before it applies the exclusions: name both."""
+    return [*recipe.keep_float, *(f"{n}_MatMul" for n in recipe.keep_float)]
+
+
+def _static(src: Path, dst: Path, recipe: Recipe, calib: list[tuple[Any, ...]], names: list[str],
+            calibration: CalibrationMethod) -> None:
+    from onnxruntime.quantization import CalibrationMethod as CM
+    from onnxruntime.quantization import QuantFormat as QF
+    from onnxruntime.quantization import QuantType, quantize_static
+
+    method = {CalibrationMethod.MINMAX: CM.MinMax, CalibrationMethod.ENTROPY: CM.Entropy,
+              CalibrationMethod.PERCENTILE: CM.Percentile}[calibration]
+    fmt = QF.QDQ if recipe.quant_format == QuantFormat.QDQ else QF.QOperator
+    quantize_static(str(src), str(dst), _reader(calib, names), quant_format=fmt, per_channel=recipe.per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                    op_types_to_quantize=list(STATIC_OPS), nodes_to_exclude=_excluded(recipe),
+                    calibration_providers=["CPUExecutionProvider"])
+
+
+def _dynamic(src: Path, dst: Path, recipe: Recipe) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(DYNAMIC_OPS), per_channel=recipe.per_channel,
+                     weight_type=QuantType.QInt8, nodes_to_exclude=_excluded(recipe))
+
+
+def _fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
+
+
+def stamp(src: Path, dst: Path, recipe: Recipe, extra: dict[str, Any] | None = None) -> None:
+    """Carry dlopt's metadata from the fp32 export over and say how the file was quantized."""
+    import onnx
+
+    model = onnx.load(str(dst))
+    keys = {p.key for p in model.metadata_props}
+    for p in onnx.load(str(src), load_external_data=False).metadata_props:
+        if p.key not in keys:
+            model.metadata_props.add(key=p.key, value=p.value)
+    for key, value in {"quantization": json.dumps({**recipe.to_json(), **(extra or {})})}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(dst))
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizer logs advice on the root logger ("consider pre-processing"); the report carries what
+    matters (whether pre-processing ran), so keep those lines off the user's terminal."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(recipe: Recipe, src: Path, dst: Path, calib: list[tuple[Any, ...]], names: list[str],
+              calibration: CalibrationMethod) -> None:
+    if recipe.method == Method.STATIC:
+        _static(src, dst, recipe, calib, names, calibration)
+    elif recipe.method == Method.DYNAMIC:
+        _dynamic(src, dst, recipe)
+    else:
+        _fp16(src, dst)
+
+
+def build(recipe: Recipe, fp32: Fp32Onnx, calib: list[tuple[Any, ...]], calibration: CalibrationMethod,
+          dst: Path, exporter: str = "dynamo") -> Built:
+    """Quantize the fp32 export into `dst`; a dynamo graph ORT cannot quantize is retried from the legacy export."""
+    if recipe.method == Method.BF16:
+        raise UnsupportedError("ONNX Runtime's CPU provider has almost no bfloat16 kernels; use --backend torch "
+                               "for bf16 on a CPU with bf16 instructions")
+    notes: list[str] = []
+    order = (exporter, "legacy" if exporter == "dynamo" else "dynamo")
+    for used in order:
+        src = fp32.raw(used) if recipe.method == Method.FP16 else fp32.prepared(used)
+        try:
+            with contextlib.chdir(dst.parent), _quiet_root_logger():  # stray external-data files go to scratch
+                _quantize(recipe, src, dst, calib, list(fp32.spec.input_names), calibration)
+            break
+        except Exception as exc:  # ORT's quantizer raises onnx/shape-inference errors of many types
+            if used == order[1]:
+                raise
+            notes.append(f"{recipe.label}: the {used} export could not be quantized ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:100]}); used the {order[1]} exporter's graph")
+    stamp(fp32.raw(used), dst, recipe)
+    layers = quantizable(src, recipe.method) if recipe.method != Method.FP16 else []
+    done = tuple(n for n in layers if n not in recipe.keep_float)
+    return Built(recipe, dst, runner_for(dst), done, tuple(recipe.keep_float), notes)

@@ -1,0 +1,108 @@
+"""Everything one quantization needs, built once: the fp32 module, data, judge, the fp32 ONNX, a builder."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dlopt.quantize.calibrate import Inputs, calibration_inputs, random_inputs, split_inputs
+from dlopt.quantize.config import Method, QBackend, QuantizeConfig
+from dlopt.quantize.judge import Judge
+from dlopt.quantize.recipe import Built, Recipe
+
+FAST_CALIBRATION = 64  # samples used while ranking layers (the final build uses all of them)
+PROBE_SAMPLES = 256
+HELD_SAMPLES = 1024
+
+
+@dataclass
+class Session:
+    target: Any  # dlopt.target.Target
+    cfg: QuantizeConfig
+    work: Path  # scratch directory outside the run: candidates are not variants
+    module: Any = None
+    judge: Judge | None = None
+    calib: Inputs | None = None
+    fp32: Any = None  # ort_quant.Fp32Onnx
+    notes: list[str] = field(default_factory=list)
+    _count: Any = field(default_factory=itertools.count)
+
+    @property
+    def spec(self) -> Any:
+        return self.target.spec
+
+    @property
+    def model_cfg(self) -> Any:
+        return self.target.config
+
+    def example(self, batch: int = 1) -> tuple[Any, ...]:
+        from dlopt.registry import make_inputs
+
+        return make_inputs(self.spec, self.model_cfg, batch, seed=self.cfg.seed)
+
+    def build(self, recipe: Recipe, fast: bool = False) -> Built:
+        batches = self.calib.batches
+        if fast:
+            keep = max(1, FAST_CALIBRATION // max(1, int(batches[0][0].shape[0])))
+            batches = batches[:keep]
+        n = next(self._count)
+        if recipe.backend == QBackend.ONNXRUNTIME:
+            from dlopt.quantize import ort_quant
+
+            return ort_quant.build(recipe, self.fp32, batches, self.cfg.calibration_method, self.work / f"c{n}.onnx",
+                                  self.cfg.exporter)
+        from dlopt.quantize import torch_quant
+
+        return torch_quant.build(recipe, self.module, self.spec, self.model_cfg, batches, self.work / f"c{n}.pt2")
+
+    def has_int8(self, built: Built) -> bool:
+        if built.recipe.backend == QBackend.ONNXRUNTIME:
+            from dlopt.quantize.ort_quant import int8_op_count
+
+            return int8_op_count(built.path) > 0
+        return bool(built.quantized_layers)
+
+
+def _fits(module: Any, batches: list[tuple[Any, ...]] | None) -> list[tuple[Any, ...]] | None:
+    """The batches if the module runs on them (the data may not fit an untrained, resized model), else None."""
+    import torch
+
+    if not batches:
+        return None
+    try:
+        with torch.inference_mode():
+            module(*batches[0])
+    except Exception:  # shapes or vocabulary out of range: random valid inputs instead (the report says so)
+        return None
+    return batches
+
+
+def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration: bool,
+                 progress: Callable[[str], None]) -> Session:
+    from dlopt.evaluate import evaluator_for
+    from dlopt.registry import entry_module
+
+    s = Session(target, cfg, work)
+    s.module = entry_module(target.model, target.spec).eval()
+    progress("loading data")
+    evaluator = evaluator_for(target.run, target.spec, target.config)
+    spec, mcfg, seed = target.spec, target.config, cfg.seed
+    if evaluator is not None and _fits(s.module, split_inputs(evaluator, spec, "val", 2, seed)) is None \
+            and spec.entry is None:
+        s.notes.append(f"the {spec.dataset} data does not fit this model's inputs: judged on random valid inputs")
+        evaluator = None
+    s.calib = calibration_inputs(evaluator, spec, mcfg, cfg.calibration_samples, seed, needs_calibration)
+    probe = split_inputs(evaluator, spec, "val", PROBE_SAMPLES, seed) or \
+        random_inputs(spec, mcfg, PROBE_SAMPLES, seed + 1)
+    held = split_inputs(evaluator, spec, "test", HELD_SAMPLES, seed) or \
+        random_inputs(spec, mcfg, HELD_SAMPLES, seed + 2)
+    s.judge = Judge(evaluator, spec, target.model, s.module, probe, held)
+    if cfg.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC, Method.FP16) and \
+            (cfg.backend == QBackend.ONNXRUNTIME or QBackend.ONNXRUNTIME in cfg.auto_backends):
+        from dlopt.quantize.ort_quant import Fp32Onnx
+
+        s.fp32 = Fp32Onnx(s.module, spec, mcfg, work, s.notes, cfg.exporter)
+    return s

@@ -1,0 +1,196 @@
+"""`run_quantize`: the quantize stage on a run. Resolves the target (a run's model or one of its variants),
+builds the int8 (or half) artifact by measurement, keeps layers in float until the accuracy budget holds,
+verifies it, and writes <run>/<name>/model.onnx|.pt2 with quantize_report.json."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import UnsupportedError
+from dlopt.fileio import atomic_path, write_json_atomic
+from dlopt.quantize.config import Method, QBackend, QuantizeConfig
+from dlopt.quantize.session import Session, open_session
+from dlopt.target import Target, TargetOptions, resolve_target
+
+REPORT = "quantize_report.json"
+
+
+@dataclass(frozen=True)
+class QuantizeOutcome:
+    run_dir: Path
+    artifact: Path  # the quantized file inside <run>/<name>/
+    report_path: Path
+    result: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.result.get("verified"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.result, "run": str(self.run_dir), "artifact": str(self.artifact),
+                "report": str(self.report_path)}
+
+
+def _precheck(opts: TargetOptions, cfg: QuantizeConfig) -> None:
+    """An architecture that rules the stage or method out fails before a run directory is made."""
+    name = opts.name
+    if name and opts.checkpoint is None and not Path(name).exists():
+        from dlopt.registry import get_spec
+
+        _check_spec(get_spec(name), cfg)
+
+
+def _check_spec(spec: Any, cfg: QuantizeConfig) -> None:
+    if not spec.supports("quantize"):
+        raise UnsupportedError(f"{spec.name} cannot be quantized: {spec.why_not('quantize')}")
+    if cfg.method != Method.AUTO and not spec.supports(f"quantize:{cfg.method}"):
+        raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: "
+                               f"{spec.why_not(f'quantize:{cfg.method}')}")
+
+
+def _backends(cfg: QuantizeConfig) -> tuple[QBackend, ...]:
+    return cfg.auto_backends if cfg.method == Method.AUTO else (cfg.backend,)
+
+
+def _references(s: Session) -> dict[str, Callable[[], Any]]:
+    """Timed beside the candidates: the fp32 ONNX file under ONNX Runtime (what int8 must beat there)."""
+    if s.fp32 is None or QBackend.ONNXRUNTIME not in _backends(s.cfg):
+        return {}
+    from dlopt.quantize.ort_quant import runner_for
+
+    fp32_run, example = runner_for(s.fp32.raw()), s.example()
+    return {"onnxruntime fp32": lambda: fp32_run(*example)}
+
+
+def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, Any] | None, Any]:
+    """Choose (auto) or build the asked recipe, then run the accuracy-aware search on it."""
+    from dlopt.quantize.accuracy import Search, fallback
+    from dlopt.quantize.choose import choose, recipes
+
+    todo = recipes(s.spec, s.cfg, _backends(s.cfg))
+    if s.calib.source.startswith("random") and "no dataset" in s.calib.source and s.cfg.method == Method.AUTO:
+        todo = [r for r in todo if r.method != Method.STATIC]  # nothing real to calibrate on
+        s.notes.append("static int8 not tried: no calibration data for this model")
+    before_val = s.judge.metric(None, "val")
+    if s.cfg.method == Method.AUTO:
+        built, auto = choose(todo, s.build, s.judge, before_val, s.cfg, s.example(), s.has_int8, _references(s),
+                             progress)
+    else:
+        progress(f"building {todo[0].label}")
+        built, auto = s.build(todo[0]), None
+        if s.cfg.is_int8 and not s.has_int8(built):
+            other = "dynamic" if todo[0].method == Method.STATIC else "static"
+            raise UnsupportedError(f"{todo[0].label} converted no layer of {s.spec.name} to int8; "
+                                   f"try --method {other}")
+    if not s.cfg.is_int8:
+        return built, auto, Search(stopped="not searched: half precision has no per-layer fallback here")
+    built, search = fallback(s.build, built, s.judge, before_val, s.cfg.max_drop, s.cfg.max_fallback_layers,
+                             s.cfg.search_budget_s, progress)
+    return built, auto, search
+
+
+def _verify(s: Session, path: Path) -> dict[str, Any]:
+    """The shape sweep (runs, finite) through dlopt.verify, on the run's test data where it feeds the model."""
+    from dlopt.export.quiet import quiet_deprecations
+    from dlopt.verify import VerifyConfig, verify_artifacts
+    from dlopt.verify.criteria import FiniteOutputs
+    from dlopt.verify.realdata import real_cases
+
+    config = VerifyConfig(criterion=FiniteOutputs())
+    with quiet_deprecations():
+        cases = real_cases(s.target.run, s.spec, s.model_cfg, config)
+        fmt = "onnx" if path.suffix == ".onnx" else "pt2"
+        report = verify_artifacts(s.target.model, s.spec, s.model_cfg, {fmt: path}, config, trust_pickle=True,
+                                  cases=cases)[fmt]
+    return report.to_dict()
+
+
+def _task_checks(s: Session, before: float | None, after: float | None, parity: dict[str, Any]) -> dict[str, Any]:
+    """Metric change on the test split when there is a metric; top-1 agreement for classifier-shaped outputs;
+    relative error only when neither applies (the metric is the better judge of a regression or a generator)."""
+    from dlopt.verify.criteria import MetricChange
+
+    checks: dict[str, Any] = {}
+    if before is not None and after is not None:
+        crit = MetricChange(s.spec.metric, s.cfg.max_drop, s.judge.evaluator.higher_is_better, s.judge.fraction)
+        checks["metric_change"] = {"criterion": crit.name, "failure": crit.judge_metrics(before, after)}
+    if parity.get("top1_agreement") is not None:
+        ok = parity["top1_agreement"] >= s.cfg.min_agreement
+        checks["top1_agreement"] = {"criterion": f"top-1 agreement >= {s.cfg.min_agreement:g}",
+                                    "failure": None if ok else f"{parity['top1_agreement']:.4f}"}
+    elif "metric_change" not in checks:  # no metric to judge by: the outputs' relative error is the task check
+        ok = parity["relative_error"] <= s.cfg.max_rel_error
+        checks["relative_error"] = {"criterion": f"relative error <= {s.cfg.max_rel_error:g}",
+                                    "failure": None if ok else f"{parity['relative_error']:.4g}"}
+    return checks
+
+
+def _fp32_bytes(s: Session) -> int | None:
+    """The fp32 file of the same format (ONNX), else the fp32 weights' bytes."""
+    if s.fp32 is not None and QBackend.ONNXRUNTIME in _backends(s.cfg):
+        return s.fp32.raw().stat().st_size
+    return sum(p.numel() * p.element_size() for p in s.module.state_dict().values())
+
+
+def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: float,
+            progress: Callable[[str], None]) -> dict[str, Any]:
+    from dlopt.quantize.choose import measure
+
+    before, after = s.judge.metric(None, "test"), s.judge.metric(built.runner, "test")
+    parity = s.judge.parity(built.runner, s.judge.held)
+    progress("verifying")
+    sweep = _verify(s, out)
+    checks = _task_checks(s, before, after, parity)
+    latency = measure({"quantized": built}, s.module, s.example(), s.cfg.timing_budget_s, _references(s))
+    fp32_bytes = _fp32_bytes(s)
+    basis = (f"{s.spec.metric} on the held-out test split" if s.judge.uses_metric else
+             f"parity with fp32 on {'held-out data' if s.calib.source.startswith('train') else 'random valid inputs'}"
+             + (f" (the metric could not run the artifact: {s.judge.metric_broken})" if s.judge.metric_broken else ""))
+    verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
+    return {"arch": s.spec.name, "stage": s.cfg.name, "method": str(built.recipe.method),
+            "backend": str(built.recipe.backend), "recipe": built.recipe.to_json(),
+            "chosen_by": "auto" if auto else "asked", "auto": auto, "artifact": out.name,
+            "size_bytes": {"fp32": fp32_bytes, "quantized": out.stat().st_size,
+                           "ratio": round(fp32_bytes / out.stat().st_size, 3) if fp32_bytes else None},
+            "metric": s.spec.metric, "accuracy_basis": basis,
+            "metric_before": before, "metric_after": after, "drop_points": s.judge.drop(before, after),
+            "top1_agreement": parity["top1_agreement"], "relative_error": parity["relative_error"],
+            "latency_ms_b1": latency, "speedup_vs_eager_b1": round(latency["eager fp32"] / latency["quantized"], 3),
+            "threads": 1, "layers_int8": len(built.quantized_layers), "kept_float": list(built.float_layers),
+            "search": search.to_json(), "calibration": {"samples": s.calib.samples, "source": s.calib.source,
+                                                        "method": str(s.cfg.calibration_method)},
+            "verification": {"shapes": sweep, "task": checks}, "verified": verified,
+            "notes": [*s.notes, *built.notes], "seconds": round(seconds, 2)}
+
+
+def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
+                 progress: Callable[[str], None] | None = None) -> QuantizeOutcome:
+    """Quantize the target into <run>/<cfg.name>/ and record the stage `cfg.name` in the run's manifest."""
+    step = progress or (lambda _msg: None)
+    _precheck(opts, cfg)
+    target: Target = resolve_target(opts)
+    _check_spec(target.spec, cfg)
+    run, t0 = target.run, time.perf_counter()
+    out_dir = run.file(cfg.name)
+    with run.stage(cfg.name, cfg.to_json(), inputs=[target.checkpoint]) as rec, \
+            tempfile.TemporaryDirectory(prefix="dlopt-quantize-") as work:
+        s = open_session(target, cfg, Path(work), cfg.method == Method.STATIC, step)
+        built, auto, search = _build(s, step)
+        out = out_dir / f"model{built.path.suffix}"
+        with atomic_path(out) as tmp:
+            shutil.copyfile(built.path, tmp)
+        rec.outputs.append(out)  # recorded first: the .pt2 loader trusts files the manifest lists
+        result = _result(s, built, auto, search, out, time.perf_counter() - t0, step)
+        report = out_dir / REPORT
+        write_json_atomic(report, result)
+        rec.outputs.append(report)
+        rec.metrics.update({k: result[k] for k in ("method", "backend", "metric_before", "metric_after", "drop_points",
+                                                   "top1_agreement", "speedup_vs_eager_b1", "verified")})
+        rec.metrics["kept_float"] = len(result["kept_float"])
+    return QuantizeOutcome(run.path, out, report, result)
