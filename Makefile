@@ -27,7 +27,7 @@ demo: setup
 # A screenshot of a report in a real browser (apt install chromium): make screenshot REPORT=path/report.html
 REPORT ?= $(lastword $(sort $(wildcard $(DEMO_OUT)/resnet18/*/report.html)))
 screenshot:
-	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,1900 \
+	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1500 \
 		--screenshot=docs/report-screenshot.png file://$(abspath $(REPORT))
 
 test: setup

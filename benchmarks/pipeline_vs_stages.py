@@ -68,6 +68,15 @@ def latencies(run: Path) -> dict[str, float]:
     return {f"{r['variant']}@b{r['batch_size']}": r["stats"]["median_ms"] for r in rows if r.get("stats")}
 
 
+def speedups(lat: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for key, ms in lat.items():
+        batch = key.rpartition("@")[2]
+        if key != f"eager@{batch}" and f"eager@{batch}" in lat:
+            out[key] = round(lat[f"eager@{batch}"] / ms, 3)
+    return out
+
+
 def main() -> None:
     arch, config = sys.argv[1], Path(sys.argv[2])
     cfg = tomllib.loads(config.read_text())
@@ -84,19 +93,23 @@ def main() -> None:
         la, lb = latencies(pipe), latencies(hand)
         common = sorted(set(la) & set(lb))
         ratios = {k: round(la[k] / lb[k], 3) for k in common}
+        # Within each run, speed-up over its own eager row (same process, interleaved): steadier than raw times.
+        sa, sb = speedups(la), speedups(lb)
+        speedup_ratios = {k: round(sa[k] / sb[k], 3) for k in sorted(set(sa) & set(sb))}
         evaluation = read(pipe / "evaluation.json")
         eager = next((r for r in evaluation.get("rows", []) if r["variant"] == "fp32" and r["runtime"] == "eager"), {})
         result = {"arch": arch, "config": str(config), "pipeline_seconds": round(pipeline_s, 1),
                   "metrics": {"pipeline": a, "by_hand": b, "equal": a == b},
                   "pipeline_eval_fp32_eager": (eager.get("metrics") or {}).get(metric),
                   "latency_ms": {"pipeline": la, "by_hand": lb, "ratio_pipeline_over_hand": ratios},
+                  "speedup_vs_own_eager": {"pipeline": sa, "by_hand": sb, "ratio_pipeline_over_hand": speedup_ratios},
                   "rows_only_in_one": sorted(set(la) ^ set(lb)), "loadavg": os.getloadavg(),
                   "note": "latency ratios compare two benchmark runs minutes apart on a shared 2-core machine"}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"pipeline-vs-stages-{arch}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("metrics", "pipeline_eval_fp32_eager")}, indent=2))
-    print(f"latency ratios: {ratios}\nwritten {path}")
+    print(f"latency ratios: {ratios}\nspeed-up ratios: {speedup_ratios}\nwritten {path}")
 
 
 if __name__ == "__main__":

@@ -170,6 +170,7 @@ def test_full_pipeline_has_every_variant_measured(full_run: Path) -> None:
     data = json.loads((full_run / "report.json").read_text())
     variants = {r["variant"] for r in data["rows"]}
     assert variants == {"fp32", "pruned", "int8", "pruned-int8"}, variants
+    assert data["ship"]["rule"] and data["ship"]["variant"] in variants | {None}
     rows = {(r["variant"], r["runtime"]): r for r in data["rows"]}
     assert rows["pruned", "eager"]["parameters"] < rows["fp32", "eager"]["parameters"]  # channels really removed
     assert rows["pruned", "eager"]["macs"] < rows["fp32", "eager"]["macs"]

@@ -113,7 +113,8 @@ def pipeline_cmd(
 
 
 def _render(outcome: Any) -> None:
-    table = Table(title=f"pipeline -> {outcome.run_dir}", title_justify="left")
+    console.print(f"run: {outcome.run_dir}")
+    table = Table(title="pipeline steps", title_justify="left")
     for col in ("step", "status", "seconds", "note"):
         table.add_column(col)
     for s in outcome.steps:
@@ -122,6 +123,9 @@ def _render(outcome: Any) -> None:
     console.print(table)
     if outcome.report:
         console.print(f"report: {outcome.report} (and report.md beside it)")
+        ship = (_read_json(Path(outcome.report).with_suffix(".json")) or {}).get("ship") or {}
+        if ship.get("label"):
+            console.print(f"ship: [bold]{ship['label']}[/bold] ({ship['rule']})")
 
 
 def report_cmd(
@@ -144,3 +148,12 @@ def report_cmd(
 def register(app: typer.Typer) -> None:
     app.command("pipeline")(pipeline_cmd)
     app.command("report")(report_cmd)
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -125,7 +125,7 @@ def _export_parity(run: Run) -> dict[str, str]:
             err = worst.get("max_abs")
             verdict = "pass" if rec.get("passed") else "FAIL"
             rel = str(folder / Path(str(rec.get("artifact", ""))).name)
-            out[rel] = f"{verdict}, max err {err:.1e}" if err is not None else verdict
+            out[rel] = f"{verdict} ({err:.0e})" if err is not None else verdict
     return out
 
 
@@ -137,7 +137,7 @@ def _quant_parity(run: Run, variant: str) -> str:
         if isinstance(value, (int, float)):
             verified = report.get("verified", report.get("passed"))
             verdict = "" if verified is None else ("pass, " if verified else "FAIL, ")
-            return f"{verdict}top-1 agreement {100 * value:.1f}%"
+            return f"{verdict}top-1 {100 * value:.1f}%"
     return ""
 
 

@@ -18,16 +18,24 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     if not rows:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:
-        ax.scatter(r["latency"][batch]["p50"], r["metric"], s=70 if r["pareto"] else 35,
+        ax.scatter(r["latency"][batch]["p50"], r["metric"], s=80 if r["pareto"] else 40,
                    color=COLORS.get(r["variant"], "tab:gray"), marker=MARKERS.get(r["runtime"], "x"),
                    edgecolors="black" if r["pareto"] else "none", zorder=3)
-        ax.annotate(r["label"], (r["latency"][batch]["p50"], r["metric"]), fontsize=7, xytext=(4, 4),
-                    textcoords="offset points")
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency"][batch]["p50"])
+    for i, r in enumerate(front):  # only the front is named on the plot (the rest: colour = variant, shape = runtime)
+        ax.annotate(r["label"], (r["latency"][batch]["p50"], r["metric"]), fontsize=8, xytext=(6, -12 if i % 2 else 6),
+                    textcoords="offset points")
     ax.plot([r["latency"][batch]["p50"] for r in front], [r["metric"] for r in front], "--", color="black",
-            linewidth=1, label="Pareto front", zorder=2)
+            linewidth=1, zorder=2)
+    from matplotlib.lines import Line2D
+
+    seen_v = [v for v in COLORS if any(r["variant"] == v for r in rows)]
+    seen_r = [m for m in MARKERS if any(r["runtime"] == m for r in rows)]
+    handles = [Line2D([], [], linestyle="", marker="o", color=COLORS[v], label=v) for v in seen_v]
+    handles += [Line2D([], [], linestyle="", marker=MARKERS[m], color="gray", label=m) for m in seen_r]
+    handles.append(Line2D([], [], linestyle="--", color="black", label="Pareto front"))
     ax.set_xscale("log")
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
@@ -38,7 +46,7 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     better = "higher" if data.get("higher_is_better", True) else "lower"
     ax.set_ylabel(f"test {data.get('metric')} ({better} is better)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_title(f"{data.get('arch')}: every variant and runtime")
     return _save(fig, path)
 

@@ -91,8 +91,7 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     notes = [n for n in (data.get("evaluation_note"),) if n]
     out += ["", *[f"Note: {n}" for n in notes], "Speed-up is fp32 eager p50 / this row's p50 at the same batch. "
-            "Parity: exported files against the model they came from (elementwise, the spec's tolerance); int8 copies "
-            "by top-1 agreement with fp32 on held-out data. ★ = on the Pareto front (latency at the smallest batch vs metric).", ""]
+            f"Parity: {PARITY} ★ = on the Pareto front (latency at the smallest batch vs metric).", ""]
     for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
         if key in images:
             out += [f"## {title}", "", f"![{title}]({images[key].name})", ""]
@@ -102,7 +101,9 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     return "\n".join(out)
 
 
-CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1280px;
+PARITY = ("exported files against the model they came from, elementwise at the spec's tolerance (largest absolute "
+          "error in brackets); int8 copies by top-1 agreement with fp32 on held-out data.")
+CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;
 color:#1d2330;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #dde;
 padding-bottom:.2em}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px}th,td{border:1px solid #dde;
 padding:4px 7px;text-align:right;white-space:nowrap}th{background:#f2f4f8}td:nth-child(-n+2){text-align:left}
@@ -133,9 +134,8 @@ def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
              f"<style>{CSS}</style></head><body><h1>dlopt report: {e(str(data.get('arch')))}</h1>",
              f"<div class=muted>run <code>{e(data['run'])}</code>, created {e(str(data.get('created')))}</div>",
              f"<div class=ship>{ship}</div><h2>Variants</h2>", _html_table(head, body, len(head) - 1),
-             "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. Parity: exported files against "
-             "the model they came from (elementwise, the spec's tolerance); int8 copies by top-1 agreement with fp32 on "
-             "held-out data. ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
+             "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. "
+             f"Parity: {e(PARITY)} ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
     if data.get("evaluation_note"):
         parts.append(f"<p class=muted>Note: {e(data['evaluation_note'])}</p>")
     for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
