@@ -204,3 +204,15 @@ def test_full_pipeline_resume_with_a_new_ratio_reprunes_in_place(full_run: Path)
     after = json.loads((full_run / "pruned" / "prune_report.json").read_text())["params"]["after"]
     assert after < before
     assert not list(full_run.glob(".pruned*"))  # nothing left aside
+
+
+def test_verify_an_int8_variant_uses_its_source_and_task_criterion(full_run: Path) -> None:
+    top = full_run / "verify-report.json"
+    before = top.read_bytes() if top.is_file() else None
+    result = runner.invoke(app, ["verify", str(full_run / "pruned-int8" / "model.onnx"), "--json"])
+    assert result.exit_code in (0, 1), result.output  # a barely trained tiny model may disagree; it must not crash
+    report = json.loads((full_run / "pruned-int8" / "verify-report.json").read_text())
+    assert report["artifacts"]["onnx"]["criterion"].startswith("top-1 agreement")  # not fp32's elementwise tolerance
+    assert (top.read_bytes() if top.is_file() else None) == before  # the run's own report is left as it was
+    manifest = Run(full_run).manifest()
+    assert manifest["stages"]["verify-pruned-int8"]["inputs"][0]["path"] == "pruned-int8/model.onnx"

@@ -14,7 +14,7 @@ class TrainProgress:
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=Console(stderr=True), transient=False)
-        self.title = title
+        self.title, self.finished = title, False
         self.task: Any = None
 
     def start(self, total: int, completed: int) -> None:
@@ -23,15 +23,18 @@ class TrainProgress:
 
     def _status(self) -> str:
         metric = "" if self.value is None else f" val {self.metric} {self.value:.4g}"
-        return f"epoch {self.epoch + 1} loss {self.loss:.4g}{metric}"
+        # During an epoch: the one running; after it: the one just finished (the last shows "epoch N done").
+        where = f"epoch {self.epoch} done" if self.finished else f"epoch {self.epoch + 1}"
+        return f"{where} loss {self.loss:.4g}{metric}"
 
     def step(self, stats: dict[str, float]) -> None:
         loss = stats.get("loss", self.loss)
         self.loss = loss if self.loss != self.loss else 0.9 * self.loss + 0.1 * loss  # smoothed
+        self.finished = False
         self.bar.update(self.task, advance=1, status=self._status())
 
     def epoch_done(self, epoch: int, value: float | None) -> None:
-        self.epoch, self.value = epoch, value
+        self.epoch, self.value, self.finished = epoch, value, True
         self.bar.update(self.task, status=self._status())
 
     def close(self) -> None:

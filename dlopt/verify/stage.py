@@ -120,12 +120,17 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
                                             cases=cases))
     from dlopt.export.stage import write_report
 
-    target = run.file(REPORT) if run else Path(opts.path).with_suffix(".verify.json")
     extra = {"arch": spec.name, "stage": "verify"}
     if run is None:
-        return VerifyOutcome(reports, write_report(target, reports, extra), spec.name)
+        return VerifyOutcome(reports, write_report(Path(opts.path).with_suffix(".verify.json"), reports, extra), spec.name)
+    # A variant's file (pruned/, int8/) gets its own report and manifest stage, beside the run's own.
+    folder = Path(opts.path).parent if Path(opts.path).is_file() else run.path
+    sub = folder.resolve() != run.path.resolve()
+    target = run.file(folder.name, REPORT) if sub else run.file(REPORT)
+    stage_name = f"verify-{folder.name}" if sub else "verify"
+    extra["stage"] = stage_name
     stage_config = {"artifacts": {k: str(v) for k, v in artifacts.items()}}
-    with run.stage("verify", stage_config, inputs=list(artifacts.values())) as rec:
+    with run.stage(stage_name, stage_config, inputs=list(artifacts.values())) as rec:
         write_report(target, reports, extra)
         rec.outputs.append(target)
         rec.metrics.update({fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()})
