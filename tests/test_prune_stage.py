@@ -111,3 +111,17 @@ def test_bench_measures_before_and_after_through_the_bench_stage(tmp_path):
     assert all(r["before_ms"] > 0 and r["after_ms"] > 0 and r["speedup"] > 0 for r in rows.values())
     assert (out.run_dir / "pruned" / "model.onnx").is_file() and out.result["latency"]["problems"] == []
     assert json.loads((out.record.parent / REPORT).read_text())["latency"]["rows"] == rows
+
+
+def test_rounding_hint_only_when_round_to_8_would_work():
+    from dlopt.prune import PruneConfig
+    from dlopt.prune.stage import _rounding_hint
+
+    wide = {"before": {"a": {"out": 64}, "b": {"out": 128}, "head": {"out": 10}},
+            "after": {"a": {"out": 44}, "b": {"out": 89}, "head": {"out": 10}}}
+    assert "44, 89" in _rounding_hint(PruneConfig(ratio=0.3), wide) and "--round-to 8" in _rounding_hint(PruneConfig(), wide)
+    assert _rounding_hint(PruneConfig(ratio=0.3, round_to=8), wide) is None  # already asked for
+    narrow = {"before": {"a": {"out": 6}, "b": {"out": 128}}, "after": {"a": {"out": 4}, "b": {"out": 89}}}
+    assert _rounding_hint(PruneConfig(ratio=0.3), narrow) is None  # a 6-channel layer cannot keep 8
+    even = {"before": {"a": {"out": 80}}, "after": {"a": {"out": 56}}}
+    assert _rounding_hint(PruneConfig(ratio=0.3), even) is None

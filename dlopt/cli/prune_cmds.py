@@ -87,6 +87,8 @@ def _render(r: dict[str, Any], record: Path) -> None:
         table.add_row(f"{key} ms", _fmt(row["before_ms"]), _fmt(row["after_ms"]),
                       "-" if row["speedup"] is None else f"{row['speedup']:.2f}x faster")
     console.print(table)
+    for note in r.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
                   f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
 

