@@ -216,3 +216,14 @@ def test_verify_an_int8_variant_uses_its_source_and_task_criterion(full_run: Pat
     assert (top.read_bytes() if top.is_file() else None) == before  # the run's own report is left as it was
     manifest = Run(full_run).manifest()
     assert manifest["stages"]["verify-pruned-int8"]["inputs"][0]["path"] == "pruned-int8/model.onnx"
+
+
+def test_relative_out_root_still_matches_bench_rows_to_variants(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # `--out artifacts`, as make demo does: bench records paths relative to the cwd
+    (tmp_path / "p.toml").write_text(FAST)
+    result = runner.invoke(app, ["pipeline", "lenet5", "--config", "p.toml", "--out", "artifacts", "--json"])
+    assert result.exit_code == 0, result.output
+    run = next((tmp_path / "artifacts" / "lenet5").iterdir())
+    data = json.loads((run / "report.json").read_text())
+    assert {(r["variant"], r["runtime"]) for r in data["rows"]} == {("fp32", "eager"), ("fp32", "onnxruntime")}
+    assert all(r["latency"] and r["metric"] is not None for r in data["rows"])

@@ -48,9 +48,13 @@ def _rel(run: Run, path: str | None, recorded_root: str | None = None) -> str:
     if not path:
         return ""
     p = Path(path)
-    for root in (run.path, Path(recorded_root) if recorded_root else None):
-        if root is not None and p.is_absolute() and p.is_relative_to(root):
-            return str(p.relative_to(root))
+    roots = [run.path, *([Path(recorded_root)] if recorded_root else [])]
+    # Paths may be recorded absolute or relative to the directory dlopt ran in (`--out artifacts`): try both forms.
+    for candidate in (p, p.resolve()) if not p.is_absolute() else (p,):
+        for root in roots:
+            for r in (root, root.resolve()):
+                if candidate.is_absolute() == r.is_absolute() and candidate.is_relative_to(r):
+                    return str(candidate.relative_to(r))
     return str(p)
 
 
