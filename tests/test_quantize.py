@@ -123,6 +123,15 @@ def test_torch_bf16_refused_without_cpu_support(out_root):
         _quantize("mlp", out_root, method="bf16", backend="torch")
 
 
+@pytest.mark.skipif(not bf16_supported(), reason="this CPU lacks bf16 instructions (the refusal is tested instead)")
+def test_torch_bf16_on_a_cpu_with_bf16(out_root):
+    r = _quantize("mlp", out_root, method="bf16", backend="torch")
+    assert r.artifact.suffix == ".pt2" and r.result["method"] == "bf16"
+    assert r.result["verification"]["shapes"]["passed"]
+    program = torch.export.load(str(r.artifact))
+    assert any(p.dtype == torch.bfloat16 for p in program.state_dict.values())
+
+
 def test_auto_measures_every_candidate(out_root):
     r = _quantize("cnn", out_root).result
     rows = [c for c in r["auto"]["candidates"] if "failed" not in c]

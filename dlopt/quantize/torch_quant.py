@@ -112,8 +112,8 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
         else:
             qmodel = _half(module, recipe.method)
         program = _exported(qmodel, spec, cfg)
-        with atomic_path(dst) as tmp:
-            torch.export.save(program, str(tmp))
+        with atomic_path(dst) as tmp, open(tmp, "wb") as fh:  # a file object: torch.export.save wants a .pt2 name
+            torch.export.save(program, fh)
     qmodel = qmodel.eval() if hasattr(qmodel, "eval") and recipe.method != Method.STATIC else qmodel
 
     def run(*inputs: Any) -> tuple[Any, ...]:
