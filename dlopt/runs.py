@@ -158,16 +158,27 @@ class Run:
                               metrics=rec.metrics)
 
 
-def list_runs(root: Path = DEFAULT_ROOT) -> list[Run]:
-    """Runs under root, oldest first (by creation time in the manifest)."""
-    found = []
+def scan_runs(root: Path = DEFAULT_ROOT) -> tuple[list[Run], list[tuple[Path, str]]]:
+    """Runs under root, oldest first (by creation time in the manifest), and the directories whose manifest
+    cannot be read, with the reason (they are not runs any stage can use, but the user should hear of them)."""
+    found, damaged = [], []
     for manifest in Path(root).glob(f"*/*/{MANIFEST}"):
         try:
-            created = json.loads(manifest.read_text()).get("created", "")
-        except (OSError, json.JSONDecodeError):
-            continue  # a foreign or damaged directory is not a run
-        found.append((created, manifest.stat().st_mtime, Run(manifest.parent)))
-    return [run for *_, run in sorted(found, key=lambda t: (t[0], t[1]))]
+            data = json.loads(manifest.read_text())
+            created = data.get("created", "") if isinstance(data, dict) else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            damaged.append((manifest.parent, f"{MANIFEST} cannot be read ({exc})"))
+            continue
+        if created is None:
+            damaged.append((manifest.parent, f"{MANIFEST} is not a dlopt manifest"))
+            continue
+        found.append((str(created), manifest.stat().st_mtime, Run(manifest.parent)))
+    return [run for *_, run in sorted(found, key=lambda t: (t[0], t[1]))], damaged
+
+
+def list_runs(root: Path = DEFAULT_ROOT) -> list[Run]:
+    """Runs under root, oldest first; directories with a damaged manifest are left out (see scan_runs)."""
+    return scan_runs(root)[0]
 
 
 def latest_run(root: Path = DEFAULT_ROOT) -> Run | None:

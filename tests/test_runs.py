@@ -98,3 +98,20 @@ def test_unwritable_root_is_a_clear_error(tmp_path) -> None:
     blocker.write_text("not a dir")
     with pytest.raises(OutputError, match="cannot create|choose a writable"):
         Run.create(blocker / "root", "mlp", {})
+
+
+def test_damaged_manifests_are_named_not_silently_skipped(out_root) -> None:
+    from typer.testing import CliRunner
+
+    from dlopt.cli.app import app
+    from dlopt.runs import scan_runs
+
+    good = Run.create(out_root, "mlp", {})
+    bad = Run.create(out_root, "lenet5", {})
+    (bad.path / "manifest.json").write_text('{"arch": "lenet5", "crea')  # truncated
+    runs, damaged = scan_runs(out_root)
+    assert runs == [good] and [p for p, _ in damaged] == [bad.path] and "cannot be read" in damaged[0][1]
+    result = CliRunner().invoke(app, ["runs", "--out", str(out_root), "--json"])
+    assert result.exit_code == 0
+    assert [r["path"] for r in json.loads(result.stdout)] == [str(good.path)]
+    assert "skipped" in result.stderr and bad.path.name in result.stderr

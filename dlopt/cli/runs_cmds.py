@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import JsonOpt, OutOpt, console, print_json, print_table
+from dlopt.cli.common import JsonOpt, OutOpt, console, err_console, print_json, print_table
 
 
 def _read(path: Path) -> Any:
@@ -50,9 +50,12 @@ def summarize(run: Any) -> dict[str, Any]:
 
 def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
     """List runs (newest last): stages done, test metric, fastest variant, report."""
-    from dlopt.runs import list_runs
+    from dlopt.runs import scan_runs
 
-    rows = [summarize(run) for run in list_runs(out)]
+    runs, damaged = scan_runs(out)
+    for path, why in damaged:  # on stderr, so --json output stays a plain list
+        err_console.print(f"[yellow]skipped[/yellow] {path}: {why}", soft_wrap=True)
+    rows = [summarize(run) for run in runs]
     if as_json:
         print_json(rows)
         return
