@@ -25,6 +25,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts in
 OutOpt = Annotated[Path, typer.Option("--out", help="Output root for runs.")]
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Run directory to work on (default: the latest run).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the example input.")]
+NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
+                                                    "nothing = the latest run's model.", show_default=False)]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json) to start from.")]
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              err_console, parse_shape, print_json, print_table)
+from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
+                              SetOpt, TinyOpt, console, err_console, parse_shape, print_json, print_table)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
@@ -23,9 +23,6 @@ class Exporter(StrEnum):
     LEGACY = "legacy"
 
 
-NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
-                                                    "nothing = the latest run.", show_default=False)]
-CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json) to export.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-based files (.ts, .pt2) that no dlopt "
                                                                 "run manifest records. Only for files you trust.")]
 

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human, print_json
+from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
+                              human, print_json)
 
-NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
-                                                    "nothing = the latest run's trained model.", show_default=False)]
 
 
 def prune_cmd(
@@ -37,7 +36,7 @@ def prune_cmd(
     stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "pruned",
     limit: Annotated[int | None, typer.Option("--limit", help="Cap on samples per split (quick runs).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json).")] = None,
+    checkpoint: CheckpointOpt = None,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
     sets: SetOpt = None,

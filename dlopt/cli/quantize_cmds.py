@@ -8,13 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (InputShapeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
-                              parse_shape, print_json)
+from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
+                              err_console, parse_shape, print_json)
 from dlopt.errors import CheckFailedError
 
 METHODS = "auto, static, dynamic, fp16, bf16"
-NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
-                                                    "nothing = the latest run.", show_default=False)]
 
 
 def quantize_cmd(
@@ -37,7 +35,7 @@ def quantize_cmd(
     variant: Annotated[str | None, typer.Option("--variant", help="Checkpoint record inside the run to start from, "
                                                                   "e.g. pruned/model.json.")] = None,
     stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "int8",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json).")] = None,
+    checkpoint: CheckpointOpt = None,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
     sets: SetOpt = None,
