@@ -70,7 +70,14 @@ class StageRecord:
 
 @dataclass(frozen=True)
 class Run:
+    """A run directory. Its path is always absolute and resolved (symlinks, '..', the working directory), so a
+    run opened by any path -- relative, absolute, through a symlink, from another directory -- is the same run
+    and every path derived from it (ledger keys, manifest entries) comes out the same."""
+
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path).resolve())
 
     @property
     def manifest_path(self) -> Path:
