@@ -1,7 +1,8 @@
 """`run_pipeline`: train -> prune -> quantize -> export + verify -> evaluate -> bench -> report, in one run.
 
 Each step is recorded in the manifest's ledger as it finishes; `--resume RUN_DIR` skips every step whose
-config and input/output hashes are unchanged (`dlopt.pipeline.ledger`). A stage the architecture does not
+config and input/output hashes are unchanged and none of whose upstream steps (`Step.after`) reran since
+(`dlopt.pipeline.ledger`). A stage the architecture does not
 support is recorded as such (with the spec's reason) and the others go on; so does a stage that fails, and
 the pipeline then ends with a non-zero exit after writing the report.
 """
@@ -51,6 +52,12 @@ class Step:
     config: Callable[[steps.Context], Any]
     inputs: Callable[[steps.Context], list[Path]]
     unsupported: Callable[[steps.Context], str | None] = lambda _ctx: None
+    after: tuple[str, ...] = ()  # steps whose outputs this one uses: when one of them reruns, so does this one
+    always: bool = False  # cheap enough to redo on every resume
+
+
+FIRST = ("train", "build")  # whichever of the two made the fp32 model
+MODELS = (*FIRST, "prune", "quantize", "quantize-pruned", "export", "export-pruned")  # every variant's maker
 
 
 def _weights(ctx: steps.Context, *folders: str) -> list[Path]:
@@ -76,33 +83,36 @@ def _pruned(ctx: steps.Context) -> bool:
 def plan(cfg: PipelineConfig, spec: ArchSpec) -> list[Step]:
     train = Step("train", steps.train, lambda c: {"train": dataclasses.asdict(c.cfg.train), "sets": c.cfg.sets,
                                                    "tiny": c.cfg.tiny, "seed": c.cfg.seed, "input_size": c.cfg.input_size},
-                 lambda c: [])
+                 lambda c: [])  # first step: depends on nothing
     build = Step("build", steps.build, lambda c: {"sets": c.cfg.sets, "tiny": c.cfg.tiny, "seed": c.cfg.seed,
                                                   "input_size": c.cfg.input_size}, lambda c: [])
     # A model the spec cannot train (a user's file) is built as given; the steps table says why.
     out = [train if cfg.has("train") and spec.supports("train") else build]
     if cfg.has("prune"):
         out.append(Step("prune", steps.prune, lambda c: c.cfg.prune, lambda c: _weights(c, ""),
-                        lambda c: _method_limit(c, "prune", c.cfg.prune.get("method", "structured"))))
+                        lambda c: _method_limit(c, "prune", c.cfg.prune.get("method", "structured")), after=FIRST))
     if cfg.has("quantize"):
         limit = lambda c: _method_limit(c, "quantize", c.cfg.quantize.get("method", "auto"))  # noqa: E731
         out.append(Step("quantize", lambda c: steps.quantize(c, "int8", None), lambda c: c.cfg.quantize,
-                        lambda c: _weights(c, ""), limit))
+                        lambda c: _weights(c, ""), limit, after=FIRST))
         if cfg.has("prune"):
             out.append(Step("quantize-pruned", lambda c: steps.quantize(c, "pruned-int8", "pruned/model.json"),
                             lambda c: c.cfg.quantize, lambda c: _weights(c, steps.PRUNED),
-                            lambda c: limit(c) or (None if _pruned(c) else "no pruned model in this run")))
+                            lambda c: limit(c) or (None if _pruned(c) else "no pruned model in this run"),
+                            after=("prune",)))
     if cfg.has("export"):
         conf = lambda c: {**dataclasses.asdict(c.cfg.export), "verify": c.cfg.has("verify")}  # noqa: E731
-        out.append(Step("export", lambda c: steps.export(c, "", "export"), conf, lambda c: _weights(c, "")))
+        out.append(Step("export", lambda c: steps.export(c, "", "export"), conf, lambda c: _weights(c, ""),
+                        after=FIRST))
         if cfg.has("prune"):
             out.append(Step("export-pruned", lambda c: steps.export(c, steps.PRUNED, "export-pruned"), conf,
                             lambda c: _weights(c, steps.PRUNED),
-                            lambda c: None if _pruned(c) else "no pruned model in this run"))
-    out.append(Step("evaluate", steps.evaluate, lambda c: {}, _everything))
+                            lambda c: None if _pruned(c) else "no pruned model in this run", after=("prune",)))
+    out.append(Step("evaluate", steps.evaluate, lambda c: {}, _everything, after=MODELS))
     if cfg.has("bench"):
-        out.append(Step("bench", steps.bench, lambda c: dataclasses.asdict(c.cfg.bench), _everything))
-    out.append(Step("report", steps.report, lambda c: {"always": time.time()}, lambda c: []))  # cheap: always rewritten
+        out.append(Step("bench", steps.bench, lambda c: dataclasses.asdict(c.cfg.bench), _everything, after=MODELS))
+    everything = tuple(s.name for s in out)
+    out.append(Step("report", steps.report, lambda c: {}, lambda c: [], after=everything, always=True))
     return out
 
 
@@ -114,7 +124,8 @@ def _do(step: Step, ctx: steps.Context, resume: bool) -> StepOutcome:
         ledger.record(ctx.run, step.name, config, [], [], 0.0, status="unsupported", note=reason)
         return StepOutcome(step.name, "unsupported", 0.0, reason)
     inputs = step.inputs(ctx)
-    why = ledger.why_rerun(ctx.run, step.name, config, inputs) if resume else "new run"
+    why = ledger.why_rerun(ctx.run, step.name, config, inputs, step.after) if resume else "new run"
+    why = why or ("rewritten on every run" if step.always else None)
     if why is None:
         ctx.progress(f"{step.name}: unchanged, skipped")
         return StepOutcome(step.name, "skipped", 0.0, "inputs and outputs unchanged")

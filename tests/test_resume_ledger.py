@@ -1,0 +1,235 @@
+"""`dlopt pipeline --resume` trusts only what it hashed: cascading reruns, relative --out from another working
+directory, missing outputs, and ledger entries whose hashes are None (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlopt.cli.app import app
+from dlopt.fileio import sha256_file
+from dlopt.pipeline import PipelineConfig, apply, ledger, run_pipeline
+from dlopt.runs import Run
+
+runner = CliRunner()
+
+# No [train]: the fp32 model is built (seeded), so the whole chain runs in a few seconds.
+SMALL = """
+arch = "lenet5"
+tiny = true
+stages = ["prune", "quantize", "export", "bench"]
+[prune]
+ratio = 0.3
+finetune_epochs = 0
+data_limit = 64
+[quantize]
+exporter = "legacy"
+calibration_samples = 16
+timing_budget_s = 0.02
+[export]
+formats = ["onnx"]
+exporter = "legacy"
+[bench]
+backends = ["eager", "onnxruntime"]
+batch_sizes = [1]
+budget_s = 0.02
+threads = 1
+"""
+ALL = ["build", "prune", "quantize", "quantize-pruned", "export", "export-pruned", "evaluate", "bench", "report"]
+PRUNE_AND_DOWN = {"prune", "quantize-pruned", "export-pruned", "evaluate", "bench", "report"}
+
+
+def _steps(outcome_json: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in outcome_json["steps"]}
+
+
+def _ledger(run_dir: Path) -> dict[str, dict]:
+    return Run(run_dir).manifest()["pipeline"]["steps"]
+
+
+def _resume(run_dir: Path | str, text: str = SMALL) -> dict[str, object]:
+    cfg = apply(PipelineConfig(), tomllib.loads(text))
+    outcome = run_pipeline(cfg, Path("unused"), resume=Path(run_dir), show_bars=False)
+    assert not outcome.failed, outcome.steps
+    return {s.name: s for s in outcome.steps}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A run made by the CLI with a RELATIVE --out from its own working directory (as `make demo` does)."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "p.toml").write_text(SMALL)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(home)
+        result = runner.invoke(app, ["pipeline", "--config", "p.toml", "--out", "artifacts", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [s["name"] for s in json.loads(result.output)["steps"]] == ALL
+    return next((home / "artifacts" / "lenet5").iterdir())
+
+
+def _copy(base: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy" / base.name
+    shutil.copytree(base, dst)
+    return dst
+
+
+def test_every_ledger_key_is_run_relative_and_hashed(base: Path) -> None:
+    steps = _ledger(base)
+    assert set(steps) == set(ALL)
+    for name, entry in steps.items():
+        assert entry["status"] == "done" and entry["outputs"], name
+        for files in (entry["inputs"], entry["outputs"]):
+            for k, v in files.items():
+                assert isinstance(v, str) and len(v) == 64, (name, k, v)
+                assert not Path(k).is_absolute() and not k.startswith("artifacts"), (name, k)
+                assert sha256_file(base / k) == v, (name, k)
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative", "symlink"])
+def test_resume_from_another_directory_skips_unchanged_steps(base: Path, tmp_path: Path, monkeypatch, how: str) -> None:
+    before = {k: (v["inputs"], v["outputs"]) for k, v in _ledger(base).items() if k != "report"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    if how == "absolute":
+        target = str(base)
+    elif how == "relative":
+        target = os.path.relpath(base, elsewhere)
+    else:
+        (elsewhere / "link").symlink_to(base.parent.parent, target_is_directory=True)
+        target = f"link/lenet5/{base.name}"
+    (elsewhere / "p.toml").write_text(SMALL)
+    result = runner.invoke(app, ["pipeline", "--resume", target, "--config", "p.toml", "--json"])
+    assert result.exit_code == 0, result.output
+    steps = _steps(json.loads(result.output))
+    assert {n for n, s in steps.items() if s["status"] == "skipped"} == set(ALL) - {"report"}, steps
+    assert steps["report"]["reason"] == "rewritten on every run"
+    assert not (elsewhere / "artifacts").exists()  # the resumed run is the same run, nothing new was made
+    after = {k: (v["inputs"], v["outputs"]) for k, v in _ledger(base).items() if k != "report"}
+    assert after == before
+
+
+def test_a_new_prune_ratio_reruns_everything_downstream_of_prune(base: Path, tmp_path: Path) -> None:
+    run = _copy(base, tmp_path)  # keys are run-relative, so a copied run resumes as itself
+    old_int8 = sha256_file(run / "pruned-int8" / "model.onnx")
+    old_fp32_onnx = json.loads((run / "pruned-int8" / "quantize_report.json").read_text())["size_bytes"]["fp32"]
+    old_params = json.loads((run / "pruned" / "prune_report.json").read_text())["params"]["after"]
+    steps = _resume(run, SMALL.replace("ratio = 0.3", "ratio = 0.4"))
+    ran = {n for n, s in steps.items() if s.status == "ran"}
+    assert ran == PRUNE_AND_DOWN, {n: (s.status, s.reason) for n, s in steps.items()}
+    assert steps["prune"].reason == "its configuration changed"
+    for name in PRUNE_AND_DOWN - {"prune"}:
+        assert steps[name].reason == "upstream step prune reran", (name, steps[name].reason)
+    new_params = json.loads((run / "pruned" / "prune_report.json").read_text())["params"]["after"]
+    assert new_params < old_params
+    assert sha256_file(run / "pruned-int8" / "model.onnx") != old_int8  # re-quantized from the new pruned model
+    quant = json.loads((run / "pruned-int8" / "quantize_report.json").read_text())
+    assert quant["size_bytes"]["fp32"] < old_fp32_onnx  # measured on the smaller (0.4) pruned model
+    report = json.loads((run / "report.json").read_text())
+    assert report["prune"]["ratio"] == 0.4
+    row = next(r for r in report["rows"] if r["variant"] == "pruned-int8")
+    assert row["parameters"] == new_params
+
+
+def test_a_deleted_output_reruns_its_step_and_everything_downstream(base: Path, tmp_path: Path) -> None:
+    run = _copy(base, tmp_path)
+    (run / "int8" / "model.onnx").unlink()
+    steps = _resume(run)
+    ran = {n for n, s in steps.items() if s.status == "ran"}
+    assert ran == {"quantize", "evaluate", "bench", "report"}, {n: (s.status, s.reason) for n, s in steps.items()}
+    assert steps["quantize"].reason == "output missing: int8/model.onnx"
+    assert steps["evaluate"].reason == steps["bench"].reason == "upstream step quantize reran"
+    assert (run / "int8" / "model.onnx").is_file()
+
+
+def test_a_killed_resume_still_reruns_downstream_next_time(base: Path, tmp_path: Path) -> None:
+    """prune reran, then the process died before quantize-pruned: the next resume must not trust it."""
+    run = _copy(base, tmp_path)
+    cfg = apply(PipelineConfig(), tomllib.loads(SMALL.replace("ratio = 0.3", "ratio = 0.4")))
+    from dlopt.pipeline import runner as prunner
+    from dlopt.pipeline import steps as psteps
+    from dlopt.registry import get_spec
+
+    spec = get_spec("lenet5")
+    ctx = psteps.Context(Run(run), cfg, spec, lambda _m: None, False)
+    prune = next(s for s in prunner.plan(cfg, spec) if s.name == "prune")
+    assert prunner._do(prune, ctx, resume=True).status == "ran"  # ... and here the process is killed
+    steps = _resume(run, SMALL.replace("ratio = 0.3", "ratio = 0.4"))
+    assert steps["prune"].status == "skipped"
+    assert steps["quantize-pruned"].status == "ran" and steps["quantize-pruned"].reason
+
+
+# --- the ledger on its own ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return Run.create(tmp_path / "artifacts", "lenet5", {"arch": "lenet5"})
+
+
+def _set(run: Run, step: str, **fields: object) -> None:
+    run.update(lambda m: m["pipeline"]["steps"][step].update(fields))
+
+
+def test_an_entry_whose_hashes_are_none_is_not_skipped(run: Run) -> None:
+    (run.path / "in.bin").write_bytes(b"in")
+    (run.path / "out.bin").write_bytes(b"out")
+    ledger.record(run, "s", {"a": 1}, [run.path / "in.bin"], [run.path / "out.bin"], 0.1)
+    assert ledger.why_rerun(run, "s", {"a": 1}, [run.path / "in.bin"]) is None
+    _set(run, "s", outputs={"out.bin": None})
+    assert ledger.why_rerun(run, "s", {"a": 1}, [run.path / "in.bin"]) == "output never hashed: out.bin"
+    _set(run, "s", outputs={"out.bin": sha256_file(run.path / "out.bin")}, inputs={"in.bin": None})
+    assert ledger.why_rerun(run, "s", {"a": 1}, [run.path / "in.bin"]) == "input never hashed: in.bin"
+
+
+def test_a_file_missing_on_both_sides_is_not_unchanged(run: Run) -> None:
+    (run.path / "out.bin").write_bytes(b"out")
+    ledger.record(run, "s", {}, [run.path / "gone.bin"], [run.path / "out.bin", run.path / "never.bin"], 0.1)
+    entry = _ledger(run.path)["s"]
+    assert entry["inputs"] == {"gone.bin": None} and entry["outputs"]["never.bin"] is None  # recorded, not dropped
+    assert ledger.why_rerun(run, "s", {}, [run.path / "gone.bin"]) == "input missing: gone.bin"
+    (run.path / "gone.bin").write_bytes(b"now here")
+    assert ledger.why_rerun(run, "s", {}, [run.path / "gone.bin"]) == "input never hashed: gone.bin"
+
+
+def test_an_entry_without_outputs_or_an_input_is_not_trusted(run: Run) -> None:
+    (run.path / "in.bin").write_bytes(b"in")
+    (run.path / "out.bin").write_bytes(b"out")
+    ledger.record(run, "s", {}, [], [run.path / "out.bin"], 0.1)
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"]) == "input changed: in.bin"  # a new input
+    ledger.record(run, "s", {}, [run.path / "in.bin"], [], 0.1)
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"]) == "no outputs recorded"
+
+
+def test_changed_input_output_and_upstream_are_each_a_reason(run: Run) -> None:
+    for name in ("in.bin", "out.bin", "up.bin"):
+        (run.path / name).write_bytes(name.encode())
+    ledger.record(run, "up", {}, [], [run.path / "up.bin"], 0.1)
+    ledger.record(run, "s", {}, [run.path / "in.bin"], [run.path / "out.bin"], 0.1)
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"], after=("up",)) is None
+    assert ledger.why_rerun(run, "s", {"x": 1}, [run.path / "in.bin"]) == "its configuration changed"
+    (run.path / "in.bin").write_bytes(b"changed")
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"]) == "input changed: in.bin"
+    ledger.record(run, "s", {}, [run.path / "in.bin"], [run.path / "out.bin"], 0.1)
+    (run.path / "out.bin").write_bytes(b"changed")
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"]) == "output changed: out.bin"
+    ledger.record(run, "s", {}, [run.path / "in.bin"], [run.path / "out.bin"], 0.1)
+    ledger.record(run, "up", {}, [], [run.path / "up.bin"], 0.1)  # the upstream step reran after s
+    assert ledger.why_rerun(run, "s", {}, [run.path / "in.bin"], after=("up",)) == "upstream step up reran"
+
+
+def test_keys_are_the_same_whichever_path_names_the_file(run: Run, tmp_path: Path, monkeypatch) -> None:
+    (run.path / "sub").mkdir()
+    (run.path / "sub" / "f.bin").write_bytes(b"f")
+    link = tmp_path / "link"
+    link.symlink_to(run.path, target_is_directory=True)
+    monkeypatch.chdir(run.path.parent)
+    names = [run.path / "sub" / "f.bin", Path("sub/f.bin"), link / "sub" / "f.bin", run.path / "sub" / ".." / "sub" / "f.bin"]
+    assert {ledger.key(run, p) for p in names} == {"sub/f.bin"}
+    assert ledger.hashes(run, [run.path / "sub"]) == {"sub/f.bin": sha256_file(run.path / "sub" / "f.bin")}
+    assert ledger.hashes(Run(link), [link / "sub" / "f.bin"]) == ledger.hashes(run, ["sub/f.bin"])
