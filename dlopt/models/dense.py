@@ -12,6 +12,9 @@ class Perceptron(nn.Module):
     def __init__(self, cfg) -> None:
         super().__init__()
         self.linear = nn.Linear(cfg.in_features, 1)
+        # The rule's classic start; a random bias can put every random input on one side, and an untrained
+        # perceptron that outputs 0 for every verification input would leave nothing to verify.
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, 1) of 0./1.
         return (self.linear(x) >= 0).to(x.dtype)

@@ -8,7 +8,7 @@ from typing import Any
 
 from dlopt.errors import InputMismatchError
 from dlopt.spec import ArchSpec
-from dlopt.verify.compare import OutputStats, compare
+from dlopt.verify.compare import OutputStats, ReferenceScale, compare, reference_scale
 from dlopt.verify.criteria import Criterion, ElementwiseTolerance, TopOneAgreement
 
 
@@ -18,7 +18,9 @@ class VerifyConfig:
     batch_sizes: tuple[int, ...] | None = None  # None: the export batch, 1, and an odd size that is not it
     seq_lens: tuple[int, ...] | None = None  # None: the default length and a shorter one (sequence models)
     seed: int = 0
-    criterion: Criterion | None = None  # None: the spec's elementwise tolerance
+    criterion: Criterion | None = None  # None: the elementwise tolerance below
+    atol: float | None = None  # None: the spec's Tolerance.atol (export/verify --atol)
+    rtol: float | None = None  # None: the spec's Tolerance.rtol (export/verify --rtol)
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,19 @@ class VerifyReport:
     format: str
     criterion: str
     cases: tuple[CaseResult, ...]
+    # output -> why the reference makes the criterion vacuous (a failure: the check proved nothing)
+    degenerate: dict[str, str] = field(default_factory=dict)
+    scales: tuple[ReferenceScale, ...] = ()  # per output, pooled over the cases
+    tolerance: dict[str, Any] | None = None  # {"atol", "rtol", "source"} for an elementwise criterion
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(not c.failures for c in self.cases)
+        return bool(self.cases) and all(not c.failures for c in self.cases) and not self.degenerate
 
     def failures(self) -> list[tuple[str, str, str]]:
         """(shape label, output, reason) for every failure."""
-        return [(_label(c), name, why) for c in self.cases for name, why in c.failures.items()]
+        return [("all shapes", name, why) for name, why in self.degenerate.items()] + \
+            [(_label(c), name, why) for c in self.cases for name, why in c.failures.items()]
 
     def worst(self) -> dict[str, Any]:
         """The largest max abs error over every case and output, and where it happened."""
@@ -71,13 +78,21 @@ class VerifyReport:
         err, out, case = max(rows, key=lambda r: r[0])
         top1 = [o.top1 for c in self.cases for o in c.outputs if o.top1 is not None]
         return {"max_abs": out.max_abs, "max_rel": out.max_rel, "p99_abs": out.p99_abs, "cosine": out.cosine,
+                "ref_rms": out.ref_rms, "err_rms": _max_or_none(o.err_rms for c in self.cases for o in c.outputs),
                 "needed_atol": max((o.needed_atol or 0.0) for c in self.cases for o in c.outputs),
                 "top1": min(top1) if top1 else None, "output": out.name, "case": _label(case)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "format": self.format, "criterion": self.criterion, "passed": self.passed,
+                "tolerance": self.tolerance, "degenerate": self.degenerate,
+                "reference": {s.name: s.to_dict() for s in self.scales},
                 "worst": self.worst(), "failures": [list(f) for f in self.failures()],
                 "cases": [c.to_dict() for c in self.cases]}
+
+
+def _max_or_none(values: Any) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def _label(c: CaseResult) -> str:
@@ -125,7 +140,40 @@ def _as_tuple(out: Any) -> tuple[Any, ...]:
 
 
 def criterion_for(spec: ArchSpec, config: VerifyConfig) -> Criterion:
-    return config.criterion or ElementwiseTolerance.of(spec.tolerance)
+    """The config's criterion, else elementwise at the config's atol/rtol, each defaulting to the spec's."""
+    if config.criterion is not None:
+        return config.criterion
+    tol = spec.tolerance
+    return ElementwiseTolerance(tol.atol if config.atol is None else config.atol,
+                                tol.rtol if config.rtol is None else config.rtol)
+
+
+def tolerance_used(spec: ArchSpec, config: VerifyConfig) -> dict[str, Any] | None:
+    """What the JSON records: the atol/rtol applied, and whether each came from the spec or an option."""
+    if config.criterion is not None and not isinstance(config.criterion, ElementwiseTolerance):
+        return None
+    crit = criterion_for(spec, config)
+    return {"atol": crit.atol, "rtol": crit.rtol,
+            "atol_source": "spec" if config.atol is None else "option",
+            "rtol_source": "spec" if config.rtol is None else "option"}
+
+
+def output_names(spec: ArchSpec, count: int) -> tuple[str, ...]:
+    return spec.output_names if len(spec.output_names) == count else tuple(f"output{i}" for i in range(count))
+
+
+def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion
+                    ) -> tuple[tuple[ReferenceScale, ...], dict[str, str]]:
+    """Each output's scale pooled over the cases, and the outputs on which the criterion would be vacuous."""
+    if not refs or len({len(r) for r in refs}) != 1:
+        return (), {}
+    names = output_names(spec, len(refs[0]))
+    rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
+    scales = tuple(reference_scale(n, [r[i] for r in refs], rtol) for i, n in enumerate(names)
+                   if all(hasattr(r[i], "is_floating_point") for r in refs))
+    vacuous = getattr(criterion, "vacuous", None)
+    degenerate = {s.name: why for s in scales if vacuous is not None and (why := vacuous(s))}
+    return scales, degenerate
 
 
 def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion) -> CaseResult:
@@ -138,7 +186,7 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
     if len(out) != len(ref):
         return CaseResult(case.batch, case.seq, failures={"run": f"{len(out)} outputs, eager gives {len(ref)}"},
                           source=case.source)
-    names = spec.output_names if len(spec.output_names) == len(ref) else tuple(f"output{i}" for i in range(len(ref)))
+    names = output_names(spec, len(ref))
     classifier = spec.is_classifier or isinstance(criterion, TopOneAgreement)
     rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
     stats = tuple(compare(n, r, o, rtol, classifier) for n, r, o in zip(names, ref, out, strict=True))
@@ -147,10 +195,11 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
 
 
 def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchSpec, criterion: Criterion,
-                  artifact: str = "", fmt: str = "") -> VerifyReport:
+                  artifact: str = "", fmt: str = "", tolerance: dict[str, Any] | None = None) -> VerifyReport:
     """Judge a callable (an artifact's runner, or any candidate) against precomputed eager outputs.
 
     Inputs that fit the artifact at no shape at all mean the reference is another model: one clear error.
+    A reference so small or so constant that the criterion would accept a constant output fails too.
     """
     misfits: list[InputMismatchError] = []
 
@@ -165,7 +214,10 @@ def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchS
     if cases and len(misfits) == len(cases):
         raise InputMismatchError(f"{misfits[0]}; the reference model's inputs fit it at no shape, so it was "
                                  "exported from another model: pass the --checkpoint it came from")
-    return VerifyReport(artifact, fmt, criterion.name, results)
+    scales, degenerate = reference_check(refs, spec, criterion)
+    if tolerance is None and isinstance(criterion, ElementwiseTolerance):
+        tolerance = {"atol": criterion.atol, "rtol": criterion.rtol}
+    return VerifyReport(artifact, fmt, criterion.name, results, degenerate, scales, tolerance)
 
 
 def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, Path],
@@ -181,5 +233,6 @@ def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, 
     reports = {}
     for fmt, path in artifacts.items():
         runner = load_artifact(Path(path), trust_pickle=trust_pickle)
-        reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt)
+        reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt,
+                                     tolerance_used(spec, config))
     return reports

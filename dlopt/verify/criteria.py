@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dlopt.spec import Tolerance
-from dlopt.verify.compare import OutputStats
+from dlopt.verify.compare import OutputStats, ReferenceScale
 
 
 class Criterion(Protocol):
@@ -51,6 +51,23 @@ class ElementwiseTolerance:
             return reason
         if stats.needed_atol is not None and stats.needed_atol > self.atol:
             return f"max abs err {stats.max_abs:.3g} exceeds atol {self.atol:g} + rtol {self.rtol:g}*|ref|"
+        return None
+
+    def vacuous(self, scale: ReferenceScale) -> str | None:
+        """Why this tolerance would accept a constant output for this reference (the check proves nothing)."""
+        if not scale.floating or scale.nonfinite:
+            return None
+        if self.rtol >= 1:
+            return (f"degenerate check: rtol {self.rtol:g} >= 1 accepts any output of the reference's sign, "
+                    "all zeros included; give --rtol below 1")
+        if self.atol >= scale.zero_atol:
+            return (f"degenerate reference: output RMS {scale.rms:.2g} (max {scale.max_abs:.2g}) is within atol "
+                    f"{self.atol:g}; the check would accept any output, all zeros included -- load real weights "
+                    "(--weights) or give a smaller --atol")
+        if self.atol >= scale.constant_atol:
+            return (f"degenerate reference: the output hardly varies (RMS {scale.rms:.3g}, spread {scale.spread:.2g} "
+                    f"within atol {self.atol:g} + rtol {self.rtol:g}*|ref|); the check would accept a constant output "
+                    "-- load real weights (--weights), give inputs that vary it, or a smaller --atol")
         return None
 
 
