@@ -113,15 +113,12 @@ def test_bench_measures_before_and_after_through_the_bench_stage(tmp_path):
     assert json.loads((out.record.parent / REPORT).read_text())["latency"]["rows"] == rows
 
 
-def test_rounding_hint_only_when_round_to_8_would_work():
-    from dlopt.prune import PruneConfig
-    from dlopt.prune.stage import _rounding_hint
+def test_width_note_names_slow_widths_without_quoting_another_model():
+    from dlopt.prune.report import _width_note
 
-    wide = {"before": {"a": {"out": 64}, "b": {"out": 128}, "head": {"out": 10}},
-            "after": {"a": {"out": 44}, "b": {"out": 89}, "head": {"out": 10}}}
-    assert "44, 89" in _rounding_hint(PruneConfig(ratio=0.3), wide) and "--round-to 8" in _rounding_hint(PruneConfig(), wide)
-    assert _rounding_hint(PruneConfig(ratio=0.3, round_to=8), wide) is None  # already asked for
-    narrow = {"before": {"a": {"out": 6}, "b": {"out": 128}}, "after": {"a": {"out": 4}, "b": {"out": 89}}}
-    assert _rounding_hint(PruneConfig(ratio=0.3), narrow) is None  # a 6-channel layer cannot keep 8
-    even = {"before": {"a": {"out": 80}}, "after": {"a": {"out": 56}}}
-    assert _rounding_hint(PruneConfig(ratio=0.3), even) is None
+    rows = [{"before": 64, "after": 44}, {"before": 128, "after": 89}, {"before": 10, "after": 7}]
+    exact = _width_note(PruneConfig(ratio=0.3, round_to=1), rows)
+    assert "44, 89" in exact and "7" not in exact.split("are not")[0] and "nearest multiple of 8" in exact
+    assert "ResNet" not in exact and "0.72x" not in exact  # no other model's figures on this one
+    assert "--round-to 8" in _width_note(PruneConfig(ratio=0.3, global_pruning=True), rows)
+    assert _width_note(PruneConfig(ratio=0.3), [{"before": 64, "after": 48}, {"before": 6, "after": 4}]) is None

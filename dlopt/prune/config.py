@@ -29,10 +29,12 @@ class PruneConfig:
     method: PruneMethod = PruneMethod.STRUCTURED
     importance: Importance = Importance.L1
     iterative_steps: int = 1  # prune in K steps of ratio/K each, re-ranking (and fine-tuning, if asked) in between
-    finetune_epochs: int = 0  # epochs of the training loop after pruning (spread over the steps); 0 = none
+    finetune_epochs: int | None = None  # epochs of training after pruning (spread over the steps); 0 = none;
+    # None: 3 where the run was trained on data (the metric recovers), else none (the report says so)
     finetune_lr: float | None = None  # None: the family's training learning rate x 0.5
     global_pruning: bool = False  # rank channels across layers instead of per layer
-    round_to: int | None = None  # keep channel counts multiples of this (e.g. 8: friendlier to CPU/GPU kernels)
+    round_to: int | None = None  # None: layers keeping >= 16 channels keep the nearest multiple of 8 (fast CPU
+    # kernels), narrower ones the exact ratio (dlopt.prune.widths); 1: exact everywhere; N: rounded down to N
     seed: int = 0
     name: str = "pruned"  # the stage name in the manifest and the run's sub-directory the checkpoint goes to
     bench: bool = False  # measure latency before/after (eager and ONNX Runtime, batch 1 and 8) via dlopt.bench
@@ -47,7 +49,7 @@ class PruneConfig:
                               "removes 30% of each layer's channels")
         if self.iterative_steps < 1:
             raise ConfigError(f"--iterative-steps must be at least 1, got {self.iterative_steps}")
-        if self.finetune_epochs < 0:
+        if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise ConfigError(f"--finetune-epochs must be 0 or more, got {self.finetune_epochs}")
         if self.round_to is not None and self.round_to < 1:
             raise ConfigError(f"--round-to must be at least 1, got {self.round_to}")

@@ -11,8 +11,34 @@ import torch
 from torch import nn
 
 from dlopt.evaluate import Evaluator
+from dlopt.prune.config import PruneConfig
 
 LR_FACTOR = 0.5  # fine-tuning starts at half the training learning rate (then the same warm-up + cosine)
+DEFAULT_EPOCHS = 3  # fine-tuning when --finetune-epochs is not given and the run was trained on data
+
+
+def resolve_finetune(cfg: PruneConfig, evaluator: Evaluator | None, no_data: str = "") -> tuple[PruneConfig, str]:
+    """The config with finetune_epochs decided (None: DEFAULT_EPOCHS where the run has training data, else 0),
+    and one line for the report saying whether and why the model was fine-tuned."""
+    asked = cfg.finetune_epochs
+    if evaluator is None:
+        why = f"not fine-tuned: no data to train on ({no_data or 'none found'})"
+        return dataclasses.replace(cfg, finetune_epochs=0), why
+    if asked is None:
+        if evaluator.data_options.get("source") != "run":
+            return dataclasses.replace(cfg, finetune_epochs=0), (
+                "not fine-tuned: the model was not trained in this run, so there is no training data to recover "
+                "on (pass --finetune-epochs N to train it on the spec's default dataset)")
+        return dataclasses.replace(cfg, finetune_epochs=DEFAULT_EPOCHS), (
+            f"fine-tuned {DEFAULT_EPOCHS} epochs on the run's training data by default (--finetune-epochs 0 skips it)")
+    if asked == 0:
+        return cfg, "not fine-tuned (--finetune-epochs 0)"
+    return cfg, f"fine-tuned {asked} epochs (--finetune-epochs {asked}) on {_source(evaluator)}"
+
+
+def _source(evaluator: Evaluator) -> str:
+    return "the run's training data" if evaluator.data_options.get("source") == "run" else \
+        "the spec's default dataset (the run has no training data)"
 
 
 def finetune(model: nn.Module, evaluator: Evaluator, epochs: int, lr: float | None = None,

@@ -113,17 +113,18 @@ def _bench(target: Target, cfg: PruneConfig, out_dir: Path, result: dict[str, An
 
 def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> dict[str, Any]:
     from dlopt.checkpoint import save_checkpoint
-    from dlopt.evaluate import evaluator_for
     from dlopt.fileio import write_json_atomic
+    from dlopt.prune.finetune import resolve_finetune
     from dlopt.prune.model import prune_model
     from dlopt.prune.structure import describe
     from dlopt.registry import create_model, make_inputs
 
-    t0 = time.perf_counter()
+    t0, requested = time.perf_counter(), cfg
     spec, model = target.spec, target.model
     torch.manual_seed(cfg.seed)
     say("loading the run's data")
-    evaluator = evaluator_for(target.run, spec, target.config, limit=cfg.data_limit)
+    evaluator, no_metric = _evaluator(target, cfg)
+    cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric)
     example = make_inputs(spec, target.config, 1, seed=cfg.seed)
     before = _score(evaluator, model)
     after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
@@ -135,7 +136,7 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
               "before": before, "after_prune": final if after_prune is None and not log else after_prune,
               "after_finetune": final if log else None,
-              "data": evaluator.data_options if evaluator else "none: this family trains without a dataset"}
+              "data": evaluator.data_options if evaluator else f"none: {no_metric}"}
     extra = {"source": f"dlopt prune ({cfg.method}, ratio {cfg.ratio:g})", "pruning": {k: info[k] for k in
              ("method", "ratio", "importance", "global", "iterative_steps")}}
     if cfg.method == "structured":
@@ -144,30 +145,32 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
                              metrics={f"test_{spec.metric}": final} if final is not None else {}, extra=extra)
     size = {"before": target.checkpoint.with_suffix(".safetensors").stat().st_size,
             "after": record.with_suffix(".safetensors").stat().st_size}
-    result = {"arch": spec.name, "stage": cfg.name, "config": cfg.to_json(), **info, "file_bytes": size,
+    result = {"arch": spec.name, "stage": cfg.name, "config": requested.to_json(), **info, "file_bytes": size,
               "metric": metric, "finetune": log, "checkpoint": str(record),
               "seconds": round(time.perf_counter() - t0, 2)}
-    hint = _rounding_hint(cfg, info.get("widths") or {})
-    if hint:
-        result["notes"] = [hint]
+    if cfg.method == "structured":
+        from dlopt.prune.report import explain
+
+        result.update(explain(info, cfg))
+    result["notes"] = [tuning_note, *result.get("notes", [])]
     write_json_atomic(out_dir / REPORT, result)
     return result
 
 
-def _rounding_hint(cfg: PruneConfig, widths: dict[str, Any]) -> str | None:
-    """Exact-ratio widths like 45 or 179 take slow CPU kernel paths (measured: ResNet-18 at 0.3 ran 0.72x as fast
-    in ONNX Runtime); say so when every pruned layer could be rounded to a multiple of 8 instead."""
-    if str(cfg.method) != "structured" or cfg.round_to:
-        return None
-    before, after = widths.get("before", {}), widths.get("after", {})
-    pruned = {k: (before[k]["out"], v["out"]) for k, v in after.items() if k in before and v["out"] < before[k]["out"]}
-    odd = sorted({w for _, w in pruned.values() if w % 8})
-    if not odd or any(int(b * (1 - cfg.ratio)) < 8 for b, _ in pruned.values()):
-        return None
-    shown = ", ".join(map(str, odd[:5])) + (", ..." if len(odd) > 5 else "")
-    return (f"kept widths {shown} are not multiples of 8; CPU convolution and matmul kernels are much faster on "
-            "multiples of 8 (ResNet-18 at --ratio 0.3: 0.72x in ONNX Runtime exact, 1.9x with --round-to 8): "
-            "consider --round-to 8")
+def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
+    """The run's evaluator, or None and why: no dataset for this family, or a dataset the model cannot read (a
+    fresh --tiny model evaluated on the spec's default data, whose vocabulary is larger than the tiny one)."""
+    from dlopt.evaluate import evaluator_for
+
+    evaluator = evaluator_for(target.run, target.spec, target.config, limit=cfg.data_limit)
+    if evaluator is None:
+        return None, "this family trains without a dataset"
+    needs = dict(getattr(evaluator.data, "config_overrides", {}) or {})
+    misfit = {k: v for k, v in needs.items() if hasattr(target.config, k) and getattr(target.config, k) != v}
+    if misfit:
+        got = ", ".join(f"{k}={getattr(target.config, k)} (the data needs {v})" for k, v in misfit.items())
+        return None, f"the model ({got}) cannot read the spec's default data; train it first (dlopt train)"
+    return evaluator, ""
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -177,4 +180,5 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
             f"{m['name']}_before": m["before"], f"{m['name']}_after_prune": m["after_prune"],
             f"{m['name']}_after_finetune": m["after_finetune"],
             **({"sparsity": result["sparsity"]["weights"]} if "sparsity" in result else {}),
+            **({"channels_removed": result["achieved"]["channels"]} if "achieved" in result else {}),
             **{f"speedup_{k}": v["speedup"] for k, v in result.get("latency", {}).get("rows", {}).items()}}

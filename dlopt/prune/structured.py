@@ -6,7 +6,6 @@ which layers keep their size. Works in place: callers pass a copy.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from dlopt.errors import ConfigError, UnsupportedError
 from dlopt.prune.config import Importance, PruneConfig
 from dlopt.prune.recurrent import customized_pruners
 from dlopt.prune.layers import ROOT_TYPES, attention_modules, head_counts, kept_layers, width
+from dlopt.prune.widths import WidthChoice, force_scopes, plan_widths, ratio_dict
 
 LossFn = Callable[[nn.Module], torch.Tensor]  # a loss on one batch, for Taylor importance
 MAX_GLOBAL_SHARE = 0.9  # with --global, no layer loses more than this share (unless --ratio itself is higher)
@@ -42,22 +42,6 @@ def _check_unsupported(module: nn.Module) -> None:
         if isinstance(m, nn.LSTM) and m.proj_size:
             raise UnsupportedError(f"structured pruning cannot resize {name}: an LSTM with proj_size is not handled; "
                                    "use --method unstructured")
-
-
-def _check_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int], cfg: PruneConfig) -> None:
-    """A ratio (with --round-to) that would leave a layer or an attention module with nothing is refused."""
-    for name, m in prunable:
-        count, unit = (heads[m], "heads") if m in heads else (width(m), "channels")
-        left = int(count * (1 - cfg.ratio))
-        if m not in heads and cfg.round_to:
-            left -= left % cfg.round_to  # Torch-Pruning rounds the kept channels down to a multiple
-        if left < 1:
-            kept = int(count * (1 - cfg.ratio))
-            hint = f"a --round-to of at most {kept}" if cfg.round_to and kept >= 1 else \
-                f"a ratio of at most {math.floor((1 - 1 / count) * 100) / 100:.2f}"
-            where = name.rpartition(".")[0] if m in heads else name  # heads: name the attention module
-            raise ConfigError(f"--ratio {cfg.ratio:g} would remove every one of the {count} {unit} of {where}; "
-                              f"use {hint}")
 
 
 def prunable_layers(module: nn.Module,
@@ -98,16 +82,19 @@ def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_f
     if not prunable:
         raise UnsupportedError("nothing to prune: every layer is an output layer or the model width")
     heads = head_counts(module)
-    _check_widths(prunable, heads, cfg)
+    plan = plan_widths(prunable, heads, cfg)
     head_dims = {m: getattr(m, h.qkv[0]).out_features // int(getattr(m, h.heads_attr))
                  for _, m, h in attention_modules(module)}
+    ratios = {} if cfg.global_pruning else ratio_dict(module, plan)  # local: each layer gets its planned width
     pruner = tp.pruner.MetaPruner(
         module, list(example), importance=_importance(cfg.importance, module), pruning_ratio=cfg.ratio,
-        global_pruning=cfg.global_pruning, iterative_steps=cfg.iterative_steps, ignored_layers=list(kept),
-        num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False, head_pruning_ratio=cfg.ratio,
-        root_module_types=list(ROOT_TYPES), round_to=cfg.round_to, customized_pruners=customized_pruners(),
+        pruning_ratio_dict=ratios or None, global_pruning=cfg.global_pruning, iterative_steps=cfg.iterative_steps,
+        ignored_layers=list(kept), num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False,
+        head_pruning_ratio=cfg.ratio, root_module_types=list(ROOT_TYPES), customized_pruners=customized_pruners(),
+        round_to=cfg.round_to if cfg.global_pruning and (cfg.round_to or 1) > 1 else None,
         max_pruning_ratio=max(cfg.ratio, MAX_GLOBAL_SHARE),
     )
+    force_scopes(pruner, ratios, cfg.iterative_steps)
     for step in range(cfg.iterative_steps):
         if cfg.importance == Importance.TAYLOR:
             module.zero_grad()
@@ -120,7 +107,16 @@ def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_f
     _check_runs(module, example)
     names = {m: n for n, m in module.named_modules()}
     return {"kept_layers": {names[m]: why for m, why in kept.items() if m in names},
-            "attention_modules": [n for n, _, _ in attention_modules(module)]}
+            "attention_modules": [n for n, _, _ in attention_modules(module)],
+            "width_plan": {n: _why(c, cfg) for n, c in plan.items()}}
+
+
+def _why(choice: WidthChoice, cfg: PruneConfig) -> dict[str, Any]:
+    if cfg.global_pruning:
+        how = "ranked across all layers (--global)" + (f", rounded down to a multiple of {cfg.round_to}"
+                                                       if (cfg.round_to or 1) > 1 else "")
+        return {"exact": round(choice.exact, 2), "why": how}
+    return {"exact": round(choice.exact, 2), "planned": choice.kept, "why": choice.why}
 
 
 def _check_runs(module: nn.Module, example: tuple[Any, ...]) -> None:

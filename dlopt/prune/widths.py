@@ -1,0 +1,98 @@
+"""How many channels each pruned layer keeps, and why: the width plan handed to Torch-Pruning.
+
+By default (`round_to=None`) a layer wide enough keeps the multiple of `ALIGN` NEAREST to `width * (1 - ratio)`
+(rounded to the nearest, not down, so the share removed stays close to the ratio asked for): CPU convolution
+and matmul kernels run multiples of 8 on their fast blocked paths, and odd widths such as 45 or 179 fall off
+them (benchmarks/prune_targets.py and docs/prune.md hold the measurements). A narrow layer (exact kept width
+under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16 channels) keeps the exact ratio: rounding it would move the share
+removed by tens of points. `round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
+`round_to=N` rounds that down to a multiple of N (Torch-Pruning's `round_to`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dlopt.errors import ConfigError
+from dlopt.prune.config import PruneConfig
+from dlopt.prune.layers import width
+
+ALIGN = 8  # kernels' channel block on AVX2 / AVX-512 CPUs (oneDNN, ONNX Runtime MLAS NCHWc)
+MIN_ROUNDED = 16  # exact kept widths below this keep the exact ratio (rounding would move the share too far)
+
+
+@dataclass(frozen=True)
+class WidthChoice:
+    """One prunable layer's plan: `kept` of `before` channels, and the reason for that number."""
+
+    before: int
+    exact: float  # width * (1 - ratio)
+    kept: int
+    why: str
+
+    def ratio(self) -> float:
+        """The share this layer loses, as Torch-Pruning's per-layer pruning ratio (kept + 0.5 guards the floor)."""
+        return 1.0 - (self.kept + 0.5) / self.before
+
+
+def choose(before: int, cfg: PruneConfig) -> WidthChoice:
+    """The kept width of one layer of `before` channels under cfg.ratio and cfg.round_to."""
+    exact = before * (1 - cfg.ratio)
+    floor = int(exact)
+    if cfg.round_to == 1:
+        return WidthChoice(before, exact, floor, "exact ratio (--round-to 1)")
+    if cfg.round_to:
+        return WidthChoice(before, exact, floor - floor % cfg.round_to,
+                           f"exact width {floor} rounded down to a multiple of {cfg.round_to} (--round-to {cfg.round_to})")
+    if exact < MIN_ROUNDED:
+        return WidthChoice(before, exact, floor, f"narrow layer: exact ratio (under {MIN_ROUNDED} channels kept, "
+                                                 f"rounding to a multiple of {ALIGN} would move the share too far)")
+    nearest = ALIGN * math.floor(exact / ALIGN + 0.5)
+    if nearest >= before:  # the ratio is too small to reach the next multiple down: prune exactly
+        return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple of {ALIGN} ({nearest}) "
+                                                 "would prune nothing")
+    return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {ALIGN} "
+                                               "(fast CPU kernels)")
+
+
+def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int],
+                cfg: PruneConfig) -> dict[str, WidthChoice]:
+    """Layer name -> plan, for the prunable layers that are not attention projections (those lose whole heads).
+    A plan that would leave a layer or an attention module with nothing is refused."""
+    plan: dict[str, WidthChoice] = {}
+    for name, m in prunable:
+        if m in heads:
+            if int(heads[m] * (1 - cfg.ratio)) < 1:
+                _refuse(name.rpartition(".")[0], heads[m], "heads", cfg, None)
+            continue
+        choice = choose(width(m), cfg)
+        if choice.kept < 1:
+            _refuse(name, choice.before, "channels", cfg, choice)
+        plan[name] = choice
+    return plan
+
+
+def _refuse(where: str, count: int, unit: str, cfg: PruneConfig, choice: WidthChoice | None) -> None:
+    kept = int(count * (1 - cfg.ratio))
+    hint = f"a --round-to of at most {kept}" if choice is not None and cfg.round_to and kept >= 1 else \
+        f"a ratio of at most {math.floor((1 - 1 / count) * 100) / 100:.2f}"
+    raise ConfigError(f"--ratio {cfg.ratio:g} would remove every one of the {count} {unit} of {where}; use {hint}")
+
+
+def ratio_dict(module: nn.Module, plan: dict[str, WidthChoice]) -> dict[nn.Module, float]:
+    """Torch-Pruning's pruning_ratio_dict for the plan (each layer its own scope: local ranking)."""
+    mods = dict(module.named_modules())
+    return {mods[name]: c.ratio() for name, c in plan.items()}
+
+
+def force_scopes(pruner: Any, ratios: dict[nn.Module, float], steps: int) -> None:
+    """Torch-Pruning (1.6) only takes pruning_ratio_dict entries for its built-in layer types; the layers of
+    dlopt's customized pruners (nn.GRU, nn.RNN) are added here so they follow the plan too."""
+    for i, (m, r) in enumerate(ratios.items()):
+        if m not in pruner._layer_to_scope:
+            pruner._layer_to_scope[m] = (f"_dlopt_scope_{i}", [m])
+            pruner.pruning_ratio_dict[m] = pruner.iterative_pruning_ratio_scheduler(r, steps)
