@@ -233,3 +233,47 @@ def test_keys_are_the_same_whichever_path_names_the_file(run: Run, tmp_path: Pat
     assert {ledger.key(run, p) for p in names} == {"sub/f.bin"}
     assert ledger.hashes(run, [run.path / "sub"]) == {"sub/f.bin": sha256_file(run.path / "sub" / "f.bin")}
     assert ledger.hashes(Run(link), [link / "sub" / "f.bin"]) == ledger.hashes(run, ["sub/f.bin"])
+
+
+# --- dlopt train --resume RUN --epochs N -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    result = runner.invoke(app, ["train", "mlp", "--tiny", "--epochs", "1", "--limit", "64", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    return Path(json.loads(result.output)["run_dir"])
+
+
+def test_train_resume_with_more_epochs_trains_on_to_that_total(one_epoch: Path, tmp_path: Path) -> None:
+    run = _copy(one_epoch, tmp_path)
+    result = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["run_dir"] == str(run) and data["epochs_run"] == 3 and data["hparams"]["epochs"] == 3
+    assert [r["epoch"] for r in data["history"]] == [1, 2, 3]  # epoch 1 kept, 2 and 3 trained on top of it
+    assert data["history"][0] == json.loads((one_epoch / "metrics.jsonl").read_text().splitlines()[0])
+    assert Run(run).manifest()["stages"]["train"]["config"]["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs", "1"], "has already trained 1 epoch(s), so --epochs 1 leaves nothing to train"),
+    (["--lr", "0.5"], "--lr cannot change when resuming"),
+    (["--batch-size", "3"], "--batch-size cannot change when resuming"),
+    (["cnn"], "NAME cannot change when resuming"),
+])
+def test_train_resume_that_cannot_do_what_was_asked_says_why(one_epoch: Path, args: list[str], message: str) -> None:
+    before = (one_epoch / "train_state.safetensors").read_bytes()
+    result = runner.invoke(app, ["train", *args, "--resume", str(one_epoch)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert (one_epoch / "train_state.safetensors").read_bytes() == before  # nothing trained, nothing rewritten
+
+
+def test_train_resume_of_an_early_stopped_run_says_why(one_epoch: Path, monkeypatch) -> None:
+    from dlopt.train import state
+
+    stopped = state.TrainState(epoch=1, best=0.5, best_epoch=1, bad_epochs=9)
+    monkeypatch.setattr(state, "saved_progress", lambda _run: stopped)
+    result = runner.invoke(app, ["train", "--resume", str(one_epoch), "--epochs", "4"])
+    assert result.exit_code == 2 and "stopped early after epoch 1" in result.output, result.output

@@ -29,13 +29,15 @@ def train_cmd(
     data: Annotated[str | None, typer.Option("--data", help="Dataset name (default: the architecture's own).")] = None,
     data_path: Annotated[Path | None, typer.Option("--data-path", help="Your files: ImageFolder dir, MNIST/CIFAR-10 "
                                                    "files, .npz with X and y, or CSV of text,label.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: the family's).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: the family's); with --resume, "
+                                                       "train on until this many in all.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Global batch size.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
     optimizer: Annotated[OptimizerName | None, typer.Option("--optimizer", help="Optimizer.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data splits, weights and shuffling.")] = 0,
     out: OutOpt = DEFAULT_ROOT,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in RUN_DIR from its last epoch.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in RUN_DIR from its last epoch, with "
+                                                                            "the options it was started with.")] = None,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Workers on this machine (torchrun).")] = 1,
     nnodes: Annotated[str | None, typer.Option("--nnodes", help=TORCHRUN_HELP)] = None,
     node_rank: Annotated[int | None, typer.Option("--node-rank", help=TORCHRUN_HELP)] = None,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import ConfigError, InputFileError, UnsupportedError
+from dlopt.errors import ConfigError, InputFileError, UnsupportedError, UsageError
 from dlopt.options import config_dict
 from dlopt.runs import Run, StageRecord
 from dlopt.spec import ArchSpec
@@ -79,14 +79,52 @@ def _data_summary(data: Any) -> dict[str, Any]:
     return json.loads(json.dumps(info, default=str))
 
 
+# Options a resumed run keeps from its start: changing one would make a run that is neither the old one nor a
+# new one. (--epochs is the exception: see _resumed_epochs.)
+KEPT_ON_RESUME = ("arch", "data", "data_path", "batch_size", "lr", "optimizer", "limit", "sets", "tiny")
+
+
+def _check_kept(cfg: TrainConfig, old: TrainConfig, run: Run) -> None:
+    for name in KEPT_ON_RESUME:
+        new, was = getattr(cfg, name), getattr(old, name)
+        if new in (None, "", False) or (name == "sets" and not new) or new == was:
+            continue  # not given, or the same as the run's
+        flag = "NAME" if name == "arch" else f"--{name.replace('_', '-')}"
+        raise UsageError(f"{flag} cannot change when resuming {run.path} (it was started with {name} "
+                         f"{was if was not in (None, {}) else 'default'}); drop {flag}, or start a new run")
+
+
+def _resumed_epochs(cfg: TrainConfig, old: TrainConfig, run: Run, stage: dict[str, Any]) -> int | None:
+    """`--resume RUN --epochs N` trains on until N epochs in all (the LR schedule is stretched to N); when the
+    run cannot get there, one line says why, instead of the option being ignored."""
+    from dlopt.train.state import saved_progress
+
+    if cfg.epochs is None:
+        return old.epochs
+    progress = saved_progress(run.path)
+    done = progress.epoch if progress else 0
+    if cfg.epochs <= done:
+        raise UsageError(f"{run.path} has already trained {done} epoch(s), so --epochs {cfg.epochs} leaves nothing "
+                         f"to train; give --epochs above {done} to train on, or start a new run")
+    patience = (stage.get("config", {}).get("hparams") or {}).get("patience") or 0
+    if progress and patience and progress.bad_epochs >= patience:
+        raise UsageError(f"{run.path} stopped early after epoch {done} (no better validation metric for {patience} "
+                         f"epochs), so it would stop again after one more epoch unless that one improves; start a "
+                         f"new run with --epochs {cfg.epochs}")
+    return cfg.epochs
+
+
 def _resumed_config(cfg: TrainConfig) -> TrainConfig:
-    """A resumed run continues with the options it was started with (so it ends as if never stopped)."""
+    """A resumed run continues with the options it was started with (so it ends as if never stopped); an
+    option given that would change them is refused, except --epochs, which trains on to that total."""
     run = Run.open(cfg.resume)
     stage = run.manifest().get("stages", {}).get("train")
     if not stage or "train" not in stage.get("config", {}):
         raise InputFileError(f"{cfg.resume} has no dlopt train stage to resume; give a run made by dlopt train")
     old = TrainConfig.from_json(stage["config"]["train"])
-    return dataclasses.replace(old, resume=run.path, run_dir=run.path, progress=cfg.progress, nproc_per_node=cfg.nproc_per_node,
+    _check_kept(cfg, old, run)
+    return dataclasses.replace(old, epochs=_resumed_epochs(cfg, old, run, stage), resume=run.path, run_dir=run.path,
+                               progress=cfg.progress, nproc_per_node=cfg.nproc_per_node,
                                torchrun_args=cfg.torchrun_args, amp=cfg.amp)
 
 

@@ -119,6 +119,25 @@ def _read(weights: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, record
 
 
+def saved_progress(run_dir: Path) -> TrainState | None:
+    """How far a run got (epochs done, best, early-stop count), read from the state's header without loading
+    its tensors; None when no epoch was saved yet."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(run_dir) / f"{STATE_STEM}.safetensors"
+    if not weights.is_file():
+        return None
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            header = (fh.metadata() or {}).get(STATE_FORMAT)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputFileError(f"{weights} is corrupt or truncated ({exc}); the run cannot be resumed, "
+                             "train again") from None
+    record = json.loads(header) if header is not None else _read(weights)[1]
+    return TrainState(record["epoch"], record["best"], record["best_epoch"], record["bad_epochs"],
+                      record.get("best_loss"), record["history"])
+
+
 def load_state(run_dir: Path) -> tuple[dict[str, Any], TrainState]:
     weights = Path(run_dir) / f"{STATE_STEM}.safetensors"
     if not weights.is_file():
