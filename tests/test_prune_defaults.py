@@ -25,3 +25,99 @@ def test_default_structured_prune_runs_on_every_declaring_architecture(spec, tmp
     report = json.loads((out.record.parent / REPORT).read_text())
     assert report["params"]["after"] < report["params"]["before"]
     assert report["config"]["round_to"] is None and report["config"]["method"] == "structured"
+
+
+WIDE = """from torch import nn
+
+class Wide(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1)
+        self.conv2 = nn.Conv2d(64, 128, 3, padding=1)
+        self.fc1 = nn.Linear(128, 512)
+        self.fc2 = nn.Linear(512, 10)
+
+    def forward(self, x):
+        x = self.conv2(self.conv1(x).relu()).relu().mean((2, 3))
+        return self.fc2(self.fc1(x).relu())
+
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(8, 64, batch_first=True)
+        self.head = nn.Linear(64, 5)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0][:, -1])
+"""
+
+
+def _user_model(tmp_path, name, shape):
+    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+
+    path = tmp_path / "user_models.py"
+    path.write_text(WIDE)
+    spec = get_spec(f"{path}:{name}")
+    cfg = make_model_config(spec, input_shape=shape)
+    return create_model(spec, cfg), spec, make_inputs(spec, cfg, 1)
+
+
+def _after(info):
+    return {n: w.get("out", w.get("hidden")) for n, w in info["widths"]["after"].items()}
+
+
+@pytest.mark.parametrize(("round_to", "widths"), [
+    (None, {"conv1": 48, "conv2": 88, "fc1": 360}),  # 44.8, 89.6, 358.4 to the NEAREST multiple of 8
+    (1, {"conv1": 44, "conv2": 89, "fc1": 358}),  # --round-to 1: today's exact floor(width * 0.7)
+    (8, {"conv1": 40, "conv2": 88, "fc1": 352}),  # --round-to 8: rounded down, as Torch-Pruning does
+])
+def test_kept_widths_by_rounding_mode(tmp_path, round_to, widths):
+    from dlopt.prune.model import prune_model
+    from dlopt.prune.report import explain
+
+    model, spec, example = _user_model(tmp_path, "Wide", (3, 8, 8))
+    cfg = PruneConfig(ratio=0.3, round_to=round_to)
+    _, info = prune_model(model, spec, cfg, example)
+    assert {k: _after(info)[k] for k in widths} == widths and _after(info)["fc2"] == 10
+    report = explain(info, cfg)
+    assert abs(report["achieved"]["channels"] - 0.3) <= 0.05  # the share removed stays near the ratio
+    assert report["layers"]["fc2"]["why"] == "kept whole: output layer"
+    if round_to is None:
+        assert "nearest multiple of 8" in report["layers"]["conv1"]["why"] and not report["notes"][:-1]
+    if round_to == 1:
+        assert "44, 89, 358 are not multiples of 8" in report["notes"][0]
+
+
+def test_narrow_layers_keep_the_exact_ratio_and_recurrent_layers_follow_the_plan(tmp_path):
+    from dlopt.prune.model import prune_model
+    from dlopt.prune.report import explain
+    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+
+    spec = get_spec("lenet5")
+    mcfg = make_model_config(spec)
+    cfg = PruneConfig(ratio=0.3)
+    _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
+    rows = explain(info, cfg)["layers"]
+    assert (rows["features.0"]["after"], rows["features.3"]["after"]) == (4, 11)  # 6 and 16 channels: exact
+    assert "narrow layer" in rows["features.0"]["why"]
+    assert rows["classifier.3"]["after"] == 56  # 84 * 0.7 = 58.8: wide enough to round
+    model, spec, example = _user_model(tmp_path, "Recurrent", (6, 8))
+    _, info = prune_model(model, spec, cfg, example)
+    assert info["widths"]["after"]["gru"]["hidden"] == 48  # 44.8: nn.GRU (dlopt's pruner) rounds too
+
+
+def test_cli_default_prune_explains_widths_and_exact_keeps_the_ratio(tmp_path):
+    from typer.testing import CliRunner
+
+    from dlopt.cli.app import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["prune", "vit", "--tiny", "--limit", "32", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "widths per layer" in res.stdout and "whole attention heads" in res.stdout
+    assert "not fine-tuned" in res.stdout  # a fresh model: no training data in the run
+    res = runner.invoke(app, ["prune", "mlp", "--tiny", "--exact", "--limit", "32", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["config"]["round_to"] == 1
+    res = runner.invoke(app, ["prune", "mlp", "--tiny", "--exact", "--round-to", "8", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "pass one of them" in res.output and "Traceback" not in res.output

@@ -23,14 +23,18 @@ def prune_cmd(
     importance: Annotated[str, typer.Option("--importance", help="l1, l2, taylor or bn-scale.")] = "l1",
     iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Prune in K steps (fine-tuning spread "
                                                                            "over them).")] = 1,
-    finetune_epochs: Annotated[int, typer.Option("--finetune-epochs", help="Epochs of the training loop on the "
-                                                                           "run's data after pruning.")] = 0,
+    finetune_epochs: Annotated[int | None, typer.Option(
+        "--finetune-epochs", help="Epochs of the training loop on the run's data after pruning; default 3 where the "
+                                  "run was trained on data, else none (the report says so); 0 skips it.",
+        show_default=False)] = None,
     finetune_lr: Annotated[float | None, typer.Option("--finetune-lr", help="Default: half the training LR.",
                                                       show_default=False)] = None,
     global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across all layers together.")] = False,
-    round_to: Annotated[int | None, typer.Option("--round-to", help="Round kept channel counts down to multiples of N; "
-                                                 "8 gives the fast CPU kernels (docs/prune.md).",
-                                                 show_default=False)] = None,
+    round_to: Annotated[int | None, typer.Option(
+        "--round-to", help="Default: layers keeping 16+ channels keep the nearest multiple of 8 (fast CPU kernels), "
+                           "narrower ones the exact ratio. 1: the exact ratio everywhere; N: round down to multiples "
+                           "of N.", show_default=False)] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = False,
     bench: Annotated[bool, typer.Option("--bench", help="Measure latency before/after (eager and ONNX Runtime, "
                                                         "batch 1 and 8, one thread).")] = False,
     stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "pruned",
@@ -44,13 +48,16 @@ def prune_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
+    from dlopt.errors import ConfigError
     from dlopt.options import parse_sets
     from dlopt.prune import PruneConfig
     from dlopt.target import TargetOptions
 
+    if exact and round_to not in (None, 1):
+        raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
     cfg = PruneConfig(ratio=ratio, method=method, importance=importance, iterative_steps=iterative_steps,
                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
-                      round_to=round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit)
+                      round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          tiny=tiny, seed=seed)
     from dlopt.prune.stage import run_prune
@@ -71,6 +78,8 @@ def _render(r: dict[str, Any], record: Path) -> None:
     table = Table(title=f"{r['arch']}: {r['method']} pruning, ratio {r['ratio']:g}", title_justify="left")
     for col in ("", "before", "after", "change"):
         table.add_column(col)
+    if "achieved" in r:
+        table.add_row("channels (pruned layers)", "", "", f"-{r['achieved']['channels']:.1%} (asked {r['ratio']:.0%})")
     for key in ("params", "macs"):
         table.add_row(key, _fmt(r[key]["before"]), _fmt(r[key]["after"]), f"-{r[key]['removed']:.1%}")
     fb = r["file_bytes"]
@@ -86,10 +95,27 @@ def _render(r: dict[str, Any], record: Path) -> None:
         table.add_row(f"{key} ms", _fmt(row["before_ms"]), _fmt(row["after_ms"]),
                       "-" if row["speedup"] is None else f"{row['speedup']:.2f}x faster")
     console.print(table)
+    if r.get("layers"):
+        console.print(_layers_table(r["layers"]))
     for note in r.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
                   f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
+
+
+def _layers_table(layers: dict[str, dict[str, Any]]) -> Table:
+    """One row per (before, after, reason): layers that got the same width for the same reason share a row."""
+    groups: dict[tuple, list[str]] = {}
+    for name, row in layers.items():
+        groups.setdefault((row["unit"], row["before"], row["after"], row["why"]), []).append(name)
+    table = Table(title="widths per layer", title_justify="left")
+    for col in ("layers", "before", "after", "removed", "why"):
+        table.add_column(col)
+    for (unit, before, after, why), names in groups.items():
+        shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+        removed = f"-{1 - after / before:.0%}" if before else "-"
+        table.add_row(shown, f"{before} {unit}", str(after), removed, why)
+    return table
 
 
 def register(app: typer.Typer) -> None:
