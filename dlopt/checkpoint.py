@@ -6,7 +6,6 @@ model and then loads the weights, checking architecture and every tensor shape f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from dlopt.errors import InputFileError
 from dlopt.fileio import atomic_path, refuse_pickle, sha256_file, write_json_atomic
 from dlopt.options import config_dict
 from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.schema import read_record as read_record_file
 from dlopt.spec import ArchSpec
 
 RECORD_FORMAT = "dlopt-checkpoint"
@@ -53,6 +53,9 @@ def save_checkpoint(model: Any, spec: ArchSpec, config: Any, path: Path, metrics
         "arch": spec.name, "config": config_dict(config), "weights": weights_path.name,
         "sha256": sha256_file(weights_path), "metrics": metrics or {}, **(extra or {}),
     }
+    code = _code_source(spec)
+    if code:  # a user model: where its code is and what it was, so a later load finds it and sees a change
+        record["code"] = code
     write_json_atomic(record_path, record)
     return record_path
 
@@ -64,16 +67,34 @@ def read_record(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Any],
     record_path, weights_path = _paths(path)
     if not record_path.is_file():
         raise InputFileError(f"checkpoint record {record_path} not found; give the .json written by dlopt")
-    try:
-        record = json.loads(record_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"{record_path} is not valid JSON ({exc}); it may be truncated") from None
-    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise InputFileError(f"{record_path} is not a dlopt checkpoint record")
+    record = read_record_file(record_path)
     if not weights_path.is_file():
         raise InputFileError(f"weights file {weights_path} is missing beside {record_path.name}")
     refuse_pickle(weights_path, trust_pickle=False)
     return record, weights_path
+
+
+def _code_source(spec: ArchSpec) -> dict[str, str] | None:
+    if spec.kind != "user":
+        return None
+    from dlopt.zoo.external import code_source
+
+    return code_source(spec)
+
+
+def record_spec(record: dict[str, Any], record_path: Path) -> ArchSpec:
+    """The spec a record names. A record is data: a zoo or torchvision name is looked up; user model code runs
+    only if this invocation trusts it (dlopt.codetrust), from the recorded file, and only if its sha256 matches."""
+    arch = record["arch"]
+    from dlopt.codetrust import is_user_ref, require_trusted
+
+    if not is_user_ref(arch):
+        return get_spec(arch)
+    code = record.get("code")
+    require_trusted(arch, code, record_path)
+    from dlopt.zoo.external import user_spec
+
+    return user_spec(arch, *((code["file"], code["sha256"]) if code else ()))
 
 
 def _check_shapes(model: Any, weights_path: Path, arch: str) -> None:
@@ -84,6 +105,11 @@ def _check_shapes(model: Any, weights_path: Path, arch: str) -> None:
             stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputFileError(f"{weights_path} is corrupt or truncated ({exc})") from None
+    check_state_shapes(model, stored, f"checkpoint does not fit {arch}")
+
+
+def check_state_shapes(model: Any, stored: dict[str, tuple[int, ...]], what: str) -> None:
+    """Stored names/shapes against the model's (tied weights may be stored once); else InputFileError `what: ...`."""
     state = model.state_dict()
     expected = {k: tuple(v.shape) for k, v in state.items()}
     problems = [f"{k}: file {stored[k]} vs model {expected[k]}" for k in expected if k in stored and stored[k] != expected[k]]
@@ -94,7 +120,7 @@ def _check_shapes(model: Any, weights_path: Path, arch: str) -> None:
     unexpected = sorted(set(stored) - set(expected))
     if problems or missing or unexpected:
         detail = "; ".join(problems[:3] + [f"missing {m}" for m in missing[:3]] + [f"unexpected {u}" for u in unexpected[:3]])
-        raise InputFileError(f"checkpoint does not fit {arch}: {detail}")
+        raise InputFileError(f"{what}: {detail}")
 
 
 def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: bool = False) -> Checkpoint:
@@ -102,12 +128,12 @@ def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: 
     from safetensors.torch import load_model
 
     record, weights_path = read_record(path, trust_pickle)
-    arch = record.get("arch", "?")
+    arch = record["arch"]
     if expected_arch and arch != expected_arch:
         raise InputFileError(f"checkpoint is for {arch}, not {expected_arch}; pass a {expected_arch} checkpoint")
     if record.get("sha256") and sha256_file(weights_path) != record["sha256"]:
         raise InputFileError(f"{weights_path} does not match the sha256 in its record: corrupt or replaced")
-    spec = get_spec(arch)
+    spec = record_spec(record, _paths(path)[0])
     cfg = make_model_config(spec, record.get("config", {}))
     model = create_model(spec, cfg)
     if record.get("structure"):  # a pruned model: reshape the built model to the recorded widths first

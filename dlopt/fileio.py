@@ -8,16 +8,20 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import OutputError, UnsafeFileError
+from dlopt.errors import InputFileError, OutputError, UnsafeFileError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _TEMP = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # mkstemp(prefix=".NAME.", suffix=".tmp"): 8 random chars
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib"}
+MAX_JSON_BYTES = 16 << 20  # records and manifests are kilobytes; 16 MB leaves room and bounds memory
+MAX_JSON_DEPTH = 32  # dlopt writes at most ~6 levels
+MAX_JSON_INT = 2**63  # anything a config or a shape can mean fits int64
 
 
 def safe_name(name: str) -> str:
@@ -34,6 +38,83 @@ def inside(root: Path, candidate: Path) -> Path:
     if cand_r != root_r and root_r not in cand_r.parents:
         raise OutputError(f"{candidate} is outside the output root {root}; choose a path inside it")
     return cand_r
+
+
+def within(root: Path, relative: str | Path, what: str) -> Path:
+    """A path read from a file (manifest, record), resolved inside `root`; anything else is refused as bad input."""
+    text = str(relative)
+    if not text or "\x00" in text:
+        raise InputFileError(f"{what} path {text!r} is empty or invalid; the file is damaged or was not written by dlopt")
+    try:
+        return inside(Path(root), Path(root) / text)
+    except OutputError:
+        raise InputFileError(f"{what} path {text!r} points outside {root}; dlopt only follows paths inside the run "
+                             "(the file was edited or is hostile)") from None
+
+
+def read_regular(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. FIFOs, devices and directories are refused before
+    they are opened (so nothing hangs), and the open is non-blocking and re-checked against a swap."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputFileError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    _check_regular(path, st, limit, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputFileError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as fh:
+        _check_regular(path, os.fstat(fh.fileno()), limit, what)  # the path may have been swapped since stat
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InputFileError(f"{what} {path} is larger than {limit} bytes; it is not a file dlopt wrote")
+    return data
+
+
+def _check_regular(path: Path, st: os.stat_result, limit: int, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else \
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file"
+        raise InputFileError(f"{what} {path} is {kind}; dlopt reads only regular files")
+    if st.st_size > limit:
+        raise InputFileError(f"{what} {path} is {st.st_size} bytes, more than the {limit} a {what} may be; "
+                             "it is not a file dlopt wrote")
+
+
+def read_json(path: Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse a bounded, regular, UTF-8 JSON file; nesting deeper than MAX_JSON_DEPTH or integers beyond int64
+    are refused (they only come from hostile or corrupt files). Every failure is one InputFileError line."""
+    raw = read_regular(path, limit, what)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{what} {path} is not UTF-8 text (byte {exc.start}); it is corrupt") from None
+    except RecursionError:
+        raise InputFileError(f"{what} {path} is nested too deeply; it is corrupt or hostile") from None
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
+        raise InputFileError(f"{what} {path} is not valid JSON ({str(exc)[:120]}); it may be truncated") from None
+    problem = json_bounds_problem(data)
+    if problem:
+        raise InputFileError(f"{what} {path} {problem}; it is corrupt or hostile")
+    return data
+
+
+def json_bounds_problem(data: Any) -> str | None:
+    """Why parsed JSON is out of bounds (depth, integer size), or None. Iterative: no recursion to exhaust."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"is nested deeper than {MAX_JSON_DEPTH} levels"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_JSON_INT:
+            return f"holds an integer of {len(str(abs(value)))} digits (more than int64)"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

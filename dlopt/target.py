@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.checkpoint import load_checkpoint, save_checkpoint
-from dlopt.errors import InputFileError
-from dlopt.fileio import inside
+from dlopt.errors import InputFileError, UsageError
+from dlopt.fileio import inside, within
 from dlopt.options import config_dict
 from dlopt.registry import create_model, get_spec, make_model_config
 from dlopt.runs import DEFAULT_ROOT, MANIFEST, Run, resolve_run
@@ -39,6 +39,8 @@ class TargetOptions:
     # A checkpoint record inside the run to start from instead of the run's model (e.g. "pruned/model.json"):
     # how a later stage works on an earlier stage's variant without starting a new run.
     variant: str | None = None
+    # --weights for a model built by name: torchvision weights (DEFAULT, IMAGENET1K_V1) or a state dict file
+    weights: Path | str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,22 @@ class Target:
     checkpoint: Path  # the record the model was loaded from (inside the run for new runs)
 
 
-def _start_run(opts: TargetOptions, model: Any, spec: ArchSpec, cfg: Any, source: str, metrics: dict | None = None) -> Target:
+def _start_run(opts: TargetOptions, model: Any, spec: ArchSpec, cfg: Any, source: str, metrics: dict | None = None,
+               weights: dict[str, Any] | None = None) -> Target:
+    loaded = {"weights_source": weights} if weights else {}  # the weights loaded: name or path, and sha256
     run = Run.create(opts.root, spec.name, {"arch": spec.name, "config": config_dict(cfg), "source": source,
-                                             "checkpoint": MODEL_RECORD})
-    record = save_checkpoint(model, spec, cfg, run.path / MODEL_RECORD, metrics=metrics, extra={"source": source})
+                                             "checkpoint": MODEL_RECORD, **loaded})
+    record = save_checkpoint(model, spec, cfg, run.path / MODEL_RECORD, metrics=metrics,
+                             extra={"source": source, **loaded})
     return Target(model, spec, cfg, run, record)
 
 
 def _from_run(run: Run, opts: TargetOptions) -> Target:
-    manifest = run.manifest()
-    record = run.path / (opts.variant or manifest.get("model", {}).get("checkpoint", MODEL_RECORD))
-    if opts.variant:
-        record = inside(run.path, record)
+    manifest = run.manifest()  # schema-checked: model.checkpoint is a string
+    if opts.variant:  # the caller's own words: a name that leaves the run is an unsafe output name (exit 5)
+        record = inside(run.path, run.path / opts.variant)
+    else:  # the manifest's words: data, followed only inside the run
+        record = within(run.path, manifest.get("model", {}).get("checkpoint", MODEL_RECORD), "the run's checkpoint")
     ck = load_checkpoint(record, trust_pickle=opts.trust_pickle)
     return Target(ck.model, ck.spec, ck.config, run, record)
 
@@ -69,7 +75,11 @@ def _from_run(run: Run, opts: TargetOptions) -> Target:
 def resolve_target(opts: TargetOptions) -> Target:
     """Resolve the stage's target; builds with seed `opts.seed` so a fresh model is reproducible."""
     name = opts.name
-    if name and Path(name).is_dir() and (Path(name) / MANIFEST).is_file():
+    if opts.weights is not None and (opts.checkpoint is not None or not name or Path(name).is_dir()
+                                     or Path(name).suffix in {".json", ".safetensors"}):
+        raise UsageError("--weights loads into a model built by name (an architecture, torchvision:NAME or "
+                         "file.py:fn); a checkpoint or run already has its weights")
+    if name and Path(name).is_dir() and (Path(name) / MANIFEST).exists():
         return _from_run(Run.open(Path(name)), opts)
     if name and Path(name).suffix in {".json", ".safetensors"} and opts.checkpoint is None:
         opts = TargetOptions(**{**opts.__dict__, "name": None, "checkpoint": Path(name)})
@@ -83,6 +93,11 @@ def resolve_target(opts: TargetOptions) -> Target:
         spec = get_spec(name)
         cfg = make_model_config(spec, opts.sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny)
         torch.manual_seed(opts.seed)
+        if opts.weights is not None:
+            from dlopt.weights import build_with_weights
+
+            model, cfg, info = build_with_weights(spec, cfg, opts.weights)
+            return _start_run(opts, model, spec, cfg, info.source, weights=info.to_dict())
         return _start_run(opts, create_model(spec, cfg), spec, cfg, f"built with seed {opts.seed} (untrained)")
     if opts.sets or opts.input_size or opts.input_shape:
         raise InputFileError("build options need an architecture name; the latest run's model is already built")

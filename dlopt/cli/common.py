@@ -15,8 +15,33 @@ from dlopt.errors import ConfigError
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables, not 80 columns
 err_console = Console(stderr=True)
 
+def _name_trust(value: str | None) -> str | None:
+    """A user model NAME on the command line is the user's own choice: records naming the same code may run it."""
+    from dlopt.codetrust import is_user_ref, set_cli
+
+    set_cli(name=value if value and is_user_ref(value) else None)
+    return value
+
+
+def _model_code_trust(values: list[str] | None) -> list[str] | None:
+    from dlopt.codetrust import is_user_ref, set_cli
+
+    bad = [v for v in values or [] if not is_user_ref(v)]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r} is not a model reference; give path/to/file.py:fn or package.module:fn")
+    set_cli(refs=tuple(values or ()))
+    return values
+
+
+def _trust_code(value: bool) -> bool:
+    from dlopt.codetrust import set_cli
+
+    set_cli(everything=bool(value))
+    return value
+
+
 ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME, or file.py:fn.",
-                                        show_default=False)]
+                                        show_default=False, callback=_name_trust)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Build option key=value (repeatable), e.g. num_classes=5.")]
 InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="The input_size build option: image side for image models, features per step for RNNs.")]
 InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models, e.g. 3,32,32.")]
@@ -26,8 +51,19 @@ OutOpt = Annotated[Path, typer.Option("--out", help="Output root for runs.")]
 RunOpt = Annotated[Path | None, typer.Option("--run", help="Run directory to work on (default: the latest run).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size of the example input.")]
 NameArg = Annotated[str | None, typer.Argument(help="Architecture name, checkpoint (.json) or run directory; "
-                                                    "nothing = the latest run's model.", show_default=False)]
+                                                    "nothing = the latest run's model.", show_default=False,
+                                              callback=_name_trust)]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Checkpoint record (.json) to start from.")]
+WeightsOpt = Annotated[str | None, typer.Option(
+    "--weights", metavar="DEFAULT|NAME|PATH", show_default=False,
+    help="Weights for a model built by name: torchvision weights (DEFAULT, IMAGENET1K_V1) from the local torch hub "
+         "cache, or a state dict file (.safetensors, or .pth/.pt read with torch.load(weights_only=True)).")]
+ModelCodeOpt = Annotated[list[str] | None, typer.Option(
+    "--model-code", metavar="FILE.py:FN", callback=_model_code_trust,
+    help="User model code a checkpoint record or run may run (repeatable); records naming other code are refused.")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", callback=_trust_code,
+    help="Run whatever user model code a checkpoint record or run names. Only for files you trust.")]
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
