@@ -121,3 +121,25 @@ def test_cli_default_prune_explains_widths_and_exact_keeps_the_ratio(tmp_path):
     assert json.loads(res.stdout)["config"]["round_to"] == 1
     res = runner.invoke(app, ["prune", "mlp", "--tiny", "--exact", "--round-to", "8", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "pass one of them" in res.output and "Traceback" not in res.output
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(tmp_path_factory):
+    from dlopt.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("trained")
+    return train(TrainConfig(arch="cnn", tiny=True, epochs=1, limit=48, out=root, progress=False)).run_dir
+
+
+def test_a_trained_run_is_fine_tuned_by_default_and_zero_opts_out(trained_cnn):
+    from dlopt.prune.finetune import DEFAULT_EPOCHS
+
+    out = run_prune(TargetOptions(name=str(trained_cnn)), PruneConfig(ratio=0.5, data_limit=32))
+    assert sum(f["epochs"] for f in out.result["finetune"]) == DEFAULT_EPOCHS == 3
+    assert out.result["metric"]["after_finetune"] is not None
+    assert out.result["notes"][0].startswith("fine-tuned 3 epochs on the run's training data by default")
+    assert out.result["config"]["finetune_epochs"] is None  # the request is recorded as given
+    off = run_prune(TargetOptions(name=str(trained_cnn)), PruneConfig(ratio=0.5, data_limit=32, finetune_epochs=0,
+                                                                      name="pruned-nofinetune"))
+    assert off.result["finetune"] == [] and off.result["metric"]["after_finetune"] is None
+    assert off.result["notes"][0] == "not fine-tuned (--finetune-epochs 0)"
