@@ -24,6 +24,7 @@ class ExportFormat(StrEnum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     PT2 = "pt2"
+    OPENVINO = "openvino"  # IR (.xml + .bin), converted from the ONNX export
 
 
 class PruneMethod(StrEnum):

@@ -12,7 +12,6 @@ import pytest
 
 from dlopt.export import ExportConfig, export_model
 from dlopt.registry import build_model, list_names
-from dlopt.spec import ExportFormat
 
 
 def _export(name: str, tmp_path, exporter: str):
@@ -23,7 +22,7 @@ def _export(name: str, tmp_path, exporter: str):
 
 def _check(spec, result) -> None:
     assert not result.failures, result.failures
-    expected = {f.value for f in ExportFormat if spec.supports(f)}
+    expected = {f.value for f in ExportConfig().formats if spec.supports(f)}
     assert set(result.artifacts) == expected
     for fmt, report in result.verification.items():
         assert report.passed, (fmt, report.failures())

@@ -133,6 +133,19 @@ def _onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: i
     return Prepared(functools.partial(session.run, None, feed), setup, _file_bytes(v.path), "file")
 
 
+def _openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
+    from dlopt.errors import MissingDependencyError
+    from dlopt.openvino_rt import INSTALL_HINT, bench_callable
+
+    if device != Device.CPU:
+        raise BackendUnavailable("dlopt runs OpenVINO on its CPU plugin only; pass --device cpu")
+    try:
+        fn, setup, size, where = bench_callable(v.path if v.path is not None else v.module, inputs, threads)
+    except MissingDependencyError:
+        raise BackendUnavailable(f"unavailable: {INSTALL_HINT}") from None
+    return Prepared(fn, setup, size, where)
+
+
 def prepare(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     """The callable for one variant at one input shape. Raises BackendUnavailable, or whatever the
     backend itself raised (the caller records that as a failed row)."""
@@ -144,6 +157,8 @@ def prepare(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -
                                      "run with --device cpu, or on a machine with an NVIDIA GPU")
     if v.backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
         return _onnxruntime(v, inputs, device, threads)
+    if v.backend == Backend.OPENVINO:
+        return _openvino(v, inputs, device, threads)
     if v.backend == Backend.TORCHSCRIPT:
         return _torchscript(v, inputs, device)
     if v.backend == Backend.COMPILE:

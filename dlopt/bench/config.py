@@ -15,6 +15,7 @@ class Backend(StrEnum):
     COMPILE = "compile"  # torch.compile(inductor) with freezing
     ONNXRUNTIME = "onnxruntime"  # CPU EP on cpu; CUDA EP on cuda
     TENSORRT = "tensorrt"  # ONNX Runtime's TensorRT EP (cuda only)
+    OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, f32 precision (dlopt.openvino_rt)
 
 
 class Device(StrEnum):

@@ -19,7 +19,7 @@ from dlopt.runs import MANIFEST, Run
 from dlopt.spec import ArchSpec, ExportFormat
 from dlopt.target import MODEL_RECORD, TargetOptions, resolve_target
 
-ARTIFACTS = {".onnx": Backend.ONNXRUNTIME, ".ts": Backend.TORCHSCRIPT, ".pt2": Backend.EAGER}
+ARTIFACTS = {".onnx": Backend.ONNXRUNTIME, ".ts": Backend.TORCHSCRIPT, ".pt2": Backend.EAGER, ".xml": Backend.OPENVINO}
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(bool)": "bool", "tensor(double)": "float64"}
 EXPORT_DIR = "bench-export"
@@ -131,7 +131,7 @@ def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = Fals
     rel = path.relative_to(run.path) if path.is_relative_to(run.path) else path.name
     if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
         return Variant(backend.value, backend, path=path)
-    kind = {".onnx": backend.value, ".ts": "torchscript-file", ".pt2": "pt2"}[path.suffix]
+    kind = {".onnx": backend.value, ".ts": "torchscript-file", ".pt2": "pt2", ".xml": "openvino"}[path.suffix]
     return Variant(f"{kind}:{rel}", backend, path=path, precision=quantized_precision(path))
 
 

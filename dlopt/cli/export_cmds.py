@@ -30,8 +30,10 @@ TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-base
 def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
     """'onnx,ts' -> the formats, and whether they were named explicitly (then unsupported is an error)."""
     items = [FORMAT_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in text.split(",") if p.strip()]
-    if not items or items == ["all"]:
-        return tuple(ExportFormat), False
+    if not items or items == ["all"]:  # empty (the default): onnx, torchscript, pt2; all: openvino too
+        from dlopt.export import DEFAULT_FORMATS
+
+        return (tuple(ExportFormat) if items else DEFAULT_FORMATS), False
     bad = [p for p in items if p not in ExportFormat._value2member_map_]
     if bad:
         choices = ", ".join([*map(str, ExportFormat), "all"])
@@ -43,7 +45,8 @@ def export_cmd(
     name: NameArg = None,
     checkpoint: CheckpointOpt = None,
     run: RunOpt = None,
-    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, comma-separated, or all.")] = "all",
+    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
+                                                         "[default: onnx, torchscript, pt2].")] = "",
     exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
         Exporter.DYNAMO),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,

@@ -11,7 +11,8 @@ from dlopt.cli.common import (ArchArg, BatchOpt, InputShapeOpt, InputSizeOpt, Js
                               human, print_json, resolve)
 from dlopt.spec import ExportFormat, Stage, Task
 
-FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2"}
+FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2",
+                ExportFormat.OPENVINO: "ov"}
 
 
 def list_cmd(

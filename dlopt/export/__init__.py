@@ -18,16 +18,20 @@ from dlopt.export.quiet import DEPRECATION_NOTES, quiet_deprecations
 from dlopt.export.runtime import SUFFIXES, artifact_format, load_artifact, read_metadata
 from dlopt.spec import ArchSpec, ExportFormat
 
-SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2"}
+SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2",
+          ExportFormat.OPENVINO: ".xml"}
+# openvino is asked for by name (or "all") until every zoo architecture is verified on it
+DEFAULT_FORMATS = (ExportFormat.ONNX, ExportFormat.TORCHSCRIPT, ExportFormat.PT2)
 
-__all__ = ["SUFFIX", "SUFFIXES", "ExportConfig", "ExportResult", "artifact_format", "check_config", "export_model",
+__all__ = ["DEFAULT_FORMATS", "SUFFIX", "SUFFIXES",
+           "ExportConfig", "ExportResult", "artifact_format", "check_config", "export_model",
            "load_artifact",
            "read_metadata", "supported_formats"]
 
 
 @dataclass(frozen=True)
 class ExportConfig:
-    formats: tuple[ExportFormat, ...] = tuple(ExportFormat)  # those the spec does not support are skipped, noted
+    formats: tuple[ExportFormat, ...] = DEFAULT_FORMATS  # those the spec does not support are skipped, noted
     exporter: str = "dynamo"  # ONNX exporter: "dynamo" (torch.export based) or "legacy" (TorchScript based)
     opset: int | None = None  # None = the exporter's default
     batch_size: int = 2  # example batch used for tracing/export; not 1, which exporters specialise
@@ -73,7 +77,7 @@ def check_config(config: ExportConfig) -> None:
     """Refuse bad options before any work (or any run directory) is made."""
     from dlopt.export.onnx import check_options
 
-    if ExportFormat.ONNX in config.formats:
+    if ExportFormat.ONNX in config.formats or ExportFormat.OPENVINO in config.formats:
         check_options(config.exporter, config.opset)
     if config.dynamic and config.batch_size < 2:
         raise UsageError("the export batch size must be at least 2: exporters fix an axis of size 1; "
@@ -100,6 +104,11 @@ def _export_one(fmt: ExportFormat, module: Any, example: tuple, spec: ArchSpec, 
 
         return export_onnx(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
                            dynamic=config.dynamic, metadata=meta)
+    if fmt == ExportFormat.OPENVINO:
+        from dlopt.openvino_rt import export_openvino
+
+        return export_openvino(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
+                               dynamic=config.dynamic, metadata=meta)
     if fmt == ExportFormat.TORCHSCRIPT:
         from dlopt.export.torchscript import export_torchscript
 

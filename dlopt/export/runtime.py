@@ -16,7 +16,7 @@ from dlopt.errors import InputFileError, InputMismatchError, UnsafeFileError, Us
 from dlopt.fileio import looks_like_pickle, sha256_file
 from dlopt.runs import MANIFEST
 
-SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2"}
+SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino"}
 Runner = Callable[..., tuple[Any, ...]]
 
 
@@ -55,9 +55,10 @@ def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None
     fmt = artifact_format(path)
     if not path.is_file():
         raise InputFileError(f"artifact {path} not found")
-    if fmt != "onnx":
+    if fmt not in ("onnx", "openvino"):  # an OpenVINO IR is XML plus raw weights: nothing in it runs code
         check_trusted(path, trust_pickle)
-    loader = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner}[fmt]
+    loader = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner,
+              "openvino": _openvino_runner}[fmt]
     return loader(path, threads)
 
 
@@ -119,6 +120,12 @@ def check_inputs(path: Path, expected: list[Any], arrays: list[Any]) -> None:
     if problems:
         raise InputMismatchError(f"inputs do not fit {path.name}: {'; '.join(problems)}; "
                                  f"it expects {_describe(expected)}")
+
+
+def _openvino_runner(path: Path, threads: int | None) -> Runner:
+    from dlopt.openvino_rt import torch_runner
+
+    return torch_runner(path, threads)
 
 
 def _torchscript_runner(path: Path, threads: int | None) -> Runner:

@@ -1,0 +1,150 @@
+"""OpenVINO as a runtime: IR export verified against eager, a damaged IR caught, thread/precision settings
+applied, the bench backend (and its row when openvino is missing), NNCF int8."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+
+from dlopt.bench.backends import BackendUnavailable, Variant, prepare  # noqa: E402
+from dlopt.bench.config import Backend, BenchConfig, Device  # noqa: E402
+from dlopt.errors import InputFileError, InputMismatchError, UsageError  # noqa: E402
+from dlopt.export import ExportConfig, export_model, load_artifact  # noqa: E402
+from dlopt.openvino_rt import compile_ir, ir_runner, quantize_ir, read_ir_metadata  # noqa: E402
+from dlopt.registry import build_model, entry_module, make_inputs  # noqa: E402
+from dlopt.spec import ExportFormat  # noqa: E402
+from dlopt.verify import verify_artifacts  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple:
+    """The tiny cnn exported to IR (legacy ONNX exporter: seconds, not tens of seconds)."""
+    torch.manual_seed(0)
+    model, spec, cfg = build_model("cnn", tiny=True)
+    out = tmp_path_factory.mktemp("ov")
+    result = export_model(model, spec, cfg, out, ExportConfig(formats=(ExportFormat.OPENVINO,), exporter="legacy"))
+    return model, spec, cfg, result
+
+
+def test_export_writes_ir_and_verifies_against_eager(exported):
+    model, spec, cfg, result = exported
+    assert not result.failures, result.failures
+    xml = result.artifacts["openvino"]
+    assert xml.suffix == ".xml" and xml.with_suffix(".bin").is_file()
+    assert result.verification["openvino"].passed, result.verification["openvino"].failures()
+    assert read_ir_metadata(xml)["arch"] == "cnn"
+    x = make_inputs(spec, cfg, 3)
+    with torch.no_grad():
+        ref = entry_module(model, spec).eval()(*x)
+    (out,) = load_artifact(xml, threads=1)(*x)
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+
+
+def test_damaged_weights_fail_verification(exported, tmp_path):
+    model, spec, cfg, result = exported
+    xml = result.artifacts["openvino"]
+    bad_xml = tmp_path / "model.xml"
+    bad_xml.write_bytes(xml.read_bytes())
+    weights = np.fromfile(xml.with_suffix(".bin"), dtype=np.uint8).copy()
+    consts = re.findall(r'element_type="f32"[^>]*?offset="(\d+)"[^>]*?size="(\d+)"', xml.read_text())
+    assert consts
+    for offset, size in consts:  # every fp32 constant (weights, biases) nudged: a different model, same graph
+        weights[int(offset): int(offset) + int(size)].view(np.float32)[:] += np.float32(0.05)
+    weights.tofile(bad_xml.with_suffix(".bin"))
+    report = verify_artifacts(model, spec, cfg, {"openvino": bad_xml})["openvino"]
+    assert not report.passed
+
+
+def test_missing_weights_file_is_one_clear_error(exported, tmp_path):
+    xml = exported[3].artifacts["openvino"]
+    alone = tmp_path / "alone.xml"
+    alone.write_bytes(xml.read_bytes())
+    with pytest.raises(InputFileError, match=r"no weights file alone\.bin"):
+        load_artifact(alone)
+
+
+def test_threads_and_fp32_precision_are_applied(exported):
+    xml = exported[3].artifacts["openvino"]
+    for threads in (1, 2):  # one differs from the plugin's default on any machine
+        assert int(compile_ir(xml, threads=threads).get_property("INFERENCE_NUM_THREADS")) == threads
+    compiled = compile_ir(xml, threads=1)
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    for bad in (0, -1):
+        with pytest.raises(UsageError, match="threads must be a positive integer"):
+            ir_runner(xml, threads=bad)
+
+
+def test_inputs_that_do_not_fit_are_named(exported):
+    model, spec, cfg, result = exported
+    run = ir_runner(result.artifacts["openvino"], threads=1)
+    x = make_inputs(spec, cfg, 2)[0]
+    with pytest.raises(InputMismatchError, match="float64, not float32"):
+        run(x.double())
+    with pytest.raises(InputMismatchError, match="has shape"):
+        run(x[:, :, :-1])
+
+
+def test_bench_backend_runs_module_and_ir(exported):
+    model, spec, cfg, result = exported
+    module = entry_module(model, spec).eval()
+    inputs = make_inputs(spec, cfg, 2)
+    with torch.no_grad():
+        ref = module(*inputs).numpy()
+    for v in (Variant("openvino", Backend.OPENVINO, module=module),
+              Variant("openvino:model.xml", Backend.OPENVINO, path=result.artifacts["openvino"])):
+        p = prepare(v, inputs, Device.CPU, threads=1)
+        out = p.fn()
+        np.testing.assert_allclose(out[0], ref, atol=1e-5, rtol=1e-4)
+        assert p.setup_s > 0 and p.model_bytes > 0
+
+
+def test_bench_row_is_ok(tmp_path):
+    from dlopt.bench.runner import bench
+    from dlopt.target import TargetOptions
+
+    cfg = BenchConfig(backends=(Backend.EAGER, Backend.OPENVINO), batch_sizes=(1,), budget_s=0.1, min_calls=5,
+                      warmup_calls=1, threads=1)
+    rows = {r["variant"]: r for r in bench(TargetOptions(name="mlp", tiny=True, root=tmp_path), cfg).result["rows"]}
+    row = rows["openvino"]
+    assert row["status"] == "ok", row
+    assert row["stats"]["median_ms"] > 0 and row["first_call_s"] > 0 and row["setup_s"] > 0
+
+
+def test_missing_openvino_makes_an_unavailable_row(monkeypatch, exported):
+    model, spec, cfg, _ = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    v = Variant("openvino", Backend.OPENVINO, module=entry_module(model, spec))
+    with pytest.raises(BackendUnavailable, match=r"^unavailable: pip install openvino$"):
+        prepare(v, make_inputs(spec, cfg, 1), Device.CPU, threads=1)
+
+
+def test_nncf_int8_ir_is_quantized_and_close(exported, tmp_path):
+    model, spec, cfg, result = exported
+    calib = [make_inputs(spec, cfg, 1, seed=i) for i in range(8)]
+    xml = quantize_ir(result.artifacts["openvino"], calib, tmp_path / "int8" / "model.xml", subset_size=8)
+    import openvino as ov
+
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
+    assert "FakeQuantize" in ops  # int8: NNCF inserted quantizers
+    x = make_inputs(spec, cfg, 4, seed=99)
+    with torch.no_grad():
+        ref = entry_module(model, spec).eval()(*x).numpy()
+    out = ir_runner(xml, threads=1)(*x)[0]
+    assert not np.allclose(out, ref, atol=1e-6)  # it is not the fp32 model
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.2
+
+
+def test_cli_format_choices():
+    from dlopt.cli.export_cmds import parse_formats
+
+    assert parse_formats("openvino") == ((ExportFormat.OPENVINO,), True)
+    assert ExportFormat.OPENVINO not in parse_formats("")[0]  # opt-in until the zoo is verified on it
+    assert ExportFormat.OPENVINO in parse_formats("all")[0]
