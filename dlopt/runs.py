@@ -106,16 +106,18 @@ class Run:
         path = Path(path)
         if path.is_file() and path.name == MANIFEST:
             path = path.parent
-        if not (path / MANIFEST).is_file():
+        if not (path / MANIFEST).exists():
             raise InputFileError(f"{path} is not a dlopt run (no {MANIFEST}); give a run directory "
                                  "(`dlopt runs` lists them)")
-        return cls(path)
+        run = cls(path)
+        run.manifest()  # a FIFO, a device, a hostile or damaged manifest is refused here, as one line
+        return run
 
     def manifest(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputFileError(f"cannot read {self.manifest_path}: {exc}") from None
+        """The manifest, read bounded (regular file, 16 MB) and checked against dlopt.schema.Manifest."""
+        from dlopt.schema import read_manifest
+
+        return read_manifest(self.manifest_path)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -169,17 +171,19 @@ def scan_runs(root: Path = DEFAULT_ROOT) -> tuple[list[Run], list[tuple[Path, st
     """Runs under root, oldest first (by creation time in the manifest), and the directories whose manifest
     cannot be read, with the reason (they are not runs any stage can use, but the user should hear of them)."""
     found, damaged = [], []
+    from dlopt.schema import read_manifest
+
     for manifest in Path(root).glob(f"*/*/{MANIFEST}"):
         try:
-            data = json.loads(manifest.read_text())
-            created = data.get("created", "") if isinstance(data, dict) else None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            damaged.append((manifest.parent, f"{MANIFEST} cannot be read ({exc})"))
+            created = read_manifest(manifest).get("created", "")
+            mtime = manifest.stat().st_mtime
+        except InputFileError as exc:  # one bad run (hostile, damaged, a FIFO) is named, not fatal to the listing
+            damaged.append((manifest.parent, f"{MANIFEST} cannot be read: {exc}"))
             continue
-        if created is None:
-            damaged.append((manifest.parent, f"{MANIFEST} is not a dlopt manifest"))
+        except OSError as exc:
+            damaged.append((manifest.parent, f"{MANIFEST} cannot be read ({exc.strerror})"))
             continue
-        found.append((str(created), manifest.stat().st_mtime, Run(manifest.parent)))
+        found.append((str(created), mtime, Run(manifest.parent)))
     return [run for *_, run in sorted(found, key=lambda t: (t[0], t[1]))], damaged
 
 

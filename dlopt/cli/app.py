@@ -48,10 +48,11 @@ class DloptGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         from dlopt.cli.common import err_console
+        from dlopt.codetrust import code_trust_scope
         from dlopt.warn import calm_warnings
 
-        try:
-            with calm_warnings(lambda line: err_console.print(f"[dim]{line}[/dim]", highlight=False)):
+        try:  # code_trust_scope: --trust-code and friends last for this one command
+            with code_trust_scope(), calm_warnings(lambda line: err_console.print(f"[dim]{line}[/dim]", highlight=False)):
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort, ClickException):
             raise

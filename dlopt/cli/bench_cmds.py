@@ -11,6 +11,7 @@ from rich.table import Table
 from dlopt.bench.config import Device, Exporter
 from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human,
                               print_json, print_table)
+from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 
 TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
@@ -97,6 +98,8 @@ def bench_cmd(
     tiny: TinyOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""

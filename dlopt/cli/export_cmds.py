@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
                               SetOpt, TinyOpt, console, err_console, parse_shape, print_json, print_table)
+from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
@@ -30,10 +31,8 @@ TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-base
 def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
     """'onnx,ts' -> the formats, and whether they were named explicitly (then unsupported is an error)."""
     items = [FORMAT_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in text.split(",") if p.strip()]
-    if not items or items == ["all"]:  # empty (the default): onnx, torchscript, pt2; all: openvino too
-        from dlopt.export import DEFAULT_FORMATS
-
-        return (tuple(ExportFormat) if items else DEFAULT_FORMATS), False
+    if not items or items == ["all"]:
+        return tuple(ExportFormat), False
     bad = [p for p in items if p not in ExportFormat._value2member_map_]
     if bad:
         choices = ", ".join([*map(str, ExportFormat), "all"])
@@ -45,8 +44,7 @@ def export_cmd(
     name: NameArg = None,
     checkpoint: CheckpointOpt = None,
     run: RunOpt = None,
-    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
-                                                         "[default: onnx, torchscript, pt2].")] = "",
+    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, comma-separated, or all.")] = "all",
     exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
         Exporter.DYNAMO),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
@@ -58,6 +56,8 @@ def export_cmd(
     input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
     trust_pickle: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
@@ -127,6 +127,8 @@ def verify_cmd(
     batch_sizes: Annotated[str | None, typer.Option(
         "--batch-sizes", help="Batch sizes, e.g. 1,2,3 (default: the export batch, 1 and an odd one).")] = None,
     trust_pickle: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
                               human, print_json)
+from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 
 
 
@@ -45,6 +46,8 @@ def prune_cmd(
     run: RunOpt = None,
     sets: SetOpt = None,
     tiny: TinyOpt = False,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
                               err_console, parse_shape, print_json)
+from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.errors import CheckFailedError
 
 METHODS = "auto, static, dynamic, fp16, bf16"
@@ -41,6 +42,8 @@ def quantize_cmd(
     sets: SetOpt = None,
     input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
