@@ -1,12 +1,16 @@
-"""The issue's pruning targets: resnet18 and cnn trained on digits, structured ratio 0.3 + fine-tuning.
+"""The issue's pruning targets: resnet18 and cnn trained on digits, `dlopt prune --ratio 0.3` at its DEFAULT options.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_targets.py [--finetune-epochs 5] [--budget 8] [cnn resnet18]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_targets.py [--finetune-epochs N] [--budget 8] [cnn resnet18]
 
-Trains each model with its defaults (dlopt.train), prunes with dlopt.prune.run_prune twice (the exact ratio, and
---round-to 8), fine-tunes each on the same data, then benches the run's model and both pruned checkpoints in one
-dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved).
-Writes benchmarks/results/prune_targets.json.
-Targets: eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, test accuracy within 1 point of the unpruned model.
+Trains each model with its defaults (dlopt.train), prunes with dlopt.prune.run_prune twice: at the defaults
+(widths rounded to the nearest multiple of 8 where a layer keeps 16+ channels, fine-tuned 3 epochs on the run's
+data) and with --round-to 1 (the exact ratio, same fine-tuning) for comparison; then benches the run's model and
+both pruned checkpoints in one dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved).
+Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under `previous_run`).
+Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, test accuracy within 1 point of the
+unpruned model, the share of channels removed within 5 points of the ratio, and the parameters removed within
+5 points of what the exact ratio removes (a ratio of 0.3 per layer removes ~half the parameters, since each
+layer loses inputs as well as outputs).
 """
 
 from __future__ import annotations
@@ -22,22 +26,28 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"eager@b8": 1.5, "onnxruntime@b8": 1.3}
 MAX_DROP_POINTS = 1.0
-# The exact ratio (kept channels = floor(0.7 * width)), and the same ratio with kept channels rounded down to a
-# multiple of 8: ONNX Runtime's CPU convolutions take a fast blocked (NCHWc) path only for multiples of 8.
-VARIANTS = {"pruned": None, "pruned-r8": 8}
+MAX_RATIO_GAP = 0.05  # achieved channel share vs the ratio, and params removed vs the exact ratio's
+# The defaults (what `dlopt prune --ratio 0.3` does), and the exact ratio (kept channels = floor(0.7 * width)).
+VARIANTS = {"pruned": None, "pruned-exact": 1}
+DEFAULT = "pruned"
 
 
-def _variant(r: dict, latency: dict, base_metric: float) -> dict:
+def _variant(r: dict, latency: dict, base_metric: float, exact: dict) -> dict:
     m = r["metric"]
     drop = round(100 * (base_metric - m["after_finetune"]), 2)
     speed = {k: v["speedup"] for k, v in latency.items()}
+    ratio, channels = r["config"]["ratio"], r["achieved"]["channels"]
     checks = {**{f"{k} >= {v}x": bool(speed.get(k) and speed[k] >= v) for k, v in TARGETS.items()},
-              f"accuracy drop <= {MAX_DROP_POINTS} point": drop <= MAX_DROP_POINTS}
-    return {"round_to": r["config"]["round_to"], "params": r["params"], "macs_batch1": r["macs"],
+              f"accuracy drop <= {MAX_DROP_POINTS} point": drop <= MAX_DROP_POINTS,
+              f"channels removed within {MAX_RATIO_GAP:.0%} of the ratio": abs(channels - ratio) <= MAX_RATIO_GAP,
+              f"params removed within {MAX_RATIO_GAP:.0%} of the exact ratio's":
+                  abs(r["params"]["removed"] - exact["params"]["removed"]) <= MAX_RATIO_GAP}
+    return {"round_to": r["config"]["round_to"], "achieved": r["achieved"], "params": r["params"], "macs_batch1": r["macs"],
             "file_bytes": r["file_bytes"],
             "accuracy": {"after_prune": m["after_prune"], "after_finetune": m["after_finetune"], "drop_points": drop},
             "latency": latency, "speedup": speed, "checks": checks, "met": all(checks.values()),
-            "widths_after": {k: v for k, v in r["widths"]["after"].items()}, "prune_seconds": r["seconds"]}
+            "widths_after": {k: v for k, v in r["widths"]["after"].items()}, "notes": r.get("notes", []),
+            "finetune_epochs": sum(f["epochs"] for f in r["finetune"]), "prune_seconds": r["seconds"]}
 
 
 def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
@@ -53,6 +63,7 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
     results = {}
     for name, round_to in VARIANTS.items():
         cfg = PruneConfig(ratio=args.ratio, finetune_epochs=args.finetune_epochs, round_to=round_to, name=name)
+        print(f"  [{arch} {name}] round_to={round_to}, finetune_epochs={args.finetune_epochs} (None: default)")
         results[name] = run_prune(TargetOptions(name=trained.run_dir), cfg,
                                   progress=lambda m, n=name: print(f"  [{arch} {n}] {m}", flush=True)).result
     target = resolve_target(TargetOptions(name=trained.run_dir))
@@ -64,14 +75,15 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
             "test_samples": trained.data.get("sizes", {}).get("test"), "accuracy_before": before,
             "finetune_epochs": args.finetune_epochs, "bench_loadavg": lat["loadavg"],
             "export_problems": lat["problems"],
-            "variants": {n: _variant(results[n], lat["rows_by_variant"][n], before) for n in VARIANTS}}
+            "variants": {n: _variant(results[n], lat["rows_by_variant"][n], before, results["pruned-exact"])
+                         for n in VARIANTS}}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("archs", nargs="*", default=["cnn", "resnet18"])
     ap.add_argument("--ratio", type=float, default=0.3)
-    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--finetune-epochs", type=int, default=None, help="default: dlopt prune's default")
     ap.add_argument("--budget", type=float, default=8.0, help="bench seconds per batch size")
     ap.add_argument("--root", type=Path, default=None, help="keep the runs here (default: a temporary directory)")
     args = ap.parse_args()
@@ -83,12 +95,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="prune-targets-") as tmp:
         root = args.root or Path(tmp)
         for arch in args.archs:
-            print(f"{arch}: train, prune {args.ratio}, fine-tune {args.finetune_epochs}, bench", flush=True)
+            print(f"{arch}: train, prune {args.ratio} (defaults and exact), bench", flush=True)
             rows.append(run_one(arch, root, args))
             brief = {n: {k: v[k] for k in ("accuracy", "speedup", "met")} for n, v in rows[-1]["variants"].items()}
             print(json.dumps(brief), flush=True)
     out = {"benchmark": "prune_targets", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "ratio": args.ratio, "method": "structured", "importance": "l1", "threads": 1,
+           "options": "dlopt prune defaults" if args.finetune_epochs is None else f"--finetune-epochs {args.finetune_epochs}",
            "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                        "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
                        "note": "shared machine: other agents were using the CPU during the run"},
@@ -96,6 +109,9 @@ def main() -> None:
            "torch": torch.__version__, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "prune_targets.json"
+    if path.is_file():  # keep the previous run's rows (exact and --round-to 8, before the defaults changed)
+        previous = json.loads(path.read_text())
+        out["previous_run"] = {k: v for k, v in previous.items() if k not in ("previous_run", "earlier_run")}
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
 
