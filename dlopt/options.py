@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dlopt.errors import ConfigError
+
+INT_CEILING = 2**63 - 1  # no option is a count larger than int64 (a 400-digit integer is a mistake, not a size)
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes [0, 2**32)
+SET_VALUE_MAX_CHARS = 10_000  # a --set value longer than this is not a build option
 
 
 def parse_sets(items: list[str] | None) -> dict[str, Any]:
@@ -15,7 +23,7 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r} (e.g. --set num_classes=5)")
+            raise ConfigError(f"--set expects key=value, got {shown(item)} (e.g. --set num_classes=5)")
         out[key.strip()] = value.strip()
     return out
 
@@ -27,9 +35,9 @@ def parse_int_list(text: str | None, flag: str) -> tuple[int, ...]:
     try:
         values = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a comma-separated list of integers; use e.g. 1,8") from None
+        raise ConfigError(f"{flag} {shown(text)} is not a comma-separated list of integers; use e.g. 1,8") from None
     if not values or min(values) < 1:
-        raise ConfigError(f"{flag} {text!r} needs positive integers, e.g. 1,8")
+        raise ConfigError(f"{flag} {shown(text)} needs positive integers, e.g. 1,8")
     return tuple(dict.fromkeys(values))
 
 
@@ -39,12 +47,14 @@ def _coerce(key: str, raw: Any, default: Any) -> Any:
     elif isinstance(default, str):
         return raw
     else:
+        if len(raw) > SET_VALUE_MAX_CHARS:
+            raise ConfigError(f"{key}={shown(raw)} is too long for a build option (over {SET_VALUE_MAX_CHARS:,} characters)")
         try:
             value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             if isinstance(default, bool) and raw.lower() in {"true", "false", "yes", "no", "1", "0"}:
                 return raw.lower() in {"true", "yes", "1"}
-            raise ConfigError(f"{key}={raw!r} is not a valid value; expected {type(default).__name__}") from None
+            raise ConfigError(f"{key}={shown(raw)} is not a valid value; expected {type(default).__name__}") from None
     return _check_type(key, value, default)
 
 
@@ -55,7 +65,8 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
             return bool(value)
     elif isinstance(default, int):
         if isinstance(value, int) and not isinstance(value, bool):
-            return _check_range(key, value, low=min(default, 1))  # sizes >= 1; ids defaulting to 0 may be 0
+            # sizes >= 1; ids defaulting to 0 may be 0
+            return _check_range(key, value, low=min(default, 1), high=INT_CEILING + 1)
     elif isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return _check_range(key, float(value), low=0.0, high=1.0 if "dropout" in key else None)
@@ -66,15 +77,14 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
         expected = f"a non-empty list like {list(default)}"
     elif default is None:
         return value
-    raise ConfigError(f"{key}={value!r} has the wrong type; expected {expected}")
+    raise ConfigError(f"{key}={shown(value)} has the wrong type; expected {expected}")
 
 
 def _check_range(key: str, value: float, low: float, high: float | None = None) -> float:
-    import math
-
-    if not math.isfinite(value) or value < low or (high is not None and value >= high):
+    finite = isinstance(value, int) or math.isfinite(value)  # math.isfinite(10**400) would overflow
+    if not finite or value < low or (high is not None and value >= high):
         bound = f"in [{low:g}, {high:g})" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{key}={value!r} is out of range; expected a value {bound}")
+        raise ConfigError(f"{key}={shown(value)} is out of range; expected a value {bound}")
     return value
 
 
@@ -86,7 +96,7 @@ def make_config(config_cls: type, overrides: dict[str, Any]) -> Any:
     for key, raw in overrides.items():
         if key not in fields:
             valid = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown build option {key!r}; valid options: {valid}")
+            raise ConfigError(f"unknown build option {shown(key)}; valid options: {valid}")
         typed[key] = _coerce(key, raw, defaults[key])
     try:
         cfg = config_cls(**typed)
@@ -103,3 +113,146 @@ def make_config(config_cls: type, overrides: dict[str, Any]) -> Any:
 def config_dict(cfg: Any) -> dict[str, Any]:
     """JSON-ready dict of a config (tuples become lists)."""
     return dataclasses.asdict(cfg)
+
+
+# -- one rule set per stage config: the CLI and pipeline.toml both build the config, so both get these messages --
+
+def shown(value: Any, limit: int = 48) -> str:
+    """repr() cut to one short line: a 400-digit integer or a 300-character name stays readable."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 8]}... ({len(text)} characters)"
+
+
+def _flag(key: str, flag: str | None) -> str:
+    return flag or "--" + key.replace("_", "-")
+
+
+def where(section: str, key: str) -> str:
+    """`prune.ratio`; a top-level pipeline.toml key (seed) is its bare name."""
+    return f"{section}.{key}" if section else key
+
+
+def check_int(section: str, key: str, value: Any, low: int, high: int = INT_CEILING, *, flag: str | None = None,
+              optional: bool = False) -> None:
+    """`prune.iterative_steps = 0 is out of range: --iterative-steps must be at least 1 and at most 1,000`."""
+    if value is None and optional:
+        return
+    rule = f"{_flag(key, flag)} must be at least {low} and at most {high:,} (an integer)"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where(section, key)} = {shown(value)} has the wrong type: {rule}")
+    if not low <= value <= high:
+        raise ConfigError(f"{where(section, key)} = {shown(value)} is out of range: {rule}")
+
+
+def check_float(section: str, key: str, value: Any, low: float, high: float = math.inf, *, low_open: bool = False,
+                flag: str | None = None, optional: bool = False, rule: str | None = None) -> None:
+    """Finite numbers in [low, high] (or (low, high] with low_open); NaN and infinities never pass."""
+    if value is None and optional:
+        return
+    above = f"above {low:g}" if low_open else f"at least {low:g}"
+    rule = rule or f"{_flag(key, flag)} must be a finite number, {above}" + (
+        f" and at most {high:g}" if math.isfinite(high) else "")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{where(section, key)} = {shown(value)} has the wrong type: {rule}")
+    ok = (isinstance(value, int) or math.isfinite(value)) and value <= high and (value > low if low_open else value >= low)
+    if not ok:
+        raise ConfigError(f"{where(section, key)} = {shown(value)} is out of range: {rule}")
+
+
+def check_choice(section: str, key: str, value: Any, choices: Iterable[str], *, flag: str | None = None) -> None:
+    choices = [str(c) for c in choices]
+    if str(value) not in choices or not isinstance(value, str):
+        raise ConfigError(f"unknown {_flag(key, flag)} {shown(value)}; choose one of {', '.join(choices)} "
+                          f"({where(section, key)})")
+
+
+def check_seed(section: str, value: Any) -> None:
+    check_int(section, "seed", value, 0, SEED_MAX)
+
+
+# Names that are already a record or a folder in every run: a variant named so would replace it.
+RESERVED_NAMES = frozenset({"train", "prune", "quantize", "export", "verify", "bench", "pipeline", "build", "evaluate",
+                            "report", "model", "runs", "manifest", "export-pruned", "quantize-pruned"})
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_RUN_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".md", ".html", ".png", ".csv", ".onnx", ".ts", ".pt2",
+                                ".safetensors", ".lock", ".tmp", ".txt", ".data"})
+
+
+def check_stage_name(section: str, name: Any, others: Iterable[str] = ()) -> None:
+    """A variant's name is its manifest key and its sub-directory, so it must be used exactly as given.
+
+    `others` are the names other stages use by default (quantize's int8 for prune, say): taken as well.
+    """
+    said = f"{section}.name = {shown(name)}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"{said} is not allowed: --name must be 1 to 64 letters, digits, '.', '_' or '-', starting "
+                          "with a letter or digit (it becomes the run's sub-directory, unchanged)")
+    lowered = name.lower()  # case-insensitive file systems would merge Train/ and train/
+    taken = RESERVED_NAMES | {o.lower() for o in others}
+    if lowered in taken or lowered.startswith("verify-") or os.path.splitext(lowered)[1] in _RUN_FILE_SUFFIXES:
+        raise ConfigError(f"{said} is reserved: a run already uses it for another stage's record or file; "
+                          f"choose another --name (e.g. {section}-2)")
+
+
+# -- a ceiling on model size, checked on the meta device before any memory is spent --------------------------------
+
+MAX_PARAMS_ENV = "DLOPT_MAX_PARAMS"  # `dlopt --max-params N` sets it
+DEFAULT_MAX_PARAMS = 2_000_000_000  # 8 GB of float32 weights; above this a --set typo is likelier than a real model
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_override: list[str] = []  # `dlopt --max-params N`, for the current command only
+
+
+def set_max_params(value: float | None) -> None:
+    """The ceiling given on the command line (None: back to DLOPT_MAX_PARAMS or the default)."""
+    _override[:] = [] if value is None else [repr(value)]
+
+
+def _ceiling() -> tuple[int, int | None, str]:
+    """(max elements, max bytes or None, how to raise it)."""
+    how = f"raise the ceiling with `dlopt --max-params N COMMAND ...` (or {MAX_PARAMS_ENV}=N)"
+    given = (_override or [os.environ.get(MAX_PARAMS_ENV, "")])[0].strip()
+    if given:
+        try:
+            limit = int(float(given))
+        except (ValueError, OverflowError):
+            raise ConfigError(f"--max-params / {MAX_PARAMS_ENV} = {shown(given)} is not a finite number; use e.g. 5e9") from None
+        if limit < 1:
+            raise ConfigError(f"--max-params / {MAX_PARAMS_ENV} = {shown(given)} must be at least 1")
+        return limit, None, how  # the user's explicit ceiling replaces both defaults
+    ram = _ram_bytes()
+    return DEFAULT_MAX_PARAMS, (ram // 2 if ram else None), how
+
+
+def estimate_size(builder: Callable[[Any], Any], cfg: Any) -> tuple[int, int] | None:
+    """(elements, bytes) of parameters and buffers, built on the meta device (no memory); None if it cannot."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = builder(cfg)
+        tensors = [*model.parameters(), *model.buffers()]
+    except Exception:  # noqa: BLE001 - a builder that cannot run on meta is built for real, as before
+        return None
+    return sum(t.numel() for t in tensors), sum(t.numel() * t.element_size() for t in tensors)
+
+
+def check_model_size(name: str, builder: Callable[[Any], Any], cfg: Any) -> None:
+    """Refuse, in one line, a model whose weights alone pass the ceiling (e.g. --set hidden_sizes=[100000000])."""
+    limit, max_bytes, how = _ceiling()
+    size = estimate_size(builder, cfg)
+    if size is None:
+        return
+    count, nbytes = size
+    if count > limit or (max_bytes is not None and nbytes > max_bytes):
+        memory = f" or {max_bytes / 1e9:.3g} GB (half this machine's memory)" if max_bytes is not None else ""
+        size_text = f"{nbytes / 1e9:.3g} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.3g} MB"
+        raise ConfigError(f"{name} with these build options has {count:.3g} parameters ({size_text}), above "
+                          f"the ceiling of {limit:.3g}{memory}; lower the sizes in --set, or {how}")

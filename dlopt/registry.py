@@ -95,7 +95,10 @@ def _builder(spec: ArchSpec) -> Callable[[Any], Any]:
 
 
 def create_model(spec: ArchSpec, cfg: Any) -> Any:
-    """Build the nn.Module for a spec and config, in eval mode."""
+    """Build the nn.Module for a spec and config, in eval mode (refused first if it would pass the size ceiling)."""
+    from dlopt.options import check_model_size
+
+    check_model_size(spec.name, _builder(spec), cfg)
     try:
         model = _builder(spec)(cfg)
     except (ValueError, AssertionError) as exc:

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from dlopt import __version__
 from dlopt.environment import fingerprint
 from dlopt.errors import InputFileError, OutputError
 from dlopt.fileio import inside, safe_name, sha256_file, write_json_atomic
+from dlopt.staging import STAGING, clean_dead, commit, new_staging, pause_point, this_process
+from dlopt.trust import ArtifactStatus, candidates, classify, effective_status
 
 DEFAULT_ROOT = Path("artifacts")
 MANIFEST = "manifest.json"
@@ -62,10 +65,38 @@ def file_entry(path: Path, base: Path) -> dict[str, Any]:
 
 @dataclass
 class StageRecord:
-    """What a running stage adds before it finishes: outputs (files) and metrics."""
+    """What a running stage adds before it finishes: outputs (files) and metrics.
+
+    A stage writes its files at `rec.path(...)` (inside its staging directory); they move into the run only when
+    the stage is done. Outputs under the staging directory are recorded under their final names."""
 
     outputs: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    staging: Path | None = None
+    run_path: Path | None = None
+
+    def dir(self, *parts: str) -> Path:
+        """The staged location of the run's directory `<run>/<parts>` (made; no parts: the run's top)."""
+        if self.staging is None:
+            raise RuntimeError("this stage has no staging directory")
+        path = inside(self.staging, self.staging.joinpath(*(safe_name(p) for p in parts)))
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def final(self, staged: Path) -> Path:
+        """Where a staged file will live once the stage is done."""
+        staged = Path(staged)
+        if self.staging is None or self.run_path is None or not staged.is_relative_to(self.staging):
+            return staged
+        return self.run_path / staged.relative_to(self.staging)
+
+    def path(self, *parts: str) -> Path:
+        """The staged location of the run's file `<run>/<parts>` (parent directories made)."""
+        if self.staging is None:
+            raise RuntimeError("this stage has no staging directory")
+        path = inside(self.staging, self.staging.joinpath(*(safe_name(p) for p in parts)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
 
 @dataclass(frozen=True)
@@ -141,30 +172,114 @@ class Run:
         return inside(self.path, self.path.joinpath(*(safe_name(p) for p in parts)))
 
     def record_stage(self, name: str, **record: Any) -> None:
+        """Merge keys into a stage's record; a key set to None is removed."""
         def change(m: dict[str, Any]) -> None:
-            m["stages"][name] = {**m["stages"].get(name, {}), **record}
+            merged = {**m["stages"].get(name, {}), **record}
+            m["stages"][name] = {k: v for k, v in merged.items() if v is not None}
             m["updated"] = _now()
 
         self.update(change)
 
+    def _start_stage(self, name: str, config: dict[str, Any], inputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Record the stage as running (pid, host, start time); its last done record is kept as `previous`."""
+        kept: dict[str, Any] = {}
+
+        def change(m: dict[str, Any]) -> None:
+            old = m["stages"].get(name)
+            old = old if isinstance(old, dict) else {}
+            prev = ({k: old.get(k) for k in ("outputs", "inputs", "finished")} if old.get("status") == "done"
+                    else old.get("previous"))
+            kept["previous"] = prev
+            m["stages"][name] = {"status": "running", **this_process(), "config": config, "started": _now(),
+                                 "inputs": inputs, "outputs": [], "metrics": {},
+                                 **({"previous": prev} if prev else {})}
+            m["updated"] = _now()
+
+        self.update(change)
+        return kept["previous"]
+
+    def _entries(self, rec: StageRecord) -> list[dict[str, Any]]:
+        """Output entries under their final names (a staged file is hashed where it lies now)."""
+        out = []
+        for p in dict.fromkeys(Path(x) for x in rec.outputs):
+            if rec.staging is not None and p.is_relative_to(rec.staging):
+                if p.is_file():
+                    out.append({**file_entry(p, rec.staging), "path": str(p.relative_to(rec.staging))})
+            elif p.exists():
+                out.append(file_entry(p, self.path))
+        return out
+
+    def _carried(self, prev: dict[str, Any] | None, new: list[dict[str, Any]], inputs: list[dict[str, Any]],
+                 owns: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Earlier outputs this run of the stage neither replaced nor swapped away, made from the same inputs
+        (`dlopt export --format onnx` then `--format torchscript` keeps both files)."""
+        if not prev or prev.get("inputs") != inputs:
+            return []
+        taken = {e["path"] for e in new}
+        return [o for o in prev.get("outputs") or [] if isinstance(o, dict) and o.get("path") not in taken
+                and Path(str(o.get("path"))).parts[:1] not in [(d,) for d in owns]
+                and (self.path / str(o.get("path"))).is_file()
+                and sha256_file(self.path / str(o.get("path"))) == o.get("sha256")]
+
     @contextlib.contextmanager
-    def stage(self, name: str, config: dict[str, Any], inputs: list[Path] = ()) -> Iterator[StageRecord]:
-        """Record a stage as running, then done / failed / interrupted with outputs and metrics."""
-        started, t0 = _now(), time.perf_counter()
-        self.record_stage(name, status="running", config=config, started=started,
-                          inputs=[file_entry(p, self.path) for p in inputs], outputs=[], metrics={})
-        rec = StageRecord()
+    def stage(self, name: str, config: dict[str, Any], inputs: list[Path] = (),
+              owns: tuple[str, ...] = ()) -> Iterator[StageRecord]:
+        """Record a stage as running, then done / failed / interrupted with outputs and metrics.
+
+        Files written at `rec.path(...)` appear in the run only once the stage is done; a directory named in
+        `owns` (the stage's variant, e.g. "int8") is replaced as a whole. A failed or killed stage leaves nothing
+        under the final names, and its last done outputs stay usable (see dlopt.trust)."""
+        clean_dead(self.path / STAGING)
+        t0 = time.perf_counter()
+        ins = [file_entry(p, self.path) for p in inputs]
+        prev = self._start_stage(name, config, ins)
+        rec = StageRecord(staging=new_staging(self.path, name), run_path=self.path)
         status = "failed"
         try:
             yield rec
+            pause_point(name, "staged")
+            outputs = self._entries(rec)
+            outputs += self._carried(prev, outputs, ins, owns)
+            self.record_stage(name, status="done", outputs=outputs, metrics=rec.metrics, finished=_now(),
+                              duration_s=round(time.perf_counter() - t0, 3))
+            pause_point(name, "commit")  # done is recorded, files not yet moved: `previous` still vouches for them
+            commit(rec.staging, self.path, owns)
+            self.record_stage(name, previous=None)
             status = "done"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            self.record_stage(name, status=status, duration_s=round(time.perf_counter() - t0, 3),
-                              outputs=[file_entry(p, self.path) for p in rec.outputs if Path(p).exists()],
-                              metrics=rec.metrics)
+            if status != "done":
+                self.record_stage(name, status=status, duration_s=round(time.perf_counter() - t0, 3),
+                                  outputs=self._entries(StageRecord([p for p in rec.outputs if rec.staging is None
+                                                                     or not Path(p).is_relative_to(rec.staging)])),
+                                  metrics=rec.metrics)
+            shutil.rmtree(rec.staging, ignore_errors=True)
+
+    def stage_status(self, name: str) -> str:
+        """A stage's status as readers should show it (`interrupted` for a running stage whose process is gone)."""
+        return effective_status(self.manifest().get("stages", {}).get(name))
+
+    def artifact_status(self, path: Path, stages: dict[str, Any] | None = None) -> ArtifactStatus:
+        """Whether a file of this run may be used (the rule in dlopt.trust), with the reason when not."""
+        path = Path(path) if Path(path).is_absolute() else self.path / path
+        full = path.resolve() if path.exists() else path
+        if not full.is_relative_to(self.path):
+            return ArtifactStatus(full, str(path), None, "it is outside the run")
+        rel = str(full.relative_to(self.path))
+        stages = self.manifest().get("stages", {}) if stages is None else stages
+        return classify(full, rel, stages if isinstance(stages, dict) else {},
+                        lambda: sha256_file(full) if full.is_file() else None)
+
+    def scan_artifacts(self, suffixes: tuple[str, ...]) -> tuple[list[Path], list[ArtifactStatus]]:
+        """Files of the run with these suffixes: those a done stage vouches for, and the others with reasons."""
+        stages = self.manifest().get("stages", {})
+        trusted, skipped = [], []
+        for p in candidates(self.path, suffixes):
+            st = self.artifact_status(p, stages)
+            (trusted if st.trusted else skipped).append(p if st.trusted else st)
+        return trusted, skipped
 
 
 def scan_runs(root: Path = DEFAULT_ROOT) -> tuple[list[Run], list[tuple[Path, str]]]:

@@ -129,13 +129,12 @@ def test_bad_backend_names_choices():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
-def test_cuda_missing_is_a_message_not_an_error(tmp_path):
+def test_cuda_missing_is_one_line_and_exit_4(tmp_path):
+    """Nothing can be measured, so nothing is made (tests/test_nothing_measured.py has the rest)."""
     res = runner.invoke(app, ["bench", "mlp", "--tiny", "--device", "cuda", "--backend", "eager,onnxruntime",
                               "--batch-size", "1", "--out", str(tmp_path), "--exporter", "legacy"])
-    assert res.exit_code == 0, res.output
-    assert "unavailable" in res.output and "CUDA is not available here" in res.output
-    data = load_result(next(tmp_path.glob("mlp/*/bench.json")))
-    assert {r["status"] for r in data["rows"]} == {"unavailable"}
+    assert res.exit_code == 4, res.output
+    assert "CUDA is not available here" in res.output and not list(tmp_path.iterdir())
 
 
 def test_latest_run_benches_its_artifacts(mlp_json):

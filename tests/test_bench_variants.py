@@ -26,9 +26,11 @@ def test_run_artifacts_and_checkpoints_become_rows(tmp_path):
     from dlopt.export import ExportConfig, export_model
 
     t = resolve_target(TargetOptions(name="mlp", tiny=True, root=tmp_path))
-    export_model(t.model, t.spec, t.config, t.run.path / "export",
-                 ExportConfig(formats=(ExportFormat.TORCHSCRIPT, ExportFormat.PT2), verify=False))
-    save_checkpoint(t.model, t.spec, t.config, t.run.path / "pruned" / "model.json")
+    with t.run.stage("export", {}) as rec:  # only files a done stage vouches for become rows
+        res = export_model(t.model, t.spec, t.config, rec.dir("export"),
+                           ExportConfig(formats=(ExportFormat.TORCHSCRIPT, ExportFormat.PT2), verify=False))
+        record = save_checkpoint(t.model, t.spec, t.config, rec.path("pruned", "model.json"))
+        rec.outputs += [*res.artifacts.values(), record, record.with_suffix(".safetensors")]
     out = bench(TargetOptions(name=str(t.run.path), root=tmp_path), CFG)
     rows = {r["variant"]: r for r in out.result["rows"]}
     assert set(rows) == {"eager", "torchscript", "torchscript-file:export/model.ts", "pt2:export/model.pt2",
@@ -43,9 +45,11 @@ def test_named_artifact_benches_it_and_eager_only(tmp_path):
     from dlopt.export import ExportConfig, export_model
 
     t = resolve_target(TargetOptions(name="mlp", tiny=True, root=tmp_path))
-    res = export_model(t.model, t.spec, t.config, t.run.path, ExportConfig(formats=(ExportFormat.TORCHSCRIPT,),
-                                                                         verify=False))
-    out = bench(TargetOptions(name=str(res.artifacts["torchscript"]), root=tmp_path), CFG)
+    with t.run.stage("export", {}) as rec:
+        res = export_model(t.model, t.spec, t.config, rec.dir(), ExportConfig(formats=(ExportFormat.TORCHSCRIPT,),
+                                                                             verify=False))
+        rec.outputs += list(res.artifacts.values())
+    out = bench(TargetOptions(name=str(t.run.path / "model.ts"), root=tmp_path), CFG)
     assert [r["variant"] for r in out.result["rows"]] == ["eager", "torchscript-file:model.ts"]
     assert out.result["run"] == str(t.run.path)
 
@@ -90,9 +94,11 @@ def test_unloadable_checkpoint_is_an_unavailable_row(tmp_path):
     import json
 
     t = resolve_target(TargetOptions(name="perceptron", root=tmp_path))
-    (t.run.path / "broken.safetensors").write_bytes(b"not safetensors")
-    (t.run.path / "broken.json").write_text(json.dumps({"format": "dlopt-checkpoint", "arch": "perceptron",
-                                                        "config": {}, "weights": "broken.safetensors"}))
+    with t.run.stage("broken", {}) as rec:  # a done stage vouches for it: bench tries it, and says why it fails
+        rec.path("broken.safetensors").write_bytes(b"not safetensors")
+        rec.path("broken.json").write_text(json.dumps({"format": "dlopt-checkpoint", "arch": "perceptron",
+                                                       "config": {}, "weights": "broken.safetensors"}))
+        rec.outputs += [rec.path("broken.safetensors"), rec.path("broken.json")]
     (t.run.path / "notes.json").write_text("{}")  # not a checkpoint: ignored
     out = bench(TargetOptions(name=str(t.run.path), root=tmp_path),
                 BenchConfig(backends=(Backend.EAGER,), batch_sizes=(1,), budget_s=0.05, min_calls=5, threads=1))

@@ -51,7 +51,36 @@ class BenchConfig:
     variants: bool = True  # also bench the artifacts and variants found in the run directory
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_bench_config(self)
 
+
+def check_bench_config(cfg: BenchConfig) -> None:
+    """The one rule set for `dlopt bench` options and the [bench] table of pipeline.toml (strings become enums)."""
+    from dlopt.options import check_choice, check_float, check_int, check_seed
+
+    for key, enum in (("backends", Backend), ("batch_sizes", None), ("seq_lens", None)):
+        items = getattr(cfg, key)
+        if isinstance(items, (str, int)) or not isinstance(items, (tuple, list)) or (key != "seq_lens" and not items):
+            raise ConfigError(f"bench.{key} = {items!r:.60} is not allowed: expected a non-empty list"
+                              + (f" from {', '.join(b.value for b in Backend)}" if enum else " of positive integers"))
+        for item in items:
+            if enum:
+                check_choice("bench", key, item, [b.value for b in enum], flag="--backend")
+            else:
+                check_int("bench", key, item, 1, 1_000_000, flag="--batch-size" if key == "batch_sizes" else "--seq-len")
+        object.__setattr__(cfg, key, tuple(enum(b) for b in items) if enum else tuple(items))
+    check_choice("bench", "device", str(cfg.device), [d.value for d in Device])
+    object.__setattr__(cfg, "device", Device(str(cfg.device)))
+    check_int("bench", "threads", cfg.threads, 1, 4096, optional=True)
+    check_float("bench", "budget_s", cfg.budget_s, 0.0, 86_400.0, low_open=True)
+    check_float("bench", "iqr_target", cfg.iqr_target, 0.0, 1.0, low_open=True)
+    check_int("bench", "min_calls", cfg.min_calls, 1, 1_000_000_000)
+    check_int("bench", "max_calls", cfg.max_calls, cfg.min_calls, 1_000_000_000)
+    check_float("bench", "block_s", cfg.block_s, 0.0, 3600.0, low_open=True)
+    check_int("bench", "warmup_calls", cfg.warmup_calls, 0, 1_000_000)
+    check_choice("bench", "onnx_exporter", cfg.onnx_exporter, ("dynamo", "legacy"), flag="--exporter")
+    check_seed("bench", cfg.seed)
 
 
 def parse_backends(text: str | None) -> tuple[Backend, ...]:

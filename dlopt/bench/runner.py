@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
-from dlopt.bench.config import BenchConfig, Device
+from dlopt.bench.config import Backend, BenchConfig, Device
 from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
 from dlopt.bench.variants import Source, build_variants, open_source
 from dlopt.environment import fingerprint
+from dlopt.errors import UnsupportedError
 from dlopt.fileio import write_json_atomic
 from dlopt.target import TargetOptions
 
@@ -143,6 +144,50 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
     return list(rows.values())
 
 
+def _why_not_here(backend: Backend, device: Device) -> str | None:
+    """Why a backend cannot measure anything on this machine and device, known before any run is made."""
+    import importlib.util
+
+    from dlopt.bench.backends import ort_providers
+
+    if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        try:
+            ort_providers(backend, device)
+        except BackendUnavailable as exc:
+            return str(exc)
+    if backend.value == "openvino":
+        if device != Device.CPU:
+            return "dlopt runs OpenVINO on its CPU plugin only; pass --device cpu"
+        if importlib.util.find_spec("openvino") is None:
+            return "openvino is not installed (pip install openvino)"
+    return None
+
+
+def check_measurable(cfg: BenchConfig) -> None:
+    """UnsupportedError (exit 4) when the device or every asked-for backend cannot run here: a bench that
+    would measure nothing stops before it resolves its target, so it creates no run."""
+    if cfg.device == Device.CUDA:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UnsupportedError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False), "
+                                   "so nothing would be measured; use --device cpu, or a machine with an NVIDIA GPU")
+    reasons = {b.value: _why_not_here(b, cfg.device) for b in cfg.backends}
+    if all(reasons.values()):
+        listed = "; ".join(f"{b}: {why}" for b, why in reasons.items())
+        raise UnsupportedError(f"no --backend asked for can run here, so nothing would be measured ({listed}); "
+                               "choose another --backend (eager always runs)")
+
+
+def _nothing_measured(rows: list[dict]) -> UnsupportedError:
+    reasons = dict.fromkeys(f"{r['variant']}: {r.get('reason') or r['status']}" for r in rows)
+    listed = "; ".join(list(reasons)[:4]) + (f" (+{len(reasons) - 4} more)" if len(reasons) > 4 else "")
+    return UnsupportedError(f"nothing was measured: every row was unavailable or failed ({listed}); "
+                            "choose another --backend or --device")
+
+
 def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
     return {k: ([str(x) for x in v] if isinstance(v, tuple) else (str(v) if hasattr(v, "value") else v))
             for k, v in dataclasses.asdict(cfg).items()}
@@ -154,6 +199,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
 
     from dlopt.options import config_dict
 
+    check_measurable(cfg)
     before = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -172,6 +218,8 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
             with torch.inference_mode():
                 for shape in _shapes(source, cfg):
                     rows += _measure_shape(source, variants, cfg, shape, ctx, progress)
+            if not any(r["status"] == "ok" for r in rows):  # the stage is recorded failed; no bench.json
+                raise _nothing_measured(rows)
             result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                       "target": source.label, "arch": source.spec.name if source.spec else None,
                       "run": str(source.run.path), "model_config": config_dict(source.config) if source.config else None,

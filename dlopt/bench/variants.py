@@ -36,15 +36,20 @@ class Source:
     artifacts: tuple[Path, ...]
     make_inputs: Callable[[int, int | None], tuple[Any, ...]]
     single: bool = False  # TARGET was one artifact file: bench it (and eager, for the speed-up) only
+    skipped: tuple[Any, ...] = ()  # dlopt.trust.ArtifactStatus of files no done stage vouches for
 
 
 def _enclosing_run(path: Path) -> Path | None:
     return next((p for p in path.resolve().parents if (p / MANIFEST).is_file()), None)
 
 
-def _found_artifacts(run: Run) -> tuple[Path, ...]:
-    files = [p for p in sorted(run.path.rglob("*")) if p.suffix in ARTIFACTS and p.is_file() and not p.name.startswith(".")]
-    return tuple(files)
+def _found_artifacts(run: Run) -> tuple[tuple[Path, ...], tuple[Any, ...]]:
+    """The run's exported files a done stage vouches for (dlopt.trust), and the others with the reason.
+    bench's own export (bench-export/) is a cache it remakes, not one of the run's variants."""
+    trusted, skipped = run.scan_artifacts(tuple(ARTIFACTS))
+    own = run.path / EXPORT_DIR
+    return (tuple(p for p in trusted if not p.is_relative_to(own)),
+            tuple(s for s in skipped if not s.path.is_relative_to(own)))
 
 
 def _from_target(opts: TargetOptions) -> Source:
@@ -52,8 +57,9 @@ def _from_target(opts: TargetOptions) -> Source:
 
     t = resolve_target(opts)
     module = entry_module(t.model, t.spec)
-    return Source(t.spec.name, t.run, t.spec, t.config, t.model, module, _found_artifacts(t.run),
-                  lambda b, s: make_inputs(t.spec, t.config, b, s, seed=opts.seed))
+    found, skipped = _found_artifacts(t.run)
+    return Source(t.spec.name, t.run, t.spec, t.config, t.model, module, found,
+                  lambda b, s: make_inputs(t.spec, t.config, b, s, seed=opts.seed), skipped=skipped)
 
 
 def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> tuple[Any, ...]:
@@ -81,8 +87,12 @@ def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> t
 def _from_artifact(path: Path, opts: TargetOptions) -> Source:
     run_dir = _enclosing_run(path)
     if run_dir is not None:
+        status = Run(run_dir).artifact_status(path)
+        if not status.trusted:
+            raise InputFileError(f"{path} is not a finished result of its run ({status.reason}); rerun the stage "
+                                 "that writes it, or copy the file out of the run to bench it as a stray file")
         src = _from_target(replace(opts, name=str(run_dir)))
-        return replace(src, label=str(path), artifacts=(path.resolve(),), single=True)
+        return replace(src, label=str(path), artifacts=(path.resolve(),), single=True, skipped=())
     if path.suffix != ".onnx":
         raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
                              "bench its run directory, or an .onnx file (which declares its inputs)")
@@ -153,9 +163,10 @@ def _checkpoint_variants(source: Source) -> list[Variant]:
     from dlopt.registry import entry_module
 
     out = []
-    for record in sorted(source.run.path.rglob("*.json")):
+    trusted, _ = source.run.scan_artifacts((".json", ".safetensors"))
+    for record in (p for p in trusted if p.suffix == ".json"):
         if record in (source.run.path / MODEL_RECORD, source.run.path / MANIFEST) \
-                or not record.with_suffix(".safetensors").is_file():
+                or record.with_suffix(".safetensors") not in trusted:
             continue
         try:
             meta = json.loads(record.read_text())
@@ -184,8 +195,8 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
         if source.module is None or (single_artifact and backend != Backend.EAGER):
             continue
         if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
-            if onnx_found:
-                continue  # the run's own .onnx files get rows below
+            if any(p.parent == source.run.path for p in onnx_found):
+                continue  # the run's own fp32 .onnx gets its row below
             got = _export_onnx(source, cfg)
             out.append(Variant(backend.value, backend, path=got) if isinstance(got, Path)
                        else Variant(backend.value, backend, unavailable=got))
@@ -195,6 +206,17 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
         out.append(Variant(backend.value, backend, module=source.module, script=script))
     if cfg.variants or single_artifact:
         out += [v for p in source.artifacts if (v := _artifact_variant(p, source.run, cfg, single_artifact))]
+        out += _skipped_variants(source, cfg)
     if cfg.variants and source.module is not None and Backend.EAGER in cfg.backends and not single_artifact:
         out += _checkpoint_variants(source)
+    return out
+
+
+def _skipped_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
+    """A row for each file in the run that no done stage vouches for: not measured, and the table says why."""
+    out = []
+    for st in source.skipped:
+        v = _artifact_variant(st.path, source.run, cfg)
+        if v is not None:
+            out.append(Variant(v.name, v.backend, unavailable=st.skipped()))
     return out

@@ -100,8 +100,13 @@ def root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    max_params: Annotated[float | None, typer.Option("--max-params", min=1, help="Refuse models with more parameters "
+                                                     "than this (default 2e9, or half the RAM).")] = None,
 ) -> None:
     ctx.obj = {"debug": debug}
+    from dlopt.options import set_max_params
+
+    set_max_params(max_params)  # None: the default ceiling (or DLOPT_MAX_PARAMS) for this command
 
 
 def _register() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, print_json
+from dlopt.cli.common import InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, print_json
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 
@@ -84,9 +84,9 @@ def pipeline_cmd(
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
     out: OutOpt = DEFAULT_ROOT,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the effective config as TOML and exit.")] = False,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs (config key train.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (config key train.epochs).")] = None,
     ratio: Annotated[float | None, typer.Option("--ratio", help="Share of channels removed, in (0, 1) (config key prune.ratio).")] = None,
-    budget_s: Annotated[float | None, typer.Option("--budget-s", min=0.01, help="Timing budget per batch size (config key bench.budget_s).")] = None,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", help="Timing budget per batch size (config key bench.budget_s).")] = None,
     sets: SetOpt = None,
     tiny: TinyOpt = False,
     input_size: InputSizeOpt = None,
@@ -108,8 +108,14 @@ def pipeline_cmd(
     else:
         _render(outcome)
     if outcome.failed:
-        names = ", ".join(s.name for s in outcome.failed)
-        raise CheckFailedError(f"pipeline steps failed: {names}; see the report, fix, then --resume {outcome.run_dir}")
+        raise CheckFailedError(failure_message(outcome))
+
+
+def failure_message(outcome: Any) -> str:
+    """One line naming each failed step and why; it points at the report only when one was written."""
+    reasons = "; ".join(f"{s.name}: {' '.join((s.reason or 'no reason recorded').split())[:160]}" for s in outcome.failed)
+    where = f"details in {outcome.report}" if outcome.report else "no report was written"
+    return f"pipeline steps failed: {reasons} ({where}); fix, then --resume {outcome.run_dir}"
 
 
 def _render(outcome: Any) -> None:
@@ -139,6 +145,8 @@ def report_cmd(
     from dlopt.runs import resolve_run
 
     paths = write_report(resolve_run(out, run))
+    for skip in (_read_json(paths[2]) or {}).get("skipped", []):  # files no done stage vouches for
+        err_console.print(f"[yellow]skipped[/yellow] {skip['path']}: {skip['reason']}", soft_wrap=True)
     if as_json:
         print_json({"markdown": str(paths[0]), "html": str(paths[1]), "json": str(paths[2])})
     else:

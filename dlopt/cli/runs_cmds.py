@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,6 @@ from rich.table import Table
 from dlopt.cli.common import JsonOpt, OutOpt, console, err_console, print_json, print_table
 
 
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def _metric(manifest: dict[str, Any]) -> tuple[str | None, float | None]:
     """The architecture's metric on the test split, from the training stage."""
     metrics = manifest.get("stages", {}).get("train", {}).get("metrics", {})
@@ -26,10 +18,15 @@ def _metric(manifest: dict[str, Any]) -> tuple[str | None, float | None]:
     return found[0] if found else (None, None)
 
 
-def _fastest(run_dir: Path) -> dict[str, Any] | None:
-    """The bench row with the best speed-up over eager at the smallest batch measured."""
-    bench = _read(run_dir / "bench.json") or {}
+def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
+    """The bench row with the best speed-up over eager at the smallest batch measured, among rows whose file a
+    done stage still vouches for (a killed or replaced variant's old timing is not listed)."""
+    from dlopt.report.collect import bench_key
+
+    bench = trust.json("bench.json") or {}
     rows = [r for r in bench.get("rows", []) if r.get("status") == "ok" and r.get("speedup_vs_eager")]
+    rows = [r for r in rows if (rel := bench_key(run, r, bench.get("run"))[2]).startswith("bench-export/")
+            or trust.ok(rel)]
     if not rows:
         return None
     batch = min(r["batch_size"] for r in rows)
@@ -39,13 +36,19 @@ def _fastest(run_dir: Path) -> dict[str, Any] | None:
 
 
 def summarize(run: Any) -> dict[str, Any]:
+    from dlopt.report.collect import Trust
+    from dlopt.trust import effective_status
+
     m = run.manifest()
     name, value = _metric(m)
     report = run.path / "report.html"
+    stages = m.get("stages", {}) if isinstance(m.get("stages"), dict) else {}
+    trust = Trust(run, stages)
+    fastest = _fastest(run, trust)
     return {"path": str(run.path), "arch": m.get("arch"), "created": m.get("created"),
-            "stages": {k: rec.get("status") for k, rec in m.get("stages", {}).items()},
-            "metric": name, "value": value, "fastest": _fastest(run.path),
-            "report": str(report) if report.is_file() else None}
+            "stages": {k: effective_status(rec) for k, rec in stages.items()},
+            "metric": name, "value": value, "fastest": fastest,
+            "report": str(report) if report.is_file() else None, "skipped": trust.skipped}
 
 
 def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
@@ -56,6 +59,9 @@ def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
     for path, why in damaged:  # on stderr, so --json output stays a plain list
         err_console.print(f"[yellow]skipped[/yellow] {path}: {why}", soft_wrap=True)
     rows = [summarize(run) for run in runs]
+    for r in rows:  # files a listing would have shown, but no done stage vouches for
+        for skip in r["skipped"]:
+            err_console.print(f"[yellow]skipped[/yellow] {r['path']}/{skip['path']}: {skip['reason']}", soft_wrap=True)
     if as_json:
         print_json(rows)
         return

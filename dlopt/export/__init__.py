@@ -74,13 +74,24 @@ def supported_formats(spec: ArchSpec, requested: tuple[ExportFormat, ...],
 
 
 def check_config(config: ExportConfig) -> None:
-    """Refuse bad options before any work (or any run directory) is made."""
+    """Refuse bad options before any work (or any run directory) is made: the one rule set for `dlopt export`
+    options and the [export] table of pipeline.toml."""
     from dlopt.export.onnx import check_options
+    from dlopt.options import check_choice, check_int
 
+    if isinstance(config.formats, str) or not isinstance(config.formats, (tuple, list)) or not config.formats:
+        raise UsageError(f"export.formats = {config.formats!r:.60} is not allowed: expected a non-empty list from "
+                         f"{', '.join(map(str, ExportFormat))}")
+    for fmt in config.formats:
+        check_choice("export", "formats", fmt, [f.value for f in ExportFormat], flag="export format")
+    check_choice("export", "exporter", config.exporter, ("dynamo", "legacy"))
+    check_int("export", "batch_size", config.batch_size, 1, 1_000_000)
+    check_int("export", "opset", config.opset, 1, 1000, optional=True)
     if ExportFormat.ONNX in config.formats or ExportFormat.OPENVINO in config.formats:
         check_options(config.exporter, config.opset)
     if config.dynamic and config.batch_size < 2:
-        raise UsageError("the export batch size must be at least 2: exporters fix an axis of size 1; "
+        raise UsageError(f"export.batch_size = {config.batch_size} is out of range: the export --batch-size must be "
+                         "at least 2: exporters fix an axis of size 1; "
                          "verification still checks batch 1")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
 from dlopt.fileio import write_json_atomic
+from dlopt.runs import StageRecord
 from dlopt.target import Target, TargetOptions, resolve_target
 from dlopt.verify import VerifyConfig
 from dlopt.verify.realdata import real_cases
@@ -53,16 +54,27 @@ def run_export(opts: TargetOptions, config: ExportConfig,
     with run.stage("export", stage_config, inputs=[target.checkpoint]) as rec:
         cases = real_cases(run, target.spec, target.config, VerifyConfig(export_batch=config.batch_size)) \
             if config.verify else None
-        result = export_model(target.model, target.spec, target.config, run.path, config,
+        result = export_model(target.model, target.spec, target.config, rec.dir(), config,
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
         rec.outputs.extend(result.artifacts.values())
+        result = to_final(result, rec)
         if result.verification:
             extra = {"arch": target.spec.name, "stage": "export"}
-            report_path = write_report(run.file(REPORT), result.verification, extra)
-            rec.outputs.append(report_path)
+            rec.outputs.append(write_report(rec.path(REPORT), result.verification, extra))
+            report_path = run.file(REPORT)
         rec.metrics.update(summary(result))
     return target, result, report_path
+
+
+def to_final(result: ExportResult, rec: StageRecord) -> ExportResult:
+    """The result with its paths (written in the stage's staging directory) where they land when it is done."""
+    from dataclasses import replace
+
+    artifacts = {fmt: rec.final(p) for fmt, p in result.artifacts.items()}
+    return replace(result, artifacts=artifacts,
+                   verification={fmt: replace(r, artifact=str(artifacts.get(fmt, r.artifact)))
+                                 for fmt, r in result.verification.items()})
 
 
 def summary(result: ExportResult) -> dict[str, Any]:

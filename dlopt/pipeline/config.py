@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import ConfigError, InputFileError
+from dlopt.options import shown
 
 STAGES = ("train", "prune", "quantize", "export", "verify", "bench")
 TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size")
+MAX_CONFIG_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ class PipelineConfig:
         return stage in self.stages
 
 
+def _key(key: str) -> str:
+    """A key as typed, unless it holds odd characters or is long (then its repr, cut)."""
+    return key if key.replace("_", "").replace("-", "").isalnum() and len(key) <= 40 else shown(key)
+
+
 def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=1)
     return f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
@@ -122,14 +129,14 @@ def _typed(where: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise ConfigError(f"{where} = {value!r} has the wrong type; expected {type(default).__name__} "
+        raise ConfigError(f"{where} = {shown(value)} has the wrong type; expected {type(default).__name__} "
                           f"(like the default {default!r})")
     return float(value) if isinstance(default, float) else value
 
 
 def _section(name: str, table: Any, current: Any) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table of options, got {table!r}")
+        raise ConfigError(f"[{name}] must be a table of options, got {shown(table)}")
     if name in LOCAL_SECTIONS:
         defaults = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
     else:
@@ -138,8 +145,8 @@ def _section(name: str, table: Any, current: Any) -> Any:
     for raw_key, value in table.items():
         key = raw_key.replace("-", "_")
         if key not in defaults:
-            raise ConfigError(f"unknown key {raw_key!r} in [{name}]{_suggest(key, sorted(defaults))}")
-        out[key] = _typed(f"[{name}] {raw_key}", value, defaults[key])
+            raise ConfigError(f"unknown key {name}.{_key(raw_key)} in [{name}]{_suggest(key, sorted(defaults))}")
+        out[key] = _typed(f"{name}.{raw_key}", value, defaults[key])
     if name in LOCAL_SECTIONS:
         return dataclasses.replace(current, **out)
     return {**current, **out}
@@ -150,6 +157,8 @@ def _stages(value: Any) -> tuple[str, ...]:
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
         raise ConfigError(f"stages = {value!r}: expected a list of names from {', '.join(STAGES)}")
     bad = [s for s in items if s not in STAGES]
+    if not items:
+        raise ConfigError(f"stages = []: name at least one of {', '.join(STAGES)} (or leave stages out for all)")
     if bad:
         raise ConfigError(f"unknown stage {bad[0]!r}{_suggest(bad[0], list(STAGES))} (stages: {', '.join(STAGES)})")
     return tuple(s for s in STAGES if s in items)  # always run in pipeline order
@@ -159,7 +168,11 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
     """Overlay a parsed TOML document (or CLI options shaped the same way) on `cfg`, validating every key."""
     changes: dict[str, Any] = {}
     for key, value in data.items():
-        if key in STAGES and key != "verify":
+        if key == "verify":
+            if value != {}:
+                raise ConfigError(f"[verify] takes no options (got {shown(value)}): verification follows export with "
+                                  "each spec's tolerance; keep or drop 'verify' in stages")
+        elif key in STAGES:
             changes[key] = _section(key, value, changes.get(key, getattr(cfg, key)))
         elif key == "stages":
             changes[key] = _stages(value)
@@ -168,26 +181,85 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
                 raise ConfigError(f"sets must be a table of build options (e.g. sets = {{ num_classes = 5 }}) in {origin}")
             changes[key] = dict(value) if key == "sets" else _typed(key, value, getattr(PipelineConfig(), key))
         else:
-            raise ConfigError(f"unknown key {key!r} in {origin}{_suggest(key, [*TOP_KEYS, *STAGES])}")
+            raise ConfigError(f"unknown key {_key(key)} in {origin}{_suggest(str(key), [*TOP_KEYS, *STAGES])}")
     return dataclasses.replace(cfg, **changes)
 
 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
-    """Build the library configs now, so a bad [prune] ratio fails before training, not after."""
-    for section in LIBRARY_SECTIONS:
-        cls = library_class(section)
-        if cls is None:
-            continue
-        try:
-            cls(**getattr(cfg, section))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[{section}]: {exc}") from None
+    """Build every stage's own config now (the rules and messages of its command), so a bad value fails before
+    the first step runs and before a run directory exists; then size the model on the meta device."""
+    from dlopt.options import check_int, check_seed
+
+    check_seed("", cfg.seed)
+    check_int("", "input_size", cfg.input_size, 0, 1 << 16)
+    try:
+        for build in (_train_config, _prune_config, _quantize_config, _export_config, _bench_config):
+            build(cfg)
+    except (TypeError, ValueError) as exc:  # a stored config from an older dlopt, say: name the stage
+        raise ConfigError(f"[{build.__name__.strip('_').split('_')[0]}]: {' '.join(str(exc).split())[:200]}") from None
+    if cfg.arch:
+        _check_model_size(cfg)
     return cfg
+
+
+def _train_config(cfg: PipelineConfig) -> Any:
+    from dlopt.train.config import TrainConfig
+
+    t = cfg.train  # 0 / "" in the table = the family's default
+    return TrainConfig(arch=cfg.arch, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
+                       epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=cfg.seed,
+                       tiny=cfg.tiny, limit=t.limit or None, progress=False)
+
+
+def _prune_config(cfg: PipelineConfig) -> Any:
+    cls = library_class("prune")
+    return cls and cls(**{**cfg.prune, "seed": cfg.seed, "name": "pruned"})
+
+
+def _quantize_config(cfg: PipelineConfig) -> Any:
+    cls = library_class("quantize")
+    return cls and cls(**{**cfg.quantize, "seed": cfg.seed, "name": "int8"})
+
+
+def _export_config(cfg: PipelineConfig) -> Any:
+    from dlopt.export import ExportConfig, check_config
+
+    e = cfg.export
+    config = ExportConfig(formats=tuple(e.formats), exporter=e.exporter, batch_size=e.batch_size,
+                          verify=cfg.has("verify"))
+    check_config(config)
+    return config
+
+
+def _bench_config(cfg: PipelineConfig) -> Any:
+    from dlopt.bench.config import BenchConfig
+
+    b = cfg.bench  # threads 0 = torch's default
+    return BenchConfig(backends=tuple(b.backends), batch_sizes=tuple(b.batch_sizes), threads=b.threads or None,
+                       budget_s=b.budget_s, seed=cfg.seed)
+
+
+def _check_model_size(cfg: PipelineConfig) -> None:
+    """The model the build or train step would make, sized without memory (dlopt.options.check_model_size)."""
+    from dlopt.options import check_model_size
+    from dlopt.registry import _builder, get_spec, make_model_config
+    from dlopt.train.config import build_defaults
+
+    spec = get_spec(cfg.arch)
+    sets = {**build_defaults(spec.train_defaults), **cfg.sets}
+    if cfg.input_size:
+        sets["input_size"] = cfg.input_size
+    check_model_size(spec.name, _builder(spec), make_model_config(spec, sets, tiny=cfg.tiny))
 
 
 def load_config(path: Path, base: PipelineConfig = PipelineConfig()) -> PipelineConfig:
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+            raise InputFileError(f"pipeline config {path} is not a regular file; give a .toml file")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputFileError(f"pipeline config {path} is over {MAX_CONFIG_BYTES // 1000} kB; a pipeline.toml is "
+                                 "a few lines (see --print-config)")
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise InputFileError(f"pipeline config {path} not found; `dlopt pipeline NAME --print-config` prints one") from None

@@ -26,11 +26,15 @@ def variant_of(run: Run, path: Path) -> str:
 
 
 def checkpoint_records(run: Run) -> list[Path]:
+    """The run's model and every checkpoint record (with its weights) that a done stage vouches for."""
     from dlopt.checkpoint import RECORD_FORMAT
 
+    trusted, _ = run.scan_artifacts((".json", ".safetensors"))
     out = []
-    for record in sorted(run.path.rglob("*.json")):
+    for record in sorted(p for p in run.path.rglob("*.json") if p.parent == run.path or p in trusted):
         if record.name == MANIFEST or not record.with_suffix(".safetensors").is_file():
+            continue
+        if record.parent != run.path and record.with_suffix(".safetensors") not in trusted:
             continue
         try:
             meta = json.loads(record.read_text())
@@ -42,7 +46,12 @@ def checkpoint_records(run: Run) -> list[Path]:
 
 
 def artifacts(run: Run) -> list[Path]:
-    return sorted(p for p in run.path.rglob("*") if p.suffix in RUNTIME and p.is_file() and not p.name.startswith("."))
+    """Exported files a done stage vouches for (dlopt.trust); see skipped_artifacts for the others."""
+    return run.scan_artifacts(tuple(RUNTIME))[0]
+
+
+def skipped_artifacts(run: Run) -> list[dict[str, str]]:
+    return [{"path": s.rel, "reason": s.reason or ""} for s in run.scan_artifacts(tuple(RUNTIME))[1]]
 
 
 def _row(run: Run, path: Path, runtime: str, metrics: dict[str, float] | None, error: str | None = None) -> dict[str, Any]:
@@ -73,6 +82,7 @@ def evaluate_variants(run: Run, spec: ArchSpec, progress: Callable[[str], None] 
     base = load_checkpoint(run.path / "model.json")
     ev = evaluator_for(run, base.spec, base.config)
     out: dict[str, Any] = {"metric": spec.metric, "split": "test", "rows": [], "sizes": {"fp32": size_of(base)},
+                           "skipped": skipped_artifacts(run),
                            "data": ev.data_options if ev else None,
                            "higher_is_better": ev.higher_is_better if ev else True}
     if ev is None:  # trained in an environment (DQN): the training stage's own evaluation is the number

@@ -8,7 +8,6 @@ Variants live in the run: the fp32 model at the top (`model.json`, exports besid
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,22 +85,9 @@ def prune(ctx: Context) -> list[Path]:
     from dlopt.target import TargetOptions
 
     cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
-    old = ctx.path(PRUNED)
-    # The step is rerun (its inputs or config changed): the previous pruned model is set aside, and put back
-    # if pruning fails, so a failed rerun loses nothing.
-    aside = old.with_name(f".{PRUNED}.previous") if old.is_dir() else None
-    if aside:
-        shutil.rmtree(aside, ignore_errors=True)
-        old.rename(aside)
-    try:
-        run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
-    except BaseException:
-        if aside:
-            shutil.rmtree(old, ignore_errors=True)
-            aside.rename(old)
-        raise
-    if aside:
-        shutil.rmtree(aside, ignore_errors=True)
+    # The step is rerun (its inputs or config changed): the new pruned model is staged and swapped in whole,
+    # so a failed or killed rerun leaves the previous one in place.
+    run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress, replace=True)
     return ctx.files(PRUNED)
 
 
@@ -118,7 +104,7 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
     """Export one checkpoint variant (and verify each file against it) into its folder of the run."""
     from dlopt.checkpoint import load_checkpoint
     from dlopt.export import ExportConfig, export_model
-    from dlopt.export.stage import REPORT, checkpoint_sha256, summary, write_report
+    from dlopt.export.stage import REPORT, checkpoint_sha256, summary, to_final, write_report
     from dlopt.spec import ExportFormat
     from dlopt.verify import VerifyConfig
     from dlopt.verify.realdata import real_cases
@@ -128,17 +114,19 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
     e = ctx.cfg.export
     config = ExportConfig(formats=tuple(ExportFormat(f) for f in e.formats), exporter=e.exporter,
                           batch_size=e.batch_size, verify=ctx.cfg.has("verify"))
-    out_dir = record.parent
+    folder_parts = (folder,) if folder else ()
     with ctx.run.stage(stage, {"formats": e.formats, "exporter": e.exporter, "verify": config.verify},
                        inputs=[record]) as rec:
         cases = real_cases(ctx.run, ck.spec, ck.config, VerifyConfig(export_batch=e.batch_size)) if config.verify else None
-        result = export_model(ck.model, ck.spec, ck.config, out_dir, config, on_step=ctx.progress, cases=cases,
-                              metadata={"checkpoint_sha256": checkpoint_sha256(record)})
+        result = export_model(ck.model, ck.spec, ck.config, rec.dir(*folder_parts), config, on_step=ctx.progress,
+                              cases=cases, metadata={"checkpoint_sha256": checkpoint_sha256(record)})
         rec.outputs.extend(result.artifacts.values())
+        result = to_final(result, rec)
         if result.verification:
-            rec.outputs.append(write_report(out_dir / REPORT, result.verification, {"arch": ck.spec.name, "stage": stage}))
+            rec.outputs.append(write_report(rec.path(*folder_parts, REPORT), result.verification,
+                                            {"arch": ck.spec.name, "stage": stage}))
         rec.metrics.update(summary(result))
-    return list(rec.outputs)
+    return [rec.final(p) for p in rec.outputs]
 
 
 def evaluate(ctx: Context) -> list[Path]:
@@ -146,10 +134,12 @@ def evaluate(ctx: Context) -> list[Path]:
     from dlopt.fileio import write_json_atomic
     from dlopt.pipeline.evaluate import evaluate_variants
 
-    data = evaluate_variants(ctx.run, ctx.spec, ctx.progress)
-    path = ctx.path(EVALUATION)
-    write_json_atomic(path, data)
-    return [path]
+    with ctx.run.stage("evaluate", {}) as rec:  # a stage, so report trusts evaluation.json only when complete
+        data = evaluate_variants(ctx.run, ctx.spec, ctx.progress)
+        staged = rec.path(EVALUATION)
+        write_json_atomic(staged, data)
+        rec.outputs.append(staged)
+    return [ctx.path(EVALUATION)]
 
 
 def bench(ctx: Context) -> list[Path]:

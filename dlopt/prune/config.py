@@ -8,9 +8,13 @@ from enum import StrEnum
 from typing import Any
 
 from dlopt.errors import ConfigError
+from dlopt.options import check_float, check_int, check_seed, check_stage_name
 from dlopt.spec import PruneMethod
 
 __all__ = ["Importance", "PruneConfig", "PruneMethod", "parse_method", "parse_importance"]
+
+
+MAX_RATIO = 0.95  # a ratio closer to 1 leaves layers of zero or one channel: a typo, not a smaller model
 
 
 class Importance(StrEnum):
@@ -44,19 +48,24 @@ class PruneConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse_method(self.method))
         object.__setattr__(self, "importance", parse_importance(self.importance))
-        if not 0.0 < float(self.ratio) < 1.0:
-            raise ConfigError(f"--ratio must be between 0 and 1 (exclusive), got {self.ratio}; e.g. --ratio 0.3 "
-                              "removes 30% of each layer's channels")
-        if self.iterative_steps < 1:
-            raise ConfigError(f"--iterative-steps must be at least 1, got {self.iterative_steps}")
-        if self.finetune_epochs is not None and self.finetune_epochs < 0:
-            raise ConfigError(f"--finetune-epochs must be 0 or more, got {self.finetune_epochs}")
-        if self.round_to is not None and self.round_to < 1:
-            raise ConfigError(f"--round-to must be at least 1, got {self.round_to}")
-        if self.finetune_lr is not None and self.finetune_lr <= 0:
-            raise ConfigError(f"--finetune-lr must be positive, got {self.finetune_lr}")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise ConfigError(f"stage name {self.name!r} must be a plain directory name (e.g. pruned)")
+        self.validate()
+
+    def validate(self) -> None:
+        """The one rule set for `dlopt prune` options and the [prune] table of pipeline.toml."""
+        check_float("prune", "ratio", self.ratio, 0.0, MAX_RATIO, low_open=True,
+                    rule=f"--ratio must be between 0 and 1: above 0 and at most {MAX_RATIO:g}, so every layer keeps "
+                         f"at least {1 - MAX_RATIO:.0%} of its channels (e.g. 0.3)")
+        check_int("prune", "iterative_steps", self.iterative_steps, 1, 1000)
+        check_int("prune", "finetune_epochs", self.finetune_epochs, 0, 100_000, optional=True)
+        check_float("prune", "finetune_lr", self.finetune_lr, 0.0, 1000.0, low_open=True, optional=True)
+        check_int("prune", "round_to", self.round_to, 1, 4096, optional=True)
+        check_seed("prune", self.seed)
+        check_stage_name("prune", self.name, others=("int8", "pruned-int8"))  # quantize's default variants
+        check_float("prune", "bench_budget_s", self.bench_budget_s, 0.0, 86_400.0, low_open=True)
+        check_int("prune", "data_limit", self.data_limit, 1, flag="--limit", optional=True)
+        for key in ("global_pruning", "bench"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"prune.{key} = {getattr(self, key)!r} has the wrong type: expected true or false")
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import ConfigError
+from dlopt.fileio import write_json_atomic
 from dlopt.prune.config import PruneConfig
 from dlopt.target import Target, TargetOptions, resolve_target
 
@@ -76,8 +77,12 @@ def _taylor(cfg: PruneConfig, evaluator: Any) -> Any:
     return taylor_loss(evaluator) if cfg.importance == Importance.TAYLOR and evaluator is not None else None
 
 
-def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None = None) -> PruneOutcome:
-    """Prune the target's model into `<run>/<cfg.name>/`; returns the outcome (also written as prune_report.json)."""
+def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None = None,
+              replace: bool = False) -> PruneOutcome:
+    """Prune the target's model into `<run>/<cfg.name>/`; returns the outcome (also written as prune_report.json).
+
+    Written in a staging directory and moved in whole when done: a failed or killed prune leaves no pruned
+    model behind. `replace` swaps out an existing one (the pipeline's rerun); otherwise an existing one is kept."""
     import torch
 
     say = progress or (lambda _msg: None)
@@ -87,17 +92,41 @@ def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None =
 
     check_supported(target.spec, cfg)
     run, spec = target.run, target.spec
-    out_dir = run.file(cfg.name)
-    if (out_dir / "model.json").exists():
+    final_dir = run.file(cfg.name)
+    if (final_dir / "model.json").exists() and not replace:
         raise ConfigError(f"{run.path} already has a pruned model in {cfg.name}/; pass --name with another name "
                           "(e.g. pruned2) to keep both")
-    with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint]) as rec:
+    with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint], owns=(final_dir.name,)) as rec:
+        out_dir = rec.dir(final_dir.name)
         result = _prune_and_save(target, cfg, out_dir, say, torch)
-        if cfg.bench:
-            _bench(target, cfg, out_dir, result, say)
-        rec.outputs += [out_dir / "model.json", out_dir / "model.safetensors", out_dir / REPORT]
+        if "checkpoint" in result:  # where the record lands, not where it was staged
+            result["checkpoint"] = str(final_dir.relative_to(run.path) / "model.json")
+            write_json_atomic(out_dir / REPORT, result)
+        if cfg.bench:  # the ONNX file the latency measurement times, made (and verified) with the stage
+            _export_onnx(out_dir, spec, target.config, result)
+        rec.outputs += [p for p in out_dir.iterdir() if p.is_file()]
         rec.metrics.update(_summary(result))
-    return PruneOutcome(run.path, out_dir / "model.json", result)
+    if cfg.bench:  # needs the pruned model in place; its own stage, so the prune stands if timing is killed
+        with run.stage(f"{cfg.name}-latency", {"budget_s": cfg.bench_budget_s},
+                       inputs=[final_dir / "model.json"]) as lat:
+            _bench(target, cfg, lat.dir(final_dir.name), result, say)
+            lat.outputs.append(lat.path(final_dir.name, REPORT))
+            lat.metrics.update(_summary(result))
+    return PruneOutcome(run.path, final_dir / "model.json", result)
+
+
+def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any, result: dict[str, Any]) -> None:
+    from dlopt.checkpoint import load_checkpoint
+    from dlopt.export import ExportConfig, export_model
+    from dlopt.spec import ExportFormat
+
+    model = load_checkpoint(out_dir / "model.json").model
+    res = export_model(model, spec, model_cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
+    if not res.passed:
+        result.setdefault("notes", []).append(f"ONNX export of the pruned model failed or did not verify: "
+                                              f"{res.failures or res.to_dict()['verification']}")
+        for p in res.artifacts.values():
+            Path(p).unlink(missing_ok=True)
 
 
 def _bench(target: Target, cfg: PruneConfig, out_dir: Path, result: dict[str, Any], say: Progress) -> None:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from dlopt.errors import ConfigError
+from dlopt.options import check_choice, check_float, check_int, check_seed, check_stage_name, shown
 
 
 class Method(StrEnum):
@@ -59,19 +60,30 @@ class QuantizeConfig:
             if str(value) not in enum._value2member_map_:
                 choices = ", ".join(e.value for e in enum)
                 flag = {"quant_format": "format"}.get(key, key.replace("_", "-"))
-                raise ConfigError(f"unknown --{flag} {value!r}; choose one of {choices}")
+                raise ConfigError(f"unknown --{flag} {shown(value)}; choose one of {choices} (quantize.{key})")
             object.__setattr__(self, key, enum(str(value)))
+        if isinstance(self.auto_backends, str) or not isinstance(self.auto_backends, (tuple, list)):
+            raise ConfigError(f"quantize.auto_backends = {shown(self.auto_backends)} has the wrong type: "
+                              f"expected a list from {', '.join(b.value for b in QBackend)}")
+        for b in self.auto_backends:
+            check_choice("quantize", "auto_backends", str(b), [b.value for b in QBackend], flag="--backend")
         object.__setattr__(self, "auto_backends", tuple(QBackend(str(b)) for b in self.auto_backends))
-        if self.exporter not in ("dynamo", "legacy"):
-            raise ConfigError(f"unknown ONNX exporter {self.exporter!r}; choose dynamo or legacy")
-        if self.calibration_samples < 1:
-            raise ConfigError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
-        if self.max_drop < 0:
-            raise ConfigError(f"--max-drop must be >= 0 (points), got {self.max_drop}")
-        if not 0 <= self.min_agreement <= 1:
-            raise ConfigError(f"min_agreement must be in [0, 1], got {self.min_agreement}")
-        if self.max_fallback_layers < 0:
-            raise ConfigError(f"max_fallback_layers must be >= 0, got {self.max_fallback_layers}")
+        self.validate()
+
+    def validate(self) -> None:
+        """The one rule set for `dlopt quantize` options and the [quantize] table of pipeline.toml."""
+        check_choice("quantize", "exporter", self.exporter, ("dynamo", "legacy"))
+        check_int("quantize", "calibration_samples", self.calibration_samples, 1, 10_000_000)
+        check_float("quantize", "max_drop", self.max_drop, 0.0, rule="--max-drop must be >= 0 (points), and finite")
+        check_float("quantize", "min_agreement", self.min_agreement, 0.0, 1.0)
+        check_float("quantize", "max_rel_error", self.max_rel_error, 0.0, low_open=True)
+        check_int("quantize", "max_fallback_layers", self.max_fallback_layers, 0, 100_000)
+        check_float("quantize", "search_budget_s", self.search_budget_s, 0.0, 86_400.0, low_open=True)
+        check_float("quantize", "timing_budget_s", self.timing_budget_s, 0.0, 86_400.0, low_open=True)
+        check_seed("quantize", self.seed)
+        check_stage_name("quantize", self.name, others=("pruned",))  # prune's default variant
+        if not isinstance(self.per_channel, bool):
+            raise ConfigError(f"quantize.per_channel = {shown(self.per_channel)} has the wrong type: expected true or false")
 
     @property
     def is_int8(self) -> bool:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import UnsupportedError
-from dlopt.fileio import atomic_path, write_json_atomic
+from dlopt.fileio import write_json_atomic
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.session import Session, open_session
+from dlopt.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
 from dlopt.target import Target, TargetOptions, resolve_target
 
 REPORT = "quantize_report.json"
@@ -177,20 +178,23 @@ def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
     target: Target = resolve_target(opts)
     _check_spec(target.spec, cfg)
     run, t0 = target.run, time.perf_counter()
-    out_dir = run.file(cfg.name)
-    with run.stage(cfg.name, cfg.to_json(), inputs=[target.checkpoint]) as rec, \
-            tempfile.TemporaryDirectory(prefix="dlopt-quantize-") as work:
+    final_dir = run.file(cfg.name)
+    clean_quantize_scratch()  # scratch that killed quantize processes left in $TMPDIR
+    # Staged, then swapped in as a whole: an existing variant stays complete (model + report) until the new one is.
+    with run.stage(cfg.name, cfg.to_json(), inputs=[target.checkpoint], owns=(final_dir.name,)) as rec, \
+            tempfile.TemporaryDirectory(prefix=quantize_scratch_prefix()) as work:
         s = open_session(target, cfg, Path(work), cfg.method == Method.STATIC, step)
         built, auto, search = _build(s, step)
-        out = out_dir / f"model{built.path.suffix}"
-        with atomic_path(out) as tmp:
-            shutil.copyfile(built.path, tmp)
-        rec.outputs.append(out)  # recorded first: the .pt2 loader trusts files the manifest lists
+        pause_point(cfg.name, "built")  # test-only hook: the scratch directory is in use here
+        out = rec.path(final_dir.name, f"model{built.path.suffix}")
+        shutil.copyfile(built.path, out)
         result = _result(s, built, auto, search, out, time.perf_counter() - t0, step)
-        report = out_dir / REPORT
+        result["verification"]["shapes"]["artifact"] = str(rec.final(out).relative_to(run.path))
+        report = rec.path(final_dir.name, REPORT)
         write_json_atomic(report, result)
-        rec.outputs.append(report)
+        rec.outputs += [out, report]
         rec.metrics.update({k: result[k] for k in ("method", "backend", "metric_before", "metric_after", "drop_points",
                                                    "top1_agreement", "speedup_vs_eager_b1", "verified")})
         rec.metrics["kept_float"] = len(result["kept_float"])
+    out, report = final_dir / out.name, final_dir / REPORT
     return QuantizeOutcome(run.path, out, report, result)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.runs import Run
+from dlopt.trust import effective_status
 
 RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".json": "eager"}
 VARIANT_ORDER = ("fp32", "pruned", "int8", "pruned-int8")
@@ -63,7 +64,7 @@ def variant_of_path(rel: str) -> str:
     return parts[0] if len(parts) > 1 else "fp32"
 
 
-def _bench_key(run: Run, row: dict[str, Any], recorded_root: str | None) -> tuple[str, str, str]:
+def bench_key(run: Run, row: dict[str, Any], recorded_root: str | None) -> tuple[str, str, str]:
     """(variant, runtime, relative path) of a bench row."""
     name = str(row.get("variant", ""))
     if row.get("artifact"):
@@ -77,20 +78,52 @@ def _bench_key(run: Run, row: dict[str, Any], recorded_root: str | None) -> tupl
     return "fp32", f"{name} (live)", ""
 
 
-def _rows_from_bench(run: Run, bench: dict[str, Any], rows: dict[tuple[str, str], Row]) -> None:
+class Trust:
+    """The run's files as the report may use them (dlopt.trust's rule), and what it skipped, with reasons."""
+
+    def __init__(self, run: Run, stages: dict[str, Any]) -> None:
+        self.run, self.stages, self.skipped, self._seen = run, stages, [], {}
+
+    def ok(self, rel: str) -> bool:
+        """The run's own model (model.json) and live rows ("") are always usable; anything else needs a done stage."""
+        if rel in ("", "model.json"):
+            return True
+        if rel not in self._seen:
+            st = self.run.artifact_status(self.run.path / rel, self.stages)
+            self._seen[rel] = st.trusted
+            if not st.trusted and (self.run.path / rel).exists():
+                self.skipped.append({"path": rel, "reason": st.reason})
+        return self._seen[rel]
+
+    def scan(self) -> None:
+        """Name every exported file in the run that no done stage vouches for (bench's own export aside)."""
+        seen = {s["path"] for s in self.skipped}
+        for st in self.run.scan_artifacts((".onnx", ".ts", ".pt2"))[1]:
+            if st.rel not in seen and not st.rel.startswith("bench-export/"):
+                self.skipped.append({"path": st.rel, "reason": st.reason})
+
+    def json(self, rel: str) -> Any:
+        return read_json(self.run.path / rel) if (self.run.path / rel).is_file() and self.ok(rel) else None
+
+
+def _rows_from_bench(run: Run, bench: dict[str, Any], rows: dict[tuple[str, str], Row], trust: Trust) -> None:
     for b in bench.get("rows", []):
         if b.get("status") != "ok" or not b.get("stats"):
             continue
-        variant, runtime, rel = _bench_key(run, b, bench.get("run"))
+        variant, runtime, rel = bench_key(run, b, bench.get("run"))
+        if not rel.startswith("bench-export/") and not trust.ok(rel):  # bench's own export: made by that stage
+            continue
         row = rows.setdefault((variant, runtime), Row(variant, runtime, rel))
         row.latency[int(b["batch_size"])] = {"p50": b["stats"]["median_ms"], "p90": b["stats"]["p90_ms"]}
         if b.get("model_bytes") and row.size_bytes is None:
             row.size_bytes = int(b["model_bytes"])
 
 
-def _rows_from_evaluation(evaluation: dict[str, Any], rows: dict[tuple[str, str], Row]) -> None:
+def _rows_from_evaluation(evaluation: dict[str, Any], rows: dict[tuple[str, str], Row], trust: Trust) -> None:
     metric = evaluation.get("metric")
     for e in evaluation.get("rows", []):
+        if not trust.ok(str(e.get("path", ""))):
+            continue
         row = rows.setdefault((e["variant"], e["runtime"]), Row(e["variant"], e["runtime"], e["path"]))
         if e.get("metrics") and metric in e["metrics"]:
             row.metric = float(e["metrics"][metric])
@@ -119,12 +152,14 @@ def _fill(run: Run, rows: dict[tuple[str, str], Row], evaluation: dict[str, Any]
                 row.speedup[batch] = base.latency[batch]["p50"] / lat["p50"]
 
 
-def _export_parity(run: Run) -> dict[str, str]:
-    """Relative artifact path -> 'pass (max |err| 4.8e-07)' from every verify-report.json in the run."""
+def _export_parity(run: Run, trust: Trust) -> dict[str, str]:
+    """Relative artifact path -> 'pass (max |err| 4.8e-07)' from every verify-report.json a done stage wrote."""
     out: dict[str, str] = {}
     for report in run.path.rglob("verify-report.json"):
         folder = report.parent.relative_to(run.path)  # exports sit beside their verify report
-        for rec in (read_json(report) or {}).get("artifacts", {}).values():
+        if any(part.startswith(".") for part in folder.parts):
+            continue  # a staging directory
+        for rec in (trust.json(str(folder / report.name)) or {}).get("artifacts", {}).values():
             worst = rec.get("worst") or {}
             err = worst.get("max_abs")
             verdict = "pass" if rec.get("passed") else "FAIL"
@@ -133,9 +168,9 @@ def _export_parity(run: Run) -> dict[str, str]:
     return out
 
 
-def _quant_parity(run: Run, variant: str) -> str:
+def _quant_parity(trust: Trust, variant: str) -> str:
     """Top-1 agreement with fp32 (or the task-level verdict) from the quantize stage's report."""
-    report = read_json(run.path / variant / "quantize_report.json") or {}
+    report = trust.json(f"{variant}/quantize_report.json") or {}
     for key in ("top1_agreement", "agreement"):
         value = report.get(key)
         if isinstance(value, (int, float)):
@@ -164,32 +199,33 @@ def _order(row: Row) -> tuple:
 def collect(run: Run) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written as report.json)."""
     manifest = run.manifest()
-    evaluation = read_json(run.path / "evaluation.json") or {}
-    bench = read_json(run.path / "bench.json") or {}
+    raw_stages = manifest.get("stages", {})
+    trust = Trust(run, raw_stages if isinstance(raw_stages, dict) else {})
+    evaluation = trust.json("evaluation.json") or {}
+    bench = trust.json("bench.json") or {}
     rows: dict[tuple[str, str], Row] = {}
-    _rows_from_evaluation(evaluation, rows)
-    _rows_from_bench(run, bench, rows)
+    _rows_from_evaluation(evaluation, rows, trust)
+    _rows_from_bench(run, bench, rows, trust)
     _fill(run, rows, evaluation)
-    exports = _export_parity(run)
+    exports = _export_parity(run, trust)
     for row in rows.values():
-        row.parity = exports.get(row.path) or (_quant_parity(run, row.variant) if row.variant.endswith("int8") else "")
+        row.parity = exports.get(row.path) or (_quant_parity(trust, row.variant) if row.variant.endswith("int8") else "")
     ordered = sorted(rows.values(), key=_order)
     higher = bool(evaluation.get("higher_is_better", True))
     batches = sorted({b for r in ordered for b in r.latency})
     if batches:
         _mark_pareto(ordered, batches[0], higher)
-    stages = {name: {k: rec.get(k) for k in ("status", "duration_s", "metrics")}
-              for name, rec in manifest.get("stages", {}).items()}
+    stages = {name: {**{k: rec.get(k) for k in ("duration_s", "metrics")}, "status": effective_status(rec)}
+              for name, rec in trust.stages.items() if isinstance(rec, dict)}
     return {"run": str(run.path), "arch": manifest.get("arch"), "created": manifest.get("created"),
             "model": manifest.get("model", {}), "metric": evaluation.get("metric"), "higher_is_better": higher,
             "evaluation_note": evaluation.get("note"), "data": evaluation.get("data"), "batches": batches,
             "pareto_batch": batches[0] if batches else None, "rows": [r.__dict__ | {"label": r.label} for r in ordered],
             "pipeline": manifest.get("pipeline", {}), "stages": stages, "environment": manifest.get("environment", {}),
             "bench": {k: bench.get(k) for k in ("threads", "device", "loadavg", "created", "config")},
-            "prune": read_json(run.path / "pruned" / "prune_report.json"),
-            "quantize": {v: read_json(run.path / v / "quantize_report.json") for v in ("int8", "pruned-int8")
-                         if (run.path / v / "quantize_report.json").is_file()},
-            "history": _history(run)}
+            "prune": trust.json("pruned/prune_report.json"),
+            "quantize": {v: q for v in ("int8", "pruned-int8") if (q := trust.json(f"{v}/quantize_report.json"))},
+            "history": _history(run), "skipped": (trust.scan(), trust.skipped)[1]}
 
 
 def _history(run: Run) -> list[dict[str, Any]]:

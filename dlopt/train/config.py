@@ -61,6 +61,25 @@ class TrainConfig:
     progress: bool = True
     run_dir: Path | None = None  # set by the distributed launcher: the run it already created
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """The one rule set for `dlopt train` options and the [train] table of pipeline.toml (0 there = None)."""
+        from dlopt.options import check_float, check_int, check_seed
+
+        check_int("train", "epochs", self.epochs, 1, 1_000_000, optional=True)
+        check_int("train", "batch_size", self.batch_size, 1, 1 << 24, optional=True)
+        check_float("train", "lr", self.lr, 0.0, 1000.0, low_open=True, optional=True)
+        check_seed("train", self.seed)
+        check_int("train", "limit", self.limit, 1, optional=True)
+        check_int("train", "nproc_per_node", self.nproc_per_node, 1, 4096)
+        if self.optimizer is not None and str(self.optimizer) not in OptimizerName._value2member_map_:
+            from dlopt.errors import ConfigError
+
+            choices = ", ".join(o.value for o in OptimizerName)
+            raise ConfigError(f"unknown --optimizer {self.optimizer!r:.60}; choose one of {choices} (train.optimizer)")
+
     def user_hparams(self) -> dict[str, Any]:
         given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer}
         return {k: v for k, v in given.items() if v is not None}

@@ -1,0 +1,230 @@
+"""A killed, failed or interrupted stage never leaves results that later stages use.
+
+Each kill test starts the real CLI as a subprocess, pauses it at a named point with the test-only hook
+DLOPT_TEST_PAUSE_AT (dlopt.staging.pause_point), kills it there, then checks what `bench`, `report` and `runs`
+make of the run: nothing stale used or listed, nothing done before lost, the stage shown as interrupted, and
+a rerun that works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dlopt.cli.app import app
+from dlopt.fileio import sha256_file
+from dlopt.runs import Run
+from dlopt.staging import clean_quantize_scratch
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+QUANTIZE = ["--method", "dynamic", "--max-drop", "100", "--exporter", "legacy"]
+BENCH = ["--backend", "eager,onnxruntime", "--batch-size", "1", "--budget-s", "0.05", "--threads", "1"]
+EXPORT = ["--format", "onnx", "--exporter", "legacy"]
+
+
+def _invoke(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _ok(*args: object):
+    res = _invoke(*args)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A run with every stage done once: export (fp32 onnx), int8, pruned, bench."""
+    out = tmp_path_factory.mktemp("base") / "artifacts"
+    _ok("export", "mlp", "--tiny", *EXPORT, "--out", out)
+    run = next(out.glob("mlp/*"))
+    _ok("quantize", run, *QUANTIZE)
+    _ok("prune", run, "--ratio", "0.3")
+    _ok("bench", run, *BENCH)
+    return run
+
+
+@pytest.fixture
+def run(base: Path, tmp_path: Path) -> Run:
+    dest = tmp_path / "artifacts" / "mlp" / base.name
+    shutil.copytree(base, dest)
+    return Run(dest)
+
+
+def _trusted(run: Run) -> dict[str, str]:
+    files, _ = run.scan_artifacts((".onnx", ".json", ".safetensors"))
+    return {str(p.relative_to(run.path)): sha256_file(p) for p in files}
+
+
+def _start(args: list[object], pause: str, marker: Path, tmp: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "DLOPT_TEST_PAUSE_AT": pause,
+           "DLOPT_TEST_PAUSE_MARKER": str(marker), "TMPDIR": str(tmp)}
+    return subprocess.Popen([sys.executable, "-m", "dlopt", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_at(proc: subprocess.Popen, marker: Path, sig: int, timeout: float = 120) -> int:
+    """Wait until the process pauses at its point, send `sig`, reap it; returns its exit code."""
+    t0 = time.monotonic()
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited ({proc.returncode}) before pausing: {proc.stderr.read()[-2000:]}")
+        assert time.monotonic() - t0 < timeout, "never reached the pause point"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    return proc.returncode
+
+
+def _manifest_valid(run: Run) -> dict:
+    data = json.loads(run.manifest_path.read_text())
+    assert isinstance(data["stages"], dict)
+    for rec in data["stages"].values():
+        assert rec["status"] in ("running", "done", "failed", "interrupted", "starting")
+    return data
+
+
+def _bench_rows(run: Run) -> dict[str, dict]:
+    res = _ok("bench", run.path, *BENCH, "--json")
+    return {r["variant"]: r for r in json.loads(res.stdout)["rows"]}
+
+
+def _runs_listing(run: Run) -> dict:
+    res = _ok("runs", "--out", run.path.parent.parent, "--json")
+    return next(r for r in json.loads(res.stdout) if Path(r["path"]) == run.path)
+
+
+KILLS = [  # (stage as recorded, command, the new files the killed stage must not leave under final names)
+    ("int8b", lambda r: ["quantize", r, *QUANTIZE, "--name", "int8b"], ["int8b"]),
+    ("pruned2", lambda r: ["prune", r, "--ratio", "0.5", "--name", "pruned2"], ["pruned2"]),
+    ("export", lambda r: ["export", r, *EXPORT], []),
+    ("bench", lambda r: ["bench", r, *BENCH], []),
+]
+
+
+@pytest.mark.parametrize(("stage", "command", "new"), KILLS, ids=[k[0] for k in KILLS])
+def test_sigkill_mid_stage_leaves_nothing_stale(run: Run, tmp_path: Path, stage, command, new):
+    before = _trusted(run)
+    marker = tmp_path / "paused"
+    proc = _start(command(run.path), f"{stage}:staged", marker, tmp_path)
+    assert _stop_at(proc, marker, signal.SIGKILL) == -signal.SIGKILL
+    data = _manifest_valid(run)
+    assert data["stages"][stage]["status"] == "running" and run.stage_status(stage) == "interrupted"
+    assert all(not (run.path / n).exists() for n in new)
+    assert _trusted(run) == before, "a file done before the kill was lost, changed or no longer trusted"
+    assert list((run.path / ".staging").iterdir()), "the staged files should still lie in .staging (SIGKILL)"
+    listing = _runs_listing(run)
+    assert listing["stages"][stage] == "interrupted"
+    _ok("report", run.path)
+    rows = _bench_rows(run)
+    assert not [v for v in rows if any(n in v for n in new)], rows.keys()
+    assert rows["onnxruntime:int8/model.onnx"]["status"] == "ok"  # the earlier variant is still measured
+    _ok(*command(run.path))  # the rerun works, and clears what the killed process left
+    assert run.stage_status(stage) == "done"
+    assert not list((run.path / ".staging").iterdir())
+
+
+def test_quantize_scratch_of_a_killed_process_is_cleaned(run: Run, tmp_path: Path, monkeypatch):
+    marker = tmp_path / "paused"
+    proc = _start(["quantize", run.path, *QUANTIZE], "int8:built", marker, tmp_path)
+    pid = proc.pid
+    _stop_at(proc, marker, signal.SIGKILL)
+    assert list(tmp_path.glob(f"dlopt-quantize-{pid}-*")), "SIGKILL leaves the scratch behind"
+    keep = tmp_path / f"dlopt-quantize-{os.getpid()}-live"  # a live process's scratch is never touched
+    keep.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    removed = clean_quantize_scratch()
+    assert not list(tmp_path.glob(f"dlopt-quantize-{pid}-*")) and removed and keep.is_dir()
+
+
+def test_sigint_while_replacing_int8_keeps_the_old_variant_whole(run: Run, tmp_path: Path):
+    old = {n: sha256_file(run.path / "int8" / n) for n in ("model.onnx", "quantize_report.json")}
+    marker = tmp_path / "paused"
+    proc = _start(["quantize", run.path, *QUANTIZE, "--calibration-samples", "17"], "int8:staged", marker,
+                  tmp_path)
+    assert _stop_at(proc, marker, signal.SIGINT) == 130
+    assert {n: sha256_file(run.path / "int8" / n) for n in old} == old
+    report = json.loads((run.path / "int8" / "quantize_report.json").read_text())
+    assert report["artifact"] == "model.onnx"
+    assert run.stage_status("int8") == "interrupted"
+    assert run.artifact_status(run.path / "int8" / "model.onnx").trusted  # the old, complete variant is still used
+    assert not list((run.path / ".staging").iterdir())  # Ctrl-C cleans up after itself
+
+
+def test_kill_between_recording_done_and_moving_files_keeps_the_old_variant(run: Run, tmp_path: Path):
+    """The manifest already lists the new int8 (done) but the files were not moved: the old ones, vouched for by
+    the record kept as `previous`, are used; the new sha256s match nothing on disk."""
+    old = sha256_file(run.path / "int8" / "model.onnx")
+    marker = tmp_path / "paused"
+    static = ["--method", "static", "--max-drop", "100", "--exporter", "legacy"]  # a different file from dynamic
+    proc = _start(["quantize", run.path, *static], "int8:commit", marker, tmp_path)
+    _stop_at(proc, marker, signal.SIGKILL)
+    new = next(o["sha256"] for o in run.manifest()["stages"]["int8"]["outputs"] if o["path"] == "int8/model.onnx")
+    assert new != old and sha256_file(run.path / "int8" / "model.onnx") == old
+    status = run.artifact_status(run.path / "int8" / "model.onnx")
+    assert status.trusted, status.reason
+    _ok("quantize", run.path, *QUANTIZE)
+    assert run.artifact_status(run.path / "int8" / "model.onnx").trusted
+    assert "previous" not in run.manifest()["stages"]["int8"]
+
+
+def test_a_stale_file_under_a_final_name_is_never_measured_or_listed(run: Run):
+    """What a killed stage left before staging existed (or a file copied in by hand): a model.onnx under a final
+    name while its stage is `running` with a dead process. bench, report and runs skip it and say why."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run.path / "int8x").mkdir()
+    shutil.copyfile(run.path / "int8" / "model.onnx", run.path / "int8x" / "model.onnx")
+    shutil.copyfile(run.path / "int8" / "quantize_report.json", run.path / "int8x" / "quantize_report.json")
+    entry = {"path": "int8x/model.onnx", "sha256": sha256_file(run.path / "int8x" / "model.onnx")}
+    run.record_stage("int8x", status="running", pid=dead.pid, host=socket.gethostname(), outputs=[entry])
+    (run.path / "stray.onnx").write_bytes((run.path / "model.onnx").read_bytes())  # no stage recorded it
+    res = _ok("bench", run.path, *BENCH, "--json")
+    rows = {r["variant"]: r for r in json.loads(res.stdout)["rows"]}
+    assert rows["onnxruntime:int8x/model.onnx"]["status"] == "unavailable"
+    assert "stage int8x is interrupted" in rows["onnxruntime:int8x/model.onnx"]["reason"]
+    assert "no finished stage recorded it" in rows["onnxruntime:stray.onnx"]["reason"]
+    assert rows["onnxruntime:int8/model.onnx"]["status"] == "ok"
+    assert _runs_listing(run)["stages"]["int8x"] == "interrupted"
+    res = _invoke("report", run.path)
+    assert res.exit_code == 0 and "int8x/model.onnx" in res.output and "interrupted" in res.output
+    report = json.loads((run.path / "report.json").read_text())
+    assert all("int8x" not in r["path"] for r in report["rows"])
+    res = _invoke("bench", run.path / "int8x" / "model.onnx", *BENCH)  # named on the command line: refused
+    assert res.exit_code != 0 and "stage int8x is interrupted" in res.output
+
+
+def test_a_changed_file_is_not_trusted(run: Run):
+    path = run.path / "int8" / "model.onnx"
+    path.write_bytes(path.read_bytes() + b"\0")
+    status = run.artifact_status(path)
+    assert not status.trusted and "sha256 differs" in status.reason
+    rows = _bench_rows(run)
+    assert rows["onnxruntime:int8/model.onnx"]["status"] == "unavailable"
+
+
+def test_a_failed_export_keeps_the_earlier_files_usable(run: Run, monkeypatch):
+    """A rerun that fails leaves the last done outputs in place and trusted (issue 21: a failed export used to
+    wipe the earlier export record)."""
+    import dlopt.export.stage as export_stage
+    from dlopt.errors import OutputError
+
+    def full_disk(*_a, **_k):
+        raise OutputError("cannot write model.onnx: the disk is full")
+
+    monkeypatch.setattr(export_stage, "export_model", full_disk)
+    res = _invoke("export", run.path, *EXPORT)
+    assert res.exit_code == 5, res.output
+    assert run.stage_status("export") == "failed"
+    assert run.artifact_status(run.path / "model.onnx").trusted
