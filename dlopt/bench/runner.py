@@ -17,7 +17,7 @@ from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
-from dlopt.bench.variants import Source, build_variants, open_source
+from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, open_source
 from dlopt.environment import fingerprint
 from dlopt.errors import UnsupportedError
 from dlopt.fileio import write_json_atomic
@@ -228,9 +228,10 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
                       "environment": fingerprint(), "peak": peak, "rows": rows}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
-            for target in (dated, path):
-                write_json_atomic(target, result)
-            rec.outputs += [path, dated]
+            for target in (dated, path):  # staged: they replace the old ones only when the stage is done
+                write_json_atomic(rec.path(target.name), result)
+                rec.outputs.append(rec.path(target.name))
+            rec.outputs += [v.path for v in variants if isinstance(v.path, Path) and v.path.parent.name == EXPORT_DIR]
             rec.metrics.update({f"{r['variant']}@b{r['batch_size']}" + (f"s{r['seq_len']}" if r["seq_len"] else ""):
                                 r["stats"]["median_ms"] for r in rows if r.get("stats")})
     finally:
