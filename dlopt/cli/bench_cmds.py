@@ -12,6 +12,7 @@ from dlopt.bench.config import Device, Exporter
 from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human,
                               print_json, print_table)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
+from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
 TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
@@ -100,6 +101,7 @@ def bench_cmd(
     run: RunOpt = None,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
@@ -120,7 +122,8 @@ def bench_cmd(
     cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=parse_int_list(batch_size, "--batch-size") or (1,),
                       seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device, budget_s=budget_s,
                       onnx_exporter=exporter.value)
-    opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny)
+    opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny,
+                         weights=weights)
     with err_console.status("benchmarking") if not as_json else _Quiet() as status:
         outcome = bench(opts, cfg, progress=lambda msg: status.update(msg))
     deltas = compare(outcome.result, old) if old else []

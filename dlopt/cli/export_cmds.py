@@ -12,6 +12,7 @@ from rich.table import Table
 from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
                               SetOpt, TinyOpt, console, err_console, parse_shape, print_json, print_table)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
+from dlopt.cli.common import WeightsOpt
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
@@ -26,13 +27,21 @@ class Exporter(StrEnum):
 
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-based files (.ts, .pt2) that no dlopt "
                                                                 "run manifest records. Only for files you trust.")]
+AtolOpt = Annotated[float | None, typer.Option(
+    "--atol", min=0.0, help="Absolute tolerance: pass when |out - ref| <= atol + rtol*|ref| everywhere "
+                            "(default: the architecture's, 1e-5 for most).", show_default=False)]
+RtolOpt = Annotated[float | None, typer.Option(
+    "--rtol", min=0.0, help="Relative tolerance (see --atol) (default: the architecture's, 1e-4 for most).",
+    show_default=False)]
 
 
 def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
     """'onnx,ts' -> the formats, and whether they were named explicitly (then unsupported is an error)."""
     items = [FORMAT_ALIASES.get(p.strip().lower(), p.strip().lower()) for p in text.split(",") if p.strip()]
-    if not items or items == ["all"]:
-        return tuple(ExportFormat), False
+    if not items or items == ["all"]:  # empty (the default): onnx, torchscript, pt2; all: openvino too
+        from dlopt.export import DEFAULT_FORMATS
+
+        return (tuple(ExportFormat) if items else DEFAULT_FORMATS), False
     bad = [p for p in items if p not in ExportFormat._value2member_map_]
     if bad:
         choices = ", ".join([*map(str, ExportFormat), "all"])
@@ -44,7 +53,8 @@ def export_cmd(
     name: NameArg = None,
     checkpoint: CheckpointOpt = None,
     run: RunOpt = None,
-    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, comma-separated, or all.")] = "all",
+    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
+                                                         "[default: onnx, torchscript, pt2].")] = "",
     exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
         Exporter.DYNAMO),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
@@ -58,6 +68,9 @@ def export_cmd(
     trust_pickle: TrustOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
@@ -68,10 +81,10 @@ def export_cmd(
 
     fmts, explicit = parse_formats(formats)
     config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
-                          verify=not no_verify, strict_formats=explicit)
+                          verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol)
     target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
-                                trust_pickle=trust_pickle)
+                                trust_pickle=trust_pickle, weights=weights)
     with err_console.status("exporting…") as status:
         target, result, report = run_export(target_opts, config, on_step=lambda msg: status.update(msg + "…"))
     if as_json:
@@ -84,18 +97,18 @@ def export_cmd(
 
 def _render_export(target: Any, result: Any) -> None:
     table = Table(title=f"{target.spec.name} exported to {target.run.path}", title_justify="left")
-    for col in ("format", "how", "seconds", "verified", "max abs err", "worst at", "file"):
+    for col in ("format", "how", "seconds", "verified", "max abs err", "err/RMS", "worst at", "file"):
         table.add_column(col)
     for fmt, path in result.artifacts.items():
         d, rep = result.details.get(fmt, {}), result.verification.get(fmt)
         how = {"onnx": f"{d.get('exporter')} opset {d.get('opset')}",
                "torchscript": f"{d.get('method')}{', frozen' if d.get('frozen') else ''}"}.get(fmt, "torch.export")
         worst = rep.worst() if rep else {}
-        verdict = "-" if rep is None else ("[green]pass[/green]" if rep.passed else "[red]FAIL[/red]")
+        verdict = "-" if rep is None else _verdict(rep)
         table.add_row(fmt, how, f"{result.seconds[fmt]:.2f}", verdict, _num(worst.get("max_abs")),
-                      str(worst.get("case") or "-"), path.name)
+                      _num(worst.get("err_rms")), str(worst.get("case") or "-"), path.name)
     for fmt, why in result.failures.items():
-        table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", why[:80])
+        table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", "-", why[:80])
     console.print(table)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/dim]")
@@ -103,6 +116,13 @@ def _render_export(target: Any, result: Any) -> None:
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
+
+
+def _verdict(rep: Any) -> str:
+    """pass, FAIL, or FAIL (degenerate): the reference is too small or constant for the tolerance to mean anything."""
+    if rep.passed:
+        return "[green]pass[/green]"
+    return "[red]FAIL (degenerate)[/red]" if rep.degenerate else "[red]FAIL[/red]"
 
 
 def _raise_on_failure(export_failures: dict[str, str], reports: dict[str, Any], report: Path | None) -> None:
@@ -129,6 +149,8 @@ def verify_cmd(
     trust_pickle: TrustOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
+    atol: AtolOpt = None,
+    rtol: RtolOpt = None,
     as_json: JsonOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
@@ -137,7 +159,7 @@ def verify_cmd(
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
 
-    config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None)
+    config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None, atol=atol, rtol=rtol)
     if path is None:
         from dlopt.runs import resolve_run
 
@@ -154,17 +176,17 @@ def verify_cmd(
 
 def _render_verify(outcome: Any) -> None:
     table = Table(title=f"{outcome.arch}: verification", title_justify="left")
-    for col in ("artifact", "verdict", "max abs", "max rel", "mean abs", "p99 abs", "cosine", "needed atol", "top-1",
-                "worst at"):
+    for col in ("artifact", "verdict", "max abs", "err/RMS", "ref RMS", "max rel", "mean abs", "p99 abs", "cosine",
+                "needed atol", "top-1", "worst at"):
         table.add_column(col)
     for fmt, r in outcome.reports.items():
         mean_abs = max((o.mean_abs or 0.0 for c in r.cases for o in c.outputs), default=None)
         w = r.worst()
-        table.add_row(f"{fmt} ({Path(r.artifact).name})", "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
-                      _num(w.get("max_abs")), _num(w.get("max_rel")), _num(mean_abs),
+        table.add_row(f"{fmt} ({Path(r.artifact).name})", _verdict(r), _num(w.get("max_abs")), _num(w.get("err_rms")),
+                      _num(min((s.rms for s in r.scales), default=None)), _num(w.get("max_rel")), _num(mean_abs),
                       _num(w.get("p99_abs")), _num(w.get("cosine")), _num(w.get("needed_atol")), _num(w.get("top1")),
                       str(w.get("case") or "-"))
-    print_table(table, keep=("artifact", "verdict", "max abs", "max rel", "cosine", "top-1"))
+    print_table(table, keep=("artifact", "verdict", "max abs", "err/RMS", "ref RMS", "max rel", "cosine", "top-1"))
     shapes = sorted({_shape(c) for r in outcome.reports.values() for c in r.cases})
     console.print(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
                   f"report: {outcome.report_path}[/dim]")

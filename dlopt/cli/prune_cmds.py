@@ -11,6 +11,7 @@ from rich.table import Table
 from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
                               human, print_json)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
+from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
 
 
@@ -48,6 +49,7 @@ def prune_cmd(
     tiny: TinyOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
@@ -62,7 +64,7 @@ def prune_cmd(
                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
                       round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         tiny=tiny, seed=seed)
+                         tiny=tiny, seed=seed, weights=weights)
     from dlopt.prune.stage import run_prune
 
     with err_console.status("pruning…") as status:

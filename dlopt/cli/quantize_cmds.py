@@ -11,6 +11,7 @@ from rich.table import Table
 from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
                               err_console, parse_shape, print_json)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
+from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.errors import CheckFailedError
 
 METHODS = "auto, static, dynamic, fp16, bf16"
@@ -44,6 +45,7 @@ def quantize_cmd(
     tiny: TinyOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
@@ -59,7 +61,8 @@ def quantize_cmd(
                          exporter=exporter,
                          **extra)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         input_shape=parse_shape(input_shape), tiny=tiny, variant=variant)
+                         input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
+                         weights=weights)
     with err_console.status("quantizing…") as status:
         outcome = run_quantize(opts, cfg, lambda msg: status.update(msg + "…"))
     if as_json:
