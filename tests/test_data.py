@@ -24,6 +24,11 @@ def _loaded(name: str, data: str | None = None, **kwargs):
     return spec, dataclasses.replace(cfg, **splits.config_overrides), splits
 
 
+def _xs(dataset) -> torch.Tensor:
+    """Every input of a split as one tensor (image splits convert per item: there is no whole tensor)."""
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
 def _batch(dataset, size: int = 4):
     return next(iter(DataLoader(dataset, batch_size=size, shuffle=False)))
 
@@ -92,7 +97,7 @@ def test_data_that_does_not_fit_the_model_is_refused(model: str, data: str) -> N
 def test_digits_shapes_ranges_and_overrides() -> None:
     _, _, lenet = _loaded("lenet5")
     assert lenet.train[0][0].shape == (1, 32, 32) and lenet.info["sizes"] == {"train": 1258, "val": 269, "test": 270}
-    train_x = lenet.train.xs[0]
+    train_x = _xs(lenet.train)
     assert abs(float(train_x.mean())) < 1e-3 and abs(float(train_x.std()) - 1) < 1e-3  # standardised on train
     test_counts = torch.bincount(lenet.test.y, minlength=10)
     assert int(test_counts.min()) >= 26 and int(test_counts.max()) <= 29  # stratified
@@ -103,19 +108,19 @@ def test_digits_shapes_ranges_and_overrides() -> None:
     assert mlp.config_overrides == {"in_features": 784, "num_classes": 10} and mlp.train[0][0].shape == (784,)
     _check_model_fits(spec, cfg, *_batch(mlp.train))
     gan = get_spec("gan")  # default image_size 784: flat 28 x 28
-    pixels = load_data(gan, make_model_config(gan), value_range=(-1.0, 1.0)).train.xs[0]
+    pixels = _xs(load_data(gan, make_model_config(gan), value_range=(-1.0, 1.0)).train)
     assert pixels.shape[1] == 784 and float(pixels.min()) == -1.0 and float(pixels.max()) == pytest.approx(1.0)
     _, _, vae = _loaded("vae", value_range=(0.0, 1.0))  # tiny in_features 64: the native 8 x 8
-    assert vae.info["input_shape"] == [64] and 0.0 <= float(vae.train.xs[0].min()) < float(vae.train.xs[0].max()) <= 1
+    assert vae.info["input_shape"] == [64] and 0.0 <= float(_xs(vae.train).min()) < float(_xs(vae.train).max()) <= 1
 
 
 def test_splits_fixed_by_seed_and_limit() -> None:
     first, again, other = (_loaded("cnn", seed=s)[2] for s in (3, 3, 4))
-    assert torch.equal(first.test.xs[0], again.test.xs[0]) and torch.equal(first.train.y, again.train.y)
-    assert not torch.equal(first.test.xs[0], other.test.xs[0])
+    assert torch.equal(_xs(first.test), _xs(again.test)) and torch.equal(first.train.y, again.train.y)
+    assert not torch.equal(_xs(first.test), _xs(other.test))
     limited = _loaded("cnn", seed=3, limit=10)[2]
-    assert len(limited.train) == 10 and torch.equal(limited.train.xs[0], first.train.xs[0][:10])
-    assert torch.equal(limited.test.xs[0], first.test.xs[0])  # limit only caps training
+    assert len(limited.train) == 10 and torch.equal(_xs(limited.train), _xs(first.train)[:10])
+    assert torch.equal(_xs(limited.test), _xs(first.test))  # limit only caps training
     with pytest.raises(DloptError, match="limit"):
         _loaded("cnn", limit=0)
 
@@ -153,15 +158,14 @@ def test_gates_and_blobs() -> None:
     _check_model_fits(tab_spec, tab_cfg, *_batch(tab.train))
 
 
-def test_large_image_sets_convert_per_item(monkeypatch) -> None:
-    import dlopt.data.images as images
+def test_image_items_and_batches_agree() -> None:
+    from dlopt.data.images import ImageSet
 
-    eager = _loaded("simple_cnn", seed=1)[2]
-    monkeypatch.setattr(images, "EAGER_BYTES", 1)
-    monkeypatch.setattr(images, "STATS_MIN_SAMPLES", 10**6)  # the same statistics as the eager run
-    lazy = _loaded("simple_cnn", seed=1)[2]
-    assert isinstance(lazy.test, images.ImageSet) and len(lazy.test) == len(eager.test)
-    for i in (0, 7, len(eager.test) - 1):
-        assert torch.allclose(lazy.test[i][0], eager.test[i][0], atol=1e-5) and lazy.test[i][1] == eager.test[i][1]
-    x, y = _batch(lazy.train)
+    splits = _loaded("simple_cnn", seed=1)[2]
+    lazy = splits.test
+    assert isinstance(lazy, ImageSet)
+    rows = [0, 7, len(lazy) - 1]
+    for (x, y), i in zip(lazy.__getitems__(rows), rows, strict=True):  # one resize for the batch
+        assert torch.allclose(x, lazy[i][0], atol=1e-6) and y == lazy[i][1]
+    x, y = _batch(splits.train)
     assert x.shape == (4, 3, 16, 16) and y.dtype == torch.int64

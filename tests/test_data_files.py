@@ -41,9 +41,9 @@ def test_imagefolder(tmp_path) -> None:
     x, y = splits.train[0]
     assert x.shape == (1, 28, 28) and y.dtype == torch.int64
     with torch.no_grad():
-        assert create_model(spec, cfg)(splits.train.xs[0][:2]).shape == (2, 3)
+        assert create_model(spec, cfg)(torch.stack([splits.train[i][0] for i in range(2)])).shape == (2, 3)
     rgb = _load("simple_cnn", "imagefolder", tmp_path / "pics", value_range=(0.0, 1.0))[2]
-    assert rgb.train[0][0].shape == (3, 16, 16) and float(rgb.train.xs[0].max()) <= 1.0
+    assert rgb.train[0][0].shape == (3, 16, 16) and max(float(x.max()) for x, _ in rgb.train) <= 1.0
     flat = _load("mlp", "imagefolder", tmp_path / "pics")
     assert flat[2].config_overrides == {"in_features": 784, "num_classes": 3}
 
@@ -79,7 +79,7 @@ def test_mnist_files_on_disk(tmp_path, name: str, folder: str) -> None:
     assert splits.test.y.tolist() == list(range(10))  # the official test set, in order
     assert splits.train[0][0].shape == (1, 28, 28)
     same = _load("cnn", name, tmp_path / folder)[2]  # the dataset folder itself is accepted too
-    assert torch.equal(same.test.xs[0], splits.test.xs[0])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(same.test, splits.test, strict=True))
     lenet = _load("lenet5", name, tmp_path)[2]
     assert lenet.train[0][0].shape == (1, 32, 32)
 

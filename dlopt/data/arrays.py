@@ -85,14 +85,23 @@ def _image_base(x: np.ndarray) -> torch.Tensor:
     return (t - low) / (high - low) if high > low else t - low
 
 
-def _check_rows(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def _check_arrays(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """Refuse what no model can read, before anything is built from it: scalars, text, NaN, unequal rows."""
+    for name, a in (("X", x), ("y", y)):
+        if a.ndim == 0:
+            raise InputFileError(f"{path}: {name} is a single value (shape []); it needs one row per sample, "
+                                 f"shape (N, ...)")
+    if x.dtype.kind not in "biuf":
+        raise InputFileError(f"{path}: X holds {x.dtype} values; it needs numbers (integers or floats)")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise InputFileError(f"{path}: X holds NaN or infinite values; replace them before training")
     if len(x) != len(y) or len(x) < 3:
         raise InputFileError(f"{path}: X has {len(x)} rows and y {len(y)}; they need the same number, at least 3")
 
 
 def load_npz(req: DataRequest) -> DataSplits:
     x, y = read_npz(req.path)
-    _check_rows(req.path, x, y)
+    _check_arrays(req.path, x, y)
     kind = input_kind(req.spec)
     info = {"description": f"arrays X {list(x.shape)} and y {list(y.shape)} from {req.path}", "source": str(req.path)}
     if kind in (InputKind.IMAGE, InputKind.VECTOR) and x.ndim >= 3:
@@ -162,20 +171,27 @@ def _npz_tokens(req: DataRequest, x: np.ndarray, y: np.ndarray, info: dict[str, 
 
 
 def read_csv(path: Path) -> tuple[list[str], list[str]]:
-    """Rows of (text, label); a first row naming 'text' and 'label' is a header and may order them."""
+    """Rows of (text, label); a first row naming 'text' and 'label' is a header and may order them.
+
+    Blank lines are skipped; a row without a label is refused with its line number (it is not a class)."""
     try:
         with open(_file(path, "a CSV with columns text,label"), newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r]
+            reader = csv.reader(f)
+            rows = [(reader.line_num, r) for r in reader if r]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputFileError(f"{path} is not a UTF-8 CSV ({exc}); save it as text,label rows") from None
-    header = [c.strip().lower() for c in rows[0]] if rows else []
+    header = [c.strip().lower() for c in rows[0][1]] if rows else []
     text_col, label_col = 0, 1
     if "text" in header and "label" in header:
         text_col, label_col = header.index("text"), header.index("label")
         rows = rows[1:]
-    if len(rows) < 3 or any(len(r) <= max(text_col, label_col) for r in rows):
+    if len(rows) < 3:
         raise InputFileError(f"{path}: expected at least 3 rows of text,label (a header row is optional)")
-    return [r[text_col] for r in rows], [r[label_col].strip() for r in rows]
+    for line, r in rows:
+        if len(r) <= max(text_col, label_col) or not r[label_col].strip():
+            raise InputFileError(f"{path}: line {line} has no label ({','.join(r)[:60]!r}); every row needs "
+                                 "text,label -- fill in the label or delete the row")
+    return [r[text_col] for _, r in rows], [r[label_col].strip() for _, r in rows]
 
 
 def load_csv(req: DataRequest) -> DataSplits:

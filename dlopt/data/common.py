@@ -14,6 +14,7 @@ from dlopt.errors import ConfigError, UsageError
 from dlopt.spec import ArchSpec, Task
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train / validation / test
+BATCH_INPUT_BYTES = 16 * 2**20  # inputs of one evaluation batch: all 256 of 3x32x32, 27 of 3x224x224
 
 
 class PairDataset(Dataset):
@@ -32,9 +33,26 @@ class PairDataset(Dataset):
             return self.xs[0][i], self.y[i]
         return tuple(x[i] for x in self.xs), self.y[i]
 
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, torch.Tensor]]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        xs, y = [x[idx] for x in self.xs], self.y[idx]
+        if len(xs) == 1:
+            return list(zip(xs[0], y, strict=True))
+        return list(zip(zip(*xs, strict=True), y, strict=True))
+
     def subset(self, idx: np.ndarray | torch.Tensor) -> PairDataset:
         idx = torch.as_tensor(idx, dtype=torch.long)
         return PairDataset([x[idx] for x in self.xs], self.y[idx])
+
+
+def bounded_batch(dataset: Dataset, most: int) -> int:
+    """`most`, or fewer so one batch's inputs stay under BATCH_INPUT_BYTES: a model's activations grow with its
+    input, so evaluating 256 images at 3x224x224 would take gigabytes where 32x32 takes megabytes."""
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        return most
+    x = dataset[0][0]
+    nbytes = sum(t.numel() * t.element_size() for t in (x if isinstance(x, (tuple, list)) else (x,)))
+    return max(1, min(most, BATCH_INPUT_BYTES // max(1, nbytes)))
 
 
 def require_kind(req: DataRequest, accepted: Sequence[InputKind], gives: str, tasks: Sequence[Task] = ()) -> InputKind:

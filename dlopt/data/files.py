@@ -21,6 +21,7 @@ TORCHVISION_SETS = {  # name -> (torchvision class, folder under the root, what 
     "fashionmnist": ("FashionMNIST", "FashionMNIST", "FashionMNIST/raw/train-images-idx3-ubyte (and three more)"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "cifar-10-batches-py/data_batch_1 .. 5, test_batch, batches.meta"),
 }
+MAX_PIXELS = 64 * 2**20  # ~67 megapixels (an 8K frame is 33): decoding one costs at most ~200 MB as RGB
 TRAIN_VAL = (0.85, 0.15, 0.0)  # the official training set is cut into train / validation; test stays official
 
 
@@ -47,27 +48,63 @@ def folder_items(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def read_image(path: Path, channels: int, size: int) -> np.ndarray:
-    """One file -> (C, S, S) uint8, grey or RGB, resized bilinearly."""
+def _open_checked(path: Path) -> Any:
+    """The image opened lazily (header only), refused before decoding when it has too many pixels."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-            array = np.asarray(img, dtype=np.uint8)
+        img = Image.open(path)
+    except Image.DecompressionBombError as exc:  # PIL's own ceiling (twice its MAX_IMAGE_PIXELS)
+        raise InputFileError(f"{path} is refused: {exc}; shrink it below {MAX_PIXELS:,} pixels") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputFileError(f"{path} is not a readable image ({exc}); remove it or convert it to PNG") from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise InputFileError(f"{path} is {width}x{height} = {width * height:,} pixels, over dlopt's ceiling of "
+                             f"{MAX_PIXELS:,} (a decompression bomb, or a photo to shrink first); remove or resize it")
+    return img
+
+
+def read_image(path: Path, channels: int, size: int) -> np.ndarray:
+    """One file -> (C, S, S) uint8, grey or RGB, resized bilinearly; refused before decoding past MAX_PIXELS."""
+    from PIL import Image
+
+    img = _open_checked(path)
+    try:
+        with img:
+            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, OSError, ValueError) as exc:
+        raise InputFileError(f"{path} is not a readable image ({exc}); remove it or convert it to PNG") from None
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+class FileImages:
+    """An ImageFolder's files as base images: reading rows decodes those files only, at the model's side."""
+
+    def __init__(self, files: list[Path], channels: int, size: int) -> None:
+        self.files, self.channels, self.size = files, channels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor:
+        arrays = [read_image(self.files[int(r)], self.channels, self.size) for r in rows.reshape(-1)]
+        if not arrays:
+            return torch.zeros((0, self.channels, self.size, self.size), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(arrays))  # (n, C, S, S) uint8
 
 
 def load_imagefolder(req: DataRequest) -> DataSplits:
     files, labels, classes = folder_items(req.path)
     geom, _ = image_geometry(req)
-    channels = 3 if geom.channels == 3 else 1
-    base = torch.from_numpy(np.stack([read_image(f, channels, geom.size) for f in files]))  # (N, C, S, S) uint8
+    for f in files:  # headers only: a broken or oversized file is refused now, not in the middle of an epoch
+        _open_checked(f).close()
+    base = FileImages(files, 3 if geom.channels == 3 else 1, geom.size)
     idx = split_indices(len(labels), req.seed, labels)
-    info = {"description": f"image folder {req.path}: {len(files)} images in {len(classes)} classes",
-            "source": str(req.path), "classes": classes}
+    info = {"description": f"image folder {req.path}: {len(files)} images in {len(classes)} classes, read from "
+                           "disk a batch at a time", "source": str(req.path), "classes": classes}
     return image_splits(req, base, torch.from_numpy(labels), idx, info)
 
 

@@ -1,14 +1,17 @@
-"""Images for any model's input: channels, bilinear resize, flattening, value scaling, lazy when large.
+"""Images for any model's input: channels, bilinear resize, flattening, value scaling, always per batch.
 
-Every image source (digits, torchvision files, ImageFolder, npz) hands over base images as float
-(N, C, H, W) in [0, 1] or uint8; this module turns them into what the model eats.
+Every image source (digits, torchvision files, ImageFolder, npz) hands over base images at their own size:
+a tensor (N, C, H, W), float in [0, 1] or uint8, or an indexable reader of files (FileImages). A split is an
+ImageSet of row numbers into that base; items are converted to what the model eats when they are asked for,
+so no split ever exists whole at the model's resolution (digits at 3x224x224 would be 1 GB; MNIST 35 GB).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,7 +22,6 @@ from dlopt.data.common import (
     DataRequest,
     DataSplits,
     InputKind,
-    PairDataset,
     apply_limit,
     class_overrides,
     class_targets,
@@ -33,9 +35,18 @@ from dlopt.registry import resolve_dims
 from dlopt.spec import Task
 
 FLAT_SIDE = 28  # flat models that do not say their side get 28 x 28 = 784 features, as in MNIST
-EAGER_BYTES = 256 * 2**20  # convert all images up front below this size, else per item
-STATS_MIN_SAMPLES = 256  # standardisation statistics use every training image that fits in EAGER_BYTES, at least these
+STATS_BYTES = 256 * 2**20  # standardisation uses the first training images whose converted size fits here...
+STATS_MIN_SAMPLES = 256  # ...and at least these; they are converted STATS_CHUNK at a time
+STATS_CHUNK = 64
 LUMA = (0.299, 0.587, 0.114)  # RGB -> grey (ITU-R 601)
+
+
+class BaseImages(Protocol):
+    """Source images indexed by a 1-D LongTensor of rows -> (n, C, H, W) uint8 or float in [0, 1]."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -92,20 +103,36 @@ def convert(images: torch.Tensor, geom: ImageGeometry) -> torch.Tensor:
 
 
 class ImageSet(Dataset):
-    """Base images converted per item: for sources too large to convert up front (MNIST at 224 x 224)."""
+    """One split: rows of the base images and their targets, converted to the model's input when read.
 
-    def __init__(self, base: torch.Tensor, y: torch.Tensor, geom: ImageGeometry, scale: tuple[float, float]) -> None:
-        self.base, self.y, self.geom, self.scale = base, y, geom, scale
+    `__getitems__` (torch's batched fetch, used by DataLoader and the training families' collate) converts a
+    whole batch in one resize; memory is the base images plus the batch being read.
+    """
+
+    def __init__(self, base: BaseImages, rows: torch.Tensor, y: torch.Tensor, geom: ImageGeometry,
+                 scale: tuple[float, float]) -> None:
+        if len(rows) != len(y):
+            raise ValueError("every row needs one target")
+        self.base, self.rows, self.y, self.geom, self.scale = base, rows.long(), y, geom, scale
 
     def __len__(self) -> int:
         return len(self.y)
 
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        """(n, *geom.shape) model inputs of these items, scaled."""
+        return convert(self.base[self.rows[idx]], self.geom) * self.scale[0] + self.scale[1]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = convert(self.base[i:i + 1], self.geom)[0]
-        return x * self.scale[0] + self.scale[1], self.y[i]
+        i = range(len(self))[i]  # negative indices, and IndexError past the end (iteration stops there)
+        return self.images(torch.tensor([i]))[0], self.y[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        x = self.images(idx)
+        return list(zip(x, self.y[idx], strict=True))
 
 
-def value_scale(train_base: torch.Tensor, geom: ImageGeometry,
+def value_scale(base: BaseImages, rows: torch.Tensor, geom: ImageGeometry,
                 value_range: tuple[float, float] | None) -> tuple[tuple[float, float], dict[str, Any]]:
     """(multiply, add) applied to [0, 1] pixels: onto value_range, or standardised by training statistics."""
     if value_range is not None:
@@ -113,30 +140,27 @@ def value_scale(train_base: torch.Tensor, geom: ImageGeometry,
         if not high > low:
             raise ConfigError(f"value_range must be (low, high) with low < high, got {value_range}")
         return (high - low, low), {"value_range": [low, high]}
-    count = max(STATS_MIN_SAMPLES, EAGER_BYTES // (4 * math.prod(geom.shape)))
-    sample = convert(train_base[:count], geom)
-    mean, std = float(sample.mean()), float(sample.std())
-    std = std if std > 1e-8 else 1.0
+    count = max(STATS_MIN_SAMPLES, STATS_BYTES // (4 * math.prod(geom.shape)))
+    total, squares, n = 0.0, 0.0, 0
+    for start in range(0, min(count, len(rows)), STATS_CHUNK):  # a chunk at a time: 224 x 224 needs 445 images
+        chunk = convert(base[rows[start:min(count, start + STATS_CHUNK)]], geom).double()
+        total, squares, n = total + float(chunk.sum()), squares + float((chunk * chunk).sum()), n + chunk.numel()
+    mean = total / max(n, 1)
+    var = (squares - n * mean * mean) / max(n - 1, 1)  # unbiased, as torch.std
+    std = math.sqrt(var) if var > 1e-16 else 1.0
     return (1.0 / std, -mean / std), {"standardised": {"mean": mean, "std": std}}
 
 
-def build(base: torch.Tensor, y: torch.Tensor, geom: ImageGeometry, scale: tuple[float, float]) -> Dataset:
-    if len(y) * math.prod(geom.shape) * 4 > EAGER_BYTES:
-        return ImageSet(base, y, geom, scale)
-    return PairDataset([convert(base, geom) * scale[0] + scale[1]], y)
-
-
-def image_splits(req: DataRequest, base: torch.Tensor, labels: torch.Tensor, idx: tuple[np.ndarray, ...],
+def image_splits(req: DataRequest, base: BaseImages, labels: torch.Tensor, idx: tuple[np.ndarray, ...],
                  info: dict[str, Any]) -> DataSplits:
-    """Images + integer labels + split indices -> DataSplits shaped, scaled and typed for req.spec."""
+    """Base images + integer labels + split indices -> DataSplits shaped, scaled and typed for req.spec."""
     geom, overrides = image_geometry(req)
     num_classes = len(info["classes"]) if "classes" in info else int(labels.max()) + 1
     overrides.update(class_overrides(req, num_classes))
     y = class_targets(req.spec, labels)
-    scale, scale_info = value_scale(base[torch.as_tensor(idx[0])], geom, req.value_range)  # the whole train split
-    train_idx = apply_limit(idx[0], req.limit)
-    parts = [build(base[torch.as_tensor(i)], y[torch.as_tensor(i)], geom, scale)
-             for i in (train_idx, idx[1], idx[2])]
+    scale, scale_info = value_scale(base, torch.as_tensor(idx[0]), geom, req.value_range)  # the whole train split
+    parts = [ImageSet(base, torch.as_tensor(i), y[torch.as_tensor(i)], geom, scale)
+             for i in (apply_limit(idx[0], req.limit), idx[1], idx[2])]
     meta = {"name": req.name, "seed": req.seed, "sizes": sizes_of(*parts), "num_classes": num_classes,
             "input_shape": list(geom.shape), "resize": "bilinear", **scale_info, **info}
     return DataSplits(parts[0], parts[1], parts[2], meta, keep_fields(req.spec, overrides))

@@ -1,27 +1,67 @@
 """Calibration and probe inputs: real samples from the run's data where they feed the deployed module,
-random valid inputs where the module's input is noise (a GAN's generator) or the family has no data (DQN)."""
+random valid inputs where the module's input is noise (a GAN's generator) or the family has no data (DQN).
+
+Inputs are `Batches`: a sequence that makes each batch when it is read (from the dataset's rows, or from a
+seed), so calibrating on 256 images at 3x224x224 never holds more than one batch of them at a time.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from dlopt.errors import UsageError
 
 CALIB_BATCH = 32
 
+Batch = tuple[Any, ...]  # one tensor per spec input, (B, ...) each
+
+
+class Batches(Sequence[Batch]):
+    """`len(sizes)` batches, batch k made by `make(k)` each time it is read; slicing stays lazy."""
+
+    def __init__(self, sizes: Sequence[int], make: Callable[[int], Batch], picks: Sequence[int] | None = None) -> None:
+        self.sizes, self._make = list(sizes), make
+        self._picks = list(range(len(self.sizes))) if picks is None else list(picks)
+
+    @property
+    def samples(self) -> int:
+        return sum(self.sizes[k] for k in self._picks)
+
+    def __len__(self) -> int:
+        return len(self._picks)
+
+    @overload
+    def __getitem__(self, k: int) -> Batch: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> Batches: ...
+
+    def __getitem__(self, k: int | slice) -> Batch | Batches:
+        if isinstance(k, slice):
+            return Batches(self.sizes, self._make, self._picks[k])
+        return self._make(self._picks[k])
+
+    def __iter__(self) -> Iterator[Batch]:
+        return (self._make(k) for k in self._picks)
+
 
 @dataclass(frozen=True)
 class Inputs:
-    batches: list[tuple[Any, ...]]  # each a tuple of tensors, one per spec input
+    batches: Batches
     source: str  # "train split of <data>", "random valid inputs (...)"
 
     @property
     def samples(self) -> int:
-        return sum(int(b[0].shape[0]) for b in self.batches)
+        return self.batches.samples
 
 
-def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -> list[tuple[Any, ...]] | None:
+def _chunks(samples: int) -> list[int]:
+    return [min(CALIB_BATCH, samples - s) for s in range(0, samples, CALIB_BATCH)]
+
+
+def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -> Batches | None:
     """Up to `limit` samples of a split in batches, in a seeded order; None when they do not feed the module."""
     import torch
 
@@ -33,21 +73,22 @@ def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -
     if dataset is None or len(dataset) == 0:
         return None
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-    out = []
-    for start in range(0, len(order), CALIB_BATCH):
-        x, _y = evaluator.family.collate(dataset, order[start:start + CALIB_BATCH])
-        xs = inputs_tuple(x)
-        if len(xs) != len(spec.inputs):
-            return None  # samples hold more than the deployed module takes (seq2seq targets)
-        out.append(tuple(t.cpu() for t in xs))
-    return out
+
+    def make(k: int) -> Batch:
+        x, _y = evaluator.family.collate(dataset, order[k * CALIB_BATCH:(k + 1) * CALIB_BATCH])
+        return tuple(t.cpu() for t in inputs_tuple(x))
+
+    batches = Batches(_chunks(len(order)), make)
+    if len(batches[0]) != len(spec.inputs):
+        return None  # samples hold more than the deployed module takes (seq2seq targets)
+    return batches
 
 
-def random_inputs(spec: Any, cfg: Any, samples: int, seed: int) -> list[tuple[Any, ...]]:
+def random_inputs(spec: Any, cfg: Any, samples: int, seed: int) -> Batches:
     from dlopt.registry import make_inputs
 
-    sizes = [min(CALIB_BATCH, samples - s) for s in range(0, samples, CALIB_BATCH)]
-    return [make_inputs(spec, cfg, n, seed=seed + i) for i, n in enumerate(sizes)]
+    sizes = _chunks(samples)
+    return Batches(sizes, lambda k: make_inputs(spec, cfg, sizes[k], seed=seed + k))
 
 
 def data_free_reason(spec: Any) -> str | None:

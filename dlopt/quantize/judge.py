@@ -5,6 +5,8 @@ percentage points for fraction metrics (accuracy), percent relative change for t
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +24,48 @@ def relative_error(ref: Any, out: Any) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-12))
 
 
-def top1(ref: Any, out: Any) -> float | None:
-    """Fraction of rows whose argmax agrees: (B, C) class scores, or (B, T, V) token logits per position."""
+def top1_matches(ref: Any, out: Any) -> tuple[int, int] | None:
+    """(rows whose argmax agrees, rows): (B, C) class scores, or (B, T, V) token logits per position."""
     if ref.dim() == 3:
         ref, out = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
     if ref.dim() != 2 or ref.shape[1] < 2:
         return None
-    return float((ref.argmax(1) == out.argmax(1)).float().mean())
+    return int((ref.argmax(1) == out.argmax(1)).sum()), int(ref.shape[0])
+
+
+def top1(ref: Any, out: Any) -> float | None:
+    """Fraction of rows whose argmax agrees (None when the output is not classifier-shaped)."""
+    got = top1_matches(ref, out)
+    return None if got is None else got[0] / max(got[1], 1)
+
+
+@dataclass
+class ParitySums:
+    """Running sums for parity over many batches: squared error and reference norm per output, top-1 matches."""
+
+    error: list[float] = field(default_factory=list)  # sum of squared (out - ref), per output
+    norm: list[float] = field(default_factory=list)  # sum of squared ref, per output
+    matches: int = 0
+    rows: int = 0
+    classifier_shaped: bool = True
+
+    def add(self, ref: tuple[Any, ...], out: tuple[Any, ...]) -> None:
+        if not self.error:
+            self.error, self.norm = [0.0] * len(ref), [0.0] * len(ref)
+        for i, (r, o) in enumerate(zip(ref, out)):  # outputs beyond the reference's are not compared
+            r, o = r.double(), o.double()
+            self.error[i] += float(((o - r) ** 2).sum())
+            self.norm[i] += float((r * r).sum())
+        got = top1_matches(ref[0], out[0])
+        self.classifier_shaped = self.classifier_shaped and got is not None
+        self.matches += got[0] if got else 0
+        self.rows += got[1] if got else 0
+
+    def relative_error(self) -> float:
+        return max(math.sqrt(e) / max(math.sqrt(n), 1e-12) for e, n in zip(self.error, self.norm, strict=True))
+
+    def agreement(self) -> float | None:
+        return self.matches / self.rows if self.classifier_shaped and self.rows else None
 
 
 @dataclass
@@ -40,8 +77,8 @@ class Judge:
     spec: Any
     whole: Any  # the whole fp32 model (the family evaluates it; GAN: generator + discriminator)
     reference: Any  # the fp32 entry module
-    probe: list[tuple[Any, ...]]
-    held: list[tuple[Any, ...]]
+    probe: Sequence[tuple[Any, ...]]  # calibrate.Batches: made when read
+    held: Sequence[tuple[Any, ...]]
     basis: str = ""
     _refs: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
     metric_broken: str | None = None  # why the family's evaluation cannot run an artifact (seq2seq decoding)
@@ -92,7 +129,7 @@ class Judge:
             return round(100.0 * sign * (before - after), 4)
         return round(100.0 * sign * (before - after) / max(abs(before), 1e-12), 4)
 
-    def _reference(self, inputs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _reference(self, inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         import torch
 
         key = id(inputs)
@@ -101,21 +138,17 @@ class Judge:
                 self._refs[key] = [_tuple(self.reference(*x)) for x in inputs]
         return self._refs[key]
 
-    def parity(self, runner: Any, inputs: list[tuple[Any, ...]]) -> dict[str, float | None]:
-        """Top-1 agreement (classifier-shaped first output) and relative error of all outputs vs fp32."""
-        import torch
-
+    def parity(self, runner: Any, inputs: Sequence[tuple[Any, ...]]) -> dict[str, float | None]:
+        """Top-1 agreement (classifier-shaped first output) and relative error of all outputs vs fp32, summed
+        batch by batch (as over the concatenation, without holding every output at once)."""
         refs = self._reference(inputs)
-        outs = [_tuple(runner(*x)) for x in inputs]
-        first_ref = torch.cat([r[0] for r in refs])
-        first_out = torch.cat([o[0] for o in outs])
-        errs = [relative_error(torch.cat([r[i] for r in refs]), torch.cat([o[i] for o in outs]))
-                for i in range(len(refs[0]))]
-        agree = top1(first_ref, first_out) if self.spec.task in ("classification", "reinforcement", "seq2seq") \
-            else None
-        return {"top1_agreement": agree, "relative_error": max(errs)}
+        sums = ParitySums()
+        for x, ref in zip(inputs, refs, strict=True):
+            sums.add(ref, _tuple(runner(*x)))
+        classify = self.spec.task in ("classification", "reinforcement", "seq2seq")
+        return {"top1_agreement": sums.agreement() if classify else None, "relative_error": sums.relative_error()}
 
-    def parity_drop(self, runner: Any, inputs: list[tuple[Any, ...]]) -> float:
+    def parity_drop(self, runner: Any, inputs: Sequence[tuple[Any, ...]]) -> float:
         """Without a metric: points of disagreement (classifiers, Q-networks) or of relative error."""
         p = self.parity(runner, inputs)
         value = 1.0 - p["top1_agreement"] if p["top1_agreement"] is not None else p["relative_error"]

@@ -110,8 +110,8 @@ def _reader(inputs: list[tuple[Any, ...]], names: list[str]) -> Any:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches: Iterator[dict[str, Any]] = iter(
-                [{n: t.numpy() for n, t in zip(names, batch, strict=True)} for batch in inputs])
+            self.batches: Iterator[dict[str, Any]] = (  # lazily: one batch at a time (224 x 224 inputs)
+                {n: t.numpy() for n, t in zip(names, batch, strict=True)} for batch in inputs)
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.batches, None)

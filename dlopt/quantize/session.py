@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.quantize.calibrate import Inputs, calibration_inputs, random_inputs, split_inputs
+from dlopt.quantize.calibrate import Batches, Inputs, calibration_inputs, random_inputs, split_inputs
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.judge import Judge
 from dlopt.quantize.recipe import Built, Recipe
@@ -46,7 +46,7 @@ class Session:
     def build(self, recipe: Recipe, fast: bool = False) -> Built:
         batches = self.calib.batches
         if fast:
-            keep = max(1, FAST_CALIBRATION // max(1, int(batches[0][0].shape[0])))
+            keep = max(1, FAST_CALIBRATION // max(1, batches.sizes[0]))
             batches = batches[:keep]
         n = next(self._count)
         if recipe.backend == QBackend.ONNXRUNTIME:
@@ -66,7 +66,7 @@ class Session:
         return bool(built.quantized_layers)
 
 
-def _fits(module: Any, batches: list[tuple[Any, ...]] | None) -> list[tuple[Any, ...]] | None:
+def _fits(module: Any, batches: Batches | None) -> Batches | None:
     """The batches if the module runs on them (the data may not fit an untrained, resized model), else None."""
     import torch
 

@@ -162,12 +162,17 @@ class Family:
     def collate(self, dataset: Any, indices: Any) -> Any:
         from torch.utils.data import default_collate
 
-        return self.rt.to_device(default_collate([dataset[int(i)] for i in indices]))
+        rows = [int(i) for i in indices]
+        fetch = getattr(dataset, "__getitems__", None)  # a whole batch at once (ImageSet: one resize per batch)
+        return self.rt.to_device(default_collate(fetch(rows) if fetch else [dataset[i] for i in rows]))
 
     def eval_batches(self, split: str) -> Iterator[Any]:
+        from dlopt.data.common import bounded_batch
+
         dataset = getattr(self.data, split)
-        for start in range(0, len(dataset), EVAL_BATCH):
-            yield self.collate(dataset, range(start, min(len(dataset), start + EVAL_BATCH)))
+        step = bounded_batch(dataset, EVAL_BATCH)  # fewer when inputs are large (224 x 224): bounded memory
+        for start in range(0, len(dataset), step):
+            yield self.collate(dataset, range(start, min(len(dataset), start + step)))
 
     def mean_over(self, model: torch.nn.Module, split: str, fn: Any) -> dict[str, float]:
         """Sample-weighted means of fn(model, x, y) -> {name: (sum, count)} over a split, in eval mode."""

@@ -37,7 +37,9 @@ def _batch(dataset: Any, start: int, size: int) -> tuple[Any, ...] | None:
 
     if start + size > len(dataset):
         return None
-    items = [dataset[i][0] for i in range(start, start + size)]
+    rows = list(range(start, start + size))
+    fetch = getattr(dataset, "__getitems__", None)  # the batch converted at once (image splits resize per batch)
+    items = [x for x, _y in (fetch(rows) if fetch else [dataset[i] for i in rows])]
     xs = [x if isinstance(x, tuple) else (x,) for x in items]
     return tuple(torch.stack([x[k] for x in xs]) for k in range(len(xs[0])))
 
