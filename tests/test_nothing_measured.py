@@ -49,14 +49,16 @@ def test_device_cuda_without_cuda_exits_4_and_creates_no_run(tmp_path: Path, mon
 @pytest.mark.parametrize("backend", ["tensorrt", "tensorrt,tensorrt"])
 def test_a_backend_unavailable_for_every_row_exits_4_and_creates_no_run(tmp_path: Path, backend: str) -> None:
     out = tmp_path / "artifacts"
-    line = _one_line_exit_4(runner.invoke(app, ["bench", "mlp", "--tiny", "--backend", backend, "--out", str(out), *FAST]))
+    args = ["bench", "mlp", "--tiny", "--backend", backend, "--out", str(out), *FAST]
+    line = _one_line_exit_4(runner.invoke(app, args))
     assert "nothing would be measured" in line and "tensorrt: TensorRT runs on CUDA devices only" in line
     assert not out.exists()
 
 
 def test_one_available_backend_is_enough(tmp_path: Path) -> None:
     out = tmp_path / "artifacts"
-    result = runner.invoke(app, ["bench", "mlp", "--tiny", "--backend", "eager,tensorrt", "--out", str(out), "--json", *FAST])
+    args = ["bench", "mlp", "--tiny", "--backend", "eager,tensorrt", "--out", str(out), "--json", *FAST]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = {r["variant"]: r["status"] for r in json.loads(result.output)["rows"]}
     assert rows == {"eager": "ok", "tensorrt": "unavailable"}

@@ -229,7 +229,8 @@ def test_keys_are_the_same_whichever_path_names_the_file(run: Run, tmp_path: Pat
     link = tmp_path / "link"
     link.symlink_to(run.path, target_is_directory=True)
     monkeypatch.chdir(run.path.parent)
-    names = [run.path / "sub" / "f.bin", Path("sub/f.bin"), link / "sub" / "f.bin", run.path / "sub" / ".." / "sub" / "f.bin"]
+    names = [run.path / "sub" / "f.bin", Path("sub/f.bin"), link / "sub" / "f.bin",
+             run.path / "sub" / ".." / "sub" / "f.bin"]
     assert {ledger.key(run, p) for p in names} == {"sub/f.bin"}
     assert ledger.hashes(run, [run.path / "sub"]) == {"sub/f.bin": sha256_file(run.path / "sub" / "f.bin")}
     assert ledger.hashes(Run(link), [link / "sub" / "f.bin"]) == ledger.hashes(run, ["sub/f.bin"])
@@ -240,7 +241,8 @@ def test_keys_are_the_same_whichever_path_names_the_file(run: Run, tmp_path: Pat
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("train")
-    result = runner.invoke(app, ["train", "mlp", "--tiny", "--epochs", "1", "--limit", "64", "--out", str(out), "--json"])
+    result = runner.invoke(app, ["train", "mlp", "--tiny", "--epochs", "1", "--limit", "64", "--out", str(out),
+                                 "--json"])
     assert result.exit_code == 0, result.output
     return Path(json.loads(result.output)["run_dir"])
 

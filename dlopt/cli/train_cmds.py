@@ -36,8 +36,8 @@ def train_cmd(
     optimizer: Annotated[OptimizerName | None, typer.Option("--optimizer", help="Optimizer.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for data splits, weights and shuffling.")] = 0,
     out: OutOpt = DEFAULT_ROOT,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in RUN_DIR from its last epoch, with "
-                                                                            "the options it was started with.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the run in RUN_DIR from its last epoch, with the options it was started with.")] = None,
     nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Workers on this machine (torchrun).")] = 1,
     nnodes: Annotated[str | None, typer.Option("--nnodes", help=TORCHRUN_HELP)] = None,
     node_rank: Annotated[int | None, typer.Option("--node-rank", help=TORCHRUN_HELP)] = None,
