@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,24 @@ def test_cli_format_choices():
     assert parse_formats("openvino") == ((ExportFormat.OPENVINO,), True)
     assert ExportFormat.OPENVINO not in parse_formats("")[0]  # opt-in until the zoo is verified on it
     assert ExportFormat.OPENVINO in parse_formats("all")[0]
+
+
+def test_cli_export_openvino_then_verify_run(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlopt.cli.app import app
+
+    monkeypatch.chdir(tmp_path)  # a user's own directory, relative --out
+    cli = CliRunner()
+    res = cli.invoke(app, ["export", "mlp", "--tiny", "--format", "openvino", "--exporter", "legacy",
+                           "--out", "runs", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    xml = Path(data["artifacts"]["openvino"])
+    assert xml.suffix == ".xml" and xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert data["verification"]["openvino"]["passed"]
+    res = cli.invoke(app, ["verify", data["run"], "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["artifacts"]["openvino"]["passed"]

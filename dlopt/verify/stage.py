@@ -68,7 +68,7 @@ def _check_readable(artifacts: dict[str, Path], trust_pickle: bool) -> dict[str,
     for fmt, path in artifacts.items():
         if fmt == "onnx":
             meta[fmt] = read_metadata(path)
-        else:
+        elif fmt in ("torchscript", "pt2"):  # pickle-capable; an OpenVINO IR is XML and raw weights
             check_trusted(path, trust_pickle)
     return meta
 
