@@ -212,7 +212,11 @@ _override: list[str] = []  # `dlopt --max-params N`, for the current command onl
 
 def set_max_params(value: float | None) -> None:
     """The ceiling given on the command line (None: back to DLOPT_MAX_PARAMS or the default)."""
-    _override[:] = [] if value is None else [repr(value)]
+    _override.clear()
+    if value is not None and not (math.isfinite(value) and value >= 1):
+        raise ConfigError(f"--max-params {shown(value)} is not allowed: give a finite number of parameters >= 1, e.g. 5e9")
+    if value is not None:
+        _override.append(repr(value))
 
 
 def _ceiling() -> tuple[int, int | None, str]:

@@ -181,15 +181,17 @@ def test_the_ceiling_can_be_lowered_and_raised_per_command():
     assert _invoke("--max-params", "1000", "info", "mlp", "--tiny").exit_code == 0
     assert _invoke("info", "mlp", "--tiny").exit_code == 0  # the override lasted one command only
     assert "finite number" in _error_line(_invoke("--max-params", "1e400", "info", "mlp", "--tiny"))
+    assert _invoke("info", "mlp", "--tiny").exit_code == 0  # a refused ceiling is not kept either
 
 
 def test_the_estimate_uses_no_memory(monkeypatch):
     """10**10 float32 weights would be 40 GB: sized on the meta device, it takes no time and no memory."""
     import time
 
-    from dlopt.options import check_model_size, estimate_size
+    from dlopt.options import check_model_size, estimate_size, set_max_params
     from dlopt.registry import _builder, get_spec, make_model_config
 
+    set_max_params(None)  # as a command without --max-params leaves it
     spec = get_spec("mlp")
     cfg = make_model_config(spec, {"hidden_sizes": "[100000, 100000]"})
     t0 = time.perf_counter()
