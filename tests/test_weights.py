@@ -183,3 +183,23 @@ def test_bad_weights_arguments(tmp_path):
         resolve_target(TargetOptions(name="mlp", tiny=True, root=tmp_path, weights=tensors_only))
     with pytest.raises(UsageError, match="a checkpoint or run already has its weights"):
         resolve_target(TargetOptions(checkpoint=tmp_path / "ck.json", root=tmp_path, weights=garbage))
+
+
+def test_verify_a_stray_onnx_against_its_architecture_with_weights(tmp_path):
+    right, wrong = tmp_path / "right.pth", tmp_path / "wrong.pth"
+    _save_state(right, 7, tiny=True)
+    _save_state(wrong, 8, tiny=True)
+    made = _invoke("export", "mlp", "--tiny", "--weights", right, "--format", "onnx", "--exporter", "legacy",
+                   "--out", tmp_path / "runs", "--json")
+    assert made.exit_code == 0, made.output
+    stray = tmp_path / "stray.onnx"  # outside any run: without a reference the verifier cannot start
+    stray.write_bytes((Path(json.loads(made.stdout)["run"]) / "model.onnx").read_bytes())
+    assert _invoke("verify", stray).exit_code == 3
+    ok = _invoke("verify", stray, "--weights", right, "--json")
+    assert ok.exit_code == 0, ok.output
+    report = json.loads(Path(json.loads(ok.stdout)["report"]).read_text())
+    assert report["weights_source"]["sha256"] == sha256_file(right)
+    bad = _invoke("verify", stray, "--weights", wrong, "--json")
+    assert bad.exit_code == 1 and not json.loads(bad.stdout)["passed"]  # other weights: a real mismatch, caught
+    both = _invoke("verify", stray, "--weights", right, "--checkpoint", tmp_path / "ck.json")
+    assert both.exit_code == 2 and "not both" in _one_line_error(both)

@@ -151,6 +151,10 @@ def verify_cmd(
     model_code: ModelCodeOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", metavar="DEFAULT|NAME|PATH", show_default=False,
+        help="Reference = the architecture an .onnx written by dlopt records, with these weights (torchvision "
+             "weights from the local hub cache, or a state dict file), instead of --checkpoint.")] = None,
     as_json: JsonOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
@@ -165,7 +169,7 @@ def verify_cmd(
 
         path = resolve_run(out, run).path
     with err_console.status(f"verifying {path}…"):
-        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config))
+        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights))
     if as_json:
         print_json({"arch": outcome.arch, "passed": outcome.passed, "report": str(outcome.report_path),
                     "artifacts": {k: r.to_dict() for k, r in outcome.reports.items()}})

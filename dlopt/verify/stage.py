@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError
+from dlopt.errors import InputFileError, UsageError
 from dlopt.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
 from dlopt.verify.criteria import for_artifact
@@ -21,6 +21,8 @@ class VerifyOptions:
     checkpoint: Path | None = None  # the reference model; default: the model of the run that holds the artifact
     trust_pickle: bool = False  # load .ts/.pt2 files that no dlopt manifest records
     config: VerifyConfig = VerifyConfig()
+    # --weights: the reference is the architecture the ONNX metadata names, built with these weights (dlopt.weights)
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,35 @@ def _reference(run: Run | None, opts: VerifyOptions, artifacts: dict[str, Path])
     return ck.model, ck.spec, ck.config
 
 
+def _weights_reference(opts: VerifyOptions, meta: dict[str, dict[str, str]]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The architecture and build options an ONNX file records, built with --weights."""
+    import json
+
+    from dlopt.codetrust import is_user_ref
+    from dlopt.registry import get_spec, make_model_config
+    from dlopt.weights import build_with_weights
+
+    if opts.checkpoint is not None:
+        raise UsageError("give --checkpoint or --weights for the reference model, not both")
+    arch = next((m["arch"] for m in meta.values() if m.get("arch")), None)
+    if arch is None or is_user_ref(arch):
+        raise UsageError("--weights needs the architecture from an .onnx written by dlopt (a user model's from "
+                         "--checkpoint); pass --checkpoint with the model it was exported from")
+    spec = get_spec(arch)
+    config = json.loads(next(m for m in meta.values() if m.get("arch")).get("config") or "{}")
+    config.pop("pretrained", None)  # build_with_weights sets it for the weights given
+    model, cfg, info = build_with_weights(spec, make_model_config(spec, config), opts.weights)
+    return model, spec, cfg, info.to_dict()
+
+
 def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     run, artifacts = collect(opts.path)
     meta = _check_readable(artifacts, opts.trust_pickle)
-    model, spec, cfg = _reference(run, opts, artifacts)
+    loaded: dict[str, Any] = {}
+    if opts.weights is not None:
+        model, spec, cfg, loaded["weights_source"] = _weights_reference(opts, meta)
+    else:
+        model, spec, cfg = _reference(run, opts, artifacts)
     for fmt, m in meta.items():
         if m.get("arch") and m["arch"] != spec.name:
             raise InputFileError(f"{artifacts[fmt]} was exported from {m['arch']}, but the reference model is "
@@ -120,7 +147,7 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
                                             cases=cases))
     from dlopt.export.stage import write_report
 
-    extra = {"arch": spec.name, "stage": "verify"}
+    extra = {"arch": spec.name, "stage": "verify", **loaded}
     if run is None:
         return VerifyOutcome(reports, write_report(Path(opts.path).with_suffix(".verify.json"), reports, extra), spec.name)
     # A variant's file (pruned/, int8/) gets its own report and manifest stage, beside the run's own.
