@@ -4,9 +4,11 @@ and the marker a payload would create never appears. (test_reliability.py covers
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import zipfile
 from pathlib import Path
@@ -159,3 +161,132 @@ def test_trust_does_not_leak_into_the_next_command(user_run, run_copy: Path, tmp
     _edit_json(run_copy / "model.json", lambda r: r.update(arch=ref))
     _refused(_invoke("bench", run_copy, "--budget-s", "0.05", "--out", tmp_path / "b"), 6, "--trust-code")
     assert not marker.exists()
+
+
+# -- class 2: an artifact that would unpickle or run code on load ----------------------------------------------------
+
+class Trap:
+    """Unpickling this creates the marker file: proof that a loader ran code hidden in the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return builtins.exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    """Copy a zip archive member by member, letting `change(members, root)` edit the bytes on the way."""
+    with zipfile.ZipFile(src) as zin:
+        members = {i.filename: zin.read(i) for i in zin.infolist()}
+    change(members, next(iter(members)).split("/")[0])
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for name, data in members.items():
+            zout.writestr(name, data)
+    return dst
+
+
+def _payload_pickled(kind: str, marker: Path):
+    def change(m: dict, root: str) -> None:
+        key = f"{root}/data/{kind}s/model_{kind}s_config.json"
+        cfg = json.loads(m[key])
+        if kind == "weight":  # the real weight's payload becomes a pickle, its config says so
+            meta = next(iter(cfg["config"].values()))
+            meta["use_pickle"] = True
+        else:  # an opaque object constant: torch pickle.loads it
+            meta = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+            cfg["config"]["evil"] = meta
+        m[f"{root}/data/{kind}s/{meta['path_name']}"] = pickle.dumps(Trap(marker))
+        m[key] = json.dumps(cfg).encode()
+    return change
+
+
+def _sample_inputs_pickled(marker: Path):
+    def change(m: dict, root: str) -> None:
+        m[f"{root}/data/sample_inputs/model.pt"] = pickle.dumps(Trap(marker))
+    return change
+
+
+def _aoti(marker: Path):
+    def change(m: dict, root: str) -> None:
+        m[f"{root}/data/aotinductor/model/model.so"] = b"\x7fELF not really"
+    return change
+
+
+def _legacy_version(marker: Path):
+    def change(m: dict, root: str) -> None:
+        m["version"] = b"1"
+    return change
+
+
+HOSTILE_PT2 = ("weight_use_pickle", "opaque_obj_constant", "sample_inputs", "aotinductor", "legacy_version")
+
+
+def _hostile_pt2(kind: str, src: Path, dst: Path, marker: Path) -> Path:
+    change = {"weight_use_pickle": _payload_pickled("weight", marker),
+              "opaque_obj_constant": _payload_pickled("constant", marker),
+              "sample_inputs": _sample_inputs_pickled(marker), "aotinductor": _aoti(marker),
+              "legacy_version": _legacy_version(marker)}[kind]
+    return _rewrite(src, dst, change)
+
+
+def _bench_prepare(path: Path) -> None:
+    """dlopt bench's own loader for a file row (the CLI refuses stray .ts/.pt2 earlier, for want of input shapes)."""
+    from dlopt.bench.backends import Variant, prepare
+    from dlopt.bench.config import Backend, Device
+
+    backend = Backend.TORCHSCRIPT if path.suffix == ".ts" else Backend.EAGER
+    prepare(Variant("file", backend, path=path), (), Device.CPU, 1)
+
+
+@pytest.mark.parametrize("kind", HOSTILE_PT2)
+@pytest.mark.parametrize("command", ["verify", "bench"])
+def test_a_pt2_that_would_unpickle_is_refused(kind, command, mlp_run: Path, tmp_path: Path):
+    from dlopt.errors import UnsafeFileError
+
+    marker = tmp_path / "pwned"
+    evil = _hostile_pt2(kind, mlp_run / "model.pt2", tmp_path / "evil.pt2", marker)
+    reason = {"weight_use_pickle": "stored as a pickle", "opaque_obj_constant": "stored as a pickle",
+              "sample_inputs": "sample inputs", "aotinductor": "AOTInductor", "legacy_version": "legacy loader"}[kind]
+    if command == "verify":
+        _refused(_invoke("verify", evil, "--checkpoint", mlp_run / "model.json"), 6, "--trust-pickle", str(evil), reason)
+    else:
+        with pytest.raises(UnsafeFileError, match=reason):
+            _bench_prepare(evil)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["weight_use_pickle", "opaque_obj_constant", "sample_inputs"])
+def test_the_pt2_traps_are_armed(kind, mlp_run: Path, tmp_path: Path):
+    """Control: torch.export.load really runs these payloads, so the refusals above are what stops them."""
+    import torch
+
+    marker = tmp_path / "pwned"
+    evil = _hostile_pt2(kind, mlp_run / "model.pt2", tmp_path / "evil.pt2", marker)
+    try:
+        torch.export.load(str(evil))
+    except Exception:  # noqa: BLE001 - the payload runs before torch notices the file is odd
+        pass
+    assert marker.exists()
+
+
+def test_a_torchscript_file_no_run_records_is_refused_by_verify_and_bench(mlp_run: Path, tmp_path: Path):
+    from dlopt.errors import UnsafeFileError
+
+    stray = tmp_path / "copy.ts"
+    stray.write_bytes((mlp_run / "model.ts").read_bytes())
+    _refused(_invoke("verify", stray, "--checkpoint", mlp_run / "model.json"), 6, "--trust-pickle", "TorchScript")
+    with pytest.raises(UnsafeFileError, match="--trust-pickle"):
+        _bench_prepare(stray)
+    _bench_prepare(mlp_run / "model.ts")  # recorded by its run's manifest: bench loads it
+
+
+def test_dlopt_own_pt2_and_trusted_files_still_load(mlp_run: Path, tmp_path: Path):
+    from dlopt.export.runtime import load_artifact
+
+    stray = tmp_path / "copy.pt2"
+    stray.write_bytes((mlp_run / "model.pt2").read_bytes())
+    load_artifact(stray)  # plain tensors and weights_only sample inputs: nothing to unpickle, no trust needed
+    load_artifact(mlp_run / "model.ts")  # recorded with its sha256 in the run's manifest
+    res = _invoke("verify", tmp_path / "copy.pt2", "--checkpoint", mlp_run / "model.json")
+    assert res.exit_code == 0, res.output

@@ -28,6 +28,7 @@ class Variant:
     precision: str = "fp32"  # which measured peak the roofline compares with
     script: bool = False  # TorchScript by scripting rather than tracing (spec.torchscript == "script")
     unavailable: str | None = None  # why this row cannot run at all (no .onnx, export failed)
+    trust_pickle: bool = False  # load a .ts/.pt2 file no dlopt manifest records (else: the same check as verify)
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ def _file_bytes(path: Path) -> int:
 
 
 def _eager(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
-    if v.path is not None:  # a .pt2 exported program
-        import torch
+    if v.path is not None:  # a .pt2 exported program, loaded through the same trust check as dlopt verify
+        from dlopt.export.archive import load_module
 
         t0 = time.perf_counter()
-        module = torch.export.load(str(v.path)).module()
+        module = load_module(v.path, "pt2", trust_pickle=v.trust_pickle)
         return Prepared(functools.partial(module, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
     module = v.module.to(device.value)
     return Prepared(functools.partial(module, *inputs), 0.0, _weights_bytes(module), "parameters+buffers")
@@ -64,8 +65,10 @@ def _torchscript(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepare
     import torch
 
     t0 = time.perf_counter()
-    if v.path is not None:
-        ts = torch.jit.load(str(v.path), map_location=device.value)
+    if v.path is not None:  # through the same trust check as dlopt verify
+        from dlopt.export.archive import load_module
+
+        ts = load_module(v.path, "torchscript", trust_pickle=v.trust_pickle, device=device.value)
         return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
     module = v.module.to(device.value)
     with torch.no_grad():

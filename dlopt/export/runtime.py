@@ -2,18 +2,18 @@
 
 TorchScript archives (and .pt2 files that hold pickled parts) are zips with pickles inside: dlopt loads
 one only if its sha256 is recorded in the manifest of the run directory that holds it (dlopt wrote it),
-or when the caller passes trust_pickle=True (the CLI's --trust-pickle).
+or when the caller passes trust_pickle=True (the CLI's --trust-pickle). What would unpickle is judged as
+torch's loader reads the archive (dlopt.export.archive), not by member names.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError, InputMismatchError, UnsafeFileError, UsageError
-from dlopt.fileio import looks_like_pickle, sha256_file
+from dlopt.errors import InputFileError, InputMismatchError, UsageError
+from dlopt.fileio import sha256_file
 from dlopt.runs import MANIFEST
 
 SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino"}
@@ -28,13 +28,18 @@ def artifact_format(path: Path) -> str:
 
 
 def recorded_by_dlopt(path: Path) -> bool:
-    """True when a manifest in the artifact's directory (or its parent) records this exact file's sha256."""
+    """True when a manifest in the artifact's directory (or its parent) records this exact file's sha256.
+    A manifest that is not a valid one (dlopt.schema) vouches for nothing."""
+    from dlopt.schema import read_manifest
+
     path = Path(path).resolve()
     digest = sha256_file(path)
     for folder in (path.parent, path.parent.parent):
+        if not (folder / MANIFEST).exists():
+            continue
         try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError):
+            manifest = read_manifest(folder / MANIFEST)
+        except InputFileError:
             continue
         for stage in manifest.get("stages", {}).values():
             if any(out.get("sha256") == digest for out in stage.get("outputs", [])):
@@ -43,10 +48,11 @@ def recorded_by_dlopt(path: Path) -> bool:
 
 
 def check_trusted(path: Path, trust_pickle: bool = False) -> None:
-    if trust_pickle or not looks_like_pickle(path) or recorded_by_dlopt(path):
-        return
-    raise UnsafeFileError(f"{path} holds pickled data and no dlopt run manifest records its sha256, so dlopt did not "
-                          "write it (or it changed since); pass --trust-pickle only if you trust its source")
+    """Refuse a .ts/.pt2 file that would unpickle or run code when loaded (judged as torch's loader reads it, see
+    dlopt.export.archive), unless trusted; a zip bomb is refused even then."""
+    from dlopt.export.archive import check_trusted as check
+
+    check(path, artifact_format(path), trust_pickle)
 
 
 def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None = None) -> Runner:
@@ -55,10 +61,11 @@ def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None
     fmt = artifact_format(path)
     if not path.is_file():
         raise InputFileError(f"artifact {path} not found")
-    if fmt not in ("onnx", "openvino"):  # an OpenVINO IR is XML plus raw weights: nothing in it runs code
-        check_trusted(path, trust_pickle)
-    loader = {"onnx": _onnx_runner, "torchscript": _torchscript_runner, "pt2": _pt2_runner,
-              "openvino": _openvino_runner}[fmt]
+    if fmt in ("torchscript", "pt2"):  # pickle-capable: through the one door (bomb, trust, load)
+        loader = _torchscript_runner if fmt == "torchscript" else _pt2_runner
+        return loader(path, threads, trust_pickle)
+    # an OpenVINO IR is XML plus raw weights, ONNX a protobuf: nothing in them runs code
+    loader = {"onnx": _onnx_runner, "openvino": _openvino_runner}[fmt]
     return loader(path, threads)
 
 
@@ -128,15 +135,10 @@ def _openvino_runner(path: Path, threads: int | None) -> Runner:
     return torch_runner(path, threads)
 
 
-def _torchscript_runner(path: Path, threads: int | None) -> Runner:
-    import torch
+def _torchscript_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
+    from dlopt.export.archive import load_module
 
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError) as exc:
-        raise InputFileError(f"{path} is not a loadable TorchScript archive ({_first_line(exc)})") from None
-
-    return _guarded(path, module)
+    return _guarded(path, load_module(path, "torchscript", trust_pickle=trust_pickle))
 
 
 def register_quantized_ops() -> None:
@@ -148,16 +150,10 @@ def register_quantized_ops() -> None:
         import torch.ao.quantization.fx._decomposed  # noqa: F401
 
 
-def _pt2_runner(path: Path, threads: int | None) -> Runner:
-    import torch
+def _pt2_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
+    from dlopt.export.archive import load_module
 
-    register_quantized_ops()
-    try:
-        module = torch.export.load(str(path)).module()
-    except (RuntimeError, ValueError, KeyError, OSError) as exc:
-        raise InputFileError(f"{path} is not a loadable torch.export program ({_first_line(exc)})") from None
-
-    return _guarded(path, module)
+    return _guarded(path, load_module(path, "pt2", trust_pickle=trust_pickle))
 
 
 def _guarded(path: Path, module: Any) -> Runner:
