@@ -153,6 +153,23 @@ def test_npz_x_that_no_model_reads_is_refused(tmp_path, x, fragment: str) -> Non
     _one_line_error(_train("mlp", "npz", tmp_path / "bad.npz", tmp_path / "runs"), 3, fragment)
 
 
+def test_npz_whose_header_declares_too_much_is_refused_before_loading(tmp_path) -> None:
+    import io
+    import zipfile
+
+    def member(shape: tuple[int, ...]) -> bytes:  # a .npy header and no data: what a zip bomb's header says
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        return buf.getvalue()
+
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:
+        z.writestr("X.npy", member((10**6, 10**4)))  # 80 GB as float64
+        z.writestr("y.npy", member((10**6,)))
+    _one_line_error(_train("mlp", "npz", tmp_path / "bomb.npz", tmp_path / "runs"), 3, "74.5 GiB", "ceiling")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    _one_line_error(_train("mlp", "npz", tmp_path / "broken.npz", tmp_path / "runs"), 3, "not a numeric .npz")
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A tiny PNG file that declares width x height grey pixels (what a decompression bomb's header says)."""
     def chunk(kind: bytes, data: bytes) -> bytes:

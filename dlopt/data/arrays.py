@@ -12,6 +12,7 @@ built from the training split only (<pad> 0, <unk> 1).
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,22 @@ from dlopt.errors import InputFileError
 from dlopt.spec import Task
 
 CSV_MAX_TOKENS = 256  # longer texts keep their last 256 words
+NPZ_MAX_BYTES = 8 * 2**30  # X and y as loaded; checked from the .npy headers before anything is decompressed
 
 
 def _file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise InputFileError(f"{path} is not a file; give the path to {what}")
     return path
+
+
+def _declared_bytes(archive: Any, name: str) -> int:
+    """What an array of the archive will take in memory, from its .npy header (nothing decompressed)."""
+    with archive.zip.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = header(f)
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +64,13 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if not {"X", "y"} <= keys:
                 raise InputFileError(f"{path} holds {sorted(keys)}; it needs arrays named X and y "
                                      "(np.savez(path, X=inputs, y=labels))")
+            size = sum(_declared_bytes(archive, name) for name in ("X", "y"))
+            if size > NPZ_MAX_BYTES:
+                raise InputFileError(f"{path}: X and y would take {size / 2**30:.1f} GiB in memory, over dlopt's "
+                                     f"ceiling of {NPZ_MAX_BYTES / 2**30:g} GiB; use fewer samples, or an image "
+                                     "folder (read a batch at a time)")
             return archive["X"], archive["y"]
-    except (ValueError, OSError) as exc:  # not a zip, or object arrays (allow_pickle=False)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # not a zip, object arrays...
         raise InputFileError(f"{path} is not a numeric .npz archive ({exc}); save it with np.savez") from None
 
 
