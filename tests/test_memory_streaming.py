@@ -189,3 +189,23 @@ def test_image_folder_decompression_bomb_is_refused(tmp_path, side: int) -> None
     _png_header_only(tmp_path / "pics" / "b" / "bomb.png", side, side)
     line = _one_line_error(_train("cnn", "imagefolder", tmp_path / "pics", tmp_path / "runs"), 3, "bomb.png")
     assert "pixels" in line
+
+
+def test_memory_benchmark_measures_each_child_alone() -> None:
+    """benchmarks/memory_peak.py --measure: the peak of its one child, not of an earlier, larger one."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "memory_peak.py"
+
+    def peak(mb: int) -> float:
+        child = [sys.executable, "-c", f"b = bytearray({mb} * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+        out = subprocess.run([sys.executable, str(script), "--measure", "--", *child], capture_output=True,
+                             text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        assert row["rc"] == 0
+        return row["rss_mb"]
+
+    big, small = peak(300), peak(20)
+    assert 300 <= big < 400 and small < 100
