@@ -38,6 +38,8 @@ class ExportConfig:
     verify: bool = True  # compare each artifact with eager at several shapes right after export
     dynamic: bool = True  # export the spec's batch/seq axes as dynamic (False only to test the verifier)
     strict_formats: bool = False  # True: a requested format the spec does not support is an error
+    atol: float | None = None  # verification tolerance; None = the spec's (dlopt.verify.VerifyConfig)
+    rtol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: Ex
 
         step(f"verifying {', '.join(result.artifacts)}")
         with quiet_deprecations():  # trust: the files were written just now by this process
-            reports = verify_artifacts(model, spec, cfg, result.artifacts, VerifyConfig(export_batch=config.batch_size),
-                                       trust_pickle=True, cases=cases)
+            vcfg = VerifyConfig(export_batch=config.batch_size, atol=config.atol, rtol=config.rtol)
+            reports = verify_artifacts(model, spec, cfg, result.artifacts, vcfg, trust_pickle=True, cases=cases)
         result.verification.update(reports)
     return result
