@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from dlopt.prune import PruneConfig
 from dlopt.prune.stage import REPORT, run_prune
@@ -143,3 +144,36 @@ def test_a_trained_run_is_fine_tuned_by_default_and_zero_opts_out(trained_cnn):
                                                                       name="pruned-nofinetune"))
     assert off.result["finetune"] == [] and off.result["metric"]["after_finetune"] is None
     assert off.result["notes"][0] == "not fine-tuned (--finetune-epochs 0)"
+
+
+NORMED = """from torch import nn
+
+def build():
+    return nn.Sequential(nn.Linear(16, 64), nn.LayerNorm(64), nn.ReLU(), nn.Linear(64, 10))
+"""
+
+
+def test_layernorm_groups_are_pruned_through_or_kept_with_the_reason(tmp_path):
+    from dlopt.prune.model import prune_model
+    from dlopt.prune.structure import apply, describe
+    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+
+    (tmp_path / "normed.py").write_text(NORMED)
+    spec = get_spec(f"{tmp_path / 'normed.py'}:build")
+    mcfg = make_model_config(spec, input_shape=(16,))
+    model = create_model(spec, mcfg)
+    pruned, info = prune_model(model, spec, PruneConfig(ratio=0.3), make_inputs(spec, mcfg, 1))
+    assert pruned[0].out_features == pruned[1].normalized_shape[0] == 48 and "0" not in info["kept_layers"]
+    rebuilt = apply(create_model(spec, mcfg), describe(pruned, create_model(spec, mcfg)))  # what loading does
+    rebuilt.load_state_dict(pruned.state_dict())
+    x = make_inputs(spec, mcfg, 2, seed=1)
+    torch.testing.assert_close(rebuilt.eval()(*x), pruned(*x))
+    vit = get_spec("vit")  # learned position table: the model width is pruned through its LayerNorms
+    vcfg = make_model_config(vit, tiny=True)
+    _, info = prune_model(create_model(vit, vcfg), vit, PruneConfig(ratio=0.5), make_inputs(vit, vcfg, 1))
+    assert info["widths"]["after"]["patch_embedding"]["out"] < info["widths"]["before"]["patch_embedding"]["out"]
+    tc = get_spec("transformer_classifier")  # a fixed sinusoidal table the graph cannot resize: kept, with why
+    tcfg = make_model_config(tc, tiny=True)
+    _, info = prune_model(create_model(tc, tcfg), tc, PruneConfig(ratio=0.5), make_inputs(tc, tcfg, 1))
+    whys = set(info["kept_layers"].values())
+    assert any(w.startswith("model width (tied to a LayerNorm), kept whole: pruning through it failed") for w in whys)

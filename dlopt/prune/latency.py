@@ -27,6 +27,21 @@ def _export(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path) -> str | None:
     return None
 
 
+def _export_variant(run: Run, spec: ArchSpec, cfg: Any, name: str) -> str | None:
+    """Export `<run>/<name>/model.json` to ONNX in a stage of its own (`<name>-onnx`): bench only times files a
+    finished stage recorded."""
+    from dlopt.checkpoint import load_checkpoint
+
+    record = run.path / name / "model.json"
+    if (run.path / name / "model.onnx").is_file():
+        return None
+    with run.stage(f"{name}-onnx", {"export": {"formats": ["onnx"], "verify": True}}, inputs=[record]) as rec:
+        staged = rec.dir(name)
+        problem = _export(load_checkpoint(record).model, spec, cfg, staged)
+        rec.outputs += [p for p in staged.iterdir() if p.is_file()]
+    return problem
+
+
 def _median(rows: list[dict], variant: str, batch: int) -> float | None:
     row = next((r for r in rows if r["variant"] == variant and r["batch_size"] == batch and r.get("stats")), None)
     return None if row is None else row["stats"]["median_ms"]
@@ -39,11 +54,9 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
     from dlopt.bench.variants import EXPORT_DIR
-    from dlopt.checkpoint import load_checkpoint
 
     problems = [_export(target.model, spec, target.config, run.path / EXPORT_DIR)]
-    problems += [_export(load_checkpoint(run.path / n / "model.json").model, spec, target.config, run.path / n)
-                 for n in names]
+    problems += [_export_variant(run, spec, target.config, n) for n in names]
     bcfg = BenchConfig(backends=(Backend.EAGER, Backend.ONNXRUNTIME), batch_sizes=batch_sizes, threads=threads,
                        budget_s=budget_s, min_calls=MIN_CALLS)
     outcome = bench(TargetOptions(name=str(run.path)), bcfg)

@@ -3,9 +3,9 @@
 Generic rules (no per-architecture branches):
   - an output layer (its channels are a model output, directly or through an elementwise op such as Tanh,
     or nothing else reads them) keeps its size;
-  - a layer whose channels are coupled to a LayerNorm keeps its size: that is a Transformer's model width
-    (the residual stream shared with embeddings and position tables), so Transformers lose heads and MLP
-    width, not d_model;
+  - a layer whose channels are coupled to a LayerNorm is pruned through it (Torch-Pruning resizes the norm,
+    embeddings and position tables of a Transformer's model width) -- unless a trial prune of a copy shows
+    the model cannot run that way (a fixed sinusoidal table, say): then that width is kept, with the reason;
   - attention modules are found by their attributes (dlopt's MultiHeadAttention, Hugging Face's
     BertSelfAttention) and lose whole heads.
 """
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNN, nn.LSTM, nn.GRU)
+NORMS = (nn.LayerNorm,)  # the normalisation a whole residual stream (a Transformer's model width) shares
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ def _model_outputs(model: nn.Module, example: tuple[Any, ...]) -> tuple[list[tor
     return flat, seen
 
 
-def kept_layers(model: nn.Module, graph: Any, example: tuple[Any, ...]) -> dict[nn.Module, str]:
-    """Root layers whose output channels must not be pruned, with the reason (see the module docstring)."""
+def kept_layers(model: nn.Module, graph: Any, example: tuple[Any, ...],
+                norm_reason: str | None = None) -> dict[nn.Module, str]:
+    """Root layers whose output channels must not be pruned, with the reason (see the module docstring).
+    With `norm_reason`, layers whose channels are tied to a LayerNorm are kept too, for that reason."""
     from torch_pruning import ops
 
     outputs, seen = _model_outputs(model, example)
@@ -99,8 +102,8 @@ def kept_layers(model: nn.Module, graph: Any, example: tuple[Any, ...]) -> dict[
         targets = [item.dep.target for item in group]
         if len(group) == 1 or any(t.type == ops.OPTYPE.OUTPUT for t in targets):
             kept[module] = "output layer"
-        elif any(isinstance(t.module, nn.LayerNorm) for t in targets):
-            kept[module] = "model width (LayerNorm / residual stream)"
+        elif norm_reason and any(isinstance(t.module, NORMS) for t in targets):
+            kept[module] = norm_reason
     return kept
 
 

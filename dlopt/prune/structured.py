@@ -6,6 +6,7 @@ which layers keep their size. Works in place: callers pass a copy.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 from dlopt.errors import ConfigError, UnsupportedError
 from dlopt.prune.config import Importance, PruneConfig
 from dlopt.prune.recurrent import customized_pruners
-from dlopt.prune.layers import ROOT_TYPES, attention_modules, head_counts, kept_layers, width
+from dlopt.prune.layers import NORMS, ROOT_TYPES, attention_modules, head_counts, kept_layers, width
 from dlopt.prune.widths import WidthChoice, force_scopes, plan_widths, ratio_dict
 
 LossFn = Callable[[nn.Module], torch.Tensor]  # a loss on one batch, for Taylor importance
@@ -44,15 +45,16 @@ def _check_unsupported(module: nn.Module) -> None:
                                    "use --method unstructured")
 
 
-def prunable_layers(module: nn.Module,
-                    example: tuple[Any, ...]) -> tuple[list[tuple[str, nn.Module]], dict[nn.Module, str]]:
-    """(name, layer) whose output channels may go, and the kept layers with their reason."""
+def prunable_layers(module: nn.Module, example: tuple[Any, ...], norm_reason: str | None = None
+                    ) -> tuple[list[tuple[str, nn.Module]], dict[nn.Module, str]]:
+    """(name, layer) whose output channels may go, and the kept layers with their reason (with `norm_reason`,
+    the layers tied to a LayerNorm are kept, for that reason)."""
     import torch_pruning as tp
 
     _check_unsupported(module)
     graph = tp.DependencyGraph().build_dependency(module, example_inputs=list(example),
                                                    customized_pruners=customized_pruners())
-    kept = kept_layers(module, graph, example)
+    kept = kept_layers(module, graph, example, norm_reason)
     prunable = [(n, m) for n, m in module.named_modules() if isinstance(m, ROOT_TYPES) and m not in kept]
     return prunable, kept
 
@@ -69,16 +71,28 @@ def _fix_heads(module: nn.Module, head_dims: dict[nn.Module, int]) -> None:
 def prune_structured(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_fn: LossFn | None = None,
                      after_step: StepHook | None = None) -> dict[str, Any]:
     """Prune `module` in place; returns what was kept and why. Raises when nothing can be pruned."""
-    with warnings.catch_warnings():  # ViT's cls_token / pos_embedding: the model width they carry is kept
+    with warnings.catch_warnings():  # ViT's cls_token / pos_embedding: pruned along the model width they carry
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        return _prune(module, example, cfg, loss_fn, after_step)
+        return _prune(module, example, cfg, loss_fn, after_step, _norm_trial(module, example, cfg))
+
+
+def _norm_trial(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig) -> str | None:
+    """Prune a copy through its LayerNorms; None when that works (or there is none), else why the model width
+    tied to them has to stay whole (e.g. a fixed sinusoidal position table the graph cannot resize)."""
+    if not any(isinstance(m, NORMS) for m in module.modules()):
+        return None
+    try:
+        _prune(copy.deepcopy(module), example, cfg, None, None, None)
+    except (UnsupportedError, ConfigError) as exc:
+        return f"model width (tied to a LayerNorm), kept whole: pruning through it failed ({str(exc)[:120]})"
+    return None
 
 
 def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_fn: LossFn | None,
-           after_step: StepHook | None) -> dict[str, Any]:
+           after_step: StepHook | None, norm_reason: str | None) -> dict[str, Any]:
     import torch_pruning as tp
 
-    prunable, kept = prunable_layers(module, example)
+    prunable, kept = prunable_layers(module, example, norm_reason)
     if not prunable:
         raise UnsupportedError("nothing to prune: every layer is an output layer or the model width")
     heads = head_counts(module)
