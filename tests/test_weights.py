@@ -86,6 +86,25 @@ def test_torchvision_default_weights_load_from_the_seeded_cache(seeded_hub, tmp_
     assert again.record["weights_source"]["name"] == "SqueezeNet1_1_Weights.IMAGENET1K_V1"
 
 
+def test_torchvision_weights_get_the_layout_torchvision_loads_them_into(tmp_path, monkeypatch, no_download):
+    """googlenet with weights: torchvision normalises the input and drops the auxiliary heads after loading, so the
+    model dlopt builds (and rebuilds from the run) must have that layout, not weights=None's."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    torch.manual_seed(5)
+    source = torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(source.state_dict(), cache / "googlenet-1378be20.pth")  # the file torchvision's weights name
+    t = resolve_target(TargetOptions(name="torchvision:googlenet", root=tmp_path / "runs", input_size=64,
+                                     weights="DEFAULT"))
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(_out(t.model, x), _out(source.eval(), x))
+    assert t.model.aux1 is None and t.model.transform_input
+    assert torch.equal(_out(load_checkpoint(t.checkpoint).model, x), _out(source, x))
+
+
 def test_torchvision_weights_by_full_name_and_unknown_name(seeded_hub, tmp_path):
     t = resolve_target(TargetOptions(name=TV, root=tmp_path, input_size=64,
                                      weights="SqueezeNet1_1_Weights.IMAGENET1K_V1"))
