@@ -65,7 +65,7 @@ def read_record(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Any],
     if path.is_file() and path.suffix not in {".json", ".safetensors"}:
         refuse_pickle(path, trust_pickle)
     record_path, weights_path = _paths(path)
-    if not record_path.is_file():
+    if not record_path.exists():  # a FIFO or device exists too: read_record_file names it and never opens it
         raise InputFileError(f"checkpoint record {record_path} not found; give the .json written by dlopt")
     record = read_record_file(record_path)
     if not weights_path.is_file():

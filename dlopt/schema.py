@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr,
+                      ValidationError)
 
 from dlopt.errors import InputFileError
 from dlopt.fileio import read_json
@@ -22,6 +23,18 @@ Scalar = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_l
 ConfigValue = Scalar | list[Scalar] | list[list[Scalar]]
 Identifier = Annotated[StrictStr, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=200)]
 Dim = Annotated[StrictInt, Field(ge=0, le=2**31)]
+
+
+def _relative(text: str) -> str:
+    parts = Path(text).parts
+    if Path(text).is_absolute() or ".." in parts or "\x00" in text:
+        raise ValueError(f"{text!r} is not a path inside the run (absolute, '..' or NUL)")
+    return text
+
+
+# A file of the run, as dlopt records it: relative to the run, never climbing out. (Symlinks are caught where the
+# path is used: fileio.within resolves it.)
+RunPath = Annotated[Name, AfterValidator(_relative)]
 
 
 class _Open(BaseModel):
@@ -56,16 +69,20 @@ class CheckpointRecord(_Open):
 
 
 class FileEntry(_Open):
-    path: Name
+    path: Name  # inputs may lie outside the run (provenance); whoever follows one uses fileio.within
     sha256: Sha256 | None = None
     bytes: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class OutputEntry(FileEntry):
+    path: RunPath  # a stage writes only inside its run
 
 
 class StageEntry(_Open):
     status: StrictStr | None = None
     config: dict[StrictStr, Any] | None = None
     inputs: list[FileEntry] = []
-    outputs: list[FileEntry] = []
+    outputs: list[OutputEntry] = []
     metrics: dict[StrictStr, Any] | None = None
 
 
@@ -73,7 +90,7 @@ class ModelEntry(_Open):
     arch: Name | None = None
     config: dict[StrictStr, ConfigValue] | None = None
     source: StrictStr | None = None
-    checkpoint: Name = "model.json"
+    checkpoint: RunPath = "model.json"
 
 
 class Manifest(_Open):

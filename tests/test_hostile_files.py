@@ -290,3 +290,161 @@ def test_dlopt_own_pt2_and_trusted_files_still_load(mlp_run: Path, tmp_path: Pat
     load_artifact(mlp_run / "model.ts")  # recorded with its sha256 in the run's manifest
     res = _invoke("verify", tmp_path / "copy.pt2", "--checkpoint", mlp_run / "model.json")
     assert res.exit_code == 0, res.output
+
+
+# -- class 3: a file of the right name and the wrong shape -----------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+BAD_RECORDS = {
+    "a list": ("[]", "not a dlopt checkpoint record"),
+    "a string config": (lambda r: {**r, "config": "hidden_sizes=8"}, "config"),
+    "a 400-digit integer": (lambda r: {**r, "config": {**r["config"], "num_classes": 10**400}}, "401 digits"),
+    "deeply nested arrays": ('{"format": "dlopt-checkpoint", "arch": "mlp", "config": {"x": ' + DEEP + "}}",
+                             "nested too deeply"),
+    "nested within the parser's reach": (lambda r: {**r, "metrics": {"m": json.loads("[" * 60 + "]" * 60)}},
+                                         "nested deeper"),
+    "non-UTF-8 bytes": (b'{"format": "dlopt-checkpoint", "arch": "ml\xff\xfe"}', "not UTF-8"),
+    "an arch that is a list": (lambda r: {**r, "arch": ["mlp"]}, "arch"),
+    "a structure that sets dunder attributes": (lambda r: {**r, "structure": {
+        "format": "dlopt-pruned-structure/1", "attributes": {"": {"__class__": 1}}, "shapes": {}}}, "structure"),
+    "a negative tensor shape": (lambda r: {**r, "structure": {
+        "format": "dlopt-pruned-structure/1", "attributes": {}, "shapes": {"0.weight": [-1, 4]}}}, "structure"),
+}
+
+
+def _write_hostile(path: Path, content) -> None:
+    if callable(content):
+        content = json.dumps(content(json.loads(path.read_text())))
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+@pytest.mark.parametrize("how", ["checkpoint", "run"])
+def test_a_record_of_the_wrong_shape_fails_with_one_line(case, how, run_copy: Path, tmp_path: Path):
+    content, needle = BAD_RECORDS[case]
+    _write_hostile(run_copy / "model.json", content)
+    args = (["export", "--checkpoint", run_copy / "model.json", "--out", tmp_path / "o"] if how == "checkpoint"
+            else ["verify", run_copy])
+    _refused(_invoke(*args), 3, needle)
+    assert not (tmp_path / "o").exists()
+
+
+BAD_MANIFESTS = {
+    "a list": ("[]", "top level"),
+    "stages as a string": (lambda m: {**m, "stages": "export"}, "stages"),
+    "outputs as an object": (lambda m: {**m, "stages": {"export": {"outputs": {"path": "model.ts"}}}}, "outputs"),
+    "a 400-digit integer": (lambda m: {**m, "schema_version": 10**400}, "401 digits"),
+    "deeply nested arrays": ('{"stages": ' + DEEP + "}", "nested too deeply"),
+    "non-UTF-8 bytes": (b'{"arch": "\xc3\x28"}', "not UTF-8"),
+    "not JSON": ("{'arch': 'mlp'}", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_a_manifest_of_the_wrong_shape_fails_with_one_line_and_runs_names_it(case, mlp_run: Path, run_copy: Path):
+    content, needle = BAD_MANIFESTS[case]
+    _write_hostile(run_copy / "manifest.json", content)
+    _refused(_invoke("verify", run_copy), 3, needle)
+    root = run_copy.parent.parent
+    shutil.copytree(mlp_run, root / "mlp" / "good")  # one good run beside the bad one
+    res = _invoke("runs", "--out", root, "--json")
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output and "skipped" in res.output and run_copy.name in " ".join(res.output.split())
+    listed = json.loads(res.stdout)
+    assert [Path(r["run"]).name if "run" in r else r for r in listed] and len(listed) == 1
+
+
+@pytest.fixture
+def alarm():
+    """A read that blocks fails the test after 20 s instead of hanging it."""
+    import signal
+
+    def boom(*_):
+        raise TimeoutError("a read blocked")
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero", "dev_urandom", "directory", "huge"])
+@pytest.mark.parametrize("name", ["manifest.json", "model.json"])
+def test_a_file_that_is_not_a_regular_bounded_file_is_refused_without_hanging(kind, name, run_copy, tmp_path, alarm):
+    target = run_copy / name
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind.startswith("dev_"):
+        target.symlink_to(f"/dev/{kind[4:]}")
+    elif kind == "directory":
+        target.mkdir()
+    else:
+        target.write_bytes(b" " * (17 << 20))
+    needle = {"fifo": "a FIFO", "dev_zero": "a device", "dev_urandom": "a device", "huge": "more than",
+              "directory": "a directory" if name == "manifest.json" else "model.json/model.json not found"}[kind]
+    args = ["verify", run_copy] if name == "manifest.json" else ["export", "--checkpoint", target, "--out", tmp_path]
+    _refused(_invoke(*args), 3, needle)
+    if name == "manifest.json":
+        res = _invoke("runs", "--out", run_copy.parent.parent)
+        assert res.exit_code == 0 and "skipped" in res.output, res.output
+
+
+# -- class 4: paths inside files ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["model_checkpoint", "export_output", "stage_input", "symlinked_output"])
+def test_a_path_read_from_a_manifest_stays_inside_the_run(where, run_copy: Path, tmp_path: Path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for f in ("model.json", "model.safetensors", "model.ts"):
+        shutil.copy(run_copy / f, outside / f)
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    export = manifest["stages"]["export"]
+    if where == "model_checkpoint":
+        manifest["model"]["checkpoint"] = "../../../elsewhere/model.json"
+        args, needle = ["export", run_copy, "--format", "onnx", "--out", tmp_path / "o"], "model.checkpoint"
+    elif where == "export_output":
+        export["outputs"] = [{**export["outputs"][0], "path": str(outside / "model.ts")}]
+        args, needle = ["verify", run_copy], "outputs"
+    elif where == "stage_input":
+        export["inputs"] = [{"path": str(outside / "model.json"), "sha256": None}]
+        args, needle = ["verify", run_copy], "outside"
+    else:  # the recorded name is innocent, the file behind it is a symlink out of the run
+        (run_copy / "model.ts").unlink()
+        (run_copy / "model.ts").symlink_to(outside / "model.ts")
+        args, needle = ["verify", run_copy], "outside"
+    (run_copy / "manifest.json").write_text(json.dumps(manifest))
+    _refused(_invoke(*args), 3, needle)
+
+
+# -- class 5: resource bombs ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".pt2", ".ts"])
+@pytest.mark.parametrize("shape", ["one huge member", "many members"])
+def test_a_zip_bomb_is_refused_before_extraction(suffix, shape, mlp_run: Path, tmp_path: Path, monkeypatch):
+    """A tiny file that would expand past the ceiling is refused, even with --trust-pickle (it is not a trust issue)."""
+    from dlopt.export import archive
+
+    monkeypatch.setattr(archive, "RATIO_FLOOR", 1 << 20)  # the same rule at test scale: 1 MB instead of 256 MB
+    monkeypatch.setattr(archive, "MAX_MEMBERS", 500)
+    bomb = tmp_path / f"bomb{suffix}"
+
+    def change(m: dict, root: str) -> None:
+        if shape == "one huge member":
+            m[f"{root}/data/weights/weight_0"] = b"\0" * (4 << 20)
+        else:
+            m.update({f"{root}/extra/f{i}": b"" for i in range(1000)})
+    _rewrite(mlp_run / f"model{suffix}", tmp_path / "plain.zip", change)
+    with zipfile.ZipFile(tmp_path / "plain.zip") as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    assert bomb.stat().st_size < (1 << 20)
+    for trust in ([], ["--trust-pickle"]):
+        _refused(_invoke("verify", bomb, "--checkpoint", mlp_run / "model.json", *trust), 3, "zip bomb",
+                 archive.MAX_UNCOMPRESSED_ENV)
+    monkeypatch.setenv(archive.MAX_UNCOMPRESSED_ENV, str(1 << 40))  # the override lifts the byte ceiling
+    if shape == "one huge member":
+        with pytest.raises(Exception) as info:
+            archive.check_bomb(bomb, zipfile.ZipFile(bomb))
+            raise RuntimeError("passed")
+        assert "passed" in str(info.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import InputFileError, UsageError
+from dlopt.fileio import within  # paths read from the manifest stay inside the run (issue 21)
 from dlopt.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
 from dlopt.verify.criteria import for_artifact
@@ -52,7 +53,7 @@ def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
         run = Run.open(path)
         outputs = run.manifest().get("stages", {}).get("export", {}).get("outputs", [])
         paths = [Path(o["path"]) for o in outputs]
-        found = {SUFFIXES[p.suffix]: run.path / p for p in paths if p.suffix in SUFFIXES}
+        found = {SUFFIXES[p.suffix]: within(run.path, p, "export output") for p in paths if p.suffix in SUFFIXES}
         if not found:
             raise InputFileError(f"{path} has no exported artifacts; run `dlopt export {path}` first")
         return run, found
@@ -81,7 +82,8 @@ def _source_checkpoint(run: Run, artifacts: dict[str, Path]) -> Path | None:
               if Path(p).resolve().is_relative_to(run.path.resolve())}
     for stage in run.manifest().get("stages", {}).values():
         if wanted & {o.get("path") for o in stage.get("outputs", [])}:
-            sources = [run.path / i["path"] for i in stage.get("inputs", []) if str(i.get("path", "")).endswith(".json")]
+            sources = [within(run.path, i["path"], "stage input") for i in stage.get("inputs", [])
+                       if str(i.get("path", "")).endswith(".json")]
             if sources and sources[0].is_file():
                 return sources[0]
     return None
@@ -94,7 +96,7 @@ def _reference(run: Run | None, opts: VerifyOptions, artifacts: dict[str, Path])
         ck = load_checkpoint(opts.checkpoint, trust_pickle=opts.trust_pickle)
     elif run is not None:
         record = _source_checkpoint(run, artifacts) or (
-            run.path / run.manifest().get("model", {}).get("checkpoint", "model.json"))
+            within(run.path, run.manifest().get("model", {}).get("checkpoint", "model.json"), "the run's checkpoint"))
         ck = load_checkpoint(record, trust_pickle=opts.trust_pickle)
     else:
         raise InputFileError(f"{opts.path} is not inside a dlopt run, so the reference model is unknown; "
