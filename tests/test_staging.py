@@ -228,3 +228,43 @@ def test_a_failed_export_keeps_the_earlier_files_usable(run: Run, monkeypatch):
     assert res.exit_code == 5, res.output
     assert run.stage_status("export") == "failed"
     assert run.artifact_status(run.path / "model.onnx").trusted
+
+
+PIPELINE = """
+stages = ["train", "quantize", "export", "bench"]
+[train]
+epochs = 1
+limit = 96
+[quantize]
+method = "dynamic"
+max_drop = 100
+[export]
+formats = ["onnx"]
+exporter = "legacy"
+[bench]
+backends = ["eager", "onnxruntime"]
+batch_sizes = [1]
+budget_s = 0.05
+threads = 1
+"""
+
+
+@pytest.mark.slow  # a whole pipeline twice (~40 s alone, minutes on a loaded machine); the stage kills above run in CI
+def test_sigkill_mid_pipeline_then_resume(tmp_path: Path):
+    """Killed while its quantize step is staged: the run shows int8 interrupted, nothing of it is used, and
+    `--resume` reruns it and finishes with every variant measured."""
+    config = tmp_path / "p.toml"
+    config.write_text(PIPELINE)
+    out, marker = tmp_path / "artifacts", tmp_path / "paused"
+    proc = _start(["pipeline", "mlp", "--tiny", "--config", config, "--out", out], "int8:staged", marker, tmp_path)
+    _stop_at(proc, marker, signal.SIGKILL)
+    run = Run(next(out.glob("mlp/*")))
+    _manifest_valid(run)
+    assert run.stage_status("int8") == "interrupted" and not (run.path / "int8").exists()
+    assert _runs_listing(run)["stages"]["int8"] == "interrupted"
+    res = _invoke("pipeline", "--resume", run.path, "--config", config, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert run.stage_status("int8") == "done" and run.artifact_status(run.path / "int8" / "model.onnx").trusted
+    report = json.loads((run.path / "report.json").read_text())
+    assert ("int8", "onnxruntime") in {(r["variant"], r["runtime"]) for r in report["rows"]}
+    assert not report["skipped"]
