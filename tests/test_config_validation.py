@@ -260,3 +260,24 @@ def test_any_value_gives_a_config_or_one_line(key: tuple[str, str], value: objec
         validate(apply(PipelineConfig(), {section: {name: value}} if section else {name: value}))
     except DloptError as exc:
         assert str(exc) and "\n" not in str(exc) and len(str(exc)) < 400
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("config", "kwargs"), [
+    ("dlopt.prune:PruneConfig", {"ratio": NAN}), ("dlopt.prune:PruneConfig", {"finetune_lr": INF}),
+    ("dlopt.prune:PruneConfig", {"bench_budget_s": NAN}), ("dlopt.quantize:QuantizeConfig", {"max_drop": INF}),
+    ("dlopt.quantize:QuantizeConfig", {"max_rel_error": NAN}), ("dlopt.quantize:QuantizeConfig", {"search_budget_s": INF}),
+    ("dlopt.bench.config:BenchConfig", {"budget_s": INF}), ("dlopt.bench.config:BenchConfig", {"iqr_target": NAN}),
+    ("dlopt.train.config:TrainConfig", {"arch": "mlp", "lr": INF}),
+])
+def test_each_stage_config_refuses_non_finite_numbers(config: str, kwargs: dict):
+    """NaN compares false with every bound and infinity passes a lower bound: both must still be refused."""
+    import importlib
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    key = next(k for k in kwargs if k != "arch")
+    with pytest.raises(ConfigError, match=rf"\.{key} = (nan|inf) is out of range"):
+        cls(**kwargs)
