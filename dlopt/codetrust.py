@@ -89,3 +89,10 @@ def require_trusted(arch: str, code: dict[str, Any] | None, source: Path) -> Non
     raise UnsafeFileError(f"{source} names user model code ({kind} {key[0]}, function {key[1]!r}); dlopt runs code "
                           f"a file names only when you name it too: pass --model-code {key[0]}:{key[1]}, or "
                           "--trust-code if you trust the file")
+
+
+def require_trusted_name(arch: object, source: Path) -> None:
+    """For an architecture name read from a file other than a checkpoint record (a stored train or pipeline config):
+    a zoo or torchvision name passes, user model code must be trusted like a record's."""
+    if isinstance(arch, str) and is_user_ref(arch):
+        require_trusted(arch, None, source)

@@ -107,6 +107,21 @@ def test_a_record_naming_code_is_refused(kind, how, run_copy: Path, tmp_path: Pa
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("kind", ["abs_file", "module"])
+@pytest.mark.parametrize("command", ["train", "pipeline"])
+def test_a_stored_config_naming_code_is_refused_on_resume(kind, command, run_copy: Path, tmp_path: Path, monkeypatch):
+    marker = tmp_path / "pwned"
+    ref = _code_refs(tmp_path, marker)[kind]
+    monkeypatch.syspath_prepend(str(tmp_path / "x"))
+    if command == "train":
+        change = lambda m: m["stages"].update(train={"status": "interrupted", "config": {"train": {"arch": ref}}})
+    else:
+        change = lambda m: m.update(pipeline={"config": {"arch": ref}})
+    _edit_json(run_copy / "manifest.json", change)
+    _refused(_invoke(command, "--resume", run_copy, "--out", tmp_path / "o"), 6, "--trust-code")
+    assert not marker.exists()
+
+
 def test_recorded_code_file_is_what_is_judged_not_the_arch(run_copy: Path, tmp_path: Path):
     """A record that names a harmless reference but points its code at another file is judged by that file."""
     marker = tmp_path / "pwned"
