@@ -30,6 +30,9 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
     cfg = PipelineConfig()
     if resume is not None:
         stored = stored_config(Run.open(resume)) or {}
+        from dlopt.codetrust import require_trusted_name  # the manifest's arch is data, not code to import (issue 21)
+
+        require_trusted_name(stored.get("arch"), Path(resume) / "manifest.json")
         cfg = apply(cfg, {k: v for k, v in stored.items() if k != "verify"}, origin=f"{resume}'s manifest")
     if config is not None:
         cfg = load_config(config, cfg)
