@@ -48,7 +48,8 @@ def _coerce(key: str, raw: Any, default: Any) -> Any:
         return raw
     else:
         if len(raw) > SET_VALUE_MAX_CHARS:
-            raise ConfigError(f"{key}={shown(raw)} is too long for a build option (over {SET_VALUE_MAX_CHARS:,} characters)")
+            raise ConfigError(f"{key}={shown(raw)} is too long for a build option "
+                              f"(over {SET_VALUE_MAX_CHARS:,} characters)")
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -154,7 +155,8 @@ def check_float(section: str, key: str, value: Any, low: float, high: float = ma
         f" and at most {high:g}" if math.isfinite(high) else "")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ConfigError(f"{where(section, key)} = {shown(value)} has the wrong type: {rule}")
-    ok = (isinstance(value, int) or math.isfinite(value)) and value <= high and (value > low if low_open else value >= low)
+    finite = isinstance(value, int) or math.isfinite(value)
+    ok = finite and value <= high and (value > low if low_open else value >= low)
     if not ok:
         raise ConfigError(f"{where(section, key)} = {shown(value)} is out of range: {rule}")
 
@@ -214,7 +216,8 @@ def set_max_params(value: float | None) -> None:
     """The ceiling given on the command line (None: back to DLOPT_MAX_PARAMS or the default)."""
     _override.clear()
     if value is not None and not (math.isfinite(value) and value >= 1):
-        raise ConfigError(f"--max-params {shown(value)} is not allowed: give a finite number of parameters >= 1, e.g. 5e9")
+        raise ConfigError(f"--max-params {shown(value)} is not allowed: give a finite number of parameters >= 1, "
+                          "e.g. 5e9")
     if value is not None:
         _override.append(repr(value))
 
@@ -227,7 +230,8 @@ def _ceiling() -> tuple[int, int | None, str]:
         try:
             limit = int(float(given))
         except (ValueError, OverflowError):
-            raise ConfigError(f"--max-params / {MAX_PARAMS_ENV} = {shown(given)} is not a finite number; use e.g. 5e9") from None
+            raise ConfigError(f"--max-params / {MAX_PARAMS_ENV} = {shown(given)} is not a finite number; "
+                              "use e.g. 5e9") from None
         if limit < 1:
             raise ConfigError(f"--max-params / {MAX_PARAMS_ENV} = {shown(given)} must be at least 1")
         return limit, None, how  # the user's explicit ceiling replaces both defaults

@@ -268,7 +268,8 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize(("config", "kwargs"), [
     ("dlopt.prune:PruneConfig", {"ratio": NAN}), ("dlopt.prune:PruneConfig", {"finetune_lr": INF}),
     ("dlopt.prune:PruneConfig", {"bench_budget_s": NAN}), ("dlopt.quantize:QuantizeConfig", {"max_drop": INF}),
-    ("dlopt.quantize:QuantizeConfig", {"max_rel_error": NAN}), ("dlopt.quantize:QuantizeConfig", {"search_budget_s": INF}),
+    ("dlopt.quantize:QuantizeConfig", {"max_rel_error": NAN}),
+    ("dlopt.quantize:QuantizeConfig", {"search_budget_s": INF}),
     ("dlopt.bench.config:BenchConfig", {"budget_s": INF}), ("dlopt.bench.config:BenchConfig", {"iqr_target": NAN}),
     ("dlopt.train.config:TrainConfig", {"arch": "mlp", "lr": INF}),
 ])

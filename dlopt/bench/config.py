@@ -68,7 +68,8 @@ def check_bench_config(cfg: BenchConfig) -> None:
             if enum:
                 check_choice("bench", key, item, [b.value for b in enum], flag="--backend")
             else:
-                check_int("bench", key, item, 1, 1_000_000, flag="--batch-size" if key == "batch_sizes" else "--seq-len")
+                flag = "--batch-size" if key == "batch_sizes" else "--seq-len"
+                check_int("bench", key, item, 1, 1_000_000, flag=flag)
         object.__setattr__(cfg, key, tuple(enum(b) for b in items) if enum else tuple(items))
     check_choice("bench", "device", str(cfg.device), [d.value for d in Device])
     object.__setattr__(cfg, "device", Device(str(cfg.device)))

@@ -116,7 +116,8 @@ def pipeline_cmd(
 
 def failure_message(outcome: Any) -> str:
     """One line naming each failed step and why; it points at the report only when one was written."""
-    reasons = "; ".join(f"{s.name}: {' '.join((s.reason or 'no reason recorded').split())[:160]}" for s in outcome.failed)
+    reasons = "; ".join(f"{s.name}: {' '.join((s.reason or 'no reason recorded').split())[:160]}"
+                        for s in outcome.failed)
     where = f"details in {outcome.report}" if outcome.report else "no report was written"
     return f"pipeline steps failed: {reasons} ({where}); fix, then --resume {outcome.run_dir}"
 

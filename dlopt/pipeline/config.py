@@ -178,7 +178,8 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
             changes[key] = _stages(value)
         elif key in TOP_KEYS:
             if key == "sets" and not isinstance(value, dict):
-                raise ConfigError(f"sets must be a table of build options (e.g. sets = {{ num_classes = 5 }}) in {origin}")
+                raise ConfigError("sets must be a table of build options (e.g. sets = { num_classes = 5 }) "
+                                  f"in {origin}")
             changes[key] = dict(value) if key == "sets" else _typed(key, value, getattr(PipelineConfig(), key))
         else:
             raise ConfigError(f"unknown key {_key(key)} in {origin}{_suggest(str(key), [*TOP_KEYS, *STAGES])}")

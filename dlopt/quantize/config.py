@@ -83,7 +83,8 @@ class QuantizeConfig:
         check_seed("quantize", self.seed)
         check_stage_name("quantize", self.name, others=("pruned",))  # prune's default variant
         if not isinstance(self.per_channel, bool):
-            raise ConfigError(f"quantize.per_channel = {shown(self.per_channel)} has the wrong type: expected true or false")
+            raise ConfigError(f"quantize.per_channel = {shown(self.per_channel)} has the wrong type: "
+                              "expected true or false")
 
     @property
     def is_int8(self) -> bool:
