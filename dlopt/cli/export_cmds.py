@@ -54,7 +54,7 @@ def export_cmd(
     checkpoint: CheckpointOpt = None,
     run: RunOpt = None,
     formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
-                                                         "[default: onnx, torchscript, pt2].")] = "",
+                                                         "(default: onnx, torchscript, pt2).")] = "",
     exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
         Exporter.DYNAMO),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
