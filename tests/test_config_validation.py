@@ -282,3 +282,15 @@ def test_each_stage_config_refuses_non_finite_numbers(config: str, kwargs: dict)
     key = next(k for k in kwargs if k != "arch")
     with pytest.raises(ConfigError, match=rf"\.{key} = (nan|inf) is out of range"):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "mlp", "--epochs"], ["train", "mlp", "--tiny", "--limit"], ["prune", "mlp", "--tiny", "--iterative-steps"],
+    ["prune", "mlp", "--tiny", "--seed"], ["quantize", "mlp", "--tiny", "--calibration-samples"],
+    ["bench", "mlp", "--tiny", "--batch-size"], ["bench", "mlp", "--tiny", "--threads"],
+    ["export", "mlp", "--tiny", "--opset"], ["pipeline", "mlp", "--tiny", "--input-size"],
+], ids=lambda a: " ".join(a[::2]))
+def test_a_401_digit_flag_is_one_line_before_any_run(tmp_path: Path, args: list[str]):
+    line = _error_line(_invoke(*args, BIG, "--out", tmp_path / "out"))
+    assert "(401 characters) is out of range" in line and args[-1] in line
+    assert not (tmp_path / "out").exists()
