@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import shutil
@@ -139,11 +140,32 @@ def move_files(src: Path, dest: Path) -> None:
         os.replace(path, target)
 
 
-def commit(staging: Path, run_path: Path, owned: tuple[str, ...]) -> None:
-    """Move the staged tree into the run: owned top-level directories swap whole, the rest file by file."""
+def _rename_new(src: Path, final: Path) -> None:
+    """Rename, refusing to replace anything at `final` (RENAME_NOREPLACE where the kernel has it)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        fn = None
+    if fn is not None and fn(-100, os.fsencode(src), -100, os.fsencode(final), 1) == 0:
+        return
+    if fn is not None and ctypes.get_errno() == errno.EEXIST:
+        raise FileExistsError(errno.EEXIST, "exists", str(final))
+    if final.exists():
+        raise FileExistsError(errno.EEXIST, "exists", str(final))
+    os.rename(src, final)
+
+
+def commit(staging: Path, run_path: Path, owned: tuple[str, ...], fresh: tuple[str, ...] = ()) -> None:
+    """Move the staged tree into the run: owned top-level directories swap whole, `fresh` ones must not exist
+    yet (FileExistsError: another process made it meanwhile), the rest move file by file."""
+    taken = [n for n in fresh if (run_path / n).exists()]
+    if taken:
+        raise FileExistsError(errno.EEXIST, "exists", str(run_path / taken[0]))
     for entry in sorted(staging.iterdir()):
         final = run_path / entry.name
-        if entry.is_dir() and (entry.name in owned or not final.exists()):
+        if entry.name in fresh:
+            _rename_new(entry, final)
+        elif entry.is_dir() and (entry.name in owned or not final.exists()):
             swap_dir(entry, final)
         elif entry.is_dir():
             move_files(entry, final)

@@ -268,3 +268,32 @@ def test_sigkill_mid_pipeline_then_resume(tmp_path: Path):
     report = json.loads((run.path / "report.json").read_text())
     assert ("int8", "onnxruntime") in {(r["variant"], r["runtime"]) for r in report["rows"]}
     assert not report["skipped"]
+
+
+def test_two_prunes_of_one_name_at_once_the_second_is_refused(run: Run, tmp_path: Path):
+    marker = tmp_path / "paused"
+    proc = _start(["prune", run.path, "--ratio", "0.5", "--name", "twice"], "twice:staged", marker, tmp_path)
+    try:
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.05)
+        res = _invoke("prune", run.path, "--ratio", "0.4", "--name", "twice")
+        assert res.exit_code == 5 and f"running in process {proc.pid}" in res.output, res.output
+    finally:
+        proc.kill()
+        proc.communicate()
+    _ok("prune", run.path, "--ratio", "0.4", "--name", "twice")  # its process is gone: the name is free again
+    assert run.stage_status("twice") == "done"
+
+
+def test_a_new_variant_made_meanwhile_by_another_process_is_kept(run: Run):
+    from dlopt.errors import OutputError
+
+    with pytest.raises(OutputError, match="created by another process"):
+        with run.stage("mine", {}, fresh=("mine",)) as rec:
+            rec.path("mine", "model.json").write_text("{}")
+            rec.outputs.append(rec.path("mine", "model.json"))
+            (run.path / "mine").mkdir()
+            (run.path / "mine" / "model.json").write_text('{"theirs": 1}')
+    assert json.loads((run.path / "mine" / "model.json").read_text()) == {"theirs": 1}
+    assert run.stage_status("mine") == "failed"

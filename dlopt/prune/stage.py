@@ -96,7 +96,9 @@ def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None =
     if (final_dir / "model.json").exists() and not replace:
         raise ConfigError(f"{run.path} already has a pruned model in {cfg.name}/; pass --name with another name "
                           "(e.g. pruned2) to keep both")
-    with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint], owns=(final_dir.name,)) as rec:
+    variant = (final_dir.name,)  # replaced whole on request; otherwise made only if no other process made it first
+    with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint], owns=variant if replace else (),
+                   fresh=() if replace else variant) as rec:
         out_dir = rec.dir(final_dir.name)
         result = _prune_and_save(target, cfg, out_dir, say, torch)
         if "checkpoint" in result:  # where the record lands, not where it was staged
