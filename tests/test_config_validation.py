@@ -88,6 +88,7 @@ BAD_TOML = [
     ("[prune]\nround_to = \"8\"\n", ["prune.round_to", "'8'", "wrong type"]),
     ("[bench]\nbudget_s = true\n", ["bench.budget_s", "True", "wrong type"]),
     ("sets = { num_classes = " + BIG + " }\n", ["num_classes", "401 characters", "out of range"]),
+    ("[train]\ndata = \"digitz\"\n", ["train.data", "unknown dataset 'digitz'", "valid: digits"]),
     ("sets = { hidden_sizes = [100000000] }\n", ["mlp", "parameters", "--max-params"]),
 ]
 
@@ -226,6 +227,12 @@ def test_failed_steps_are_named_with_their_reason_even_without_a_report():
     assert "see the report" not in line and "\n" not in line and "--resume runs/mlp/1" in line
     line = failure_message(PipelineOutcome("runs/mlp/1", steps, report="runs/mlp/1/report.html"))
     assert "details in runs/mlp/1/report.html" in line
+
+
+def test_a_missing_data_path_is_refused_before_the_run(tmp_path: Path):
+    line = _error_line(_pipeline(tmp_path, '[train]\ndata = "npz"\ndata_path = "no/such.npz"\n'), code=3)
+    assert "train.data_path = 'no/such.npz' does not exist" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_config_that_is_not_a_regular_file_is_refused(tmp_path: Path):

@@ -207,6 +207,8 @@ def _train_config(cfg: PipelineConfig) -> Any:
     from dlopt.train.config import TrainConfig
 
     t = cfg.train  # 0 / "" in the table = the family's default
+    if t.data_path and not Path(t.data_path).exists():
+        raise InputFileError(f"train.data_path = {shown(t.data_path)} does not exist; give your data's file or folder")
     return TrainConfig(arch=cfg.arch, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
                        epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=cfg.seed,
                        tiny=cfg.tiny, limit=t.limit or None, progress=False)

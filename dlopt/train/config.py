@@ -74,11 +74,21 @@ class TrainConfig:
         check_seed("train", self.seed)
         check_int("train", "limit", self.limit, 1, optional=True)
         check_int("train", "nproc_per_node", self.nproc_per_node, 1, 4096)
+        self._check_data()
         if self.optimizer is not None and str(self.optimizer) not in OptimizerName._value2member_map_:
             from dlopt.errors import ConfigError
 
             choices = ", ".join(o.value for o in OptimizerName)
             raise ConfigError(f"unknown --optimizer {self.optimizer!r:.60}; choose one of {choices} (train.optimizer)")
+
+    def _check_data(self) -> None:
+        """A dataset name that cannot load fails here, not after a pipeline's run has begun."""
+        from dlopt.data import ENVIRONMENTS, list_datasets
+        from dlopt.errors import ConfigError
+
+        known = [*list_datasets(), *ENVIRONMENTS]
+        if self.data is not None and (not isinstance(self.data, str) or self.data.lower() not in known):
+            raise ConfigError(f"unknown dataset {self.data!r:.60} (train.data, --data); valid: {', '.join(known)}")
 
     def user_hparams(self) -> dict[str, Any]:
         given = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer}
