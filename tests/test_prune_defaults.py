@@ -4,10 +4,12 @@ through the stage (run, report, notes) without an error -- the list comes from t
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
+from dlopt.errors import ConfigError
 from dlopt.prune import PruneConfig
 from dlopt.prune.stage import REPORT, run_prune
 from dlopt.registry import list_specs
@@ -177,3 +179,53 @@ def test_layernorm_groups_are_pruned_through_or_kept_with_the_reason(tmp_path):
     _, info = prune_model(create_model(tc, tcfg), tc, PruneConfig(ratio=0.5), make_inputs(tc, tcfg, 1))
     whys = set(info["kept_layers"].values())
     assert any(w.startswith("model width (tied to a LayerNorm), kept whole: pruning through it failed") for w in whys)
+
+
+def _fake_latency(monkeypatch):
+    """Latency proportional to the parameter count: the search's stepping logic, without timing noise."""
+    from dlopt.prune import speedup
+
+    monkeypatch.setattr(speedup, "speedup", lambda base, cand: (base(), cand()))
+    return lambda model: (lambda n=sum(p.numel() for p in model.parameters()): float(n))
+
+
+def test_target_speedup_steps_until_the_target(tmp_path, monkeypatch):
+    from dlopt.prune.speedup import prune_to_speedup
+
+    model, spec, example = _user_model(tmp_path, "Wide", (3, 8, 8))
+    cfg = PruneConfig(target_speedup=2.0)
+    pruned, info, path = prune_to_speedup(model, spec, cfg, example, _fake_latency(monkeypatch), lambda m: 0.9,
+                                          True, None, lambda _m: None)
+    assert path[-1]["stopped"] == "target 2x reached" and path[-1]["speedup"] >= 2.0 > path[-2]["speedup"]
+    assert [r["step"] for r in path] == list(range(len(path))) and len(path) > 2  # several steps, in order
+    assert info["params"]["before"] == sum(p.numel() for p in model.parameters())
+    assert info["params"]["after"] == sum(p.numel() for p in pruned.parameters())
+
+
+def test_target_speedup_stops_at_the_last_model_within_the_budget(tmp_path, monkeypatch):
+    from dlopt.prune.speedup import prune_to_speedup
+
+    model, spec, example = _user_model(tmp_path, "Wide", (3, 8, 8))
+    full = sum(p.numel() for p in model.parameters())
+
+    def score(m):  # loses 0.6 points per step: step 2 breaks a budget of 1 point
+        kept = sum(p.numel() for p in m.parameters()) / full
+        return 0.99 if kept == 1 else 0.99 - 0.006 * round(math.log(kept) / math.log(0.64))
+
+    pruned, info, path = prune_to_speedup(model, spec, PruneConfig(target_speedup=50.0), example,
+                                          _fake_latency(monkeypatch), score, True, None, lambda _m: None)
+    assert path[-1]["step"] == 2 and path[-1]["stopped"].startswith("over the budget")
+    assert sum(p.numel() for p in pruned.parameters()) == info["params"]["after"] < full  # step 1's model
+    assert path[1]["drop_points"] <= 1.0 < path[2]["drop_points"]
+
+
+def test_target_speedup_through_the_stage_records_the_path(trained_cnn):
+    out = run_prune(TargetOptions(name=str(trained_cnn)),
+                    PruneConfig(target_speedup=1.2, target_runtime="eager", finetune_epochs=1, data_limit=32,
+                                max_drop=100.0, name="pruned-fast"))
+    path = out.result["speedup_path"]
+    assert path[0]["step"] == 0 and len(path) >= 2 and all("speedup" in r for r in path)
+    assert "stopped" in path[-1] and [f["step"] for f in out.result["finetune"]] == [r["step"] for r in path[1:]]
+    assert out.result["notes"][-1].startswith("--target-speedup 1.2 ")  # reached, or NOT reached and why
+    with pytest.raises(ConfigError, match="structured"):
+        PruneConfig(target_speedup=2.0, method="unstructured")

@@ -37,6 +37,15 @@ def prune_cmd(
                            "narrower ones the exact ratio. 1: the exact ratio everywhere; N: round down to multiples "
                            "of N.", show_default=False)] = None,
     exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = False,
+    target_speedup: Annotated[float | None, typer.Option(
+        "--target-speedup", help="Prune in steps (fine-tuning between) until the model runs this many times faster "
+                                 "on --target-runtime at --target-batch, or --max-drop would be broken; --ratio is "
+                                 "then not used.", show_default=False)] = None,
+    target_runtime: Annotated[str, typer.Option("--target-runtime", help="onnxruntime or eager (one thread).")] = (
+        "onnxruntime"),
+    target_batch: Annotated[int, typer.Option("--target-batch", help="Batch size the speed-up is measured at.")] = 8,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="--target-speedup's budget: metric points lost "
+                                                               "(percent for lower-is-better metrics).")] = 1.0,
     bench: Annotated[bool, typer.Option("--bench", help="Measure latency before/after (eager and ONNX Runtime, "
                                                         "batch 1 and 8, one thread).")] = False,
     stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "pruned",
@@ -62,7 +71,9 @@ def prune_cmd(
         raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
     cfg = PruneConfig(ratio=ratio, method=method, importance=importance, iterative_steps=iterative_steps,
                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
-                      round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit)
+                      round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit,
+                      target_speedup=target_speedup, target_runtime=target_runtime, target_batch=target_batch,
+                      max_drop=max_drop)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          tiny=tiny, seed=seed, weights=weights)
     from dlopt.prune.stage import run_prune
@@ -102,10 +113,24 @@ def _render(r: dict[str, Any], record: Path) -> None:
     console.print(table)
     if r.get("layers"):
         console.print(_layers_table(r["layers"]))
+    if r.get("speedup_path"):
+        console.print(_path_table(r["speedup_path"], r["config"]))
     for note in r.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
                   f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
+
+
+def _path_table(path: list[dict[str, Any]], cfg: dict[str, Any]) -> Table:
+    table = Table(title=f"--target-speedup {cfg['target_speedup']:g} on {cfg['target_runtime']} at batch "
+                        f"{cfg['target_batch']}, step by step", title_justify="left")
+    for col in ("step", "channels kept", "ms (before -> after)", "speed-up", "metric", "drop", ""):
+        table.add_column(col)
+    for r in path:
+        ms = f"{r['base_ms']:.3g} -> {r['ms']:.3g}" if "ms" in r else "-"
+        table.add_row(str(r["step"]), f"{r['channels_kept']:.0%}", ms, f"{r['speedup']:.2f}x", _fmt(r["metric"]),
+                      f"{r.get('drop_points', 0):.2f}", r.get("stopped", ""))
+    return table
 
 
 def _layers_table(layers: dict[str, dict[str, Any]]) -> Table:

@@ -44,11 +44,26 @@ class PruneConfig:
     bench: bool = False  # measure latency before/after (eager and ONNX Runtime, batch 1 and 8) via dlopt.bench
     bench_budget_s: float = 4.0  # bench time per shape when `bench`
     data_limit: int | None = None  # cap on samples per split for evaluation and fine-tuning (quick runs)
+    target_speedup: float | None = None  # prune in steps (fine-tuning between) until this speed-up, or the budget
+    target_runtime: str = "onnxruntime"  # where --target-speedup is measured: onnxruntime or eager (one thread)
+    target_batch: int = 8  # the batch size --target-speedup is measured at
+    max_drop: float = 1.0  # --target-speedup's budget: metric points (x100) lost, or percent for lower-is-better
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method", parse_method(self.method))
         object.__setattr__(self, "importance", parse_importance(self.importance))
         self.validate()
+        self._check_target()
+
+    def _check_target(self) -> None:
+        """--target-speedup and its options (checked here, beside validate)."""
+        check_float("prune", "target_speedup", self.target_speedup, 1.0, 1000.0, low_open=True, optional=True)
+        check_float("prune", "max_drop", self.max_drop, 0.0, 100.0)
+        check_int("prune", "target_batch", self.target_batch, 1, 65_536)
+        if self.target_runtime not in ("onnxruntime", "eager"):
+            raise ConfigError(f"prune.target_runtime = {self.target_runtime!r}: choose onnxruntime or eager")
+        if self.target_speedup and self.method != PruneMethod.STRUCTURED:
+            raise ConfigError("--target-speedup needs --method structured: unstructured pruning does not change speed")
 
     def validate(self) -> None:
         """The one rule set for `dlopt prune` options and the [prune] table of pipeline.toml."""

@@ -70,6 +70,27 @@ def _metric_after_prune(cfg: PruneConfig, evaluator: Any, spec: Any, example: tu
     return _score(evaluator, plain)
 
 
+def _to_speedup(target: Target, cfg: PruneConfig, evaluator: Any, example: tuple, log: list[dict[str, Any]],
+                say: Progress) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """--target-speedup: steps of pruning and fine-tuning until the latency target or the --max-drop budget."""
+    from dlopt.prune.finetune import finetune
+    from dlopt.prune.speedup import prune_to_speedup, timer_for
+
+    def tune(model: Any, step: int) -> None:
+        say(f"fine-tuning after step {step} ({cfg.finetune_epochs} epochs)")
+        log.append({"step": step, **finetune(model, evaluator, cfg.finetune_epochs, cfg.finetune_lr, cfg.seed)})
+
+    timer = timer_for(target.spec, target.config, cfg.target_runtime, cfg.target_batch)
+    pruned, info, path = prune_to_speedup(
+        target.model, target.spec, cfg, example, timer, lambda m: _score(evaluator, m),
+        evaluator.higher_is_better if evaluator else True, tune if evaluator and cfg.finetune_epochs else None, say)
+    if not info:
+        raise ConfigError(f"the first step (keeping {path[1]['channels_kept']:g} of the channels) already loses "
+                          f"{path[1]['drop_points']:g} points, over --max-drop {cfg.max_drop:g}; nothing was saved: "
+                          "raise --max-drop or fine-tune longer (--finetune-epochs)")
+    return pruned, info, path
+
+
 def _taylor(cfg: PruneConfig, evaluator: Any) -> Any:
     from dlopt.prune.config import Importance
     from dlopt.prune.finetune import taylor_loss
@@ -158,11 +179,16 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric)
     example = make_inputs(spec, target.config, 1, seed=cfg.seed)
     before = _score(evaluator, model)
-    after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
     log: list[dict[str, Any]] = []
-    say(f"pruning {spec.name} ({cfg.method}, ratio {cfg.ratio:g}, {cfg.iterative_steps} step(s))")
-    pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
-                               after_step=_finetune_hook(cfg, evaluator, log, say))
+    if cfg.target_speedup:
+        pruned, info, path = _to_speedup(target, cfg, evaluator, example, log, say)
+        after_prune = None
+    else:
+        after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
+        say(f"pruning {spec.name} ({cfg.method}, ratio {cfg.ratio:g}, {cfg.iterative_steps} step(s))")
+        pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
+                                   after_step=_finetune_hook(cfg, evaluator, log, say))
+        path = None
     final = _score(evaluator, pruned)
     metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
               "before": before, "after_prune": final if after_prune is None and not log else after_prune,
@@ -184,6 +210,11 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
 
         result.update(explain(info, cfg))
     result["notes"] = [tuning_note, *result.get("notes", [])]
+    if path is not None:
+        from dlopt.prune.speedup import path_note
+
+        result["speedup_path"] = path
+        result["notes"].append(path_note(cfg, path))
     write_json_atomic(out_dir / REPORT, result)
     return result
 
