@@ -55,7 +55,7 @@ class OutputError(DloptError):
 
 
 class UnsafeFileError(DloptError):
-    """A file would run code when loaded (pickle) and the user did not pass --trust-pickle."""
+    """A file would run code when loaded (pickle, or user model code a record names) and the user did not trust it."""
 
     exit_code = 6
 
@@ -75,7 +75,7 @@ EXIT_CODES: dict[int, str] = {
     3: "input file missing, corrupt, or of another model",
     4: "stage or format not supported by this architecture (the message says why)",
     5: "output could not be written",
-    6: "unsafe file refused (pickle without --trust-pickle)",
+    6: "unsafe file refused (pickle without --trust-pickle, user model code a file names without --trust-code)",
     7: "optional dependency missing (the message names the extra to install)",
     INTERRUPTED_EXIT_CODE: "interrupted (Ctrl-C)",
 }

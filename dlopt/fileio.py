@@ -118,8 +118,14 @@ def json_bounds_problem(data: Any) -> str | None:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's sha256. A FIFO or device planted under a file's name is refused, never read (it would hang)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputFileError(f"{path} is not a regular file (a FIFO, device or directory); dlopt reads only "
+                                 "regular files")
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
