@@ -11,10 +11,12 @@ then trusted (see `check_trusted`), then loaded.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,20 @@ def check_trusted(path: Path, fmt: str, trust_pickle: bool = False) -> None:
                           "trust its source")
 
 
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[None]:
+    """torch.export.load logs a traceback (as a warning) before its fallback path; the user gets our one line."""
+    import logging
+
+    logger = logging.getLogger("torch.export")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def load_module(path: Path, fmt: str, *, trust_pickle: bool = False, device: str = "cpu") -> Any:
     """The module in a .ts or .pt2 file, past the bomb and trust checks; every load of these formats comes here."""
     import torch
@@ -152,7 +168,8 @@ def load_module(path: Path, fmt: str, *, trust_pickle: bool = False, device: str
         from dlopt.export.runtime import register_quantized_ops
 
         register_quantized_ops()
-        return torch.export.load(str(path)).module()  # an ExportedProgram's module runs where it was exported
+        with _quiet_torch_export():
+            return torch.export.load(str(path)).module()  # an ExportedProgram's module runs where it was exported
     except (RuntimeError, ValueError, KeyError, OSError, AssertionError, zipfile.BadZipFile) as exc:
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise InputFileError(f"{path} is not a loadable {_what(fmt)} ({line})") from None
