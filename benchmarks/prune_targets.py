@@ -50,31 +50,47 @@ def _variant(r: dict, latency: dict, base_metric: float, exact: dict) -> dict:
             "finetune_epochs": sum(f["epochs"] for f in r["finetune"]), "prune_seconds": r["seconds"]}
 
 
-def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
+def _train_and_prune(arch: str, root: Path, args: argparse.Namespace) -> tuple[Path, dict, dict]:
     from dlopt.prune import PruneConfig
-    from dlopt.prune.latency import measure_latency
     from dlopt.prune.stage import run_prune
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.target import TargetOptions
     from dlopt.train import TrainConfig, train
 
     t0 = time.perf_counter()
     trained = train(TrainConfig(arch=arch, out=root, progress=False))
-    train_s = time.perf_counter() - t0
+    info = {"train_seconds": round(time.perf_counter() - t0, 1), "train_epochs": trained.epochs_run,
+            "test_samples": trained.data.get("sizes", {}).get("test")}
     results = {}
     for name, round_to in VARIANTS.items():
         cfg = PruneConfig(ratio=args.ratio, finetune_epochs=args.finetune_epochs, round_to=round_to, name=name)
         print(f"  [{arch} {name}] round_to={round_to}, finetune_epochs={args.finetune_epochs} (None: default)")
         results[name] = run_prune(TargetOptions(name=trained.run_dir), cfg,
                                   progress=lambda m, n=name: print(f"  [{arch} {n}] {m}", flush=True)).result
-    target = resolve_target(TargetOptions(name=trained.run_dir))
+    return Path(trained.run_dir), info, results
+
+
+def _reuse(arch: str, root: Path) -> tuple[Path, dict, dict]:
+    """--reuse: the latest run of `arch` under root that holds every variant (re-timed only)."""
+    runs = sorted(d for d in (root / arch).iterdir() if all((d / n / "prune_report.json").is_file() for n in VARIANTS))
+    run_dir = runs[-1]
+    tr = json.loads((run_dir / "train_result.json").read_text())
+    info = {"train_seconds": tr.get("seconds"), "train_epochs": tr.get("epochs_run"),
+            "test_samples": tr.get("data", {}).get("sizes", {}).get("test")}
+    return run_dir, info, {n: json.loads((run_dir / n / "prune_report.json").read_text()) for n in VARIANTS}
+
+
+def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
+    from dlopt.prune.latency import measure_latency
+    from dlopt.target import TargetOptions, resolve_target
+
+    run_dir, info, results = _reuse(arch, root) if args.reuse else _train_and_prune(arch, root, args)
+    target = resolve_target(TargetOptions(name=str(run_dir)))
     print(f"  [{arch}] benchmarking the model and {', '.join(VARIANTS)} interleaved", flush=True)
     lat = measure_latency(target.run, target.spec, target, tuple(VARIANTS), args.budget)
     before = results["pruned"]["metric"]["before"]
-    return {"arch": arch, "train_seconds": round(train_s, 1), "train_epochs": trained.epochs_run,
-            "model_config": json.loads(Path(trained.run_dir, "model.json").read_text())["config"],
-            "test_samples": trained.data.get("sizes", {}).get("test"), "accuracy_before": before,
-            "finetune_epochs": args.finetune_epochs, "bench_loadavg": lat["loadavg"],
-            "export_problems": lat["problems"],
+    return {"arch": arch, **info, "model_config": json.loads((run_dir / "model.json").read_text())["config"],
+            "accuracy_before": before, "finetune_epochs": args.finetune_epochs, "bench_loadavg": lat["loadavg"],
+            "export_problems": lat["problems"], "retimed": bool(args.reuse),
             "variants": {n: _variant(results[n], lat["rows_by_variant"][n], before, results["pruned-exact"])
                          for n in VARIANTS}}
 
@@ -86,6 +102,7 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=None, help="default: dlopt prune's default")
     ap.add_argument("--budget", type=float, default=8.0, help="bench seconds per batch size")
     ap.add_argument("--root", type=Path, default=None, help="keep the runs here (default: a temporary directory)")
+    ap.add_argument("--reuse", action="store_true", help="re-time the runs already under --root (no train, no prune)")
     args = ap.parse_args()
     import torch
 
@@ -111,7 +128,11 @@ def main() -> None:
     path = RESULTS / "prune_targets.json"
     if path.is_file():  # keep the previous run's rows (exact and --round-to 8, before the defaults changed)
         previous = json.loads(path.read_text())
-        out["previous_run"] = {k: v for k, v in previous.items() if k not in ("previous_run", "earlier_run")}
+        if args.reuse:  # a re-timing of the same runs: the older run stays, the first timing is kept beside
+            out["previous_run"] = previous.get("previous_run")
+            out["first_timing"] = {k: previous[k] for k in ("created", "machine", "rows") if k in previous}
+        else:
+            out["previous_run"] = {k: v for k, v in previous.items() if k not in ("previous_run", "earlier_run")}
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
 
