@@ -263,4 +263,5 @@ def check_model_size(name: str, builder: Callable[[Any], Any], cfg: Any) -> None
         memory = f" or {max_bytes / 1e9:.3g} GB (half this machine's memory)" if max_bytes is not None else ""
         size_text = f"{nbytes / 1e9:.3g} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.3g} MB"
         raise ConfigError(f"{name} with these build options has {count:.3g} parameters ({size_text}), above "
-                          f"the ceiling of {limit:.3g}{memory}; lower the sizes in --set, or {how}")
+                          f"the ceiling of {limit:.3g}{memory}; lower the sizes (--set, a pipeline's sets, or the "
+                          f"checkpoint record's config), or {how}")

@@ -301,3 +301,21 @@ def test_a_401_digit_flag_is_one_line_before_any_run(tmp_path: Path, args: list[
     line = _error_line(_invoke(*args, BIG, "--out", tmp_path / "out"))
     assert "(401 characters) is out of range" in line and args[-1] in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_record_asking_for_a_huge_model_is_refused_before_it_is_built(tmp_path: Path):
+    """A record is data: its config goes through the same ceiling as --set (10 GB of weights are never allocated)."""
+    import json
+
+    from dlopt.checkpoint import save_checkpoint
+    from dlopt.registry import create_model, get_spec, make_model_config
+
+    spec = get_spec("mlp")
+    cfg = make_model_config(spec, {}, tiny=True)
+    record = save_checkpoint(create_model(spec, cfg), spec, cfg, tmp_path / "ck" / "model.json")
+    data = json.loads(record.read_text())
+    data["config"]["hidden_sizes"] = [100_000_000]
+    record.write_text(json.dumps(data))
+    line = _error_line(_invoke("export", "--checkpoint", record, "--format", "onnx", "--out", tmp_path / "out"))
+    assert "parameters" in line and "checkpoint record's config" in line
+    assert not (tmp_path / "out").exists()
