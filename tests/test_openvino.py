@@ -167,6 +167,8 @@ def test_cli_export_openvino_then_verify_run(tmp_path, monkeypatch):
     xml = Path(data["artifacts"]["openvino"])
     assert xml.suffix == ".xml" and xml.is_file() and xml.with_suffix(".bin").is_file()
     assert data["verification"]["openvino"]["passed"]
+    outputs = json.loads((Path(data["run"]) / "manifest.json").read_text())["stages"]["export"]["outputs"]
+    assert {"model.xml", "model.bin"} <= {o["path"] for o in outputs}  # the weights are vouched for too
     res = cli.invoke(app, ["verify", data["run"], "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["artifacts"]["openvino"]["passed"]

@@ -58,6 +58,7 @@ def run_export(opts: TargetOptions, config: ExportConfig,
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
         rec.outputs.extend(result.artifacts.values())
+        rec.outputs.extend(p.with_suffix(".bin") for p in result.artifacts.values() if p.suffix == ".xml")  # IR weights
         result = to_final(result, rec)
         if result.verification:
             extra = {"arch": target.spec.name, "stage": "export"}
