@@ -105,20 +105,23 @@ def _runs_listing(run: Run) -> dict:
     return next(r for r in json.loads(res.stdout) if Path(r["path"]) == run.path)
 
 
-KILLS = [  # (stage as recorded, command, the new files the killed stage must not leave under final names)
-    ("int8b", lambda r: ["quantize", r, *QUANTIZE, "--name", "int8b"], ["int8b"]),
-    ("pruned2", lambda r: ["prune", r, "--ratio", "0.5", "--name", "pruned2"], ["pruned2"]),
-    ("export", lambda r: ["export", r, *EXPORT], []),
-    ("bench", lambda r: ["bench", r, *BENCH], []),
+KILLS = [  # (stage as recorded, where it is killed, command, new files it must not leave under final names)
+    ("int8b", "built", lambda r: ["quantize", r, *QUANTIZE, "--name", "int8b"], ["int8b"]),  # scratch in use
+    ("pruned2", "staged", lambda r: ["prune", r, "--ratio", "0.5", "--name", "pruned2"], ["pruned2"]),
+    ("export", "staged", lambda r: ["export", r, *EXPORT], []),
+    ("bench", "staged", lambda r: ["bench", r, *BENCH], []),
 ]
 
 
-@pytest.mark.parametrize(("stage", "command", "new"), KILLS, ids=[k[0] for k in KILLS])
-def test_sigkill_mid_stage_leaves_nothing_stale(run: Run, tmp_path: Path, stage, command, new):
+@pytest.mark.parametrize(("stage", "point", "command", "new"), KILLS, ids=[k[0] for k in KILLS])
+def test_sigkill_mid_stage_leaves_nothing_stale(run: Run, tmp_path: Path, monkeypatch, stage, point, command, new):
     before = _trusted(run)
     marker = tmp_path / "paused"
-    proc = _start(command(run.path), f"{stage}:staged", marker, tmp_path)
+    proc = _start(command(run.path), f"{stage}:{point}", marker, tmp_path)
     assert _stop_at(proc, marker, signal.SIGKILL) == -signal.SIGKILL
+    scratch = list(tmp_path.glob(f"dlopt-quantize-{proc.pid}-*"))
+    assert bool(scratch) == (stage == "int8b"), "SIGKILL leaves quantize's scratch in $TMPDIR"
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # the rerun below uses (and cleans) the same $TMPDIR
     data = _manifest_valid(run)
     assert data["stages"][stage]["status"] == "running" and run.stage_status(stage) == "interrupted"
     assert all(not (run.path / n).exists() for n in new)
@@ -133,19 +136,17 @@ def test_sigkill_mid_stage_leaves_nothing_stale(run: Run, tmp_path: Path, stage,
     _ok(*command(run.path))  # the rerun works, and clears what the killed process left
     assert run.stage_status(stage) == "done"
     assert not list((run.path / ".staging").iterdir())
+    assert not [p for p in scratch if p.exists()], "the next quantize removes a dead process's scratch"
 
 
-def test_quantize_scratch_of_a_killed_process_is_cleaned(run: Run, tmp_path: Path, monkeypatch):
-    marker = tmp_path / "paused"
-    proc = _start(["quantize", run.path, *QUANTIZE], "int8:built", marker, tmp_path)
-    pid = proc.pid
-    _stop_at(proc, marker, signal.SIGKILL)
-    assert list(tmp_path.glob(f"dlopt-quantize-{pid}-*")), "SIGKILL leaves the scratch behind"
-    keep = tmp_path / f"dlopt-quantize-{os.getpid()}-live"  # a live process's scratch is never touched
+def test_scratch_of_a_live_process_is_never_removed(tmp_path: Path, monkeypatch):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    keep, stale = tmp_path / f"dlopt-quantize-{os.getpid()}-live", tmp_path / f"dlopt-quantize-{dead.pid}-gone"
     keep.mkdir()
+    stale.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    removed = clean_quantize_scratch()
-    assert not list(tmp_path.glob(f"dlopt-quantize-{pid}-*")) and removed and keep.is_dir()
+    assert clean_quantize_scratch() == [stale] and keep.is_dir() and not stale.exists()
 
 
 def test_sigint_while_replacing_int8_keeps_the_old_variant_whole(run: Run, tmp_path: Path):
