@@ -298,3 +298,10 @@ def test_a_new_variant_made_meanwhile_by_another_process_is_kept(run: Run):
             (run.path / "mine" / "model.json").write_text('{"theirs": 1}')
     assert json.loads((run.path / "mine" / "model.json").read_text()) == {"theirs": 1}
     assert run.stage_status("mine") == "failed"
+
+
+def test_exporting_another_format_keeps_the_first_trusted(run: Run):
+    """Same checkpoint, second export with another format: both files stay usable (the earlier one is carried
+    into the new record because the stage's inputs are unchanged)."""
+    _ok("export", run.path, "--format", "torchscript")
+    assert run.artifact_status(run.path / "model.onnx").trusted and run.artifact_status(run.path / "model.ts").trusted
