@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import secrets
 import shutil
 import time
@@ -21,8 +22,8 @@ from dlopt import __version__
 from dlopt.environment import fingerprint
 from dlopt.errors import InputFileError, OutputError
 from dlopt.fileio import inside, safe_name, sha256_file, write_json_atomic
-from dlopt.staging import STAGING, clean_dead, commit, new_staging, pause_point, this_process
-from dlopt.trust import ArtifactStatus, candidates, classify, effective_status
+from dlopt.staging import STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, this_process
+from dlopt.trust import LIVE, ArtifactStatus, candidates, classify, effective_status
 
 DEFAULT_ROOT = Path("artifacts")
 MANIFEST = "manifest.json"
@@ -186,6 +187,9 @@ class Run:
         def change(m: dict[str, Any]) -> None:
             old = m["stages"].get(name)
             old = old if isinstance(old, dict) else {}
+            if old.get("status") in LIVE and old.get("pid") != os.getpid() and owner_alive(old):
+                raise OutputError(f"stage {name} of {self.path} is running in process {old.get('pid')}; wait for it "
+                                  "to finish, or give this one another --name")
             prev = ({k: old.get(k) for k in ("outputs", "inputs", "finished")} if old.get("status") == "done"
                     else old.get("previous"))
             kept["previous"] = prev
@@ -222,11 +226,12 @@ class Run:
 
     @contextlib.contextmanager
     def stage(self, name: str, config: dict[str, Any], inputs: list[Path] = (),
-              owns: tuple[str, ...] = ()) -> Iterator[StageRecord]:
+              owns: tuple[str, ...] = (), fresh: tuple[str, ...] = ()) -> Iterator[StageRecord]:
         """Record a stage as running, then done / failed / interrupted with outputs and metrics.
 
         Files written at `rec.path(...)` appear in the run only once the stage is done; a directory named in
-        `owns` (the stage's variant, e.g. "int8") is replaced as a whole. A failed or killed stage leaves nothing
+        `owns` (the stage's variant, e.g. "int8") is replaced as a whole; one in `fresh` must not exist when the
+        stage is done (two processes making the same new variant: the second fails). A failed or killed stage leaves nothing
         under the final names, and its last done outputs stay usable (see dlopt.trust)."""
         clean_dead(self.path / STAGING)
         t0 = time.perf_counter()
@@ -242,7 +247,11 @@ class Run:
             self.record_stage(name, status="done", outputs=outputs, metrics=rec.metrics, finished=_now(),
                               duration_s=round(time.perf_counter() - t0, 3))
             pause_point(name, "commit")  # done is recorded, files not yet moved: `previous` still vouches for them
-            commit(rec.staging, self.path, owns)
+            try:
+                commit(rec.staging, self.path, owns, fresh)
+            except FileExistsError as exc:
+                raise OutputError(f"{exc.filename} was created by another process while this stage ran; its "
+                                  "result is kept: rerun with another --name") from None
             self.record_stage(name, previous=None)
             status = "done"
         except KeyboardInterrupt:
