@@ -106,7 +106,11 @@ def _model_reasons(path: Path, zf: zipfile.ZipFile, records: dict[str, zipfile.Z
 
 def pickle_reasons(path: Path, fmt: str) -> list[str]:
     """Why loading this file would unpickle or run code ([] when it would not). A zip bomb is refused here."""
+    import stat
+
     path = Path(path)
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open below; a device never ends
+        raise InputFileError(f"{path} is not a regular file (a FIFO, device or directory); dlopt reads only regular files")
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:1] == b"\x80":
