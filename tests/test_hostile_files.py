@@ -160,6 +160,19 @@ def test_a_user_model_run_records_its_code_and_works_from_any_directory(user_run
     _refused(_invoke("verify", run, "--model-code", f"{tmp_path / 'other.py'}:build"), 6, "--trust-code")
 
 
+def test_a_name_trusted_by_one_command_is_not_trusted_by_the_next(run_copy: Path, tmp_path: Path):
+    """`dlopt info /x/evil.py:f` runs that file (the user named it); a later command reading a record that names
+    the same file must not inherit that trust (bench takes no NAME argument that would reset it)."""
+    marker = tmp_path / "pwned"
+    ref = _code_refs(tmp_path, marker)["abs_file"]
+    _invoke("info", ref, "--input-shape", "4")
+    assert marker.exists()  # named on the command line: it ran
+    marker.unlink()
+    _edit_json(run_copy / "model.json", lambda r: r.update(arch=ref))
+    _refused(_invoke("bench", run_copy, "--budget-s", "0.05", "--out", tmp_path / "b"), 6, "--trust-code")
+    assert not marker.exists()
+
+
 def test_a_changed_user_model_file_is_refused(user_run, tmp_path: Path):
     run, src = user_run
     marker = tmp_path / "pwned"
