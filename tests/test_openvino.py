@@ -172,3 +172,12 @@ def test_cli_export_openvino_then_verify_run(tmp_path, monkeypatch):
     res = cli.invoke(app, ["verify", data["run"], "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["artifacts"]["openvino"]["passed"]
+
+
+def test_export_with_onnx_converts_that_file(tmp_path):
+    torch.manual_seed(0)
+    model, spec, cfg = build_model("mlp", tiny=True)
+    result = export_model(model, spec, cfg, tmp_path, ExportConfig(
+        formats=(ExportFormat.ONNX, ExportFormat.OPENVINO), exporter="legacy"))
+    assert not result.failures and result.passed, result.failures
+    assert result.details["openvino"]["via"] == "model.onnx of this export"  # not a second ONNX export

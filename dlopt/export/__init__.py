@@ -111,7 +111,7 @@ def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None) -> dict[st
 
 
 def _export_one(fmt: ExportFormat, module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path,
-                config: ExportConfig, meta: dict[str, str]) -> dict[str, Any]:
+                config: ExportConfig, meta: dict[str, str], onnx_done: Path | None = None) -> dict[str, Any]:
     if fmt == ExportFormat.ONNX:
         from dlopt.export.onnx import export_onnx
 
@@ -121,7 +121,7 @@ def _export_one(fmt: ExportFormat, module: Any, example: tuple, spec: ArchSpec, 
         from dlopt.openvino_rt import export_openvino
 
         return export_openvino(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
-                               dynamic=config.dynamic, metadata=meta)
+                               dynamic=config.dynamic, metadata=meta, onnx=onnx_done)
     if fmt == ExportFormat.TORCHSCRIPT:
         from dlopt.export.torchscript import export_torchscript
 
@@ -144,7 +144,8 @@ def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cf
         t0 = time.perf_counter()
         try:
             with quiet_deprecations():
-                details = _export_one(fmt, module, example, spec, cfg, path, config, meta)
+                details = _export_one(fmt, module, example, spec, cfg, path, config, meta,
+                                      result.artifacts.get(ExportFormat.ONNX.value))  # same options: reused
         except (OutputError, UnsupportedError, KeyboardInterrupt):
             raise
         except Exception as exc:  # exporters raise many internal types; record it, keep the other formats
