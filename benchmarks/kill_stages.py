@@ -91,7 +91,8 @@ def check(run_dir: Path, before: dict[str, str], stage: str, tmp: Path) -> dict[
     rows = json.loads(bench.stdout)["rows"] if bench.returncode == 0 else []
     measured = [r["artifact"] for r in rows if r.get("status") == "ok" and r.get("artifact")]
     out["bench_rc"] = bench.returncode
-    out["stale_measured"] = [a for a in measured if "bench-export" not in a and not run.artifact_status(Path(a)).trusted]
+    out["stale_measured"] = [a for a in measured
+                             if "bench-export" not in a and not run.artifact_status(Path(a)).trusted]
     out["runs_rc"] = dlopt(["runs", "--out", str(run_dir.parent.parent), "--json"], tmp, check=False).returncode
     out["report_rc"] = dlopt(["report", str(run_dir)], tmp, check=False).returncode
     rerun = ["prune", str(run_dir), "--ratio", "0.5", "--name", "pruned3"] if stage == "pruned2" \
@@ -106,7 +107,8 @@ def one(stage: str, sig: int, delay: float, base: Path, work: Path, i: int) -> d
     dest = work / f"k{i:03d}" / "mlp" / base.name
     shutil.copytree(base, dest)
     before = trusted(dest)
-    proc = subprocess.Popen([sys.executable, "-m", "dlopt", *command(stage, dest)], cwd=ROOT, env={**ENV, "TMPDIR": str(work)},
+    proc = subprocess.Popen([sys.executable, "-m", "dlopt", *command(stage, dest)], cwd=ROOT,
+                            env={**ENV, "TMPDIR": str(work)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     landed = proc.poll() is None

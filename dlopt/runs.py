@@ -231,8 +231,8 @@ class Run:
 
         Files written at `rec.path(...)` appear in the run only once the stage is done; a directory named in
         `owns` (the stage's variant, e.g. "int8") is replaced as a whole; one in `fresh` must not exist when the
-        stage is done (two processes making the same new variant: the second fails). A failed or killed stage leaves nothing
-        under the final names, and its last done outputs stay usable (see dlopt.trust)."""
+        stage is done (two processes making the same new variant: the second fails). A failed or killed stage
+        leaves nothing under the final names, and its last done outputs stay usable (see dlopt.trust)."""
         clean_dead(self.path / STAGING)
         t0 = time.perf_counter()
         ins = [file_entry(p, self.path) for p in inputs]

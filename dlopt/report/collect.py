@@ -209,7 +209,8 @@ def collect(run: Run) -> dict[str, Any]:
     _fill(run, rows, evaluation)
     exports = _export_parity(run, trust)
     for row in rows.values():
-        row.parity = exports.get(row.path) or (_quant_parity(trust, row.variant) if row.variant.endswith("int8") else "")
+        quant = _quant_parity(trust, row.variant) if row.variant.endswith("int8") else ""
+        row.parity = exports.get(row.path) or quant
     ordered = sorted(rows.values(), key=_order)
     higher = bool(evaluation.get("higher_is_better", True))
     batches = sorted({b for r in ordered for b in r.latency})
