@@ -86,7 +86,8 @@ def test_kept_widths_by_rounding_mode(tmp_path, round_to, widths):
     assert abs(report["achieved"]["channels"] - 0.3) <= 0.05  # the share removed stays near the ratio
     assert report["layers"]["fc2"]["why"] == "kept whole: output layer"
     if round_to is None:
-        assert "nearest multiple of 8" in report["layers"]["conv1"]["why"] and not report["notes"][:-1]
+        assert "nearest multiple of 16" in report["layers"]["conv1"]["why"] and not report["notes"][:-1]
+        assert "nearest multiple of 8 " in report["layers"]["fc1"]["why"]  # 358.4: a wide layer
     if round_to == 1:
         assert "44, 89, 358 are not multiples of 8" in report["notes"][0]
 
@@ -103,7 +104,8 @@ def test_narrow_layers_keep_the_exact_ratio_and_recurrent_layers_follow_the_plan
     rows = explain(info, cfg)["layers"]
     assert (rows["features.0"]["after"], rows["features.3"]["after"]) == (4, 11)  # 6 and 16 channels: exact
     assert "narrow layer" in rows["features.0"]["why"]
-    assert rows["classifier.3"]["after"] == 56  # 84 * 0.7 = 58.8: wide enough to round
+    assert rows["classifier.3"]["after"] == 64  # 84 * 0.7 = 58.8: nearest multiple of 16 (under 64)
+    assert rows["classifier.1"]["after"] == 88  # 120 * 0.7 = 84: nearest multiple of 8 (a wide layer)
     model, spec, example = _user_model(tmp_path, "Recurrent", (6, 8))
     _, info = prune_model(model, spec, cfg, example)
     assert info["widths"]["after"]["gru"]["hidden"] == 48  # 44.8: nn.GRU (dlopt's pruner) rounds too
@@ -229,3 +231,12 @@ def test_target_speedup_through_the_stage_records_the_path(trained_cnn):
     assert out.result["notes"][-1].startswith("--target-speedup 1.2 ")  # reached, or NOT reached and why
     with pytest.raises(ConfigError, match="structured"):
         PruneConfig(target_speedup=2.0, method="unstructured")
+
+
+def test_width_rule_16_for_narrow_8_for_wide_exact_below_16():
+    from dlopt.prune.widths import choose
+
+    cfg = PruneConfig(ratio=0.3)
+    kept = {w: choose(w, cfg).kept for w in (6, 16, 32, 64, 128, 256, 512)}
+    assert kept == {6: 4, 16: 11, 32: 16, 64: 48, 128: 88, 256: 176, 512: 360}
+    assert choose(64, PruneConfig(ratio=0.05)).kept == 60  # the nearest multiple (64) would prune nothing: exact

@@ -1,11 +1,13 @@
 """How many channels each pruned layer keeps, and why: the width plan handed to Torch-Pruning.
 
-By default (`round_to=None`) a layer wide enough keeps the multiple of `ALIGN` NEAREST to `width * (1 - ratio)`
-(rounded to the nearest, not down, so the share removed stays close to the ratio asked for): CPU convolution
-and matmul kernels run multiples of 8 on their fast blocked paths, and odd widths such as 45 or 179 fall off
-them (benchmarks/prune_targets.py and docs/prune.md hold the measurements). A narrow layer (exact kept width
-under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16 channels) keeps the exact ratio: rounding it would move the share
-removed by tens of points. `round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
+By default (`round_to=None`) a layer wide enough keeps the multiple NEAREST to `width * (1 - ratio)` (rounded
+to the nearest, not down, so the share removed stays close to the ratio asked for) of `ALIGN` (8), or of
+`SMALL_ALIGN` (16) while the exact width is under `WIDE_FROM` (64). CPU convolution and matmul kernels run
+those widths on their fast blocked paths, and odd widths such as 45 or 179 fall off them; ONNX Runtime's
+AVX-512 convolutions block channels by 16, which costs a narrow layer (24 channels: half the throughput of 16
+or 32) far more than a wide one (88, 360: as fast as 96, 368). benchmarks/prune_widths.py and docs/prune.md
+hold the measurements. A narrow layer (exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16
+channels) keeps the exact ratio: rounding it would move the share removed by tens of points. `round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
 `round_to=N` rounds that down to a multiple of N (Torch-Pruning's `round_to`).
 """
 
@@ -21,7 +23,9 @@ from dlopt.errors import ConfigError
 from dlopt.prune.config import PruneConfig
 from dlopt.prune.layers import width
 
-ALIGN = 8  # kernels' channel block on AVX2 / AVX-512 CPUs (oneDNN, ONNX Runtime MLAS NCHWc)
+ALIGN = 8  # kernels' channel block on AVX2 CPUs (oneDNN, ONNX Runtime MLAS NCHWc); enough for wide layers
+SMALL_ALIGN = 16  # the AVX-512 block: what narrow layers (exact width under WIDE_FROM) are rounded to
+WIDE_FROM = 64
 MIN_ROUNDED = 16  # exact kept widths below this keep the exact ratio (rounding would move the share too far)
 
 
@@ -51,11 +55,12 @@ def choose(before: int, cfg: PruneConfig) -> WidthChoice:
     if exact < MIN_ROUNDED:
         return WidthChoice(before, exact, floor, f"narrow layer: exact ratio (under {MIN_ROUNDED} channels kept, "
                                                  f"rounding to a multiple of {ALIGN} would move the share too far)")
-    nearest = ALIGN * math.floor(exact / ALIGN + 0.5)
+    align = ALIGN if exact >= WIDE_FROM else SMALL_ALIGN
+    nearest = align * math.floor(exact / align + 0.5)
     if nearest >= before:  # the ratio is too small to reach the next multiple down: prune exactly
-        return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple of {ALIGN} ({nearest}) "
+        return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple of {align} ({nearest}) "
                                                  "would prune nothing")
-    return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {ALIGN} "
+    return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {align} "
                                                "(fast CPU kernels)")
 
 
