@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 SHAPES = ((8, (40, 44, 48, 56)), (4, (80, 88, 89, 96)), (2, (168, 176, 179, 184, 192)), (1, (344, 352, 358, 360, 368)))
+# the cnn's first two convs (1 -> c1 at 32x32, pool, c1 -> c2 at 16x16): exact (22, 44), multiples of 8 and of 16
+PAIRS = ((22, 44), (24, 48), (16, 48), (24, 40), (16, 40), (32, 48), (32, 64))
 
 
 def _median_ms(fn, calls: int = 60) -> float:
@@ -51,16 +53,37 @@ def _one(spatial: int, w: int) -> dict:
             "eager_gmacs_per_s": round(gmacs / eager * 1e3, 2)}
 
 
+def _pair(c1: int, c2: int) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    nn = torch.nn
+    m = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1),
+                      nn.ReLU(), nn.MaxPool2d(2)).eval()
+    x = torch.randn(8, 1, 32, 32)
+    buf = io.BytesIO()
+    torch.onnx.export(m, (x,), buf, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x.numpy()}
+    ms = _median_ms(lambda: sess.run(None, feed), calls=40)
+    gmacs = (c1 * 9 * 1024 + c1 * c2 * 9 * 256) * 8 / 1e9
+    return {"ort_ms": round(ms, 4), "ort_gmacs_per_s": round(gmacs / ms * 1e3, 2)}
+
+
 def main() -> None:
     import torch
 
     torch.set_num_threads(1)
     rows = {f"{s}x{s} w{w}": _one(s, w) for s, widths in SHAPES for w in widths}
+    pairs = {f"{c1}->{c2}": _pair(c1, c2) for c1, c2 in PAIRS}
     for k, v in rows.items():
         print(k, v)
     out = {"benchmark": "prune_widths", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "threads": 1, "batch": 8, "loadavg_end": list(os.getloadavg()),
-           "note": "shared 2-core machine, other jobs running; eager timings are noisy at 1x1", "rows": rows}
+           "note": "shared 2-core machine, other jobs running; eager timings are noisy at 1x1", "rows": rows,
+           "narrow_pairs": pairs}
     path = Path(__file__).resolve().parent / "results" / "prune_widths.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
