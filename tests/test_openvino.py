@@ -181,3 +181,47 @@ def test_export_with_onnx_converts_that_file(tmp_path):
         formats=(ExportFormat.ONNX, ExportFormat.OPENVINO), exporter="legacy"))
     assert not result.failures and result.passed, result.failures
     assert result.details["openvino"]["via"] == "model.onnx of this export"  # not a second ONNX export
+
+
+def test_quantize_backend_openvino(tmp_path):
+    import json
+
+    import openvino as ov
+
+    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.target import TargetOptions
+
+    q = run_quantize(TargetOptions(name="cnn", tiny=True, root=tmp_path),
+                     QuantizeConfig(method="static", backend="openvino", calibration_samples=32))
+    r = q.result
+    assert q.artifact.suffix == ".xml" and q.artifact.with_suffix(".bin").is_file()
+    assert r["backend"] == "openvino" and r["verified"], r
+    assert r["layers_int8"] == 5 and r["kept_float"] == []  # cnn tiny: 3 convs + 2 linears, all int8
+    assert r["size_bytes"]["quantized"] > q.artifact.stat().st_size  # the .bin counts
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(q.artifact)).get_ops()}
+    assert "FakeQuantize" in ops
+    outputs = json.loads((q.run_dir / "manifest.json").read_text())["stages"]["int8"]["outputs"]
+    assert {"int8/model.xml", "int8/model.bin"} <= {o["path"] for o in outputs}
+
+
+def test_openvino_keep_float_and_static_only(exported, tmp_path):
+    from dlopt.errors import UnsupportedError
+    from dlopt.quantize.config import Method, QBackend
+    from dlopt.quantize.ov_quant import build
+    from dlopt.quantize.recipe import Recipe
+
+    model, spec, cfg, result = exported
+
+    class Fp32:  # what ov_quant reads: the fp32 model file
+        def raw(self) -> Path:
+            return result.artifacts["openvino"]
+
+    batches = [make_inputs(spec, cfg, 2, seed=i) for i in range(4)]
+    full = build(Recipe(QBackend.OPENVINO, Method.STATIC), Fp32(), batches, tmp_path / "a" / "model.xml")
+    assert full.float_layers == () and len(full.quantized_layers) == 5
+    keep = full.quantized_layers[1]
+    part = build(Recipe(QBackend.OPENVINO, Method.STATIC, keep_float=(keep,)), Fp32(), batches,
+                 tmp_path / "b" / "model.xml")
+    assert part.float_layers == (keep,) and keep not in part.quantized_layers
+    with pytest.raises(UnsupportedError, match="static int8 only"):
+        build(Recipe(QBackend.OPENVINO, Method.DYNAMIC), Fp32(), batches, tmp_path / "c" / "model.xml")

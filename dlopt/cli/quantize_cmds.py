@@ -21,8 +21,9 @@ def quantize_cmd(
     name: NameArg = None,
     method: Annotated[str, typer.Option("--method", help=f"{METHODS}: auto builds every int8 path, measures latency "
                                         "and accuracy, and keeps the fastest within budget.")] = "auto",
-    backend: Annotated[str | None, typer.Option("--backend", help="onnxruntime (default) or torch (torchao).",
-                                                show_default=False)] = None,
+    backend: Annotated[str | None, typer.Option(
+        "--backend", help="onnxruntime (default), torch (torchao) or openvino (NNCF, static int8).",
+        show_default=False)] = None,
     calibration_samples: Annotated[int, typer.Option("--calibration-samples",
                                                      help="Training samples used to calibrate static int8.")] = 256,
     calibration_method: Annotated[str, typer.Option("--calibration-method",

@@ -24,8 +24,8 @@ def recipes(spec: Any, cfg: QuantizeConfig, backends: tuple[QBackend, ...]) -> l
     out = []
     for backend in backends:
         for method in (Method.STATIC, Method.DYNAMIC):
-            if not spec.supports(f"quantize:{method}"):
-                continue
+            if not spec.supports(f"quantize:{method}") or (backend == QBackend.OPENVINO and method != Method.STATIC):
+                continue  # NNCF's post-training path for OpenVINO is static int8
             formats = (QuantFormat.QDQ, QuantFormat.QOPERATOR) if backend == QBackend.ONNXRUNTIME and \
                 method == Method.STATIC else (cfg.quant_format,)
             out += [Recipe(backend, method, fmt, cfg.per_channel) for fmt in formats]

@@ -21,6 +21,7 @@ class Method(StrEnum):
 class QBackend(StrEnum):
     ONNXRUNTIME = "onnxruntime"  # an int8 .onnx file the bench and verify stages pick up
     TORCH = "torch"  # torchao: PT2E + X86InductorQuantizer (static), quantize_ (dynamic); saved as .pt2
+    OPENVINO = "openvino"  # NNCF post-training static int8 of the fp32 ONNX file; saved as IR (.xml + .bin)
 
 
 class CalibrationMethod(StrEnum):

@@ -48,4 +48,5 @@ class Built:
 
     @property
     def bytes(self) -> int:
-        return self.path.stat().st_size
+        weights = self.path.with_suffix(".bin") if self.path.suffix == ".xml" else None  # an IR's weights file
+        return self.path.stat().st_size + (weights.stat().st_size if weights else 0)

@@ -54,6 +54,10 @@ class Session:
 
             return ort_quant.build(recipe, self.fp32, batches, self.cfg.calibration_method, self.work / f"c{n}.onnx",
                                   self.cfg.exporter)
+        if recipe.backend == QBackend.OPENVINO:
+            from dlopt.quantize import ov_quant
+
+            return ov_quant.build(recipe, self.fp32, batches, self.work / f"c{n}" / "model.xml")
         from dlopt.quantize import torch_quant
 
         return torch_quant.build(recipe, self.module, self.spec, self.model_cfg, batches, self.work / f"c{n}.pt2")
@@ -63,7 +67,7 @@ class Session:
             from dlopt.quantize.ort_quant import int8_op_count
 
             return int8_op_count(built.path) > 0
-        return bool(built.quantized_layers)
+        return bool(built.quantized_layers)  # torch, openvino: the layers the builder saw converted
 
 
 def _fits(module: Any, batches: Batches | None) -> Batches | None:
@@ -101,7 +105,7 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
         random_inputs(spec, mcfg, HELD_SAMPLES, seed + 2)
     s.judge = Judge(evaluator, spec, target.model, s.module, probe, held)
     if cfg.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC, Method.FP16) and \
-            (cfg.backend == QBackend.ONNXRUNTIME or QBackend.ONNXRUNTIME in cfg.auto_backends):
+            ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
         from dlopt.quantize.ort_quant import Fp32Onnx
 
         s.fp32 = Fp32Onnx(s.module, spec, mcfg, work, s.notes, cfg.exporter)

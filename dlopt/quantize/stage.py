@@ -106,7 +106,7 @@ def _verify(s: Session, path: Path) -> dict[str, Any]:
     config = VerifyConfig(criterion=FiniteOutputs())
     with quiet_deprecations():
         cases = real_cases(s.target.run, s.spec, s.model_cfg, config)
-        fmt = "onnx" if path.suffix == ".onnx" else "pt2"
+        fmt = {".onnx": "onnx", ".xml": "openvino"}.get(path.suffix, "pt2")
         report = verify_artifacts(s.target.model, s.spec, s.model_cfg, {fmt: path}, config, trust_pickle=True,
                                   cases=cases)[fmt]
     return report.to_dict()
@@ -157,7 +157,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
     return {"arch": s.spec.name, "stage": s.cfg.name, "method": str(built.recipe.method),
             "backend": str(built.recipe.backend), "recipe": built.recipe.to_json(),
             "chosen_by": "auto" if auto else "asked", "auto": auto, "artifact": out.name,
-            "size_bytes": {"fp32": fp32_bytes, "quantized": out.stat().st_size,
+            "size_bytes": {"fp32": fp32_bytes, "quantized": built.bytes,
                            "ratio": round(fp32_bytes / out.stat().st_size, 3) if fp32_bytes else None},
             "metric": s.spec.metric, "accuracy_basis": basis,
             "metric_before": before, "metric_after": after, "drop_points": s.judge.drop(before, after),
@@ -188,6 +188,9 @@ def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
         pause_point(cfg.name, "built")  # test-only hook: the scratch directory is in use here
         out = rec.path(final_dir.name, f"model{built.path.suffix}")
         shutil.copyfile(built.path, out)
+        if out.suffix == ".xml":  # an OpenVINO IR: its weights travel with it
+            shutil.copyfile(built.path.with_suffix(".bin"), out.with_suffix(".bin"))
+            rec.outputs.append(out.with_suffix(".bin"))
         result = _result(s, built, auto, search, out, time.perf_counter() - t0, step)
         result["verification"]["shapes"]["artifact"] = str(rec.final(out).relative_to(run.path))
         report = rec.path(final_dir.name, REPORT)
