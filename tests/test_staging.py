@@ -305,3 +305,17 @@ def test_exporting_another_format_keeps_the_first_trusted(run: Run):
     into the new record because the stage's inputs are unchanged)."""
     _ok("export", run.path, "--format", "torchscript")
     assert run.artifact_status(run.path / "model.onnx").trusted and run.artifact_status(run.path / "model.ts").trusted
+
+
+def test_a_timing_of_a_replaced_file_is_not_reported(run: Run):
+    """bench.json timed int8 v1; quantize then replaced it (done, trusted): report and runs must not pair v2 with
+    v1's latency. The bench stage records the sha256 of what it measured."""
+    report = json.loads((_ok("report", run.path), run.path / "report.json")[1].read_text())
+    assert any(r["variant"] == "int8" and r["latency"] for r in report["rows"])
+    _ok("quantize", run.path, "--method", "static", "--max-drop", "100", "--exporter", "legacy")
+    res = _ok("report", run.path)
+    report = json.loads((run.path / "report.json").read_text())
+    assert not any(r["variant"] == "int8" and r["latency"] for r in report["rows"])
+    assert "timed an earlier version" in res.output
+    fastest = _runs_listing(run)["fastest"]
+    assert fastest is None or "int8" not in fastest["variant"]

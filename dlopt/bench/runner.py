@@ -17,7 +17,7 @@ from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
-from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, open_source
+from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source
 from dlopt.environment import fingerprint
 from dlopt.errors import UnsupportedError
 from dlopt.fileio import write_json_atomic
@@ -205,7 +205,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
         torch.set_num_threads(cfg.threads)
     try:
         source = open_source(opts)
-        with source.run.stage("bench", config=_config_dict(cfg)) as rec:
+        with source.run.stage("bench", config=_config_dict(cfg), inputs=measured_files(source)) as rec:
             progress("preparing variants")
             variants = build_variants(source, cfg)
             threads = torch.get_num_threads()

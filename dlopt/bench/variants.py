@@ -220,3 +220,12 @@ def _skipped_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
         if v is not None:
             out.append(Variant(v.name, v.backend, unavailable=st.skipped()))
     return out
+
+
+def measured_files(source: Source) -> list[Path]:
+    """The run's files this bench measures (recorded as the stage's inputs with their sha256), so `report` and
+    `runs` can tell a timing of the current file from one of a file replaced since."""
+    if source.single or source.spec is None:
+        return list(source.artifacts)
+    weights, _ = source.run.scan_artifacts((".safetensors",))
+    return [*source.artifacts, *(w for w in weights if w.parent != source.run.path)]

@@ -25,8 +25,8 @@ def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
 
     bench = trust.json("bench.json") or {}
     rows = [r for r in bench.get("rows", []) if r.get("status") == "ok" and r.get("speedup_vs_eager")]
-    rows = [r for r in rows if (rel := bench_key(run, r, bench.get("run"))[2]).startswith("bench-export/")
-            or trust.ok(rel)]
+    rows = [r for r in rows if ((rel := bench_key(run, r, bench.get("run"))[2]).startswith("bench-export/")
+                                or trust.ok(rel)) and trust.measured_now(rel)]
     if not rows:
         return None
     batch = min(r["batch_size"] for r in rows)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dlopt.fileio import sha256_file
 from dlopt.runs import Run
 from dlopt.trust import effective_status
 
@@ -82,7 +83,7 @@ class Trust:
     """The run's files as the report may use them (dlopt.trust's rule), and what it skipped, with reasons."""
 
     def __init__(self, run: Run, stages: dict[str, Any]) -> None:
-        self.run, self.stages, self.skipped, self._seen = run, stages, [], {}
+        self.run, self.stages, self.skipped, self._seen, self._measured = run, stages, [], {}, {}
 
     def ok(self, rel: str) -> bool:
         """The run's own model (model.json) and live rows ("") are always usable; anything else needs a done stage."""
@@ -94,6 +95,25 @@ class Trust:
             if not st.trusted and (self.run.path / rel).exists():
                 self.skipped.append({"path": rel, "reason": st.reason})
         return self._seen[rel]
+
+    def measured_now(self, rel: str) -> bool:
+        """False when bench.json timed an earlier version of this file (the bench stage's inputs say which)."""
+        if rel in ("", "model.json") or rel.startswith("bench-export/"):
+            return True
+        if rel not in self._measured:
+            self._measured[rel] = self._same_as_measured(rel)
+        return self._measured[rel]
+
+    def _same_as_measured(self, rel: str) -> bool:
+        rec = self.stages.get("bench") if isinstance(self.stages.get("bench"), dict) else {}
+        rec = rec if effective_status(rec) == "done" else (rec.get("previous") or {})
+        weights = str(Path(rel).with_suffix(".safetensors")) if rel.endswith(".json") else rel
+        sha = next((i.get("sha256") for i in rec.get("inputs") or [] if isinstance(i, dict)
+                    and i.get("path") == weights), None)
+        if sha is None or not (self.run.path / weights).is_file() or sha256_file(self.run.path / weights) == sha:
+            return True
+        self.skipped.append({"path": rel, "reason": "bench.json timed an earlier version of it; rerun dlopt bench"})
+        return False
 
     def scan(self) -> None:
         """Name every exported file in the run that no done stage vouches for (bench's own export aside)."""
@@ -112,6 +132,8 @@ def _rows_from_bench(run: Run, bench: dict[str, Any], rows: dict[tuple[str, str]
             continue
         variant, runtime, rel = bench_key(run, b, bench.get("run"))
         if not rel.startswith("bench-export/") and not trust.ok(rel):  # bench's own export: made by that stage
+            continue
+        if not trust.measured_now(rel):
             continue
         row = rows.setdefault((variant, runtime), Row(variant, runtime, rel))
         row.latency[int(b["batch_size"])] = {"p50": b["stats"]["median_ms"], "p90": b["stats"]["p90_ms"]}
