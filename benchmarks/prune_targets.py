@@ -42,7 +42,8 @@ def _variant(r: dict, latency: dict, base_metric: float, exact: dict) -> dict:
               f"channels removed within {MAX_RATIO_GAP:.0%} of the ratio": abs(channels - ratio) <= MAX_RATIO_GAP,
               f"params removed within {MAX_RATIO_GAP:.0%} of the exact ratio's":
                   abs(r["params"]["removed"] - exact["params"]["removed"]) <= MAX_RATIO_GAP}
-    return {"round_to": r["config"]["round_to"], "achieved": r["achieved"], "params": r["params"], "macs_batch1": r["macs"],
+    return {"round_to": r["config"]["round_to"], "achieved": r["achieved"], "params": r["params"],
+            "macs_batch1": r["macs"],
             "file_bytes": r["file_bytes"],
             "accuracy": {"after_prune": m["after_prune"], "after_finetune": m["after_finetune"], "drop_points": drop},
             "latency": latency, "speedup": speed, "checks": checks, "met": all(checks.values()),
@@ -118,7 +119,8 @@ def main() -> None:
             print(json.dumps(brief), flush=True)
     out = {"benchmark": "prune_targets", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "ratio": args.ratio, "method": "structured", "importance": "l1", "threads": 1,
-           "options": "dlopt prune defaults" if args.finetune_epochs is None else f"--finetune-epochs {args.finetune_epochs}",
+           "options": ("dlopt prune defaults" if args.finetune_epochs is None
+                       else f"--finetune-epochs {args.finetune_epochs}"),
            "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                        "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
                        "note": "shared machine: other agents were using the CPU during the run"},

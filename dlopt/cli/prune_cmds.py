@@ -36,7 +36,8 @@ def prune_cmd(
         "--round-to", help="Default: layers keeping 16+ channels keep the nearest multiple of 16 (under 64) or 8 "
                            "(fast CPU kernels), narrower ones the exact ratio. 1: the exact ratio everywhere; N: round "
                            "down to multiples of N.", show_default=False)] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = (
+        False),
     target_speedup: Annotated[float | None, typer.Option(
         "--target-speedup", help="Prune in steps (fine-tuning between) until the model runs this many times faster "
                                  "on --target-runtime at --target-batch, or --max-drop would be broken; --ratio is "

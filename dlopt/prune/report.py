@@ -72,7 +72,8 @@ def _width_note(cfg: PruneConfig, pruned: list[dict[str, Any]]) -> str | None:
     if not odd:
         return None
     shown = ", ".join(map(str, odd[:5])) + (", ..." if len(odd) > 5 else "")
-    why = f"kept widths {shown} are not multiples of {ALIGN}, which CPU convolution / matmul kernels run on slower paths"
+    why = (f"kept widths {shown} are not multiples of {ALIGN}, which CPU convolution / matmul kernels run on "
+           "slower paths")
     if cfg.global_pruning and not cfg.round_to:
         return f"{why}; with --global the widths come from the ranking: add --round-to {ALIGN} to round them down"
     if cfg.round_to == 1:

@@ -145,7 +145,8 @@ def path_note(cfg: PruneConfig, path: list[dict[str, Any]]) -> str:
     best = kept[-1]
     where = f"{cfg.target_runtime} at batch {cfg.target_batch}"
     if best["speedup"] >= (cfg.target_speedup or 0):
-        return f"--target-speedup {cfg.target_speedup:g} reached on {where}: {best['speedup']:.2f}x at step {best['step']}"
+        return (f"--target-speedup {cfg.target_speedup:g} reached on {where}: {best['speedup']:.2f}x "
+                f"at step {best['step']}")
     why = path[-1].get("stopped") or f"stopped after {MAX_STEPS} steps"
     return (f"--target-speedup {cfg.target_speedup:g} NOT reached on {where}: kept step {best['step']} "
             f"({best['speedup']:.2f}x; {why})")

@@ -7,7 +7,8 @@ those widths on their fast blocked paths, and odd widths such as 45 or 179 fall 
 AVX-512 convolutions block channels by 16, which costs a narrow layer (24 channels: half the throughput of 16
 or 32) far more than a wide one (88, 360: as fast as 96, 368). benchmarks/prune_widths.py and docs/prune.md
 hold the measurements. A narrow layer (exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16
-channels) keeps the exact ratio: rounding it would move the share removed by tens of points. `round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
+channels) keeps the exact ratio: rounding it would move the share removed by tens of points. `round_to=1` is
+the exact ratio everywhere (`floor(width * (1 - ratio))`), and
 `round_to=N` rounds that down to a multiple of N (Torch-Pruning's `round_to`).
 """
 
@@ -50,8 +51,8 @@ def choose(before: int, cfg: PruneConfig) -> WidthChoice:
     if cfg.round_to == 1:
         return WidthChoice(before, exact, floor, "exact ratio (--round-to 1)")
     if cfg.round_to:
-        return WidthChoice(before, exact, floor - floor % cfg.round_to,
-                           f"exact width {floor} rounded down to a multiple of {cfg.round_to} (--round-to {cfg.round_to})")
+        why = f"exact width {floor} rounded down to a multiple of {cfg.round_to} (--round-to {cfg.round_to})"
+        return WidthChoice(before, exact, floor - floor % cfg.round_to, why)
     if exact < MIN_ROUNDED:
         return WidthChoice(before, exact, floor, f"narrow layer: exact ratio (under {MIN_ROUNDED} channels kept, "
                                                  f"rounding to a multiple of {ALIGN} would move the share too far)")
