@@ -77,14 +77,25 @@ def run_measured(argv: list[str], env: dict[str, str], cwd: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _trained(root: Path) -> list[Path]:
+    """Runs whose train stage finished (a killed one would be verified on random inputs, not its data)."""
+    def done(run: Path) -> bool:
+        try:
+            return json.loads((run / "manifest.json").read_text())["stages"]["train"]["status"] == "done"
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    return sorted(p for p in root.glob("*/*") if done(p)) if root.is_dir() else []
+
+
 def setup_run(arch: str, work: Path, dlopt: list[str], env: dict[str, str], export: bool) -> Path:
     """A trained run (and its ONNX export for verify), reused by the measured commands; not measured."""
     root = work / arch
-    runs = sorted(p for p in root.glob("*/*") if (p / "model.json").is_file()) if root.is_dir() else []
+    runs = _trained(root)
     if not runs:
         subprocess.run([*dlopt, "train", f"torchvision:{arch}", *TRAIN, "--out", str(root), "--json"], env=env,
                        cwd=work, check=True, capture_output=True)
-        runs = sorted(p for p in root.glob("*/*") if (p / "model.json").is_file())
+        runs = _trained(root)
     run = runs[-1]
     if export and not (run / "model.onnx").is_file():
         subprocess.run([*dlopt, "export", str(run), "--format", "onnx", "--no-verify"], env=env, cwd=work,
@@ -118,11 +129,13 @@ def merge(rows: list[dict], skipped: list[dict], label: str, code: Path | None) 
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     keys = {(r["label"], r["arch"], r["command"]) for r in rows}
     kept = [r for r in old.get("rows", []) if (r["label"], r["arch"], r["command"]) not in keys]
+    measured = {(r["label"], r["arch"], r["command"]) for r in kept + rows}
+    fresh = {(x["label"], x["arch"], x["command"]) for x in skipped}
+    skips = [s for s in old.get("skipped", []) if (s["label"], s["arch"], s["command"]) not in fresh] + skipped
     doc = {"what": "peak resident memory (getrusage RUSAGE_CHILDREN ru_maxrss) of one dlopt CLI child per row",
-           "limit_mb": LIMIT_MB, "setup": {"train": TRAIN, "pipeline_toml": PIPELINE_TOML},
-           "rows": kept + rows, "skipped": [s for s in old.get("skipped", []) if (s["label"], s["arch"], s["command"])
-                                           not in keys | {(x["label"], x["arch"], x["command"]) for x in skipped}]
-           + skipped, "machine": {**old.get("machine", {}), label: machine(code)}}
+           "limit_mb": LIMIT_MB, "setup": {"train": TRAIN, "pipeline_toml": PIPELINE_TOML}, "rows": kept + rows,
+           "skipped": [s for s in skips if (s["label"], s["arch"], s["command"]) not in measured],
+           "machine": {**old.get("machine", {}), label: machine(code)}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
     return doc
