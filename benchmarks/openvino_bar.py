@@ -10,7 +10,8 @@ dlopt's exporter (dynamo). Variants, each with the same thread count:
   which on CPUs with AMX / AVX512-BF16 silently runs bf16 (so it is not an fp32 number; labelled as such);
 - ONNX Runtime `quantize_static` with its defaults (QDQ, 8 calibration samples);
 - OpenVINO + NNCF `quantize` with its defaults (64 calibration samples);
-- `dlopt quantize --method auto` on the same run (digits upscaled for calibration; accuracy is moot untrained).
+- `dlopt quantize --method auto` on the same run, and `dlopt quantize --method auto --backend openvino` (NNCF
+  through dlopt, the same calibration data).
 All three int8 paths calibrate on the same data: the run's default dataset (sklearn digits, upscaled to 224), 64
 training samples (ORT's by-hand run reads the first 8). Timing inputs and the agreement check use held-out test
 samples of it; the weights are untrained, so agreement with eager fp32 (top-1, relative L2 error) stands in for
@@ -56,20 +57,23 @@ def samples(target: Any, split: str, n: int) -> Any:
     return torch.cat([b[0] for b in batches])[:n]
 
 
-def dlopt_int8(target: Any, root: Path, reuse: bool, log: Any) -> tuple[Path, dict[str, Any]]:
+def dlopt_int8(target: Any, reuse: bool, log: Any, backend: str = "onnxruntime") -> tuple[Path, dict[str, Any]]:
+    """`dlopt quantize --method auto [--backend openvino]` on the run (stage int8, or int8-openvino)."""
     import json
 
     from dlopt.quantize import QuantizeConfig, run_quantize
     from dlopt.target import TargetOptions
 
-    old = target.run.path / "int8" / "model.onnx"
-    if reuse and old.is_file():
+    name = "int8" if backend == "onnxruntime" else f"int8-{backend}"
+    old = next(iter(sorted((target.run.path / name).glob("model.*[!n]"))), None)  # model.onnx / model.xml
+    if reuse and old is not None:
         log(f"reusing {old}")
         return old, json.loads((old.parent / "quantize_report.json").read_text())
     t0 = time.time()
     q = run_quantize(TargetOptions(name=str(target.run.path)),
-                     QuantizeConfig(method="auto", max_drop=100.0, max_fallback_layers=0, calibration_samples=64), log)
-    log(f"dlopt quantize --method auto in {time.time() - t0:.0f}s: {q.result['recipe']['label']}")
+                     QuantizeConfig(method="auto", max_drop=100.0, max_fallback_layers=0, calibration_samples=64,
+                                    backend=backend, auto_backends=(backend,), name=name), log)
+    log(f"dlopt quantize --method auto --backend {backend} in {time.time() - t0:.0f}s: {q.result['recipe']['label']}")
     return q.artifact, q.result
 
 
@@ -95,7 +99,8 @@ def build_artifacts(root: Path, reuse: bool, log: Any) -> dict[str, Any]:
         res = export_model(target.model, target.spec, target.config, root / "bar",
                            ExportConfig(formats=(ExportFormat.ONNX,), exporter="dynamo", verify=True))
         log(f"onnx exported and verified ({res.verification['onnx'].passed}) in {time.time() - t0:.0f}s")
-    dlopt_path, dlopt_result = dlopt_int8(target, root, reuse, log)
+    dlopt_path, dlopt_result = dlopt_int8(target, reuse, log)
+    dlopt_ov, dlopt_ov_result = dlopt_int8(target, reuse, log, "openvino")
     calib = list(samples(target, "train", 64).split(1))
     name = target.spec.input_names[0]
 
@@ -115,6 +120,7 @@ def build_artifacts(root: Path, reuse: bool, log: Any) -> dict[str, Any]:
     log(f"NNCF quantize in {time.time() - t0:.0f}s")
     return {"module": module, "onnx": onnx_path, "ort_int8": ort_int8, "nncf": nncf_xml, "dlopt_int8": dlopt_path,
             "dlopt_recipe": dlopt_result["recipe"]["label"], "dlopt_auto": dlopt_result.get("auto"),
+            "dlopt_ov_int8": dlopt_ov, "dlopt_ov_auto": dlopt_ov_result.get("auto"),
             "test": samples(target, "test", 64)}
 
 
@@ -132,8 +138,9 @@ def agreement(a: dict[str, Any]) -> dict[str, Any]:
     runners = {"ORT fp32": load_artifact(a["onnx"], threads=1), "OpenVINO fp32 (f32 hint)": ir_runner(a["onnx"], 1),
                "OpenVINO default precision (bf16 on AMX)": ir_runner(a["onnx"], 1, precision=None),
                "ORT quantize_static int8": load_artifact(a["ort_int8"], threads=1),
-               "OpenVINO+NNCF int8": ir_runner(a["nncf"], 1), "dlopt quantize auto": load_artifact(a["dlopt_int8"],
-                                                                                                  threads=1)}
+               "OpenVINO+NNCF int8": ir_runner(a["nncf"], 1),
+               "dlopt quantize auto": load_artifact(a["dlopt_int8"], threads=1),
+               "dlopt quantize auto --backend openvino": load_artifact(a["dlopt_ov_int8"], threads=1)}
     out = {}
     for k, run in runners.items():
         got = np.concatenate([first_output(run(x[i:i + 8])) for i in range(0, len(x), 8)])
@@ -179,6 +186,9 @@ def prepare_all(a: dict[str, Any], inputs: tuple, threads: int) -> dict[str, Any
                                               threads),
         "dlopt quantize auto": lambda: prepare(Variant("d", dlopt_backend, path=a["dlopt_int8"]), inputs,
                                                Device.CPU, threads),
+        "dlopt quantize auto --backend openvino": lambda: prepare(Variant("dv", Backend.OPENVINO,
+                                                                          path=a["dlopt_ov_int8"]), inputs,
+                                                                  Device.CPU, threads),
     }
     out: dict[str, Any] = {}
     for name, plan in plans.items():
@@ -275,6 +285,7 @@ def main() -> None:
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                            "openvino": openvino.__version__},
               "agreement_vs_eager_fp32": agree, "dlopt_recipe": a["dlopt_recipe"], "dlopt_auto": a["dlopt_auto"],
+              "dlopt_openvino_auto": a["dlopt_ov_auto"],
               "budget_s": args.budget_s, "cells": cells, "seconds": round(time.time() - t_start)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "openvino_bar.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
