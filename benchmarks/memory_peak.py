@@ -8,8 +8,8 @@ Each measured command is the real CLI in a CHILD process; the peak is resource.g
 .ru_maxrss read by a fresh measuring process that has run that one child and nothing else (RUSAGE_CHILDREN is
 a maximum over all children ever waited for, so one child per measuring process gives that child's own peak).
 The runs are as short as the data path allows: digits at 3x224x224 (torchvision:* with input_size=224), one
-epoch on 32 training samples in batches of 8, a 1 s benchmark budget; validation, test, calibration (256
-samples) and verification read the real splits at 224. Results go to benchmarks/results/memory_peak.json,
+epoch on --train-limit (32) training samples in batches of 8, a 1 s benchmark budget; validation, test,
+calibration (the training samples, at most 256) and verification read the real splits at 224. Results go to benchmarks/results/memory_peak.json,
 merged by (label, arch, command), with the command lines, seconds, MB, pass/fail and the machine.
 """
 
@@ -30,7 +30,7 @@ RESULTS = REPO / "benchmarks" / "results" / "memory_peak.json"
 ARCHS = ("resnet50", "efficientnet_b0")
 COMMANDS = ("quantize-dynamic", "quantize-static", "verify", "pipeline")
 LIMIT_MB = 4096.0
-TRAIN = ["--set", "input_size=224", "--epochs", "1", "--limit", "32", "--batch-size", "8"]
+TRAIN = ["--set", "input_size=224", "--epochs", "1", "--batch-size", "8", "--limit"]  # + --train-limit
 PIPELINE_TOML = """arch = "torchvision:{arch}"
 stages = ["train", "quantize", "export", "verify", "bench"]
 sets = {{ input_size = 224 }}
@@ -88,13 +88,13 @@ def _trained(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("*/*") if done(p)) if root.is_dir() else []
 
 
-def setup_run(arch: str, work: Path, dlopt: list[str], env: dict[str, str], export: bool) -> Path:
+def setup_run(arch: str, work: Path, dlopt: list[str], env: dict[str, str], export: bool, limit: int) -> Path:
     """A trained run (and its ONNX export for verify), reused by the measured commands; not measured."""
     root = work / arch
     runs = _trained(root)
     if not runs:
-        subprocess.run([*dlopt, "train", f"torchvision:{arch}", *TRAIN, "--out", str(root), "--json"], env=env,
-                       cwd=work, check=True, capture_output=True)
+        train = [*dlopt, "train", f"torchvision:{arch}", *TRAIN, str(limit), "--out", str(root), "--json"]
+        subprocess.run(train, env=env, cwd=work, check=True, capture_output=True)
         runs = _trained(root)
     run = runs[-1]
     if export and not (run / "model.onnx").is_file():
@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/dlopt-memory-peak"))
     ap.add_argument("--code", type=Path, help="a checkout of dlopt to measure instead of this one")
     ap.add_argument("--label", default="current")
+    ap.add_argument("--train-limit", type=int, default=32, help="training samples (they also cap calibration)")
     ap.add_argument("--skip-note", default="", help="why the cases not run were skipped (recorded)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
@@ -158,11 +159,12 @@ def main() -> None:
     rows = []
     for arch in archs:
         needs_run = [c for c in commands if c != "pipeline"]
-        run = setup_run(arch, work, dlopt, env, export="verify" in commands) if needs_run else None
+        run = setup_run(arch, work, dlopt, env, "verify" in commands, args.train_limit) if needs_run else None
         for command in commands:
             argv = command_line(command, arch, run, work, dlopt)
             got = run_measured(argv, env, work)
             row = {"label": args.label, "arch": f"torchvision:{arch}", "command": command,
+                   "train_limit": args.train_limit if command != "pipeline" else 32,
                    "argv": " ".join(a.replace(str(REPO), ".") for a in argv[1:]), **got,
                    "pass": got["rc"] == 0 and got["rss_mb"] < LIMIT_MB}
             rows.append(row)
