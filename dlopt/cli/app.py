@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from dlopt import __version__
 try:  # typer >= 0.22 vendors click, and raises its exceptions; typer exports no public base class
@@ -19,15 +19,33 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
 from dlopt.errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, DloptError
 
 INTERNAL_ERROR_EXIT = 70
+_type_of = TyperOption.display_type_rich
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value: show `--json`, not `--json <bool>` (typer's rich help shows a type for every option)."""
+    return None if self.is_flag and not self.count else _type_of(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+VERBOSITY_FLAGS = ("quiet", "verbose")
 
 
 class DloptGroup(TyperGroup):
     """Runs every command inside the error boundary: library errors become one line and an exit code."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """-q/-v are declared once, on the root callback, and offered by every command too (`dlopt bench -q`)."""
+        super().__init__(*args, **kwargs)
+        shared = [p for p in self.params if p.name in VERBOSITY_FLAGS]
+        for cmd in self.commands.values():
+            cmd.params += [p for p in shared if p.name not in {q.name for q in cmd.params}]
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors become one line too (click would print a multi-line panel)."""
-        from dlopt.cli.common import err_console
+        from dlopt.cli.common import NORMAL, err_console, set_verbosity
 
+        set_verbosity(NORMAL)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Abort:
@@ -47,12 +65,16 @@ class DloptGroup(TyperGroup):
         return code
 
     def invoke(self, ctx: typer.Context) -> Any:
-        from dlopt.cli.common import err_console
+        from dlopt.cli.common import QUIET, err_console, verbosity
         from dlopt.codetrust import code_trust_scope
         from dlopt.warn import calm_warnings
 
+        def warn(line: str) -> None:
+            if verbosity() > QUIET:
+                err_console.print(f"[dim]{line}[/dim]", highlight=False)
+
         try:  # code_trust_scope: --trust-code and friends last for this one command
-            with code_trust_scope(), calm_warnings(lambda line: err_console.print(f"[dim]{line}[/dim]", highlight=False)):
+            with code_trust_scope(), calm_warnings(warn):
                 return super().invoke(ctx)
         except (typer.Exit, typer.Abort, ClickException):
             raise
@@ -81,8 +103,27 @@ def _debug(ctx: typer.Context) -> bool:
     return bool((ctx.obj or {}).get("debug"))
 
 
+def _level(level: int) -> Any:
+    def set_level(ctx: typer.Context, param: Any, value: bool) -> bool:
+        from dlopt.cli.common import NORMAL, set_verbosity, verbosity
+
+        if value:
+            if verbosity() not in (NORMAL, level):
+                raise typer.BadParameter("-q and -v contradict each other; give one of them")
+            set_verbosity(level)
+            if level > NORMAL:  # dlopt's own loggers only: torch's debug logs would bury the answer
+                import logging
+
+                logger = logging.getLogger("dlopt")
+                logger.setLevel(logging.DEBUG)
+                if not logger.handlers:
+                    logger.addHandler(logging.StreamHandler())
+        return value
+    return set_level
+
+
 app = typer.Typer(
-    cls=DloptGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    cls=DloptGroup, no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="Train, prune, quantize, export, verify and benchmark PyTorch models.\n\n"
          "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + f"; {INTERNAL_ERROR_EXIT} internal error.",
     rich_markup_mode="rich",
@@ -98,6 +139,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", expose_value=False, callback=_level(-1),
+                                        help="Print only results and errors: no progress, notes or hints.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", expose_value=False, callback=_level(1),
+                                          help="Show debug detail: each step with its time, and library logs.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
     max_params: Annotated[float | None, typer.Option("--max-params", min=1, help="Refuse models with more parameters "

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device, Exporter
-from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, human,
-                              print_json, print_table)
+from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, human,
+                              note, print_json, print_table, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -57,9 +57,9 @@ def _render(result: dict[str, Any], path: Path) -> None:
     print_table(table, keep=("variant", "batch", "median ms", "p90", "p99", "IQR %", "vs eager"))
     for (status, reason), names in notes.items():
         colour = "yellow" if status == "unavailable" else "red"
-        console.print(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)
+        note(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)
     load, peak = result["loadavg"], result["peak"]
-    console.print(f"[dim]load average {load['start'][0]:.2f} -> {load['end'][0]:.2f} on {load['cpus']} CPUs "
+    note(f"[dim]load average {load['start'][0]:.2f} -> {load['end'][0]:.2f} on {load['cpus']} CPUs "
                   f"(other work on the machine widens the spread); fp32 matmul peak {_fmt(peak.get('fp32_gflops'))} "
                   f"GFLOP/s; vs eager = eager median / median; stop: converged (IQR < "
                   f"{100 * result['config']['iqr_target']:g}% of median) or budget; mean, min, memory: --json/--csv. "
@@ -124,8 +124,8 @@ def bench_cmd(
                       onnx_exporter=exporter.value)
     opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny,
                          weights=weights)
-    with err_console.status("benchmarking") if not as_json else _Quiet() as status:
-        outcome = bench(opts, cfg, progress=lambda msg: status.update(msg))
+    with status("benchmarking", silent=as_json) as spinner:
+        outcome = bench(opts, cfg, progress=lambda msg: spinner.update(msg))
     deltas = compare(outcome.result, old) if old else []
     if csv_path:
         write_csv(outcome.result, csv_path)
@@ -140,17 +140,6 @@ def bench_cmd(
             _render_compare(deltas, compare_to)
     if fail_pct is not None:
         check_regressions(deltas, fail_pct)
-
-
-class _Quiet:
-    def __enter__(self) -> _Quiet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, _msg: str) -> None:
-        return None
 
 
 def register(app: typer.Typer) -> None:

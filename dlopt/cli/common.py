@@ -15,6 +15,64 @@ from dlopt.errors import ConfigError
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables, not 80 columns
 err_console = Console(stderr=True)
 
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+_verbosity = {"level": NORMAL}  # set by -q/-v (dlopt.cli.app), reset for each invocation
+
+
+def set_verbosity(level: int) -> None:
+    _verbosity["level"] = level
+
+
+def verbosity() -> int:
+    return _verbosity["level"]
+
+
+def note(text: str, **kwargs: Any) -> None:
+    """A line around the result (hints, legends, where files went): printed unless -q."""
+    if verbosity() > QUIET:
+        console.print(text, **kwargs)
+
+
+def debug(text: str) -> None:
+    """Detail only -v shows, on stderr so that stdout stays the result."""
+    if verbosity() >= VERBOSE:
+        err_console.print(f"[dim]debug: {text}[/dim]", highlight=False, soft_wrap=True)
+
+
+class _Silent:
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, _msg: str) -> None:
+        return None
+
+
+class _Lines(_Silent):
+    """-v: each progress message as its own timestamped line on stderr instead of a spinner."""
+
+    def __init__(self, first: str) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+        self.update(first)
+
+    def update(self, msg: str) -> None:
+        import time
+
+        err_console.print(f"[dim]{time.perf_counter() - self._t0:7.1f}s {msg}[/dim]", highlight=False, soft_wrap=True)
+
+
+def status(message: str, silent: bool = False) -> Any:
+    """A spinner on stderr; one line per step with -v; nothing with -q (or `silent`, e.g. --json)."""
+    if verbosity() >= VERBOSE:
+        return _Lines(message)
+    if silent or verbosity() == QUIET:
+        return _Silent()
+    return err_console.status(message)
+
 def _name_trust(value: str | None) -> str | None:
     """A user model NAME on the command line is the user's own choice: records naming the same code may run it."""
     from dlopt.codetrust import is_user_ref, set_cli

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
-                              SetOpt, TinyOpt, console, err_console, parse_shape, print_json, print_table)
+                              SetOpt, TinyOpt, console, err_console, note, parse_shape, print_json, print_table,
+                              status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt
 from dlopt.errors import CheckFailedError, UsageError
@@ -85,8 +86,8 @@ def export_cmd(
     target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
                                 trust_pickle=trust_pickle, weights=weights)
-    with err_console.status("exporting…") as status:
-        target, result, report = run_export(target_opts, config, on_step=lambda msg: status.update(msg + "…"))
+    with status("exporting…") as spinner:
+        target, result, report = run_export(target_opts, config, on_step=lambda msg: spinner.update(msg + "…"))
     if as_json:
         print_json({"arch": target.spec.name, "run": str(target.run.path), "report": str(report) if report else None,
                     **result.to_dict()})
@@ -110,8 +111,8 @@ def _render_export(target: Any, result: Any) -> None:
     for fmt, why in result.failures.items():
         table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", "-", why[:80])
     console.print(table)
-    for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+    for line in result.notes:
+        note(f"[dim]note: {line}[/dim]")
 
 
 def _num(x: float | None) -> str:
@@ -168,7 +169,7 @@ def verify_cmd(
         from dlopt.runs import resolve_run
 
         path = resolve_run(out, run).path
-    with err_console.status(f"verifying {path}…"):
+    with status(f"verifying {path}…"):
         outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights))
     if as_json:
         print_json({"arch": outcome.arch, "passed": outcome.passed, "report": str(outcome.report_path),
@@ -192,7 +193,7 @@ def _render_verify(outcome: Any) -> None:
                       str(w.get("case") or "-"))
     print_table(table, keep=("artifact", "verdict", "max abs", "err/RMS", "ref RMS", "max rel", "cosine", "top-1"))
     shapes = sorted({_shape(c) for r in outcome.reports.values() for c in r.cases})
-    console.print(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
+    note(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
                   f"report: {outcome.report_path}[/dim]")
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, print_json
+from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, note,
+                              print_json, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 
@@ -104,8 +105,9 @@ def pipeline_cmd(
         return
     from dlopt.pipeline import run_pipeline
 
-    say = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
-    outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not as_json)
+    quiet = as_json or verbosity() == QUIET
+    say = (lambda _m: None) if quiet else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
+    outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not quiet)
     if as_json:
         print_json(outcome.to_json())
     else:
@@ -123,7 +125,7 @@ def failure_message(outcome: Any) -> str:
 
 
 def _render(outcome: Any) -> None:
-    console.print(f"run: {outcome.run_dir}")
+    note(f"run: {outcome.run_dir}")
     table = Table(title="pipeline steps", title_justify="left")
     for col in ("step", "status", "seconds", "note"):
         table.add_column(col)

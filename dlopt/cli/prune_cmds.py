@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
-                              human, print_json)
+from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
+                              human, note, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -79,8 +79,8 @@ def prune_cmd(
                          tiny=tiny, seed=seed, weights=weights)
     from dlopt.prune.stage import run_prune
 
-    with err_console.status("pruning…") as status:
-        outcome = run_prune(opts, cfg, lambda msg: status.update(msg + "…"))
+    with status("pruning…") as spinner:
+        outcome = run_prune(opts, cfg, lambda msg: spinner.update(msg + "…"))
     if as_json:
         print_json(outcome.to_json())
     else:
@@ -116,9 +116,9 @@ def _render(r: dict[str, Any], record: Path) -> None:
         console.print(_layers_table(r["layers"]))
     if r.get("speedup_path"):
         console.print(_path_table(r["speedup_path"], r["config"]))
-    for note in r.get("notes", []):
-        console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
+    for line in r.get("notes", []):
+        note(f"[yellow]note:[/yellow] {line}")
+    note(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
                   f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              err_console, parse_shape, print_json)
+                              note, parse_shape, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.errors import CheckFailedError
@@ -64,8 +64,8 @@ def quantize_cmd(
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
                          weights=weights)
-    with err_console.status("quantizing…") as status:
-        outcome = run_quantize(opts, cfg, lambda msg: status.update(msg + "…"))
+    with status("quantizing…") as spinner:
+        outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
     if as_json:
         print_json(outcome.to_json())
     else:
@@ -104,8 +104,8 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    for note in r.get("notes", []):
-        console.print(f"[dim]note: {note}[/dim]")
+    for line in r.get("notes", []):
+        note(f"[dim]note: {line}[/dim]")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (ArchArg, BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, SetOpt, TinyOpt, console,
-                              human, print_json, resolve)
+                              human, note, print_json, resolve)
 from dlopt.spec import ExportFormat, Stage, Task
 
 FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2",
@@ -42,7 +42,7 @@ def list_cmd(
         table.add_row(s.name, str(s.task), s.dataset, s.metric, *marks, formats)
     console.print(table)
     legend = ", ".join(f"{st.value[0].upper()} {st.value}" for st in Stage)
-    console.print(f"[dim]Stages: {legend}; ✗ = unsupported (`dlopt info NAME` says why). Formats: ts = TorchScript, "
+    note(f"[dim]Stages: {legend}; ✗ = unsupported (`dlopt info NAME` says why). Formats: ts = TorchScript, "
                   "pt2 = torch.export. Also accepted: torchvision:NAME, and path/to/file.py:fn with --input-shape.[/dim]")
 
 

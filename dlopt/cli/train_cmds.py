@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import ArchArg, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, print_json
+from dlopt.cli.common import ArchArg, JsonOpt, OutOpt, SetOpt, TinyOpt, QUIET, console, err_console, print_json, verbosity
 from dlopt.errors import CheckFailedError
 from dlopt.runs import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
@@ -60,7 +60,7 @@ def train_cmd(
         raise UsageError("name an architecture to train (see dlopt list), or give --resume RUN_DIR")
     cfg = TrainConfig(arch=name or "", data=data, data_path=data_path, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, seed=seed, out=out, resume=resume, sets=parse_sets(sets), tiny=tiny,
-                      limit=limit, amp=amp, nproc_per_node=nproc_per_node, progress=not as_json,
+                      limit=limit, amp=amp, nproc_per_node=nproc_per_node, progress=not as_json and verbosity() > QUIET,
                       torchrun_args=_torchrun_args(nnodes, node_rank, master_addr, master_port, rdzv_endpoint,
                                                    rdzv_backend))
     result = train(cfg)
