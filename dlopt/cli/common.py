@@ -119,6 +119,10 @@ WeightsOpt = Annotated[str | None, typer.Option(
 ModelCodeOpt = Annotated[list[str] | None, typer.Option(
     "--model-code", metavar="FILE.py:FN", callback=_model_code_trust,
     help="User model code a checkpoint record or run may run (repeatable); records naming other code are refused.")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "-o", "--output", show_default=False,
+    help="Also write the result here: a file, or a directory (ending with /); the run keeps its own copy.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace files that -o/--output would overwrite.")]
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-code", callback=_trust_code,
     help="Run whatever user model code a checkpoint record or run names. Only for files you trust.")]

@@ -13,7 +13,7 @@ from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeO
                               SetOpt, TinyOpt, console, err_console, note, parse_shape, print_json, print_table,
                               status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
-from dlopt.cli.common import WeightsOpt
+from dlopt.cli.common import ForceOpt, OutputOpt, WeightsOpt
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.spec import ExportFormat
@@ -50,6 +50,21 @@ def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
     return tuple(dict.fromkeys(ExportFormat(p) for p in items)), True
 
 
+FORMAT_SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2",
+                 ExportFormat.OPENVINO: ".xml"}
+
+
+def _format_for_file(output: Path, fmts: tuple[ExportFormat, ...], explicit: bool) -> tuple[tuple[ExportFormat, ...], bool]:
+    """-o model.onnx without --format exports that one format; with --format it must be one matching format."""
+    wanted = next(f for f, s in FORMAT_SUFFIX.items() if s == output.suffix)
+    if not explicit:
+        return (wanted,), True
+    if fmts != (wanted,):
+        raise UsageError(f"-o {output} names one {output.suffix} file but --format asks for "
+                         f"{', '.join(map(str, fmts))}; give --format {wanted} or a directory (ending with /)")
+    return fmts, explicit
+
+
 def export_cmd(
     name: NameArg = None,
     checkpoint: CheckpointOpt = None,
@@ -72,6 +87,8 @@ def export_cmd(
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     weights: WeightsOpt = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
@@ -80,7 +97,12 @@ def export_cmd(
     from dlopt.options import parse_sets
     from dlopt.target import TargetOptions
 
+    from dlopt.output import deliver, plan_output
+
     fmts, explicit = parse_formats(formats)
+    dest = plan_output(output, force, tuple(FORMAT_SUFFIX.values()))
+    if dest is not None and not dest.is_dir:
+        fmts, explicit = _format_for_file(output, fmts, explicit)
     config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
                           verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol)
     target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
@@ -88,11 +110,15 @@ def export_cmd(
                                 trust_pickle=trust_pickle, weights=weights)
     with status("exporting…") as spinner:
         target, result, report = run_export(target_opts, config, on_step=lambda msg: spinner.update(msg + "…"))
+    good = [p for fmt, p in result.artifacts.items() if getattr(result.verification.get(fmt), "passed", True)]
+    copies = deliver(dest, good, target.run.path, "export") if good else []  # a failed file stays in the run only
     if as_json:
         print_json({"arch": target.spec.name, "run": str(target.run.path), "report": str(report) if report else None,
-                    **result.to_dict()})
+                    **result.to_dict(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render_export(target, result)
+        for p in copies:
+            note(f"[dim]wrote {p}[/dim]", highlight=False)
     _raise_on_failure(result.failures, result.verification, report)
 
 

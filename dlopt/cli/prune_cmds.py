@@ -12,6 +12,7 @@ from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, S
                               human, note, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
+from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
 
 
 
@@ -60,16 +61,20 @@ def prune_cmd(
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
     weights: WeightsOpt = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
     from dlopt.errors import ConfigError
     from dlopt.options import parse_sets
+    from dlopt.output import deliver, plan_output
     from dlopt.prune import PruneConfig
     from dlopt.target import TargetOptions
 
     if exact and round_to not in (None, 1):
         raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
+    dest = plan_output(output, force, (".json", ".safetensors"))  # a checkpoint: record + weights, one stem
     cfg = PruneConfig(ratio=ratio, method=method, importance=importance, iterative_steps=iterative_steps,
                       finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
                       round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit,
@@ -81,10 +86,13 @@ def prune_cmd(
 
     with status("pruning…") as spinner:
         outcome = run_prune(opts, cfg, lambda msg: spinner.update(msg + "…"))
+    copies = deliver(dest, [outcome.record], outcome.run_dir, stage_name)
     if as_json:
-        print_json(outcome.to_json())
+        print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render(outcome.result, outcome.record)
+        for p in copies:
+            note(f"[dim]wrote {p}[/dim]", highlight=False)
 
 
 def _fmt(x: Any) -> str:

@@ -12,6 +12,7 @@ from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, Ou
                               note, parse_shape, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
+from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
 from dlopt.errors import CheckFailedError
 
 METHODS = "auto, static, dynamic, fp16, bf16"
@@ -47,11 +48,16 @@ def quantize_cmd(
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
     weights: WeightsOpt = None,
+    output: OutputOpt = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
     from dlopt.options import parse_sets
+    from dlopt.output import deliver, plan_output
     from dlopt.quantize import QuantizeConfig, run_quantize
+
+    dest = plan_output(output, force, (".onnx", ".pt2", ".xml"))
     from dlopt.target import TargetOptions
 
     extra: dict[str, Any] = {}
@@ -66,10 +72,13 @@ def quantize_cmd(
                          weights=weights)
     with status("quantizing…") as spinner:
         outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
+    copies = deliver(dest, [outcome.artifact], outcome.run_dir, stage_name) if outcome.passed else []
     if as_json:
-        print_json(outcome.to_json())
+        print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render(outcome.result, outcome.artifact)
+        for p in copies:
+            note(f"[dim]wrote {p}[/dim]", highlight=False)
     if not outcome.passed:
         raise CheckFailedError(f"the quantized model failed verification; see {outcome.report_path}")
 
