@@ -11,39 +11,36 @@ from rich.table import Table
 from dlopt.cli.common import JsonOpt, OutOpt, console, err_console, print_json, print_table
 
 
-def _metric(manifest: dict[str, Any]) -> tuple[str | None, float | None]:
-    """The architecture's metric on the test split, from the training stage."""
-    metrics = manifest.get("stages", {}).get("train", {}).get("metrics", {})
-    found = [(k.removeprefix("test_"), v) for k, v in metrics.items() if k.startswith("test_") and k != "test_loss"]
-    return found[0] if found else (None, None)
-
-
 def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
     """The bench row with the best speed-up over eager at the smallest batch measured, among rows whose file a
-    done stage still vouches for (a killed or replaced variant's old timing is not listed)."""
-    from dlopt.report.collect import bench_key
+    done stage still vouches for (a killed or replaced variant's old timing is not listed) and whose timing is
+    not too noisy to compare (the report's rule)."""
+    from dlopt.report.collect import NOISY_IQR, bench_key
+    from dlopt.results import BenchResult
 
-    bench = trust.json("bench.json") or {}
-    rows = [r for r in bench.get("rows", []) if r.get("status") == "ok" and r.get("speedup_vs_eager")]
-    rows = [r for r in rows if ((rel := bench_key(run, r, bench.get("run"))[2]).startswith("bench-export/")
+    bench = trust.result(BenchResult, "bench.json")
+    rows = [r for r in (bench.rows if bench else ()) if r.status == "ok" and r.speedup_vs_eager and r.stats
+            and (r.stats.iqr_ratio is None or r.stats.iqr_ratio <= NOISY_IQR)]
+    rows = [r for r in rows if ((rel := bench_key(run, r, bench.run)[2]).startswith("bench-export/")
                                 or trust.ok(rel)) and trust.measured_now(rel)]
     if not rows:
         return None
-    batch = min(r["batch_size"] for r in rows)
-    best = max((r for r in rows if r["batch_size"] == batch), key=lambda r: r["speedup_vs_eager"])
-    return {"variant": best["variant"], "batch_size": batch, "median_ms": best["stats"]["median_ms"],
-            "speedup_vs_eager": best["speedup_vs_eager"]}
+    batch = min(r.batch_size for r in rows)
+    best = max((r for r in rows if r.batch_size == batch), key=lambda r: r.speedup_vs_eager)
+    return {"variant": best.variant, "batch_size": batch, "median_ms": best.stats.median_ms,
+            "speedup_vs_eager": best.speedup_vs_eager}
 
 
 def summarize(run: Any) -> dict[str, Any]:
     from dlopt.report.collect import Trust
+    from dlopt.report.stagewise import train_metric
     from dlopt.trust import effective_status
 
     m = run.manifest()
-    name, value = _metric(m)
     report = run.path / "report.html"
     stages = m.get("stages", {}) if isinstance(m.get("stages"), dict) else {}
     trust = Trust(run, stages)
+    name, value, _source = train_metric(trust, stages)
     fastest = _fastest(run, trust)
     return {"path": str(run.path), "arch": m.get("arch"), "created": m.get("created"),
             "stages": {k: effective_status(rec) for k, rec in stages.items()},

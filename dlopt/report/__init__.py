@@ -23,12 +23,14 @@ def _write_text(path: Path, text: str) -> Path:
 def write_report(run: Run) -> tuple[Path, Path, Path]:
     from dlopt.report.collect import collect
     from dlopt.report.plots import pareto_plot, training_plot
-    from dlopt.report.render import html_page, markdown, recommend
+    from dlopt.report.decide import decide
+    from dlopt.report.render import html_page, markdown
 
     data = collect(run)
     if not data["rows"]:
         raise InputFileError(f"{run.path} has nothing to report yet (no evaluation.json or bench.json); "
                              f"run `dlopt pipeline` or `dlopt bench {run.path}` first")
+    data["ship"] = decide(data)
     images = {}
     if (p := pareto_plot(data, run.path / "report_pareto.png")) is not None:
         images["pareto"] = p
@@ -36,9 +38,6 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
         images["training"] = p
     md = _write_text(run.path / "report.md", markdown(data, images))
     page = _write_text(run.path / "report.html", html_page(data, images))
-    best, rule = recommend(data)
-    data["ship"] = {"variant": best["variant"], "runtime": best["runtime"], "label": best["label"], "rule": rule} \
-        if best else {"variant": None, "runtime": None, "label": None, "rule": rule}
     js = run.path / "report.json"
     write_json_atomic(js, data)
     return md, page, js

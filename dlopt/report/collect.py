@@ -9,21 +9,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from dlopt.errors import InputFileError
 from dlopt.fileio import sha256_file
+from dlopt.results import BenchResult, BenchRow, Evaluation, QuantizeReport, VerifyReport, read_result
 from dlopt.runs import Run
 from dlopt.trust import effective_status
 
-RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".json": "eager"}
+RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino",
+                     ".json": "eager"}
+EXPORT_SUFFIXES = (".onnx", ".ts", ".pt2", ".xml")
+NOISY_IQR = 0.5  # interquartile range above half the median: the timing cannot rank rows against each other
+R = TypeVar("R")
 VARIANT_ORDER = ("fp32", "pruned", "int8", "pruned-int8")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 @dataclass
@@ -39,6 +38,9 @@ class Row:
     speedup: dict[int, float] = field(default_factory=dict)  # batch -> fp32 eager p50 / this p50
     parity: str = ""  # "pass (max err 2e-6)", "fail ...", "top-1 99.4%", ""
     pareto: bool = False
+    metric_source: str = ""  # the file the metric was read from ("evaluation.json", "train_result.json", ...)
+    iqr: dict[int, float] = field(default_factory=dict)  # batch -> interquartile range / median
+    noisy: str = ""  # why this row's timing is too spread to compare ("" when it is not)
 
     @property
     def label(self) -> str:
@@ -65,12 +67,12 @@ def variant_of_path(rel: str) -> str:
     return parts[0] if len(parts) > 1 else "fp32"
 
 
-def bench_key(run: Run, row: dict[str, Any], recorded_root: str | None) -> tuple[str, str, str]:
+def bench_key(run: Run, row: BenchRow, recorded_root: str | None) -> tuple[str, str, str]:
     """(variant, runtime, relative path) of a bench row."""
-    name = str(row.get("variant", ""))
-    if row.get("artifact"):
-        rel = _rel(run, row["artifact"], recorded_root)
-        return variant_of_path(rel), RUNTIME_OF_SUFFIX.get(Path(rel).suffix, str(row.get("backend"))), rel
+    name = row.variant
+    if row.artifact:
+        rel = _rel(run, row.artifact, recorded_root)
+        return variant_of_path(rel), RUNTIME_OF_SUFFIX.get(Path(rel).suffix, row.backend), rel
     if name.startswith("eager:"):  # another checkpoint record in the run
         rel = name.removeprefix("eager:") + ".json"
         return variant_of_path(rel), "eager", rel
@@ -84,6 +86,7 @@ class Trust:
 
     def __init__(self, run: Run, stages: dict[str, Any]) -> None:
         self.run, self.stages, self.skipped, self._seen, self._measured = run, stages, [], {}, {}
+        self._results: dict[tuple[type, str], Any] = {}
 
     def ok(self, rel: str) -> bool:
         """The run's own model (model.json) and live rows ("") are always usable; anything else needs a done stage."""
@@ -118,37 +121,48 @@ class Trust:
     def scan(self) -> None:
         """Name every exported file in the run that no done stage vouches for (bench's own export aside)."""
         seen = {s["path"] for s in self.skipped}
-        for st in self.run.scan_artifacts((".onnx", ".ts", ".pt2"))[1]:
+        for st in self.run.scan_artifacts(EXPORT_SUFFIXES)[1]:
             if st.rel not in seen and not st.rel.startswith("bench-export/"):
                 self.skipped.append({"path": st.rel, "reason": st.reason})
 
-    def json(self, rel: str) -> Any:
-        return read_json(self.run.path / rel) if (self.run.path / rel).is_file() and self.ok(rel) else None
+    def result(self, kind: type[R], rel: str) -> R | None:
+        """A result file of the run as its typed record; a file that is not usable or not valid is named in
+        `skipped` with the reason and read as absent."""
+        if not (self.run.path / rel).is_file() or not self.ok(rel):
+            return None
+        if (kind, rel) not in self._results:
+            try:
+                self._results[kind, rel] = read_result(kind, self.run.path / rel)
+            except InputFileError as exc:
+                self.skipped.append({"path": rel, "reason": str(exc)})
+                self._results[kind, rel] = None
+        return self._results[kind, rel]
 
 
-def _rows_from_bench(run: Run, bench: dict[str, Any], rows: dict[tuple[str, str], Row], trust: Trust) -> None:
-    for b in bench.get("rows", []):
-        if b.get("status") != "ok" or not b.get("stats"):
+def _rows_from_bench(run: Run, bench: BenchResult, rows: dict[tuple[str, str], Row], trust: Trust) -> None:
+    for b in bench.rows:
+        if b.status != "ok" or b.stats is None:
             continue
-        variant, runtime, rel = bench_key(run, b, bench.get("run"))
+        variant, runtime, rel = bench_key(run, b, bench.run)
         if not rel.startswith("bench-export/") and not trust.ok(rel):  # bench's own export: made by that stage
             continue
         if not trust.measured_now(rel):
             continue
         row = rows.setdefault((variant, runtime), Row(variant, runtime, rel))
-        row.latency[int(b["batch_size"])] = {"p50": b["stats"]["median_ms"], "p90": b["stats"]["p90_ms"]}
-        if b.get("model_bytes") and row.size_bytes is None:
-            row.size_bytes = int(b["model_bytes"])
+        row.latency[b.batch_size] = {"p50": b.stats.median_ms, "p90": b.stats.p90_ms}
+        if b.stats.iqr_ratio is not None:
+            row.iqr[b.batch_size] = b.stats.iqr_ratio
+        if b.model_bytes and row.size_bytes is None:
+            row.size_bytes = b.model_bytes
 
 
-def _rows_from_evaluation(evaluation: dict[str, Any], rows: dict[tuple[str, str], Row], trust: Trust) -> None:
-    metric = evaluation.get("metric")
-    for e in evaluation.get("rows", []):
-        if not trust.ok(str(e.get("path", ""))):
+def _rows_from_evaluation(evaluation: Evaluation, rows: dict[tuple[str, str], Row], trust: Trust) -> None:
+    for e in evaluation.rows:
+        if not trust.ok(e.path):
             continue
-        row = rows.setdefault((e["variant"], e["runtime"]), Row(e["variant"], e["runtime"], e["path"]))
-        if e.get("metrics") and metric in e["metrics"]:
-            row.metric = float(e["metrics"][metric])
+        row = rows.setdefault((e.variant, e.runtime), Row(e.variant, e.runtime, e.path))
+        if e.metrics and isinstance(e.metrics.get(evaluation.metric), float):
+            row.metric, row.metric_source = e.metrics[evaluation.metric], "evaluation.json"
 
 
 def source_variant(variant: str) -> str:
@@ -158,15 +172,17 @@ def source_variant(variant: str) -> str:
     return variant.removesuffix("-int8") if variant.endswith("-int8") else variant
 
 
-def _fill(run: Run, rows: dict[tuple[str, str], Row], evaluation: dict[str, Any]) -> None:
-    sizes = evaluation.get("sizes", {})
+def _fill(run: Run, rows: dict[tuple[str, str], Row], evaluation: Evaluation | None) -> None:
+    sizes = evaluation.sizes if evaluation else {}
     for row in rows.values():
         size = sizes.get(row.variant) or sizes.get(source_variant(row.variant)) or {}
         row.parameters, row.macs = size.get("parameters"), size.get("macs")
-        if row.path and (run.path / row.path).is_file() and row.runtime != "eager":
-            row.size_bytes = (run.path / row.path).stat().st_size
-        elif row.path.endswith(".json") and (run.path / row.path).with_suffix(".safetensors").is_file():
-            row.size_bytes = (run.path / row.path).with_suffix(".safetensors").stat().st_size
+        full = run.path / row.path
+        if row.path and full.is_file() and row.runtime != "eager":  # an IR's weights sit beside it (.bin)
+            row.size_bytes = full.stat().st_size + (full.with_suffix(".bin").stat().st_size
+                                                    if full.suffix == ".xml" and full.with_suffix(".bin").is_file() else 0)
+        elif row.path.endswith(".json") and full.with_suffix(".safetensors").is_file():
+            row.size_bytes = full.with_suffix(".safetensors").stat().st_size
     base = rows.get(("fp32", "eager"))
     for row in rows.values():
         for batch, lat in row.latency.items():
@@ -181,25 +197,22 @@ def _export_parity(run: Run, trust: Trust) -> dict[str, str]:
         folder = report.parent.relative_to(run.path)  # exports sit beside their verify report
         if any(part.startswith(".") for part in folder.parts):
             continue  # a staging directory
-        for rec in (trust.json(str(folder / report.name)) or {}).get("artifacts", {}).values():
-            worst = rec.get("worst") or {}
-            err = worst.get("max_abs")
-            verdict = "pass" if rec.get("passed") else "FAIL"
-            rel = str(folder / Path(str(rec.get("artifact", ""))).name)
-            out[rel] = f"{verdict} ({err:.0e})" if err is not None else verdict
+        verified = trust.result(VerifyReport, str(folder / report.name))
+        for rec in verified.artifacts.values() if verified else ():
+            verdict = "pass" if rec.passed else "FAIL"
+            rel = str(folder / Path(rec.artifact).name)
+            out[rel] = f"{verdict} ({rec.max_abs:.0e})" if rec.max_abs is not None else verdict
     return out
 
 
-def _quant_parity(trust: Trust, variant: str) -> str:
+def _quant_parity(report: QuantizeReport | None) -> str:
     """Top-1 agreement with fp32 (or the task-level verdict) from the quantize stage's report."""
-    report = trust.json(f"{variant}/quantize_report.json") or {}
-    for key in ("top1_agreement", "agreement"):
-        value = report.get(key)
-        if isinstance(value, (int, float)):
-            verified = report.get("verified", report.get("passed"))
-            verdict = "" if verified is None else ("pass, " if verified else "FAIL, ")
-            return f"{verdict}top-1 {100 * value:.1f}%"
-    return ""
+    value = None if report is None else report.top1_agreement if report.top1_agreement is not None \
+        else report.agreement
+    if value is None:
+        return ""
+    verdict = "" if report.verified is None else ("pass, " if report.verified else "FAIL, ")
+    return f"{verdict}top-1 {100 * value:.1f}%"
 
 
 def _mark_pareto(rows: list[Row], batch: int, higher_is_better: bool) -> None:
@@ -218,36 +231,51 @@ def _order(row: Row) -> tuple:
     return v, row.variant, row.runtime != "eager", row.runtime
 
 
+def _mark_noise(rows: list[Row], batch: int) -> None:
+    for r in rows:
+        iqr = r.iqr.get(batch)
+        if iqr is not None and iqr > NOISY_IQR:
+            r.noisy = (f"timing too noisy to compare: IQR {100 * iqr:.0f}% of the median at batch {batch} "
+                       f"(over {100 * NOISY_IQR:.0f}%); rerun dlopt bench on a quieter machine or with a longer budget")
+
+
 def collect(run: Run) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written as report.json)."""
+    from dlopt.report.stagewise import fill_metrics, fill_sizes, steps
+
     manifest = run.manifest()
-    raw_stages = manifest.get("stages", {})
-    trust = Trust(run, raw_stages if isinstance(raw_stages, dict) else {})
-    evaluation = trust.json("evaluation.json") or {}
-    bench = trust.json("bench.json") or {}
+    stages = manifest.get("stages", {}) if isinstance(manifest.get("stages"), dict) else {}
+    trust = Trust(run, stages)
+    evaluation = trust.result(Evaluation, "evaluation.json")
+    bench = trust.result(BenchResult, "bench.json") or BenchResult(rows=())
     rows: dict[tuple[str, str], Row] = {}
-    _rows_from_evaluation(evaluation, rows, trust)
+    if evaluation is not None:
+        _rows_from_evaluation(evaluation, rows, trust)
     _rows_from_bench(run, bench, rows, trust)
     _fill(run, rows, evaluation)
     exports = _export_parity(run, trust)
+    quant = {v: trust.result(QuantizeReport, f"{v}/quantize_report.json") for v in {r.variant for r in rows.values()}
+             if (run.path / v / "quantize_report.json").is_file()}
     for row in rows.values():
-        quant = _quant_parity(trust, row.variant) if row.variant.endswith("int8") else ""
-        row.parity = exports.get(row.path) or quant
+        row.parity = exports.get(row.path) or (_quant_parity(quant.get(row.variant)) if row.variant in quant else "")
     ordered = sorted(rows.values(), key=_order)
-    higher = bool(evaluation.get("higher_is_better", True))
+    metric = fill_metrics(trust, ordered, stages)
+    fill_sizes(trust, ordered)
+    metric = evaluation.metric if evaluation else metric
+    higher = evaluation.higher_is_better if evaluation else True
     batches = sorted({b for r in ordered for b in r.latency})
     if batches:
         _mark_pareto(ordered, batches[0], higher)
-    stages = {name: {**{k: rec.get(k) for k in ("duration_s", "metrics")}, "status": effective_status(rec)}
-              for name, rec in trust.stages.items() if isinstance(rec, dict)}
+        _mark_noise(ordered, batches[0])
     return {"run": str(run.path), "arch": manifest.get("arch"), "created": manifest.get("created"),
-            "model": manifest.get("model", {}), "metric": evaluation.get("metric"), "higher_is_better": higher,
-            "evaluation_note": evaluation.get("note"), "data": evaluation.get("data"), "batches": batches,
-            "pareto_batch": batches[0] if batches else None, "rows": [r.__dict__ | {"label": r.label} for r in ordered],
-            "pipeline": manifest.get("pipeline", {}), "stages": stages, "environment": manifest.get("environment", {}),
-            "bench": {k: bench.get(k) for k in ("threads", "device", "loadavg", "created", "config")},
-            "prune": trust.json("pruned/prune_report.json"),
-            "quantize": {v: q for v in ("int8", "pruned-int8") if (q := trust.json(f"{v}/quantize_report.json"))},
+            "model": manifest.get("model", {}), "metric": metric, "higher_is_better": higher,
+            "evaluation_note": evaluation.note if evaluation else None, "data": evaluation.data if evaluation else None,
+            "batches": batches, "pareto_batch": batches[0] if batches else None,
+            "rows": [r.__dict__ | {"label": r.label} for r in ordered], "steps": steps(manifest, stages),
+            "environment": manifest.get("environment", {}),
+            "bench": {"threads": bench.threads, "device": bench.device, "loadavg": bench.loadavg,
+                      "created": bench.created, "config": bench.config},
+            "quantize": {v: q.to_json() for v, q in quant.items() if q is not None},
             "history": _history(run), "skipped": (trust.scan(), trust.skipped)[1]}
 
 

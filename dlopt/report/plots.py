@@ -8,7 +8,18 @@ from typing import Any
 from dlopt.train.plots import _pyplot, _save, learning_curve
 
 COLORS = {"fp32": "tab:blue", "pruned": "tab:orange", "int8": "tab:green", "pruned-int8": "tab:red"}
-MARKERS = {"eager": "o", "onnxruntime": "s", "torchscript": "^", "pt2": "D"}
+MARKERS = {"eager": "o", "onnxruntime": "s", "torchscript": "^", "pt2": "D", "openvino": "P"}
+# Later variants are drawn smaller and on top, so a point that lands on another (int8 as accurate and as fast as
+# fp32) shows as a marker inside a marker instead of hiding it.
+SIZES = {"fp32": 150, "pruned": 110, "int8": 75, "pruned-int8": 45}
+
+
+def marker_style(row: dict[str, Any]) -> dict[str, Any]:
+    """Colour = variant, shape = runtime, size and drawing order = variant; translucent, with an outline."""
+    order = list(SIZES).index(row["variant"]) if row["variant"] in SIZES else len(SIZES)
+    return {"color": COLORS.get(row["variant"], "tab:gray"), "marker": MARKERS.get(row["runtime"].split()[0], "X"),
+            "s": SIZES.get(row["variant"], 40), "zorder": 3 + order, "alpha": 0.8,
+            "edgecolors": "black", "linewidths": 1.5 if row["pareto"] else 0.5}
 
 
 def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
@@ -20,9 +31,10 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:
-        ax.scatter(r["latency"][batch]["p50"], r["metric"], s=80 if r["pareto"] else 40,
-                   color=COLORS.get(r["variant"], "tab:gray"), marker=MARKERS.get(r["runtime"], "x"),
-                   edgecolors="black" if r["pareto"] else "none", zorder=3)
+        ax.scatter(r["latency"][batch]["p50"], r["metric"], **marker_style(r))
+    limit = (data.get("ship") or {}).get("budget")
+    if limit:  # the accuracy budget: rows beyond this line are not shipped
+        ax.axhline(limit["floor"], color="tab:red", linestyle=":", linewidth=1.2, zorder=1)
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency"][batch]["p50"])
     for i, r in enumerate(front):  # only the front is named on the plot (the rest: colour = variant, shape = runtime)
         ax.annotate(r["label"], (r["latency"][batch]["p50"], r["metric"]), fontsize=8, xytext=(6, -12 if i % 2 else 6),
@@ -32,10 +44,12 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     from matplotlib.lines import Line2D
 
     seen_v = [v for v in COLORS if any(r["variant"] == v for r in rows)]
-    seen_r = [m for m in MARKERS if any(r["runtime"] == m for r in rows)]
+    seen_r = [m for m in MARKERS if any(r["runtime"].split()[0] == m for r in rows)]
     handles = [Line2D([], [], linestyle="", marker="o", color=COLORS[v], label=v) for v in seen_v]
     handles += [Line2D([], [], linestyle="", marker=MARKERS[m], color="gray", label=m) for m in seen_r]
     handles.append(Line2D([], [], linestyle="--", color="black", label="Pareto front"))
+    if limit:
+        handles.append(Line2D([], [], linestyle=":", color="tab:red", label=f"accuracy budget ({limit['unit']})"))
     ax.set_xscale("log")
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 

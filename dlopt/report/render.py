@@ -7,7 +7,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-ABSOLUTE_METRICS = {"accuracy", "exact_match"}  # fractions: a "point" is 0.01
+from dlopt.report.decide import banner
+
 
 
 def _num(value: float | None, fmt: str = "{:.4g}") -> str:
@@ -30,45 +31,40 @@ def _count(n: int | None) -> str:
     return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
 
 
-def recommend(data: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The fastest row (smallest batch) whose metric is within budget of fp32 eager and whose parity passed."""
-    rows, batch, metric = data["rows"], data.get("pareto_batch"), data.get("metric")
-    base = next((r for r in rows if r["variant"] == "fp32" and r["runtime"] == "eager"), None)
-    if batch is None or base is None or base["metric"] is None:
-        return None, "no recommendation: the run lacks a benchmark or a measured fp32 metric"
-    absolute = metric in ABSOLUTE_METRICS
-    budget = 0.01 if absolute else 0.01 * abs(base["metric"])
-    rule = (f"fastest at batch {batch} whose test {metric} is within "
-            f"{'1 point' if absolute else '1%'} of fp32 eager and whose parity check did not fail")
-    higher = data.get("higher_is_better", True)
-    ok = [r for r in rows if r["metric"] is not None and batch in r["latency"] and "FAIL" not in r["parity"]
-          and ((base["metric"] - r["metric"]) if higher else (r["metric"] - base["metric"])) <= budget]
-    best = min(ok, key=lambda r: r["latency"][batch]["p50"], default=None)
-    return best, rule
-
-
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     batches = data["batches"]
-    head = ["variant", "runtime", f"test {data.get('metric')}", "size", "params", "MACs"]
+    stagewise = any(r["metric_source"] not in ("", "evaluation.json") for r in data["rows"])
+    head = ["variant", "runtime", f"test {data.get('metric')}", *(["metric from"] if stagewise else []), "size",
+            "params", "MACs"]
     head += [h for b in batches for h in (f"p50 b{b} (ms)", f"p90 b{b} (ms)", f"speed-up b{b}")]
-    head += ["parity", "Pareto"]
+    head += [f"IQR b{data['pareto_batch']}", "parity", "Pareto"]
     body = []
     for r in data["rows"]:
-        cells = [r["variant"], r["runtime"], _num(r["metric"]), _bytes(r["size_bytes"]), _count(r["parameters"]),
-                 _count(r["macs"])]
+        cells = [r["variant"], r["runtime"], _num(r["metric"]), *([r["metric_source"] or "–"] if stagewise else []),
+                 _bytes(r["size_bytes"]), _count(r["parameters"]), _count(r["macs"])]
         for b in batches:
             lat = r["latency"].get(b)
             cells += [_num(lat["p50"] if lat else None, "{:.3g}"), _num(lat["p90"] if lat else None, "{:.3g}"),
                       _num(r["speedup"].get(b), "{:.2f}x")]
-        cells += [r["parity"] or "–", "★" if r["pareto"] else ""]
+        iqr = r["iqr"].get(data["pareto_batch"])
+        cells += [_num(None if iqr is None else 100 * iqr, "{:.0f}%") + (" noisy" if r["noisy"] else ""),
+                  r["parity"] or "–", "★" if r["pareto"] else ""]
         body.append(cells)
     return head, body
 
 
 def _steps(data: dict[str, Any]) -> list[list[str]]:
-    steps = data.get("pipeline", {}).get("steps", {})
-    return [[name, s.get("status", ""), _num(s.get("seconds"), "{:.1f}"), s.get("note") or ""]
-            for name, s in steps.items()]
+    return [[s["step"], str(s["status"]), _num(s["seconds"], "{:.1f}"), str(s["note"])] for s in data["steps"]]
+
+
+def _load(values: Any) -> str:
+    return ", ".join(f"{v:.2f}" for v in values) if isinstance(values, list) else "–"
+
+
+def _aside(data: dict[str, Any]) -> list[str]:
+    """Rows the ship pick left out and files the report did not use, each with the reason."""
+    out = [f"not shipped: {x['label']}: {x['reason']}" for x in data["ship"]["excluded"]]
+    return out + [f"skipped {s['path']}: {s['reason']}" for s in data.get("skipped", [])]
 
 
 def _env_lines(data: dict[str, Any]) -> list[str]:
@@ -78,15 +74,16 @@ def _env_lines(data: dict[str, Any]) -> list[str]:
     load = bench.get("loadavg") or {}
     return [f"Python {env.get('python')} on {env.get('platform')}", f"CPU {cpu.get('model')} ({cpu.get('cores')} cores, "
             f"flags {', '.join(cpu.get('flags', []))}); CUDA: {env.get('cuda') or 'none'}", pkgs,
-            f"bench: {bench.get('threads')} threads on {bench.get('device')}, load average {load.get('start')} -> "
-            f"{load.get('end')}; git {env.get('git_commit')}; dlopt {env.get('dlopt')}"]
+            f"bench: {bench.get('threads')} threads on {bench.get('device')}, load average {_load(load.get('start'))} -> "
+            f"{_load(load.get('end'))}; git {env.get('git_commit')}; dlopt {env.get('dlopt')}"]
 
 
 def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
-    best, rule = recommend(data)
+    ship = data["ship"]
     head, body = table_rows(data)
     out = [f"# dlopt report: {data.get('arch')}", "", f"Run `{data['run']}`, created {data.get('created')}.", ""]
-    out += [f"**Ship:** {best['label']} ({rule})." if best else f"**Ship:** {rule}.", ""]
+    out += [f"**Ship:** {banner(ship)}." + (f" Rule: {ship['rule']}." if ship["pick"] else ""), ""]
+    out += [*[f"- {line}" for line in _aside(data)], ""] if _aside(data) else []
     out += ["## Variants", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     notes = [n for n in (data.get("evaluation_note"),) if n]
@@ -126,14 +123,17 @@ def _html_table(head: list[str], body: list[list[str]], pareto_col: int | None =
 
 
 def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
-    best, rule = recommend(data)
     head, body = table_rows(data)
     e = html.escape
-    ship = f"<b>Ship: {e(best['label'])}</b> <span class=muted>({e(rule)})</span>" if best else e(rule)
+    rule = data["ship"]["rule"]
+    ship = (f"<b>Ship: {e(banner(data['ship']))}</b><br><span class=muted>Rule: {e(rule)}</span>"
+            if data["ship"]["pick"] else e(rule))
+    aside = "".join(f"<li>{e(line)}</li>" for line in _aside(data))
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>dlopt report: {e(str(data.get('arch')))}</title>",
              f"<style>{CSS}</style></head><body><h1>dlopt report: {e(str(data.get('arch')))}</h1>",
              f"<div class=muted>run <code>{e(data['run'])}</code>, created {e(str(data.get('created')))}</div>",
-             f"<div class=ship>{ship}</div><h2>Variants</h2>", _html_table(head, body, len(head) - 1),
+             f"<div class=ship>{ship}</div>", f"<ul class=muted>{aside}</ul>" if aside else "",
+             "<h2>Variants</h2>", _html_table(head, body, len(head) - 1),
              "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. "
              f"Parity: {e(PARITY)} ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
     if data.get("evaluation_note"):
