@@ -99,13 +99,16 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
             table.add_row(c["recipe"], _fmt(c["val_drop"]), _fmt(c["latency_ms_b1"]), _fmt(c["speedup_vs_eager"]),
                           f"{c['bytes'] / 1e6:.2f}", "yes" if c["chosen"] else "")
         console.print(table)
+        note(f"[dim]{r['auto'].get('backends_note', '')}; chosen: {r['auto']['why']}[/dim]", highlight=False)
     size = r["size_bytes"]
     rows = [("recipe", r["recipe"]["label"]), (r["metric"] + " before / after",
                                                f"{_fmt(r['metric_before'])} / {_fmt(r['metric_after'])}"),
             ("drop (points)", _fmt(r["drop_points"])), ("top-1 agreement", _fmt(r["top1_agreement"])),
             ("size", f"{_fmt((size['fp32'] or 0) / 1e6, '.3g')} MB -> {size['quantized'] / 1e6:.3g} MB"),
             ("speed-up vs eager (batch 1)", f"{r['speedup_vs_eager_b1']}x"),
-            ("kept in float", ", ".join(r["kept_float"]) or "none"),
+            ("layers int8 / float", f"{r['layers_int8']} / {r.get('layers_float', 0)}"
+             + (f" ({r['float_why']})" if r.get("float_why") else "")),
+            ("kept in float by the search", ", ".join(r["kept_float"]) or "none"),
             ("verified", "[green]pass[/green]" if r["verified"] else "[red]FAIL[/red]"), ("file", str(artifact))]
     table = Table(title=f"{r['arch']} quantized ({r['accuracy_basis']})", title_justify="left", show_header=False)
     table.add_column("what")

@@ -1,8 +1,8 @@
 """The metric of every variant in a run, under every runtime it was exported to, on the held-out test split.
 
 Each checkpoint record in the run (fp32 `model.json`, `pruned/model.json`, ...) is evaluated eagerly and every
-exported file (.onnx, .ts, .pt2) through its own runtime, with the training family's metric code, so the
-numbers in the report are what a user of that file would get, not what the eager model promised.
+exported file (.onnx, .ts, .pt2, OpenVINO's .xml) through its own runtime, with the training family's metric
+code, so the numbers in the report are what a user of that file would get, not what the eager model promised.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dlopt.errors import DloptError
 from dlopt.runs import MANIFEST, Run
 from dlopt.spec import ArchSpec
 
-RUNTIME = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2"}
+RUNTIME = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino"}  # .xml: OpenVINO IR
 
 
 def variant_of(run: Run, path: Path) -> str:

@@ -148,7 +148,11 @@ def bench(ctx: Context) -> list[Path]:
     from dlopt.target import TargetOptions
 
     b = ctx.cfg.bench
-    cfg = BenchConfig(backends=tuple(Backend(x) for x in b.backends), batch_sizes=tuple(b.batch_sizes),
+    backends = tuple(Backend(x) for x in b.backends)
+    if Backend.OPENVINO not in backends and ctx.run.scan_artifacts((".xml",))[0]:
+        backends += (Backend.OPENVINO,)  # the quantize step shipped an OpenVINO IR: time it where it runs
+        ctx.progress("bench: the run has OpenVINO IR files; adding the openvino backend")
+    cfg = BenchConfig(backends=backends, batch_sizes=tuple(b.batch_sizes),
                       threads=b.threads or None, budget_s=b.budget_s, seed=ctx.cfg.seed)
     outcome = bench_fn(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
     return [outcome.path]

@@ -83,11 +83,50 @@ def pick(built: dict[str, Built], drops: dict[str, float | None], latency: dict[
          max_drop: float) -> tuple[str, str]:
     """The fastest within budget; else the smallest drop (the accuracy-aware search then works on it)."""
     ok = [k for k in built if drops[k] is None or drops[k] <= max_drop]
-    if ok:
-        best = min(ok, key=lambda k: latency[k])
-        return best, f"fastest at batch 1 of {len(ok)} candidate(s) within the {max_drop:g}-point budget"
-    best = min(built, key=lambda k: (drops[k], latency[k]))
-    return best, f"no candidate within the {max_drop:g}-point budget; smallest drop, then the accuracy-aware search"
+    over = [k for k in built if k not in ok]
+    if not ok:
+        best = min(built, key=lambda k: (drops[k], latency[k]))
+        return best, f"no candidate within the {max_drop:g}-point budget; smallest drop, then the accuracy-aware search"
+    ranked = sorted(ok, key=lambda k: latency[k])
+    best = ranked[0]
+    why = f"{best}: {latency[best]:.4g} ms, the fastest at batch 1 of {len(ok)} candidate(s) within the " \
+          f"{max_drop:g}-point budget"
+    if len(ranked) > 1:
+        nxt = ranked[1]
+        why += f"; next {nxt} at {latency[nxt]:.4g} ms ({latency[nxt] / latency[best]:.2f}x slower)"
+    if over:
+        why += "; over budget: " + ", ".join(f"{k} (drop {drops[k]:.3g})" for k in over)
+    return best, why
+
+
+def available(backends: tuple[QBackend, ...]) -> tuple[tuple[QBackend, ...], str | None]:
+    """Auto's backends that can run here: OpenVINO needs openvino and nncf. When it cannot, the others are
+    measured and the note says why (a backend asked for alone still fails with the install hint)."""
+    import importlib.util
+
+    if QBackend.OPENVINO not in backends or len(backends) == 1:
+        return backends, None
+    missing = [m for m in ("openvino", "nncf") if _find(importlib.util, m) is None]
+    if not missing:
+        return backends, None
+    rest = tuple(b for b in backends if b != QBackend.OPENVINO)
+    return rest, (f"measured {', '.join(map(str, rest))} only: OpenVINO not measured because "
+                  f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
+                  "(pip install openvino nncf)")
+
+
+def _find(util: Any, name: str) -> Any:
+    try:
+        return util.find_spec(name)
+    except (ImportError, ValueError):  # a broken or stubbed install counts as missing
+        return None
+
+
+def _row(label: str, b: Built, drop: float | None, latency: dict[str, float], best: str) -> dict[str, Any]:
+    return {"recipe": label, "backend": str(b.recipe.backend), "method": str(b.recipe.method), "val_drop": drop,
+            "latency_ms_b1": latency[label], "speedup_vs_eager": round(latency["eager fp32"] / latency[label], 3),
+            "bytes": b.bytes, "layers_int8": len(b.quantized_layers), "layers_float": len(b.float_layers),
+            "chosen": label == best}
 
 
 def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float | None, cfg: QuantizeConfig,
@@ -101,9 +140,10 @@ def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float |
     progress(f"timing {len(built)} candidate(s) interleaved at batch 1, one thread")
     latency = measure(built, judge.reference, example, cfg.timing_budget_s, extra)
     best, why = pick(built, drops, latency, cfg.max_drop)
-    rows = [{"recipe": b.recipe.label, "val_drop": drops[k], "latency_ms_b1": latency[k],
-             "speedup_vs_eager": round(latency["eager fp32"] / latency[k], 3), "bytes": b.bytes,
-             "chosen": k == best} for k, b in built.items()]
+    rows = [_row(k, b, drops[k], latency, best) for k, b in built.items()]
     rows += [{"recipe": k, "failed": v} for k, v in failed.items()]
     refs = {k: v for k, v in latency.items() if k not in built}
-    return built[best], {"why": why, "candidates": rows, "reference_latency_ms_b1": refs}
+    basis = f"{judge.spec.metric} points lost on the validation split" if judge.uses_metric else \
+        "points of disagreement with fp32 (top-1, or relative error) on probe inputs"
+    return built[best], {"why": why, "candidates": rows, "reference_latency_ms_b1": refs, "drop_basis": basis,
+                         "backends": sorted({str(r.backend) for r in todo})}

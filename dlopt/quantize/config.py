@@ -48,7 +48,8 @@ class QuantizeConfig:
     max_rel_error: float = 0.1  # verification: relative L2 error of outputs (regression, generation, ...)
     max_fallback_layers: int = 8  # at most this many layers kept in float by the accuracy-aware search
     search_budget_s: float = 300.0  # wall-clock cap on the sensitivity search
-    auto_backends: tuple[QBackend, ...] = (QBackend.ONNXRUNTIME,)  # backends auto measures (adds "torch" if asked)
+    # backends auto measures together (OpenVINO when openvino and nncf import; "torch" if asked)
+    auto_backends: tuple[QBackend, ...] = (QBackend.ONNXRUNTIME, QBackend.OPENVINO)
     timing_budget_s: float = 2.0  # interleaved batch-1 timing per auto comparison
     exporter: str = "dynamo"  # ONNX exporter tried first (dynamo or legacy); the other is the fallback
     seed: int = 0

@@ -17,6 +17,9 @@ DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM", "Attention")  # ORT has no dynamic GRU 
 INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
             "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "QGemm", "QAttention",
             "MatMulIntegerToFloat"}
+LAYER_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "LSTM", "GRU", "RNN", "Attention")  # float compute layers
+INT8_LAYER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "QGemm",
+                  "QAttention", "DynamicQuantizeLSTM", "MatMulIntegerToFloat")  # one per quantized layer
 
 
 def session(path: Path, threads: int | None = 1) -> Any:
@@ -103,6 +106,31 @@ def int8_op_count(path: Path) -> int:
     import onnx
 
     return sum(n.op_type in INT8_OPS for n in onnx.load(str(path)).graph.node)
+
+
+def _source_name(name: str) -> str:
+    """The fp32 node an integer node replaced: ORT names it <node>_quant, a Gemm's <node>_MatMul_quant."""
+    for suffix in ("_quant", "_MatMul"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def census(path: Path) -> tuple[list[str], list[str]]:
+    """(int8 layers, float layers) counted in a quantized graph: an integer operator (QLinearConv, MatMulInteger...)
+    or a float layer whose weight comes out of a DequantizeLinear (QDQ) is int8; any other Conv, MatMul, Gemm,
+    LSTM... computes in float. Names are the fp32 graph's node names."""
+    import onnx
+
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    int8, floats = [], []
+    for n in nodes:
+        if n.op_type in INT8_LAYER_OPS:
+            int8.append(_source_name(n.name))
+        elif n.op_type in LAYER_OPS:
+            weight = n.input[1] if len(n.input) > 1 else ""
+            (int8 if weight in dequantized else floats).append(_source_name(n.name))
+    return int8, floats
 
 
 def _reader(inputs: list[tuple[Any, ...]], names: list[str]) -> Any:
@@ -212,6 +240,15 @@ def build(recipe: Recipe, fp32: Fp32Onnx, calib: list[tuple[Any, ...]], calibrat
             notes.append(f"{recipe.label}: the {used} export could not be quantized ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:100]}); used the {order[1]} exporter's graph")
     stamp(fp32.raw(used), dst, recipe)
-    layers = quantizable(src, recipe.method) if recipe.method != Method.FP16 else []
-    done = tuple(n for n in layers if n not in recipe.keep_float)
-    return Built(recipe, dst, runner_for(dst), done, tuple(recipe.keep_float), notes)
+    if recipe.method == Method.FP16:
+        layers = [n.name for n in _nodes(src) if n.op_type in LAYER_OPS]
+        return Built(recipe, dst, runner_for(dst), tuple(n for n in layers if n not in recipe.keep_float),
+                     tuple(recipe.keep_float), notes)
+    int8, floats = census(dst)  # what the file holds, not what the quantizer was asked for
+    return Built(recipe, dst, runner_for(dst), tuple(int8), tuple(floats), notes)
+
+
+def _nodes(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path), load_external_data=False).graph.node)

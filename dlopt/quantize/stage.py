@@ -56,7 +56,9 @@ def _check_spec(spec: Any, cfg: QuantizeConfig) -> None:
 
 
 def _backends(cfg: QuantizeConfig) -> tuple[QBackend, ...]:
-    return cfg.auto_backends if cfg.method == Method.AUTO else (cfg.backend,)
+    from dlopt.quantize.choose import available
+
+    return available(cfg.auto_backends)[0] if cfg.method == Method.AUTO else (cfg.backend,)
 
 
 def _references(s: Session) -> dict[str, Callable[[], Any]]:
@@ -80,8 +82,13 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
         s.notes.append("static int8 not tried: no calibration data for this model")
     before_val = s.judge.metric(None, "val")
     if s.cfg.method == Method.AUTO:
+        from dlopt.quantize.choose import available
+
+        missing = available(s.cfg.auto_backends)[1]
+        s.notes += [missing] if missing else []
         built, auto = choose(todo, s.build, s.judge, before_val, s.cfg, s.example(), s.has_int8, _references(s),
                              progress)
+        auto["backends_note"] = missing or f"measured {', '.join(auto['backends'])} together"
     else:
         progress(f"building {todo[0].label}")
         built, auto = s.build(todo[0]), None
@@ -139,6 +146,21 @@ def _fp32_bytes(s: Session) -> int | None:
     return sum(p.numel() * p.element_size() for p in s.module.state_dict().values())
 
 
+def layer_counts(built: Any) -> dict[str, Any]:
+    """How many layers the file holds in int8 and in float (counted in the written graph), which stayed float,
+    and which of those the accuracy-aware search kept in float (the others the method does not convert)."""
+    floats = list(built.float_layers)
+    out: dict[str, Any] = {"layers_int8": len(built.quantized_layers), "layers_float": len(floats),
+                           "float_layers": floats, "kept_float": list(built.recipe.keep_float)}
+    others = [n for n in floats if n not in built.recipe.keep_float]
+    if others and built.recipe.method == Method.DYNAMIC:
+        out["float_why"] = (f"dynamic int8 converts Linear/MatMul layers only; {len(others)} layer(s) "
+                            "(convolutions) compute in float")
+    elif others:
+        out["float_why"] = f"{len(others)} layer(s) the quantizer left in float"
+    return out
+
+
 def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: float,
             progress: Callable[[str], None]) -> dict[str, Any]:
     from dlopt.quantize.choose import measure
@@ -163,7 +185,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
             "metric_before": before, "metric_after": after, "drop_points": s.judge.drop(before, after),
             "top1_agreement": parity["top1_agreement"], "relative_error": parity["relative_error"],
             "latency_ms_b1": latency, "speedup_vs_eager_b1": round(latency["eager fp32"] / latency["quantized"], 3),
-            "threads": 1, "layers_int8": len(built.quantized_layers), "kept_float": list(built.float_layers),
+            "threads": 1, **layer_counts(built),
             "search": search.to_json(), "calibration": {"samples": s.calib.samples, "source": s.calib.source,
                                                         "method": str(s.cfg.calibration_method)},
             "verification": {"shapes": sweep, "task": checks}, "verified": verified,
