@@ -67,7 +67,7 @@ def test_dynamic_int8_conv_net_counts_int8_and_float_layers_from_the_graph(out_r
     assert ops.count("MatMulInteger") == linears and ops.count("Conv") == convs  # the file itself
     assert r["layers_int8"] == linears and r["layers_float"] == convs, r
     assert len(r["float_layers"]) == convs and all("conv" in n.lower() for n in r["float_layers"])
-    assert r["kept_float"] == [] and "Linear/MatMul layers only" in r["float_why"]
+    assert r["kept_float"] == [] and "Linear/MatMul/LSTM/attention layers only" in r["float_why"]
     saved = json.loads(q.report_path.read_text())
     assert saved["layers_float"] == convs and saved["layers_int8"] == linears
 

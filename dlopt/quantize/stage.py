@@ -154,8 +154,9 @@ def layer_counts(built: Any) -> dict[str, Any]:
                            "float_layers": floats, "kept_float": list(built.recipe.keep_float)}
     others = [n for n in floats if n not in built.recipe.keep_float]
     if others and built.recipe.method == Method.DYNAMIC:
-        out["float_why"] = (f"dynamic int8 converts Linear/MatMul layers only; {len(others)} layer(s) "
-                            "(convolutions) compute in float")
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        out["float_why"] = (f"dynamic int8 converts Linear/MatMul/LSTM/attention layers only; {len(others)} other "
+                            f"layer(s) compute in float: {shown}")
     elif others:
         out["float_why"] = f"{len(others)} layer(s) the quantizer left in float"
     return out
