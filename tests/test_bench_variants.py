@@ -13,8 +13,8 @@ from dlopt.checkpoint import save_checkpoint
 from dlopt.spec import ExportFormat
 from dlopt.target import TargetOptions, resolve_target
 
-CFG = BenchConfig(backends=(Backend.EAGER, Backend.TORCHSCRIPT), batch_sizes=(3,), budget_s=0.05, min_calls=5,
-                  warmup_calls=1, threads=1)
+CFG = BenchConfig(backends=(Backend.EAGER, Backend.TORCHSCRIPT, Backend.PT2), batch_sizes=(3,), budget_s=0.05,
+                  min_calls=5, warmup_calls=1, threads=1)
 
 
 @pytest.fixture(autouse=True)

@@ -102,3 +102,134 @@ def test_quantize_output_file(tmp_path) -> None:
 
     onnx.checker.check_model(str(dest))
     assert "wrote" in res.output and str(dest) in res.output.replace("\n", "")
+
+
+def _lines_fit(text: str, width: int) -> None:
+    assert "…" not in text, text  # nothing cut
+    assert max(len(line) for line in text.splitlines()) <= width, text
+
+
+def test_bench_iterations_warmup_percentiles_and_throughput(tmp_path) -> None:
+    import json
+
+    res = run("bench", "mlp", "--tiny", "--backend", "eager", "--batch-size", "4", "--iterations", "7", "--warmup",
+              "1", "--percentiles", "90,99,99.9", "--out", str(tmp_path), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    (row,) = data["rows"]
+    assert row["stats"]["n"] == 7 and row["stop"] == "iterations" and row["warmup_calls"] == 1
+    assert set(row["stats"]["percentiles_ms"]) == {"50", "90", "99", "99.9"}
+    assert row["stats"]["percentiles_ms"]["50"] == row["stats"]["median_ms"]
+    assert row["throughput_per_s"] == pytest.approx(4e3 / row["stats"]["median_ms"], rel=1e-3)
+    table = run("bench", data["run"], "--backend", "eager", "--iterations", "5", "--percentiles", "99.9")
+    assert table.exit_code == 0, table.output
+    assert "p99.9" in table.output and "items/s" in table.output
+    both = run("bench", data["run"], "--iterations", "5", "--budget-s", "1")
+    assert both.exit_code == 2 and "give one of them" in both.output
+    bad = run("bench", data["run"], "--percentiles", "50,101")
+    assert bad.exit_code == 2 and "--percentiles" in bad.output
+
+
+def test_bench_table_fits_80_columns_with_whole_numbers(tmp_path) -> None:
+    import json
+
+    from dlopt.cli.common import fmt_ms, fmt_speedup
+
+    res = run("bench", "mlp", "--tiny", "--backend", "eager,torchscript", "--iterations", "20", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    table = res.output.split("hidden at")[0].split("load average")[0]
+    _lines_fit(table, 80)
+    data = json.loads(next(tmp_path.rglob("bench.json")).read_text())
+    for r in data["rows"]:
+        assert fmt_ms(r["stats"]["median_ms"]) in table and fmt_speedup(r["speedup_vs_eager"]) in table
+    assert "torchscript" in table.replace("\n", "")
+
+
+def test_only_the_backends_asked_for(tmp_path) -> None:
+    import json
+
+    made = run("export", "mlp", "--tiny", "--format", "pt2", "--no-verify", "--out", str(tmp_path), "--json")
+    assert made.exit_code == 0, made.output
+    rundir = json.loads(made.output)["run"]
+    rows = json.loads(run("bench", rundir, "--backend", "eager", "--iterations", "3", "--batch-size", "1",
+                          "--json").output)["rows"]
+    assert [r["variant"] for r in rows] == ["eager"]
+    rows = json.loads(run("bench", rundir, "--backend", "eager,pt2", "--iterations", "3", "--batch-size", "1",
+                          "--json").output)["rows"]
+    assert [r["variant"] for r in rows] == ["eager", "pt2:model.pt2"]
+
+
+def test_noisy_rows_are_marked_and_their_speedup_not_printed(tmp_path) -> None:
+    from dlopt.bench.runner import _finish, _speedups
+    from dlopt.cli.bench_cmds import _render
+
+    ctx = {"percentiles": (50.0, 90.0, 99.0), "peak": {}}
+    rows = {name: {"variant": name, "batch_size": 1, "precision": "fp32", "status": "unavailable"}
+            for name in ("eager", "calm", "wild")}
+    _finish(rows["eager"], [1e-3] * 20, "converged", None, ctx)
+    _finish(rows["calm"], [5e-4] * 20, "converged", None, ctx)
+    _finish(rows["wild"], [1e-4] * 10 + [5e-3] * 10, "budget", None, ctx)  # IQR far above the median
+    _speedups(rows)
+    assert rows["wild"]["noisy"] is True and "IQR" in rows["wild"]["noise_reason"]
+    assert rows["wild"]["speedup_noisy"] is True and "noisy" not in rows["calm"]
+    assert rows["calm"]["speedup_vs_eager"] == 2.0
+    result = {"target": "t", "device": "cpu", "threads": 1, "rows": list(rows.values()), "notes": [],
+              "config": {"percentiles": [50, 90, 99], "iqr_target": 0.1},
+              "loadavg": {"start": [0.5], "end": [0.5], "cpus": 2}, "peak": {}}
+    from dlopt.cli.common import console
+
+    old, console.width = console.width, 120
+    try:
+        with console.capture() as cap:
+            _render(result, tmp_path / "bench.json")
+    finally:
+        console.width = old
+    text = cap.get()
+    wild = next(line for line in text.splitlines() if "wild" in line)
+    assert "noisy" in wild and not re.search(r"\d+\.\d\dx", wild)
+    assert "2.00x" in next(line for line in text.splitlines() if "calm" in line)
+
+
+def test_a_budget_overrun_says_why() -> None:
+    import time
+
+    from dlopt.bench.config import BenchConfig
+    from dlopt.bench.runner import _budget_note
+    from dlopt.bench.timing import round_robin
+
+    cfg = BenchConfig(budget_s=0.01, min_calls=5, block_s=0.001)
+    series = round_robin({"slow": lambda: time.sleep(0.01)}, {"slow": 0.01}, cfg)
+    assert len(series["slow"].times) == 5 and series["slow"].over_budget_s > 0.02
+    note = _budget_note(cfg, (1, None), 2.0, 0.06, {"slow": series["slow"].over_budget_s})
+    assert note and "--budget-s 0.01" in note and "warm-up" in note and "--iterations" in note
+    assert _budget_note(BenchConfig(budget_s=10), (1, None), 1.0, 9.0, {"a": 0.0}) is None
+    assert round_robin({"f": lambda: None}, {"f": 1e-6}, BenchConfig(iterations=9))["f"].stop == "iterations"
+
+
+def test_list_fits_80_columns_and_pipes_follow_columns() -> None:
+    narrow = run("list", columns=80)
+    _lines_fit(narrow.output, 80)
+    assert "classification" in narrow.output and "accuracy" in narrow.output
+    wide = runner.invoke(app, ["list"], env={"COLUMNS": None})  # piped, no COLUMNS: nothing wrapped or cut
+    assert "onnx,ts,pt2,ov" in wide.output and "…" not in wide.output
+    assert max(len(line) for line in wide.output.splitlines()) > 80
+    _lines_fit(run("list", columns=100).output, 100)
+
+
+def test_one_number_format_per_quantity() -> None:
+    from dlopt.cli.common import fmt_bytes, fmt_ms, fmt_rate, fmt_speedup
+
+    assert [fmt_ms(x) for x in (4013.2, 9.421, 0.01234, 99.96, 9.996)] == ["4013", "9.42", "0.0123", "100", "10.0"]
+    assert fmt_speedup(4.9349) == "4.93x" and fmt_rate(28123.4) == "28.1k" and fmt_rate(512.0) == "512"
+    assert fmt_bytes(1_234_567) == "1.23 MB" and fmt_bytes(2048) == "2.05 KB" and fmt_bytes(12) == "12 B"
+
+
+def test_bench_result_carries_the_budget_note(tmp_path) -> None:
+    from dlopt.bench.config import Backend, BenchConfig
+    from dlopt.bench.runner import bench
+    from dlopt.target import TargetOptions
+
+    cfg = BenchConfig(backends=(Backend.EAGER,), batch_sizes=(1,), budget_s=0.01, min_calls=30_000, max_calls=30_000,
+                      warmup_calls=1, threads=1)
+    out = bench(TargetOptions(name="mlp", tiny=True, root=tmp_path), cfg)
+    assert len(out.result["notes"]) == 1 and "min_calls" in out.result["notes"][0], out.result["notes"]

@@ -16,6 +16,7 @@ class Backend(StrEnum):
     ONNXRUNTIME = "onnxruntime"  # CPU EP on cpu; CUDA EP on cuda
     TENSORRT = "tensorrt"  # ONNX Runtime's TensorRT EP (cuda only)
     OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, f32 precision (dlopt.openvino_rt)
+    PT2 = "pt2"  # the run's torch.export (.pt2) files, run by torch: no live variant, only files the run holds
 
 
 class Device(StrEnum):
@@ -32,16 +33,25 @@ class StopReason(StrEnum):
     CONVERGED = "converged"  # IQR under the target fraction of the median
     BUDGET = "budget"  # the time budget ran out first
     MAX_CALLS = "max-calls"  # the call cap was reached first
+    ITERATIONS = "iterations"  # --iterations N timed calls were made (no budget, no convergence test)
+
+
+NOISY_IQR = 0.5  # IQR above half the median: the middle half of the calls spans more than half the median, so
+# medians (and speed-ups) that differ by less than that cannot be ranked; such a row is marked noisy
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    backends: tuple[Backend, ...] = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.COMPILE, Backend.ONNXRUNTIME)
+    backends: tuple[Backend, ...] = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.COMPILE, Backend.ONNXRUNTIME,
+                                     Backend.PT2)
     batch_sizes: tuple[int, ...] = (1, 8)
     seq_lens: tuple[int, ...] = ()  # () = the config's default sequence length (sequence models only)
     threads: int | None = None  # None = torch's current setting; always recorded
     device: Device = Device.CPU
     budget_s: float = 10.0  # timed repetitions per (batch, seq) shape, shared by all variants round-robin
+    iterations: int | None = None  # instead of the budget: exactly this many timed calls per variant
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # reported per row (the median is always one)
     iqr_target: float = 0.10  # stop a variant once IQR < this fraction of its median
     min_calls: int = 10  # never judge convergence on fewer timed calls
     max_calls: int = 100_000
@@ -75,6 +85,9 @@ def check_bench_config(cfg: BenchConfig) -> None:
     object.__setattr__(cfg, "device", Device(str(cfg.device)))
     check_int("bench", "threads", cfg.threads, 1, 4096, optional=True)
     check_float("bench", "budget_s", cfg.budget_s, 0.0, 86_400.0, low_open=True)
+    check_int("bench", "iterations", cfg.iterations, 1, 100_000_000, optional=True, flag="--iterations")
+    check_percentiles(cfg.percentiles)
+    object.__setattr__(cfg, "percentiles", tuple(sorted({float(q) for q in cfg.percentiles})))
     check_float("bench", "iqr_target", cfg.iqr_target, 0.0, 1.0, low_open=True)
     check_int("bench", "min_calls", cfg.min_calls, 1, 1_000_000_000)
     check_int("bench", "max_calls", cfg.max_calls, cfg.min_calls, 1_000_000_000)
@@ -82,6 +95,26 @@ def check_bench_config(cfg: BenchConfig) -> None:
     check_int("bench", "warmup_calls", cfg.warmup_calls, 0, 1_000_000)
     check_choice("bench", "onnx_exporter", cfg.onnx_exporter, ("dynamo", "legacy"), flag="--exporter")
     check_seed("bench", cfg.seed)
+
+
+def check_percentiles(values: object) -> None:
+    if not isinstance(values, (tuple, list)) or not values or not all(
+            isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q <= 100 for q in values):
+        raise ConfigError(f"bench.percentiles = {values!r:.60} is not allowed: expected numbers in (0, 100], "
+                          "e.g. --percentiles 50,90,99,99.9")
+
+
+def parse_percentiles(text: str | None) -> tuple[float, ...]:
+    """'50,90,99,99.9' -> (50.0, 90.0, 99.0, 99.9); the median (50) is always included."""
+    if text is None:
+        return DEFAULT_PERCENTILES
+    try:
+        values = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ConfigError(f"--percentiles {text!r} is not a list of numbers; use e.g. 50,90,99,99.9") from None
+    if not values or not all(0 < q <= 100 for q in values):
+        raise ConfigError(f"--percentiles {text!r}: each must be in (0, 100], e.g. 50,90,99,99.9")
+    return tuple(sorted({50.0, *values}))
 
 
 def parse_backends(text: str | None) -> tuple[Backend, ...]:

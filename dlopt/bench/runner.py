@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
-from dlopt.bench.config import Backend, BenchConfig, Device
+from dlopt.bench.config import NOISY_IQR, Backend, BenchConfig, Device
 from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
@@ -95,12 +96,46 @@ def _warm(v: Variant, inputs: tuple[Any, ...], cfg: BenchConfig, threads: int, s
     return p, info
 
 
-def _finish(row: dict, times: list[float], stop: str, flops: int | None, peak: dict, precision: str) -> None:
-    st = summarize(times)
-    row.update(status="ok", stop=stop, stats={k: round(v, 5) if isinstance(v, float) else v
-                                              for k, v in st.to_dict().items()},
+def _rounded(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return round(v, 5) if isinstance(v, float) else v
+
+
+def _finish(row: dict, times: list[float], stop: str, flops: int | None, ctx: dict[str, Any]) -> None:
+    st = summarize(times, ctx["percentiles"])
+    row.update(status="ok", stop=stop, stats={k: _rounded(v) for k, v in st.to_dict().items()},
                throughput_per_s=round(row["batch_size"] * 1e3 / st.median_ms, 2),
-               flops=flops, **roofline(flops, st.median_ms, peak, precision))
+               flops=flops, **roofline(flops, st.median_ms, ctx["peak"], row["precision"]))
+    if st.iqr_ratio > NOISY_IQR:
+        row.update(noisy=True, noise_reason=f"IQR {100 * st.iqr_ratio:.0f}% of the median (over "
+                                            f"{100 * NOISY_IQR:.0f}%): its median cannot be ranked against others")
+
+
+def _speedups(rows: dict[str, dict]) -> None:
+    """Speed-up over eager; a noisy row (or a noisy eager) gets it with `speedup_noisy`: not a meaningful ratio."""
+    eager = rows.get("eager", {})
+    if not eager.get("stats"):
+        return
+    for row in rows.values():
+        if row.get("stats"):
+            row["speedup_vs_eager"] = round(eager["stats"]["median_ms"] / row["stats"]["median_ms"], 3)
+            if row.get("noisy") or eager.get("noisy"):
+                row["speedup_noisy"] = True
+
+
+def _budget_note(cfg: BenchConfig, shape: tuple[int, int | None], warm_s: float, timing_s: float,
+                 over: dict[str, float]) -> str | None:
+    """Say so when a shape took well over --budget-s: warm-up is outside it, and min_calls can overrule it."""
+    if cfg.iterations or warm_s + timing_s <= 1.5 * cfg.budget_s + 1.0:
+        return None
+    slowest = max(over, key=over.get, default=None)
+    why = [f"warm-up and first calls (compiling, loading) {warm_s:.1f} s, outside the budget"]
+    if slowest and over[slowest] > 0.1:
+        why.append(f"timing ran {timing_s:.1f} s because every variant makes at least {cfg.min_calls} timed calls "
+                   f"(min_calls; {slowest} alone ran {over[slowest]:.1f} s past the budget)")
+    return (f"batch {shape[0]}{f' seq {shape[1]}' if shape[1] else ''} took {warm_s + timing_s:.1f} s against "
+            f"--budget-s {cfg.budget_s:g}: {'; '.join(why)}; --iterations N fixes the number of calls instead")
 
 
 def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, shape: tuple[int, int | None],
@@ -114,6 +149,7 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
     seq_used = seq if source.spec is None else (int(inputs[0].shape[1]) if source.spec.takes_sequences else None)
     flops = _flops(source.module, inputs)
     rows, fns, est = {}, {}, {}
+    t_warm = time.perf_counter()
     for v in variants:
         progress(f"warm-up {v.name} (batch {batch})")
         row = {"variant": v.name, "backend": v.backend.value, "batch_size": batch, "seq_len": seq_used,
@@ -132,13 +168,18 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
             continue
         fns[v.name], est[v.name] = p.fn, info.pop("estimate_s")
         row.update(info)
-    progress(f"timing {len(fns)} variants interleaved (batch {batch}, budget {cfg.budget_s:g}s)")
-    for name, s in round_robin(fns, est, cfg, ctx["sync"]).items():
-        _finish(rows[name], s.times, str(s.stop), flops, ctx["peak"], rows[name]["precision"])
-    eager = rows.get("eager", {}).get("stats")
-    for row in rows.values():
-        if eager and row.get("stats"):
-            row["speedup_vs_eager"] = round(eager["median_ms"] / row["stats"]["median_ms"], 3)
+    how = f"{cfg.iterations} calls each" if cfg.iterations else f"budget {cfg.budget_s:g}s"
+    progress(f"timing {len(fns)} variants interleaved (batch {batch}, {how})")
+    t_time = time.perf_counter()
+    series = round_robin(fns, est, cfg, ctx["sync"])
+    note = _budget_note(cfg, shape, t_time - t_warm, time.perf_counter() - t_time,
+                        {k: s.over_budget_s for k, s in series.items()})
+    if note:
+        ctx["notes"].append(note)
+        progress(note)
+    for name, s in series.items():
+        _finish(rows[name], s.times, str(s.stop), flops, ctx)
+    _speedups(rows)
     if cfg.device == Device.CUDA and ctx["device_ok"]:
         torch.cuda.empty_cache()
     return list(rows.values())
@@ -211,7 +252,8 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
             threads = torch.get_num_threads()
             peak = machine_peak(cfg.device.value, threads) if cfg.device == Device.CPU or torch.cuda.is_available() \
                 else {"note": "no CUDA device: peak not measured"}
-            ctx = {"threads": threads, "sync": _sync(cfg.device), "peak": peak,
+            ctx = {"threads": threads, "sync": _sync(cfg.device), "peak": peak, "notes": [],
+                   "percentiles": cfg.percentiles,
                    "device_ok": cfg.device == Device.CPU or torch.cuda.is_available()}
             load_start = list(os.getloadavg())
             rows: list[dict] = []
@@ -225,7 +267,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
                       "run": str(source.run.path), "model_config": config_dict(source.config) if source.config else None,
                       "device": cfg.device.value, "threads": threads, "config": _config_dict(cfg),
                       "loadavg": {"start": load_start, "end": list(os.getloadavg()), "cpus": os.cpu_count()},
-                      "environment": fingerprint(), "peak": peak, "rows": rows}
+                      "environment": fingerprint(), "peak": peak, "rows": rows, "notes": ctx["notes"]}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
             for target in (dated, path):  # staged: they replace the old ones only when the stage is done

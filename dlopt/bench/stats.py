@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -32,6 +32,7 @@ class Stats:
     max_ms: float
     iqr_ms: float
     std_ms: float
+    percentiles_ms: dict[str, float] = field(default_factory=dict)  # "99.9" -> ms, the percentiles asked for
 
     @property
     def iqr_ratio(self) -> float:
@@ -42,8 +43,13 @@ class Stats:
         return {**asdict(self), "iqr_ratio": round(self.iqr_ratio, 6)}
 
 
-def summarize(times_s: Sequence[float]) -> Stats:
-    """Stats of timings given in seconds."""
+def pct_key(q: float) -> str:
+    """50.0 -> '50', 99.9 -> '99.9': the key of a percentile in `percentiles_ms`."""
+    return f"{q:g}"
+
+
+def summarize(times_s: Sequence[float], percentiles: Sequence[float] = ()) -> Stats:
+    """Stats of timings given in seconds; `percentiles` (0-100] are reported in `percentiles_ms` too."""
     if not times_s:
         raise ValueError("no timings to summarize")
     ms = sorted(t * 1e3 for t in times_s)
@@ -53,6 +59,7 @@ def summarize(times_s: Sequence[float]) -> Stats:
     return Stats(
         n=n, median_ms=percentile(ms, 50), mean_ms=mean, p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99),
         min_ms=ms[0], max_ms=ms[-1], iqr_ms=percentile(ms, 75) - percentile(ms, 25), std_ms=math.sqrt(var),
+        percentiles_ms={pct_key(q): percentile(ms, q) for q in percentiles},
     )
 
 

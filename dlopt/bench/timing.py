@@ -63,6 +63,23 @@ class Series:
     stop: StopReason | None = None
     blocks: int = 0
     checked_at: int = 0  # convergence is re-checked once the count grew 10% (the check sorts every timing)
+    over_budget_s: float = 0.0  # time spent after the deadline only to reach min_calls
+
+
+@dataclass(frozen=True)
+class Plan:
+    """When a variant stops: a fixed count (--iterations), or the budget with min_calls and convergence."""
+
+    deadline: float  # perf_counter time; inf with --iterations
+    need: int  # timed calls every variant makes before it may stop
+    cap: int  # never more than this many
+    converge: bool
+
+    @classmethod
+    def of(cls, cfg: BenchConfig) -> Plan:
+        if cfg.iterations:
+            return cls(float("inf"), cfg.iterations, cfg.iterations, False)
+        return cls(time.perf_counter() + cfg.budget_s, cfg.min_calls, cfg.max_calls, True)
 
 
 def _block_calls(estimate_s: float, block_s: float, room: int) -> int:
@@ -76,32 +93,34 @@ def round_robin(fns: dict[str, Callable[[], Any]], estimates: dict[str, float], 
     median. A variant keeps going past the budget until it has `min_calls` timings."""
     series = {k: Series() for k in fns}
     active = list(fns)
-    deadline = time.perf_counter() + cfg.budget_s
+    plan = Plan.of(cfg)
     rnd = 0
     while active:
         shift = rnd % len(active)
         for key in active[shift:] + active[:shift]:
             s = series[key]
-            if len(s.times) >= cfg.min_calls and time.perf_counter() >= deadline:
+            started = time.perf_counter()
+            if len(s.times) >= plan.need and started >= plan.deadline:
                 continue
-            room = cfg.max_calls - len(s.times)
-            n = _block_calls(estimates[key], cfg.block_s, room)
+            n = _block_calls(estimates[key], cfg.block_s, plan.cap - len(s.times))
             gc.disable()
             try:
                 s.times.extend(time_calls(fns[key], n, sync))
             finally:
                 gc.enable()
             s.blocks += 1
-            if len(s.times) >= 1.1 * s.checked_at:
+            if started >= plan.deadline:  # past the budget, only because min_calls is not reached yet
+                s.over_budget_s += time.perf_counter() - started
+            if plan.converge and len(s.times) >= 1.1 * s.checked_at:
                 s.checked_at = len(s.times)
                 estimates[key] = sorted(s.times)[len(s.times) // 2]
                 if converged(s.times, cfg.iqr_target, cfg.min_calls):
                     s.stop = StopReason.CONVERGED
-            if s.stop is None and len(s.times) >= cfg.max_calls:
-                s.stop = StopReason.MAX_CALLS
-        out_of_time = time.perf_counter() >= deadline
+            if s.stop is None and len(s.times) >= plan.cap:
+                s.stop = StopReason.MAX_CALLS if plan.converge else StopReason.ITERATIONS
+        out_of_time = time.perf_counter() >= plan.deadline
         for key in active:
-            if series[key].stop is None and out_of_time and len(series[key].times) >= cfg.min_calls:
+            if series[key].stop is None and out_of_time and len(series[key].times) >= plan.need:
                 series[key].stop = StopReason.BUDGET
         active = [k for k in active if series[k].stop is None]
         rnd += 1

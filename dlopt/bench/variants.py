@@ -136,7 +136,7 @@ def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = Fals
     backend = ARTIFACTS[path.suffix]
     if backend == Backend.ONNXRUNTIME and Backend.TENSORRT in cfg.backends and Backend.ONNXRUNTIME not in cfg.backends:
         backend = Backend.TENSORRT
-    if not named and backend not in cfg.backends and not (path.suffix == ".pt2" and Backend.EAGER in cfg.backends):
+    if not named and (Backend.PT2 if path.suffix == ".pt2" else backend) not in cfg.backends:  # only those asked for
         return None
     rel = path.relative_to(run.path) if path.is_relative_to(run.path) else path.name
     if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
@@ -192,7 +192,7 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
     onnx_found = [p for p in source.artifacts if p.suffix == ".onnx"]
     single_artifact = source.single
     for backend in cfg.backends:
-        if source.module is None or (single_artifact and backend != Backend.EAGER):
+        if source.module is None or (single_artifact and backend != Backend.EAGER) or backend == Backend.PT2:
             continue
         if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
             if any(p.parent == source.run.path for p in onnx_found):

@@ -43,9 +43,10 @@ class DloptGroup(TyperGroup):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors become one line too (click would print a multi-line panel)."""
-        from dlopt.cli.common import NORMAL, err_console, set_verbosity
+        from dlopt.cli.common import NORMAL, configure_width, err_console, set_verbosity
 
         set_verbosity(NORMAL)
+        configure_width()
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Abort:

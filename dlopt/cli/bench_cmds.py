@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device, Exporter
-from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, human,
-                              note, print_json, print_table, status)
+from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, fmt_bytes,
+                              fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -18,8 +18,9 @@ TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
     show_default=False)]
 BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt; or all. "
-                      "[default: eager,torchscript,compile,onnxruntime]")]
+    "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt, openvino, pt2 (the run's "
+                      ".pt2 files); or all. Only these are measured. [default: eager,torchscript,compile,onnxruntime,"
+                      "pt2]")]
 BatchesOpt = Annotated[str, typer.Option("--batch-size", help="Comma list of batch sizes.")]
 SeqOpt = Annotated[str | None, typer.Option("--seq-len", help="Comma list of sequence lengths (sequence models).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Threads for torch and ONNX Runtime "
@@ -28,42 +29,66 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run.")]
 PathOpt = Annotated[Path | None, typer.Option(dir_okay=False)]
 
 
-def _fmt(v: Any, spec: str = ".3g") -> str:
-    return "-" if v is None else format(v, spec)
+def _pcts(result: dict[str, Any]) -> list[str]:
+    """The percentile keys asked for, besides the median (its own column)."""
+    asked = result["config"].get("percentiles") or [90, 99]
+    return [f"{float(q):g}" for q in asked if float(q) != 50.0]
+
+
+def _pct_ms(stats: dict[str, Any], key: str) -> float | None:
+    legacy = {"90": stats.get("p90_ms"), "99": stats.get("p99_ms")}  # bench.json written before --percentiles
+    return (stats.get("percentiles_ms") or {}).get(key, legacy.get(key))
+
+
+def _row(r: dict[str, Any], pcts: list[str]) -> list[str]:
+    s = r["stats"]
+    speedup = "noisy" if r.get("speedup_noisy") else fmt_speedup(r.get("speedup_vs_eager"))
+    return [r["variant"] + (" *" if r.get("noisy") else ""), _batch(r), fmt_ms(s["median_ms"]),
+            *(fmt_ms(_pct_ms(s, k)) for k in pcts), f"{100 * s['iqr_ratio']:.0f}", speedup,
+            fmt_rate(r["throughput_per_s"]), str(s["n"]), r["stop"], fmt_bytes(r.get("model_bytes")),
+            sig3((r.get("setup_s") or 0) + (r.get("first_call_s") or 0)),
+            "-" if r.get("gflops") is None else sig3(r["gflops"]),
+            "-" if r.get("pct_peak") is None else f"{r['pct_peak']:.1f}"]
+
+
+def _batch(r: dict[str, Any]) -> str:
+    return str(r["batch_size"]) + (f"x{r['seq_len']}" if r.get("seq_len") else "")
 
 
 def _render(result: dict[str, Any], path: Path) -> None:
     table = Table(title=f"dlopt bench {result['target']} ({result['device']}, {result['threads']} threads)",
-                  title_justify="left")
-    cols = ("variant", "batch", "median ms", "p90", "p99", "IQR %", "n", "stop", "items/s", "vs eager", "GFLOP/s",
-            "% peak", "1st call s", "size")
+                  title_justify="left", show_edge=False)
+    pcts = _pcts(result)
+    cols = ("variant", "batch", "median ms", *(f"p{k}" for k in pcts), "IQR %", "vs eager", "items/s", "n", "stop",
+            "size", "1st call s", "GFLOP/s", "% peak")  # least useful last: dropped first when narrow
     for c in cols:
-        table.add_column(c, justify="left" if c in ("variant", "stop") else "right", no_wrap=c == "variant")
+        table.add_column(c, justify="left" if c in ("variant", "stop") else "right")
     notes: dict[tuple[str, str], list[str]] = {}
     for r in result["rows"]:
-        batch = str(r["batch_size"]) + (f"x{r['seq_len']}" if r.get("seq_len") else "")
         if r["status"] != "ok":
             colour = "yellow" if r["status"] == "unavailable" else "red"
-            table.add_row(r["variant"], batch, f"[{colour}]{r['status']}[/{colour}]")
+            table.add_row(r["variant"], _batch(r), f"[{colour}]{r['status']}[/{colour}]")
             names = notes.setdefault((r["status"], r.get("reason", "")), [])
             names += [] if r["variant"] in names else [r["variant"]]
             continue
-        s = r["stats"]
-        table.add_row(r["variant"], batch, _fmt(s["median_ms"], ".4g"), _fmt(s["p90_ms"]), _fmt(s["p99_ms"]),
-                      _fmt(100 * s["iqr_ratio"], ".1f"), str(s["n"]), r["stop"], _fmt(r["throughput_per_s"], ".4g"),
-                      _fmt(r.get("speedup_vs_eager"), ".2f") + "x", _fmt(r.get("gflops")), _fmt(r.get("pct_peak"), ".1f"),
-                      _fmt((r.get("setup_s") or 0) + (r.get("first_call_s") or 0)),
-                      human(r["model_bytes"]) + "B" if r.get("model_bytes") else "-")
-    print_table(table, keep=("variant", "batch", "median ms", "p90", "p99", "IQR %", "vs eager"))
+        table.add_row(*_row(r, pcts))
+    print_table(table, keep=("variant", "batch", "median ms", "vs eager", "IQR %", *(f"p{k}" for k in pcts),
+                             "items/s"), wrap=("variant",))  # most important first
+    if any(r.get("noisy") for r in result["rows"]):
+        console.print("[yellow]* noisy:[/yellow] IQR over half the median, so the median cannot be ranked and its "
+                      "speed-up is not printed; rerun on a quieter machine or with more --iterations", highlight=False)
     for (status, reason), names in notes.items():
         colour = "yellow" if status == "unavailable" else "red"
         note(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)
     load, peak = result["loadavg"], result["peak"]
+    peak_gflops = peak.get("fp32_gflops")
     note(f"[dim]load average {load['start'][0]:.2f} -> {load['end'][0]:.2f} on {load['cpus']} CPUs "
-                  f"(other work on the machine widens the spread); fp32 matmul peak {_fmt(peak.get('fp32_gflops'))} "
-                  f"GFLOP/s; vs eager = eager median / median; stop: converged (IQR < "
-                  f"{100 * result['config']['iqr_target']:g}% of median) or budget; mean, min, memory: --json/--csv. "
-                  f"Written: {path}[/dim]")
+         f"(other work on the machine widens the spread); fp32 matmul peak "
+         f"{'-' if peak_gflops is None else sig3(peak_gflops)} GFLOP/s; vs eager = eager median / median; items/s = "
+         f"batch / median; stop: converged (IQR < {100 * result['config']['iqr_target']:g}% of median), budget or "
+         f"iterations; mean, min, memory: --json/--csv. Written: {path}[/dim]")
+    for line in result.get("notes") or []:
+        err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
 
 
 def _render_compare(deltas: list[Any], old_path: Path) -> None:
@@ -72,9 +97,9 @@ def _render_compare(deltas: list[Any], old_path: Path) -> None:
         table.add_column(c, justify="left" if c in ("variant", "verdict") else "right")
     colour = {"regression": "red", "faster": "green", "same": "dim"}
     for d in deltas:
-        table.add_row(d.variant, str(d.batch_size), f"{d.old_ms:.4g}", f"{d.new_ms:.4g}", f"{d.delta_pct:+.1f}",
+        table.add_row(d.variant, str(d.batch_size), fmt_ms(d.old_ms), fmt_ms(d.new_ms), f"{d.delta_pct:+.1f}",
                       f"{d.noise_pct:.1f}", f"[{colour[d.verdict]}]{d.verdict}[/{colour[d.verdict]}]")
-    console.print(table)
+    print_table(table, keep=("variant", "batch", "old ms", "new ms", "delta %", "verdict"), wrap=("variant",))
 
 
 def bench_cmd(
@@ -84,8 +109,18 @@ def bench_cmd(
     seq_len: SeqOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.CPU,
-    budget_s: Annotated[float, typer.Option("--budget-s", min=0.01, help="Timing budget per input shape, "
-                                                                          "shared by all variants.")] = 10.0,
+    budget_s: Annotated[float | None, typer.Option(
+        "--budget-s", min=0.01, show_default=False,
+        help="Timing budget in seconds per input shape, shared by all variants (default 10). Warm-up is outside "
+             "it, and each variant still makes at least 10 timed calls (a note says when that overran it).")] = None,
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", min=1, show_default=False,
+        help="Instead of the budget: exactly N timed calls per variant (no convergence stop).")] = None,
+    warmup: Annotated[int | None, typer.Option("--warmup", min=0, show_default=False,
+                                               help="Untimed calls after the first, per variant (default 3).")] = None,
+    percentiles: Annotated[str | None, typer.Option(
+        "--percentiles", metavar="Q,Q,...", show_default=False,
+        help="Latency percentiles to report, e.g. 50,90,99,99.9 (default 50,90,99).")] = None,
     exporter: Annotated[Exporter, typer.Option(help="ONNX exporter when the run has no .onnx yet.")] = Exporter.DYNAMO,
     csv_path: Annotated[Path | None, typer.Option("--csv", dir_okay=False, help="Also write the rows as CSV.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False, help="Also write a PNG chart.")] = None,
@@ -106,7 +141,7 @@ def bench_cmd(
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
-    from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends
+    from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends, parse_percentiles
     from dlopt.options import parse_int_list
     from dlopt.bench.report import load_result, write_csv, write_plot
     from dlopt.bench.runner import bench
@@ -118,10 +153,14 @@ def bench_cmd(
         raise ConfigError("--fail-on-regression needs --compare OLD.json to compare against")
     for flag, p in (("--csv", csv_path), ("--plot", plot)):
         check_path_parent(p, flag)
+    if iterations is not None and budget_s is not None:
+        raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
     old = load_result(compare_to) if compare_to else None
+    timing = {k: v for k, v in (("budget_s", budget_s), ("warmup_calls", warmup)) if v is not None}
     cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=parse_int_list(batch_size, "--batch-size") or (1,),
-                      seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device, budget_s=budget_s,
-                      onnx_exporter=exporter.value)
+                      seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
+                      iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
+                      **timing)
     opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny,
                          weights=weights)
     with status("benchmarking", silent=as_json) as spinner:

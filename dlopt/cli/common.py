@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +15,19 @@ from rich.console import Console
 
 from dlopt.errors import ConfigError
 
-console = Console(width=None if sys.stdout.isatty() else 160)  # logs and pipes get whole tables, not 80 columns
+console = Console()  # its width is set for each invocation (configure_width): COLUMNS, the terminal, or unbounded
 err_console = Console(stderr=True)
+UNBOUNDED = 100_000  # piped with no COLUMNS: lines as long as their content, nothing wrapped or cut
+
+
+def configure_width() -> None:
+    """COLUMNS wins (a terminal or a pipe); else the terminal's width; else (piped) no limit at all."""
+    cols = os.environ.get("COLUMNS", "")
+    for con, stream in ((console, sys.stdout), (err_console, sys.stderr)):
+        if cols.isdigit() and int(cols) > 0:
+            con.width = int(cols)
+        else:
+            con._width = None if stream.isatty() else UNBOUNDED  # None: ask the terminal at each print
 
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 _verbosity = {"level": NORMAL}  # set by -q/-v (dlopt.cli.app), reset for each invocation
@@ -151,15 +165,103 @@ def resolve(name: str, sets: list[str] | None, input_size: int | None = None, in
     return spec, cfg
 
 
-def print_table(table: Any, keep: tuple[str, ...]) -> None:
-    """Print a Rich table; on a console too narrow for it, drop optional columns (right to left) until it fits.
+def _table_width(table: Any) -> int:
+    return console.measure(table, options=console.options.update_width(UNBOUNDED)).maximum
 
-    `keep` names the columns that always stay; --json and --csv always carry everything.
+
+def wrap_name(text: str, width: int) -> str:
+    """Break a name into lines of at most `width` after separators (/ : - _ . space), folding a long part."""
+    lines, line = [], ""
+    for part in re.findall(r"[^/:\-_. ]*[/:\-_. ]?", text):
+        while len(part) > width:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        line += part
+    return "\n".join([*lines, line] if line else lines)
+
+
+def print_table(table: Any, keep: tuple[str, ...], wrap: tuple[str, ...] = ()) -> None:
+    """Print a Rich table that fits the console without cutting a value.
+
+    Columns not in `keep` go first, right to left; then names in the `wrap` columns are broken over lines; then
+    `keep` columns from its end (keep lists them most important first; the first always stays). No cell is ever
+    cut: a table still too wide overflows the line instead. A note names hidden columns (--json has them all).
     """
+    for column in table.columns:
+        column.no_wrap = True  # Rich would otherwise shrink and cut numbers ("9.4...") to fit
+    width, hidden = console.width, []
     optional = [c for c in reversed(table.columns) if str(c.header) not in keep]
-    while optional and console.measure(table, options=console.options.update_width(10_000)).maximum > console.width:
-        table.columns.remove(optional.pop(0))
-    console.print(table)
+    kept = sorted((c for c in table.columns if str(c.header) in keep), key=lambda c: -keep.index(str(c.header)))
+    for column in optional + ["wrap"] + kept[:-1]:  # type: ignore[operator]
+        if _table_width(table) <= width:
+            break
+        if column == "wrap":
+            _wrap_columns(table, wrap, width)
+            continue
+        table.columns.remove(column)
+        hidden.append(str(column.header))
+    old, console.width = console.width, max(width, _table_width(table))
+    try:
+        console.print(table)
+    finally:
+        console.width = old
+    if hidden:
+        note(f"[dim]hidden at {width} columns: {', '.join(reversed(hidden))} (a wider terminal, COLUMNS=..., or "
+             "--json shows them)[/dim]", highlight=False)
+
+
+def _wrap_columns(table: Any, wrap: tuple[str, ...], width: int) -> None:
+    for column in (c for c in table.columns if str(c.header) in wrap):
+        excess = _table_width(table) - width
+        if excess <= 0:
+            return
+        longest = max((len(line) for cell in column._cells if isinstance(cell, str) for line in cell.splitlines()),
+                      default=0)
+        room = max(12, len(str(column.header)), longest - excess)
+        column._cells = [wrap_name(c, room) if isinstance(c, str) and "[" not in c else c for c in column._cells]
+
+
+def sig3(x: float) -> str:
+    """Three significant digits, never in exponent form: 4013 -> '4013', 9.421 -> '9.42', 0.01234 -> '0.0123'."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    if abs(x) >= 99.95:
+        return f"{x:.0f}"
+    r = float(f"{x:.3g}")  # 9.996 -> 10.0: the digits after rounding decide the decimals
+    return f"{r:.{max(0, 2 - math.floor(math.log10(abs(r))))}f}"
+
+
+def fmt_ms(x: float | None) -> str:
+    return "-" if x is None else sig3(x)
+
+
+def fmt_speedup(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            return f"{sig3(n / scale)} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_rate(x: float | None) -> str:
+    """Items per second: 28123.4 -> '28.1k', 512 -> '512', 3.2e6 -> '3.20M'."""
+    if x is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{sig3(x / scale)}{unit}"
+    return sig3(x)
 
 
 def print_json(data: Any) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (ArchArg, BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, SetOpt, TinyOpt, console,
-                              human, note, print_json, resolve)
+                              human, note, print_json, print_table, resolve)
 from dlopt.spec import ExportFormat, Stage, Task
 
 FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2",
@@ -30,7 +30,7 @@ def list_cmd(
                      "limits": dict(s.limits), "summary": s.summary} for s in specs])
         return
     table = Table(title=f"dlopt zoo ({len(specs)} architectures)", title_justify="left")
-    table.add_column("name", no_wrap=True)
+    table.add_column("name")
     for col in ("task", "data", "metric"):
         table.add_column(col)
     for st in Stage:
@@ -40,7 +40,8 @@ def list_cmd(
         marks = ["[green]✓[/green]" if st in s.stages else "[red]✗[/red]" for st in Stage]
         formats = ",".join(FORMAT_SHORT[f] for f in ExportFormat if f in s.formats)
         table.add_row(s.name, str(s.task), s.dataset, s.metric, *marks, formats)
-    console.print(table)
+    stages = tuple(st.value[0].upper() for st in Stage)
+    print_table(table, keep=("name", "task", "metric", *stages, "formats", "data"), wrap=("name",))
     legend = ", ".join(f"{st.value[0].upper()} {st.value}" for st in Stage)
     note(f"[dim]Stages: {legend}; ✗ = unsupported (`dlopt info NAME` says why). Formats: ts = TorchScript, "
                   "pt2 = torch.export. Also accepted: torchvision:NAME, and path/to/file.py:fn with --input-shape.[/dim]")

@@ -48,7 +48,7 @@ class ExportSection:
 
 @dataclass(frozen=True)
 class BenchSection:
-    backends: list[str] = field(default_factory=lambda: ["eager", "onnxruntime", "torchscript"])
+    backends: list[str] = field(default_factory=lambda: ["eager", "onnxruntime", "torchscript", "pt2"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     threads: int = 0  # 0 = torch's default (all cores)
     budget_s: float = 10.0  # per batch size, shared by all variants
