@@ -222,5 +222,6 @@ def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
         rec.metrics.update({k: result[k] for k in ("method", "backend", "metric_before", "metric_after", "drop_points",
                                                    "top1_agreement", "speedup_vs_eager_b1", "verified")})
         rec.metrics["kept_float"] = len(result["kept_float"])
+        rec.metrics.update(layers_int8=result["layers_int8"], layers_float=result["layers_float"])
     out, report = final_dir / out.name, final_dir / REPORT
     return QuantizeOutcome(run.path, out, report, result)
