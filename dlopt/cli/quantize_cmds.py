@@ -23,7 +23,8 @@ def quantize_cmd(
     method: Annotated[str, typer.Option("--method", help=f"{METHODS}: auto builds every int8 path, measures latency "
                                         "and accuracy, and keeps the fastest within budget.")] = "auto",
     backend: Annotated[str | None, typer.Option(
-        "--backend", help="onnxruntime (default), torch (torchao) or openvino (NNCF, static int8).",
+        "--backend", help="onnxruntime, torch (torchao) or openvino (NNCF, static int8). Without it, auto measures "
+        "onnxruntime and openvino (when installed) together; other methods use onnxruntime.",
         show_default=False)] = None,
     calibration_samples: Annotated[int, typer.Option("--calibration-samples",
                                                      help="Training samples used to calibrate static int8.")] = 256,
