@@ -194,6 +194,8 @@ class BenchRow(Record):
     model_bytes: int | None = None
     speedup_vs_eager: float | None = None
     throughput_per_s: float | None = None
+    noisy: bool = False  # bench judged the spread too wide to rank this row (noise_reason says why)
+    noise_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,16 @@ def _rewrite(run: Path, rel: str, text: str) -> None:
     Run(run).update(change)
 
 
-def _set_noise(run: Path, iqr: dict[str, float]) -> None:
-    """bench.json with each row's IQR/median set (by its `variant` name, default 5%)."""
+def _set_noise(run: Path, iqr: dict[str, float], flag: bool = True) -> None:
+    """bench.json with each row's IQR/median set (by its `variant` name, default 5%), flagged as bench does."""
     bench = json.loads((run / "bench.json").read_text())
     for row in bench["rows"]:
         if row.get("stats"):
             row["stats"]["iqr_ratio"] = iqr.get(row["variant"], 0.05)
+            row.pop("noise_reason", None)
+            row["noisy"] = flag and row["stats"]["iqr_ratio"] > 0.5
+            if row["noisy"]:
+                row["noise_reason"] = f"IQR {100 * row['stats']['iqr_ratio']:.0f}% of the median (over 50%)"
     _rewrite(run, "bench.json", json.dumps(bench))
 
 
@@ -98,14 +102,15 @@ def test_stage_by_stage_run_reports_metric_steps_and_a_ship_pick(run: Path) -> N
     assert re.search(r"load average \d+\.\d\d, \d+\.\d\d, \d+\.\d\d -> ", md)
 
 
-def test_a_noisy_row_is_marked_and_left_out_of_the_ship_pick_with_the_reason(run: Path) -> None:
+@pytest.mark.parametrize("flagged", [True, False], ids=["bench-flagged", "iqr-only"])  # older bench.json: no flag
+def test_a_noisy_row_is_marked_and_left_out_of_the_ship_pick_with_the_reason(run: Path, flagged: bool) -> None:
     _set_noise(run, {})
     first = _report(run)[0]["ship"]["pick"]
     bench = json.loads((run / "bench.json").read_text())
     rel = {r["variant"]: _relative(r["artifact"], bench["run"]) if r.get("artifact") else "model.json"
            for r in bench["rows"] if r["variant"] == "eager" or r.get("artifact")}
     noisy_name = next(name for name, path in rel.items() if path == first["file"])
-    _set_noise(run, {noisy_name: 0.9})
+    _set_noise(run, {noisy_name: 0.9}, flagged)
     data, md, _ = _report(run)
     assert data["ship"]["pick"] is None or data["ship"]["pick"]["label"] != first["label"]
     reasons = {x["label"]: x["reason"] for x in data["ship"]["excluded"]}

@@ -151,12 +151,18 @@ def report_cmd(
     from dlopt.runs import resolve_run
 
     paths = write_report(resolve_run(out, run))
-    for skip in (_read_json(paths[2]) or {}).get("skipped", []):  # files no done stage vouches for
+    data = _read_json(paths[2]) or {}
+    for skip in data.get("skipped", []):  # files no done stage vouches for, result files that are not valid
         err_console.print(f"[yellow]skipped[/yellow] {skip['path']}: {skip['reason']}", soft_wrap=True)
+    ship = data.get("ship") or {}
     if as_json:
-        print_json({"markdown": str(paths[0]), "html": str(paths[1]), "json": str(paths[2])})
+        print_json({"markdown": str(paths[0]), "html": str(paths[1]), "json": str(paths[2]), "ship": ship.get("pick")})
     else:
+        from dlopt.report.decide import banner
+
         console.print(f"report: {paths[1]} (and {paths[0].name}, {paths[2].name})")
+        console.print(f"ship: {banner(ship)}" if ship.get("pick") else ship.get("rule", ""), soft_wrap=True,
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,7 @@ def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
 
     bench = trust.result(BenchResult, "bench.json")
     rows = [r for r in (bench.rows if bench else ()) if r.status == "ok" and r.speedup_vs_eager and r.stats
-            and (r.stats.iqr_ratio is None or r.stats.iqr_ratio <= NOISY_IQR)]
+            and not r.noisy and (r.stats.iqr_ratio is None or r.stats.iqr_ratio <= NOISY_IQR)]
     rows = [r for r in rows if ((rel := bench_key(run, r, bench.run)[2]).startswith("bench-export/")
                                 or trust.ok(rel)) and trust.measured_now(rel)]
     if not rows:

@@ -20,7 +20,7 @@ from dlopt.trust import effective_status
 RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino",
                      ".json": "eager"}
 EXPORT_SUFFIXES = (".onnx", ".ts", ".pt2", ".xml")
-NOISY_IQR = 0.5  # interquartile range above half the median: the timing cannot rank rows against each other
+NOISY_IQR = 0.5  # IQR above half the median: the timing cannot rank rows (bench's own rule, dlopt.bench.config)
 R = TypeVar("R")
 VARIANT_ORDER = ("fp32", "pruned", "int8", "pruned-int8")
 
@@ -41,6 +41,7 @@ class Row:
     metric_source: str = ""  # the file the metric was read from ("evaluation.json", "train_result.json", ...)
     iqr: dict[int, float] = field(default_factory=dict)  # batch -> interquartile range / median
     noisy: str = ""  # why this row's timing is too spread to compare ("" when it is not)
+    flagged: dict[int, str] = field(default_factory=dict)  # batch -> bench.json's own noise verdict
 
     @property
     def label(self) -> str:
@@ -152,6 +153,8 @@ def _rows_from_bench(run: Run, bench: BenchResult, rows: dict[tuple[str, str], R
         row.latency[b.batch_size] = {"p50": b.stats.median_ms, "p90": b.stats.p90_ms}
         if b.stats.iqr_ratio is not None:
             row.iqr[b.batch_size] = b.stats.iqr_ratio
+        if b.noisy:
+            row.flagged[b.batch_size] = b.noise_reason or "bench marked its timing noisy"
         if b.model_bytes and row.size_bytes is None:
             row.size_bytes = b.model_bytes
 
@@ -234,7 +237,9 @@ def _order(row: Row) -> tuple:
 def _mark_noise(rows: list[Row], batch: int) -> None:
     for r in rows:
         iqr = r.iqr.get(batch)
-        if iqr is not None and iqr > NOISY_IQR:
+        if batch in r.flagged:
+            r.noisy = f"timing too noisy to compare at batch {batch}: {r.flagged[batch]}"
+        elif iqr is not None and iqr > NOISY_IQR:
             r.noisy = (f"timing too noisy to compare: IQR {100 * iqr:.0f}% of the median at batch {batch} "
                        f"(over {100 * NOISY_IQR:.0f}%); rerun dlopt bench on a quieter machine or with a longer budget")
 
