@@ -233,3 +233,33 @@ def test_bench_result_carries_the_budget_note(tmp_path) -> None:
                       warmup_calls=1, threads=1)
     out = bench(TargetOptions(name="mlp", tiny=True, root=tmp_path), cfg)
     assert len(out.result["notes"]) == 1 and "min_calls" in out.result["notes"][0], out.result["notes"]
+
+
+def test_print_config_writes_every_key_and_loads_back_the_same(tmp_path) -> None:
+    import json
+    import tomllib
+
+    from dlopt.cli.pipeline_cmds import _effective, _printable
+    from dlopt.pipeline import load_config
+
+    res = run("pipeline", "mlp", "--tiny", "--ratio", "0.5", "--epochs", "2", "--set", "num_classes=3",
+              "--print-config")
+    assert res.exit_code == 0, res.output
+    text = res.output
+    for key in ("round_to", "finetune_lr", "data_limit", "finetune_epochs", "target_speedup"):
+        assert f"# {key} = (none: default)" in text  # a None default is a commented line, not dropped
+    path = tmp_path / "pipeline.toml"
+    path.write_text(text)
+    expected = _effective("mlp", None, None, {"tiny": True, "sets": {"num_classes": "3"}, "train": {"epochs": 2},
+                                              "prune": {"ratio": 0.5}})
+
+    def same(cfg) -> dict:  # every key the stages get, library defaults included; tuples and enums as TOML has them
+        return json.loads(json.dumps(_printable(cfg), default=str))
+
+    loaded = load_config(path)
+    assert same(loaded) == same(expected) and loaded.prune["ratio"] == 0.5 and loaded.tiny is True
+    assert tomllib.loads(text)["sets"] == {"num_classes": "3"}
+    printed = {k for section in tomllib.loads(text).values() if isinstance(section, dict) for k in section}
+    every = {k for section in _printable(expected).values() if isinstance(section, dict) for k in section}
+    none_keys = {line.split()[1] for line in text.splitlines() if line.endswith("(none: default)")}
+    assert every - {"num_classes"} == (printed | none_keys) - {"num_classes"}
