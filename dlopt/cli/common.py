@@ -224,7 +224,8 @@ def _wrap_columns(table: Any, wrap: tuple[str, ...], width: int) -> None:
         longest = max((len(line) for cell in column._cells if isinstance(cell, str) for line in cell.splitlines()),
                       default=0)
         room = max(12, len(str(column.header)), longest - excess)
-        column._cells = [wrap_name(c, room) if isinstance(c, str) and "[" not in c else c for c in column._cells]
+        column._cells = ["\n".join(wrap_name(line, room) for line in c.splitlines()) if isinstance(c, str)
+                         and "[" not in c else c for c in column._cells]
 
 
 def sig3(x: float) -> str:

@@ -136,7 +136,8 @@ def _render_export(target: Any, result: Any) -> None:
                       _num(worst.get("err_rms")), str(worst.get("case") or "-"), path.name)
     for fmt, why in result.failures.items():
         table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", "-", why[:80])
-    console.print(table)
+    print_table(table, keep=("format", "verified", "max abs err", "file", "how", "seconds", "err/RMS"),
+                wrap=("file", "how"))
     for line in result.notes:
         note(f"[dim]note: {line}[/dim]")
 

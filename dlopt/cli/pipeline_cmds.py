@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, note,
-                              print_json, verbosity)
+                              print_json, print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 
@@ -132,7 +132,7 @@ def _render(outcome: Any) -> None:
     for s in outcome.steps:
         style = {"failed": "red", "unsupported": "yellow", "skipped": "dim"}.get(s.status, "")
         table.add_row(s.name, f"[{style}]{s.status}[/{style}]" if style else s.status, f"{s.seconds:.1f}", s.reason or "")
-    console.print(table)
+    print_table(table, keep=("step", "status", "seconds", "note"), wrap=("note",))
     if outcome.report:
         console.print(f"report: {outcome.report} (and report.md beside it)")
         ship = (_read_json(Path(outcome.report).with_suffix(".json")) or {}).get("ship") or {}

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              human, note, print_json, status)
+                              fmt_bytes, fmt_ms, human, note, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
@@ -108,7 +108,7 @@ def _render(r: dict[str, Any], record: Path) -> None:
     for key in ("params", "macs"):
         table.add_row(key, _fmt(r[key]["before"]), _fmt(r[key]["after"]), f"-{r[key]['removed']:.1%}")
     fb = r["file_bytes"]
-    table.add_row("file bytes", _fmt(fb["before"]), _fmt(fb["after"]), f"{fb['after'] / fb['before'] - 1:+.1%}")
+    table.add_row("file size", fmt_bytes(fb["before"]), fmt_bytes(fb["after"]), f"{fb['after'] / fb['before'] - 1:+.1%}")
     m = r["metric"]
     if m["before"] is not None:
         table.add_row(m["name"], _fmt(m["before"]), _fmt(m["after_finetune"] if m["after_finetune"] is not None
@@ -117,7 +117,7 @@ def _render(r: dict[str, Any], record: Path) -> None:
     if "sparsity" in r:
         table.add_row("weight sparsity", "0", f"{r['sparsity']['weights']:.1%}", r["note"])
     for key, row in (r.get("latency") or {}).get("rows", {}).items():
-        table.add_row(f"{key} ms", _fmt(row["before_ms"]), _fmt(row["after_ms"]),
+        table.add_row(f"{key} ms", fmt_ms(row["before_ms"]), fmt_ms(row["after_ms"]),
                       "-" if row["speedup"] is None else f"{row['speedup']:.2f}x faster")
     console.print(table)
     if r.get("layers"):
@@ -136,7 +136,7 @@ def _path_table(path: list[dict[str, Any]], cfg: dict[str, Any]) -> Table:
     for col in ("step", "channels kept", "ms (before -> after)", "speed-up", "metric", "drop", ""):
         table.add_column(col)
     for r in path:
-        ms = f"{r['base_ms']:.3g} -> {r['ms']:.3g}" if "ms" in r else "-"
+        ms = f"{fmt_ms(r['base_ms'])} -> {fmt_ms(r['ms'])}" if "ms" in r else "-"
         table.add_row(str(r["step"]), f"{r['channels_kept']:.0%}", ms, f"{r['speedup']:.2f}x", _fmt(r["metric"]),
                       f"{r.get('drop_points', 0):.2f}", r.get("stopped", ""))
     return table

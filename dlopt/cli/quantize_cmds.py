@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              note, parse_shape, print_json, status)
+                              fmt_bytes, fmt_ms, fmt_speedup, note, parse_shape, print_json, print_table, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
@@ -91,22 +91,22 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
 def _render(r: dict[str, Any], artifact: Path) -> None:
     if r.get("auto"):
         table = Table(title=f"{r['arch']}: candidates (batch 1, one thread)", title_justify="left")
-        for col in ("recipe", "val drop", "ms", "speed-up vs eager", "MB", "chosen"):
+        for col in ("recipe", "val drop", "ms", "speed-up", "size", "chosen"):
             table.add_column(col)
         for c in r["auto"]["candidates"]:
             if "failed" in c:
                 table.add_row(c["recipe"], "-", "-", "-", "-", f"[red]failed[/red]: {c['failed'][:60]}")
                 continue
-            table.add_row(c["recipe"], _fmt(c["val_drop"]), _fmt(c["latency_ms_b1"]), _fmt(c["speedup_vs_eager"]),
-                          f"{c['bytes'] / 1e6:.2f}", "yes" if c["chosen"] else "")
-        console.print(table)
+            table.add_row(c["recipe"], _fmt(c["val_drop"]), fmt_ms(c["latency_ms_b1"]),
+                          fmt_speedup(c["speedup_vs_eager"]), fmt_bytes(c["bytes"]), "yes" if c["chosen"] else "")
+        print_table(table, keep=("recipe", "val drop", "ms", "speed-up", "size", "chosen"), wrap=("recipe",))
         note(f"[dim]{r['auto'].get('backends_note', '')}; chosen: {r['auto']['why']}[/dim]", highlight=False)
     size = r["size_bytes"]
     rows = [("recipe", r["recipe"]["label"]), (r["metric"] + " before / after",
                                                f"{_fmt(r['metric_before'])} / {_fmt(r['metric_after'])}"),
             ("drop (points)", _fmt(r["drop_points"])), ("top-1 agreement", _fmt(r["top1_agreement"])),
-            ("size", f"{_fmt((size['fp32'] or 0) / 1e6, '.3g')} MB -> {size['quantized'] / 1e6:.3g} MB"),
-            ("speed-up vs eager (batch 1)", f"{r['speedup_vs_eager_b1']}x"),
+            ("size", f"{fmt_bytes(size['fp32'])} -> {fmt_bytes(size['quantized'])}"),
+            ("speed-up vs eager (batch 1)", fmt_speedup(r["speedup_vs_eager_b1"])),
             ("layers int8 / float", f"{r['layers_int8']} / {r.get('layers_float', 0)}"
              + (f" ({r['float_why']})" if r.get("float_why") else "")),
             ("kept in float by the search", ", ".join(r["kept_float"]) or "none"),
