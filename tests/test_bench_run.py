@@ -82,7 +82,8 @@ def rows_median(data: dict, variant: str, batch: int) -> float:
 def test_csv_and_plot_written(mlp_json):
     data, root = mlp_json
     lines = (root / "r.csv").read_text().splitlines()
-    assert lines[0].split(",") == list(CSV_COLUMNS) and len(lines) == 1 + len(data["rows"])
+    assert lines[0].split(",") == [*CSV_COLUMNS, "p50_ms", "p90_ms", "p99_ms"]  # then one per --percentiles
+    assert len(lines) == 1 + len(data["rows"])
     assert (root / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -263,3 +263,13 @@ def test_print_config_writes_every_key_and_loads_back_the_same(tmp_path) -> None
     every = {k for section in _printable(expected).values() if isinstance(section, dict) for k in section}
     none_keys = {line.split()[1] for line in text.splitlines() if line.endswith("(none: default)")}
     assert every - {"num_classes"} == (printed | none_keys) - {"num_classes"}
+
+
+def test_csv_carries_percentiles_and_noise(tmp_path) -> None:
+    import csv
+
+    res = run("bench", "mlp", "--tiny", "--backend", "eager", "--batch-size", "1", "--iterations", "5",
+              "--percentiles", "99.9", "--out", str(tmp_path), "--csv", str(tmp_path / "b.csv"))
+    assert res.exit_code == 0, res.output
+    (row,) = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert float(row["p99.9_ms"]) >= float(row["p50_ms"]) > 0 and "noisy" in row

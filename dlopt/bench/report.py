@@ -16,7 +16,7 @@ ROW_REQUIRED = {"variant": str, "backend": str, "batch_size": int, "status": str
 STATS_KEYS = ("n", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "iqr_ms", "iqr_ratio")
 CSV_COLUMNS = ("variant", "backend", "batch_size", "seq_len", "status", "stop", *STATS_KEYS, "throughput_per_s",
                "speedup_vs_eager", "flops", "gflops", "pct_peak", "setup_s", "first_call_s", "rss_setup_mb",
-               "peak_rss_call_mb", "peak_cuda_mb", "model_bytes", "reason")
+               "peak_rss_call_mb", "peak_cuda_mb", "model_bytes", "noisy", "noise_reason", "speedup_noisy", "reason")
 
 
 def schema_errors(data: Any) -> list[str]:
@@ -51,17 +51,25 @@ def load_result(path: Path) -> dict[str, Any]:
     return data
 
 
+def _pct_columns(result: dict[str, Any]) -> list[str]:
+    """p50_ms, p99.9_ms...: one column per percentile asked for (--percentiles)."""
+    keys = dict.fromkeys(k for r in result["rows"] for k in ((r.get("stats") or {}).get("percentiles_ms") or {}))
+    return [f"p{k}_ms" for k in keys]
+
+
 def flat_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out, columns = [], (*CSV_COLUMNS, *_pct_columns(result))
     for row in result["rows"]:
-        flat = {**row, **{k: (row.get("stats") or {}).get(k) for k in STATS_KEYS}}
-        out.append({c: flat.get(c) for c in CSV_COLUMNS})
+        stats = row.get("stats") or {}
+        pcts = {f"p{k}_ms": v for k, v in (stats.get("percentiles_ms") or {}).items()}
+        flat = {**row, **{k: stats.get(k) for k in STATS_KEYS}, **pcts}
+        out.append({c: flat.get(c) for c in columns})
     return out
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=(*CSV_COLUMNS, *_pct_columns(result)))
         writer.writeheader()
         writer.writerows(flat_rows(result))
 
