@@ -143,7 +143,7 @@ def root(
     quiet: Annotated[bool, typer.Option("-q", "--quiet", expose_value=False, callback=_level(-1),
                                         help="Print only results and errors: no progress, notes or hints.")] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", expose_value=False, callback=_level(1),
-                                          help="Show debug detail: each step with its time, and library logs.")] = False,
+                                          help="Show debug detail: each step with its time.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
     max_params: Annotated[float | None, typer.Option("--max-params", min=1, help="Refuse models with more parameters "

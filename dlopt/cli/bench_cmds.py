@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device, Exporter
-from dlopt.cli.common import (InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console, fmt_bytes,
-                              fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3, status)
+from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
+                              fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3, status,
+                              verbosity)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -19,8 +20,8 @@ TargetArg = Annotated[str | None, typer.Argument(
     show_default=False)]
 BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt, openvino, pt2 (the run's "
-                      ".pt2 files); or all. Only these are measured. [default: eager,torchscript,compile,onnxruntime,"
-                      "pt2]")]
+                      ".pt2 files); or all. Only these are measured (default: eager, torchscript, compile, "
+                      "onnxruntime, pt2).")]
 BatchesOpt = Annotated[str, typer.Option("--batch-size", help="Comma list of batch sizes.")]
 SeqOpt = Annotated[str | None, typer.Option("--seq-len", help="Comma list of sequence lengths (sequence models).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Threads for torch and ONNX Runtime "
@@ -87,7 +88,7 @@ def _render(result: dict[str, Any], path: Path) -> None:
          f"{'-' if peak_gflops is None else sig3(peak_gflops)} GFLOP/s; vs eager = eager median / median; items/s = "
          f"batch / median; stop: converged (IQR < {100 * result['config']['iqr_target']:g}% of median), budget or "
          f"iterations; mean, min, memory: --json/--csv. Written: {path}[/dim]")
-    for line in result.get("notes") or []:
+    for line in result.get("notes") or [] if verbosity() > QUIET else []:
         err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
 
 
