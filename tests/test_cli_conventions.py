@@ -141,7 +141,8 @@ def test_bench_table_fits_80_columns_with_whole_numbers(tmp_path) -> None:
     _lines_fit(table, 80)
     data = json.loads(next(tmp_path.rglob("bench.json")).read_text())
     for r in data["rows"]:
-        assert fmt_ms(r["stats"]["median_ms"]) in table and fmt_speedup(r["speedup_vs_eager"]) in table
+        speedup = "noisy" if r.get("speedup_noisy") else fmt_speedup(r["speedup_vs_eager"])  # a loaded machine
+        assert fmt_ms(r["stats"]["median_ms"]) in table and speedup in table
     assert "torchscript" in table.replace("\n", "")
 
 
