@@ -172,3 +172,27 @@ def test_records_check_types_and_tolerate_missing_optional_fields() -> None:
         TrainResult.from_json({"metric": "accuracy"})
     with pytest.raises(ResultError, match="batch_size: expected int, got bool"):
         BenchResult.from_json({"rows": [{"variant": "e", "backend": "e", "batch_size": True, "status": "ok"}]})
+
+
+@pytest.fixture
+def request_cleanup():
+    made: list[Path] = []
+    yield made
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_runs_shows_stages_and_report_at_120_columns_and_the_full_path_at_80(run: Path, request_cleanup) -> None:
+    import tempfile
+
+    _report(run)
+    # runs looks for <root>/<arch>/<run-id>; a short root, as `/home/me/artifacts` would be (pytest's is ~90 chars)
+    out = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    request_cleanup.append(out)
+    shutil.copytree(run, out / "lenet5" / run.name)
+    wide = runner.invoke(app, ["runs", "--out", str(out)], env={"COLUMNS": "120"})
+    narrow = runner.invoke(app, ["runs", "--out", str(out)], env={"COLUMNS": "80"})
+    assert wide.exit_code == narrow.exit_code == 0, wide.output
+    table = wide.stdout
+    assert "report.html" in table and "bench" in table and "stages" in table
+    assert str(out / "lenet5" / run.name) in narrow.stdout  # the whole path, not cut

@@ -75,7 +75,7 @@ def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
         stages = " ".join(k if v == "done" else f"{k}({v})" for k, v in r["stages"].items()) or "-"
         table.add_row(r["path"], r["arch"], (r["created"] or "")[:19], metric, fastest,
                       "report.html" if r["report"] else "-", stages)
-    print_table(table, keep=("run", "arch", "test metric", "fastest (vs eager)"))
+    print_table(table, keep=("run", "arch", "test metric", "stages", "report", "fastest (vs eager)"), wrap=("stages",))
 
 
 def register(app: typer.Typer) -> None:
