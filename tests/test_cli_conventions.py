@@ -201,8 +201,10 @@ def test_a_budget_overrun_says_why() -> None:
     cfg = BenchConfig(budget_s=0.01, min_calls=5, block_s=0.001)
     series = round_robin({"slow": lambda: time.sleep(0.01)}, {"slow": 0.01}, cfg)
     assert len(series["slow"].times) == 5 and series["slow"].over_budget_s > 0.02
-    note = _budget_note(cfg, (1, None), 2.0, 0.06, {"slow": series["slow"].over_budget_s})
-    assert note and "--budget-s 0.01" in note and "warm-up" in note and "--iterations" in note
+    note = _budget_note(cfg, (1, None), 2.0, 0.6, {"slow": 0.5})
+    assert note and "--budget-s 0.01" in note and "min_calls" in note and "--iterations" in note
+    warm_only = _budget_note(cfg, (1, None), 2.0, 0.01, {"slow": 0.0})
+    assert warm_only and "warm-up" in warm_only and "min_calls" not in warm_only
     assert _budget_note(BenchConfig(budget_s=10), (1, None), 1.0, 9.0, {"a": 0.0}) is None
     assert round_robin({"f": lambda: None}, {"f": 1e-6}, BenchConfig(iterations=9))["f"].stop == "iterations"
 

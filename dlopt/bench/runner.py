@@ -134,8 +134,9 @@ def _budget_note(cfg: BenchConfig, shape: tuple[int, int | None], warm_s: float,
     if slowest and over[slowest] > 0.1:
         why.append(f"timing ran {timing_s:.1f} s because every variant makes at least {cfg.min_calls} timed calls "
                    f"(min_calls; {slowest} alone ran {over[slowest]:.1f} s past the budget)")
+        why.append("--iterations N fixes the number of calls instead")
     return (f"batch {shape[0]}{f' seq {shape[1]}' if shape[1] else ''} took {warm_s + timing_s:.1f} s against "
-            f"--budget-s {cfg.budget_s:g}: {'; '.join(why)}; --iterations N fixes the number of calls instead")
+            f"--budget-s {cfg.budget_s:g}: {'; '.join(why)}")
 
 
 def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, shape: tuple[int, int | None],
