@@ -96,9 +96,13 @@ def test_stage_by_stage_run_reports_metric_steps_and_a_ship_pick(run: Path) -> N
     assert "| train | done |" in md
     pick = data["ship"]["pick"]
     assert pick and (run / pick["file"]).is_file() and pick["file"] == rows[pick["variant"], pick["runtime"]]["path"]
+    assert all((run / f).is_file() for f in pick["with"])  # what ships with it (an IR's .bin, a record's tensors)
+    if pick["file"].endswith((".xml", ".json")):
+        assert pick["with"], pick
     assert pick["threads"] == 1 and pick["batch"] == 1 and pick["speedup"] > 0 and pick["iqr_pct"] == pytest.approx(5)
     assert pick["drop"].endswith("points")
-    assert f"**Ship:** {pick['file']} on {pick['runtime']} (1 thread, batch 1)" in md
+    extra = f" (+ {', '.join(pick['with'])})" if pick["with"] else ""
+    assert f"**Ship:** {pick['file']}{extra} on {pick['runtime']} (1 thread, batch 1)" in md
     assert re.search(r"load average \d+\.\d\d, \d+\.\d\d, \d+\.\d\d -> ", md)
 
 

@@ -6,6 +6,7 @@ accuracy drop against fp32 eager, the noise of its timing) and every row left ou
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 ABSOLUTE_METRICS = {"accuracy", "exact_match"}  # fractions: a "point" is 0.01
@@ -48,6 +49,14 @@ def _excluded(r: dict[str, Any], batch: int, b: dict[str, Any]) -> str | None:
     return None
 
 
+def companions(run: str, rel: str) -> list[str]:
+    """Files that ship with `rel` (relative to the run): an IR's weights, a record's tensors, ONNX external data."""
+    p = Path(rel)
+    names = {".xml": [p.with_suffix(".bin")], ".json": [p.with_suffix(".safetensors")],
+             ".onnx": [Path(f"{rel}.data"), p.with_suffix(".onnx_data")]}.get(p.suffix, [])
+    return [str(n) for n in names if (Path(run) / n).is_file()]
+
+
 def decide(data: dict[str, Any]) -> dict[str, Any]:
     """{"pick": {...} | None, "rule": str, "excluded": [{label, reason}], "budget": {...} | None}."""
     batch, b = data.get("pareto_batch"), budget(data)
@@ -66,7 +75,7 @@ def decide(data: dict[str, Any]) -> dict[str, Any]:
                 "rule": f"no recommendation: no row passes ({rule})"}
     base_noise = next((r["iqr"].get(batch) for r in data["rows"] if (r["variant"], r["runtime"]) == ("fp32", "eager")),
                       None)
-    pick = {"file": best["path"], "variant": best["variant"], "runtime": best["runtime"], "label": best["label"],
+    pick = {"file": best["path"], "with": companions(data["run"], best["path"]), "variant": best["variant"], "runtime": best["runtime"], "label": best["label"],
             "threads": (data.get("bench") or {}).get("threads"), "batch": batch,
             "p50_ms": best["latency"][batch]["p50"], "speedup": best["speedup"].get(batch),
             "metric": best["metric"], "metric_source": best["metric_source"],
@@ -85,5 +94,6 @@ def banner(ship: dict[str, Any]) -> str:
     noise = f"IQR {p['iqr_pct']:.0f}%" if p["iqr_pct"] is not None else "IQR not recorded"
     base = f", fp32 eager IQR {p['baseline_iqr_pct']:.0f}%" if p["baseline_iqr_pct"] is not None else ""
     threads = f"{p['threads']} thread{'s' if p['threads'] != 1 else ''}" if p["threads"] else "default threads"
-    return (f"{p['file']} on {p['runtime']} ({threads}, batch {p['batch']}): {speed} vs fp32 eager, "
+    extra = f" (+ {', '.join(p['with'])})" if p.get("with") else ""
+    return (f"{p['file']}{extra} on {p['runtime']} ({threads}, batch {p['batch']}): {speed} vs fp32 eager, "
             f"accuracy drop {p['drop']}, timing noise {noise}{base}")

@@ -19,7 +19,8 @@ def marker_style(row: dict[str, Any]) -> dict[str, Any]:
     order = list(SIZES).index(row["variant"]) if row["variant"] in SIZES else len(SIZES)
     return {"color": COLORS.get(row["variant"], "tab:gray"), "marker": MARKERS.get(row["runtime"].split()[0], "X"),
             "s": SIZES.get(row["variant"], 40), "zorder": 3 + order, "alpha": 0.8,
-            "edgecolors": "black", "linewidths": 1.5 if row["pareto"] else 0.5}
+            "edgecolors": "black", "linewidths": 1.5 if row["pareto"] else 0.5,
+            **({"facecolors": "none", "edgecolors": COLORS.get(row["variant"], "tab:gray")} if row.get("noisy") else {})}
 
 
 def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
@@ -48,6 +49,9 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     handles = [Line2D([], [], linestyle="", marker="o", color=COLORS[v], label=v) for v in seen_v]
     handles += [Line2D([], [], linestyle="", marker=MARKERS[m], color="gray", label=m) for m in seen_r]
     handles.append(Line2D([], [], linestyle="--", color="black", label="Pareto front"))
+    if any(r.get("noisy") for r in rows):
+        handles.append(Line2D([], [], linestyle="", marker="o", markerfacecolor="none", color="gray",
+                              label="hollow: timing too noisy"))
     if limit:
         handles.append(Line2D([], [], linestyle=":", color="tab:red", label=f"accuracy budget ({limit['unit']})"))
     ax.set_xscale("log")
