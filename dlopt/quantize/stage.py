@@ -88,7 +88,9 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
         s.notes += [missing] if missing else []
         built, auto = choose(todo, s.build, s.judge, before_val, s.cfg, s.example(), s.has_int8, _references(s),
                              progress)
-        auto["backends_note"] = missing or f"measured {', '.join(auto['backends'])} together"
+        measured = auto["backends"]
+        auto["backends_note"] = missing or (f"measured {' and '.join(measured)} together" if len(measured) > 1
+                                            else f"measured {measured[0]} only (the backend asked for)")
     else:
         progress(f"building {todo[0].label}")
         built, auto = s.build(todo[0]), None
