@@ -71,7 +71,8 @@ def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
     for r in rows:
         metric = f"{r['metric']} {r['value']:.4g}" if r["value"] is not None else "-"
         f = r["fastest"]
-        fastest = f"{f['variant']} {f['median_ms']:.3g} ms b{f['batch_size']} ({f['speedup_vs_eager']:.2f}x)" if f else "-"
+        fastest = (f"{f['variant']} {f['median_ms']:.3g} ms b{f['batch_size']} ({f['speedup_vs_eager']:.2f}x)"
+                   if f else "-")
         stages = " ".join(k if v == "done" else f"{k}({v})" for k, v in r["stages"].items()) or "-"
         table.add_row(r["path"], r["arch"], (r["created"] or "")[:19], metric, fastest,
                       "report.html" if r["report"] else "-", stages)

@@ -181,9 +181,10 @@ def _fill(run: Run, rows: dict[tuple[str, str], Row], evaluation: Evaluation | N
         size = sizes.get(row.variant) or sizes.get(source_variant(row.variant)) or {}
         row.parameters, row.macs = size.get("parameters"), size.get("macs")
         full = run.path / row.path
-        if row.path and full.is_file() and row.runtime != "eager":  # an IR's weights sit beside it (.bin)
-            row.size_bytes = full.stat().st_size + (full.with_suffix(".bin").stat().st_size
-                                                    if full.suffix == ".xml" and full.with_suffix(".bin").is_file() else 0)
+        weights = full.with_suffix(".bin")  # an IR's weights sit beside it
+        if row.path and full.is_file() and row.runtime != "eager":
+            row.size_bytes = full.stat().st_size + (weights.stat().st_size
+                                                    if full.suffix == ".xml" and weights.is_file() else 0)
         elif row.path.endswith(".json") and full.with_suffix(".safetensors").is_file():
             row.size_bytes = full.with_suffix(".safetensors").stat().st_size
     base = rows.get(("fp32", "eager"))

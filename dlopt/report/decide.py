@@ -75,7 +75,8 @@ def decide(data: dict[str, Any]) -> dict[str, Any]:
                 "rule": f"no recommendation: no row passes ({rule})"}
     base_noise = next((r["iqr"].get(batch) for r in data["rows"] if (r["variant"], r["runtime"]) == ("fp32", "eager")),
                       None)
-    pick = {"file": best["path"], "with": companions(data["run"], best["path"]), "variant": best["variant"], "runtime": best["runtime"], "label": best["label"],
+    pick = {"file": best["path"], "with": companions(data["run"], best["path"]), "variant": best["variant"],
+            "runtime": best["runtime"], "label": best["label"],
             "threads": (data.get("bench") or {}).get("threads"), "batch": batch,
             "p50_ms": best["latency"][batch]["p50"], "speedup": best["speedup"].get(batch),
             "metric": best["metric"], "metric_source": best["metric_source"],

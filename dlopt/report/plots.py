@@ -20,7 +20,8 @@ def marker_style(row: dict[str, Any]) -> dict[str, Any]:
     return {"color": COLORS.get(row["variant"], "tab:gray"), "marker": MARKERS.get(row["runtime"].split()[0], "X"),
             "s": SIZES.get(row["variant"], 40), "zorder": 3 + order, "alpha": 0.8,
             "edgecolors": "black", "linewidths": 1.5 if row["pareto"] else 0.5,
-            **({"facecolors": "none", "edgecolors": COLORS.get(row["variant"], "tab:gray")} if row.get("noisy") else {})}
+            **({"facecolors": "none", "edgecolors": COLORS.get(row["variant"], "tab:gray")}  # hollow: noisy timing
+               if row.get("noisy") else {})}
 
 
 def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:

@@ -72,10 +72,12 @@ def _env_lines(data: dict[str, Any]) -> list[str]:
     cpu = env.get("cpu", {})
     pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     load = bench.get("loadavg") or {}
-    return [f"Python {env.get('python')} on {env.get('platform')}", f"CPU {cpu.get('model')} ({cpu.get('cores')} cores, "
-            f"flags {', '.join(cpu.get('flags', []))}); CUDA: {env.get('cuda') or 'none'}", pkgs,
-            f"bench: {bench.get('threads')} threads on {bench.get('device')}, load average {_load(load.get('start'))} -> "
-            f"{_load(load.get('end'))}; git {env.get('git_commit')}; dlopt {env.get('dlopt')}"]
+    return [f"Python {env.get('python')} on {env.get('platform')}",
+            f"CPU {cpu.get('model')} ({cpu.get('cores')} cores, flags {', '.join(cpu.get('flags', []))}); "
+            f"CUDA: {env.get('cuda') or 'none'}", pkgs,
+            f"bench: {bench.get('threads')} threads on {bench.get('device')}, load average "
+            f"{_load(load.get('start'))} -> {_load(load.get('end'))}; git {env.get('git_commit')}; "
+            f"dlopt {env.get('dlopt')}"]
 
 
 def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
