@@ -44,6 +44,8 @@ def test_quiet_prints_only_the_result_and_verbose_adds_detail(tmp_path) -> None:
     verbose = run("-v", "export", "mlp", "--tiny", "--format", "torchscript", "--out", str(tmp_path))
     assert verbose.exit_code == 0, verbose.output
     assert re.search(r"\d+\.\ds exporting mlp to torchscript", verbose.output), verbose.output  # timed step lines
+    assert "debug: export config: ExportConfig(" in verbose.output.replace("\n", "")
+    assert "debug:" not in run("export", "mlp", "--tiny", "--format", "torchscript", "--out", str(tmp_path)).output
 
 
 def _manifest_copies(run_dir: str, stage: str) -> list[dict]:

@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device, Exporter
-from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, err_console,
-                              fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3, status,
-                              verbosity)
+from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, debug,
+                              err_console, fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3,
+                              status, verbosity)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -162,6 +162,7 @@ def bench_cmd(
                       seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
                       iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
                       **timing)
+    debug(f"bench config: {cfg}")
     opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny,
                          weights=weights)
     with status("benchmarking", silent=as_json) as spinner:

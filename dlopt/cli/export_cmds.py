@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
-                              SetOpt, TinyOpt, console, err_console, note, parse_shape, print_json, print_table,
+                              SetOpt, TinyOpt, console, debug, err_console, note, parse_shape, print_json, print_table,
                               status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import ForceOpt, OutputOpt, WeightsOpt
@@ -105,6 +105,7 @@ def export_cmd(
         fmts, explicit = _format_for_file(output, fmts, explicit)
     config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
                           verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol)
+    debug(f"export config: {config}")
     target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
                                 trust_pickle=trust_pickle, weights=weights)
