@@ -200,3 +200,19 @@ def test_runs_shows_stages_and_report_at_120_columns_and_the_full_path_at_80(run
     table = wide.stdout
     assert "report.html" in table and "bench" in table and "stages" in table
     assert str(out / "lenet5" / run.name) in narrow.stdout  # the whole path, not cut
+
+
+def test_a_malformed_bench_json_is_one_line_naming_it(run: Path) -> None:
+    _rewrite(run, "bench.json", '{"rows": [{"variant": "eager", "backend": "eager", "batch_size": "one"}]}')
+    res = runner.invoke(app, ["report", str(run)])
+    assert res.exit_code == 3 and "Traceback" not in res.output
+    assert "bench.json" in res.output and "batch_size: expected int" in res.output
+
+
+def test_a_malformed_train_result_falls_back_to_the_manifest_and_is_named(run: Path) -> None:
+    _set_noise(run, {})
+    _rewrite(run, "train_result.json", '{"arch": "lenet5", "metric": "accuracy", "test": {"accuracy": "good"}}')
+    data, _, res = _report(run)
+    fp32 = next(r for r in data["rows"] if (r["variant"], r["runtime"]) == ("fp32", "eager"))
+    assert fp32["metric_source"] == "manifest (train stage)" and fp32["metric"] is not None
+    assert "train_result.json" in res.output and "test.accuracy: expected float" in res.output

@@ -28,7 +28,9 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
 
     data = collect(run)
     if not data["rows"]:
-        raise InputFileError(f"{run.path} has nothing to report yet (no evaluation.json or bench.json); "
+        unusable = "; ".join(f"{s['path']}: {s['reason']}" for s in data["skipped"]
+                             if s["path"] in ("bench.json", "evaluation.json"))
+        raise InputFileError(f"{run.path} has nothing to report yet ({unusable or 'no evaluation.json or bench.json'}); "
                              f"run `dlopt pipeline` or `dlopt bench {run.path}` first")
     data["ship"] = decide(data)
     images = {}
