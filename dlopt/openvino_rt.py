@@ -210,19 +210,29 @@ def read_ir_metadata(path: Path) -> dict[str, str]:
     return {str(k): v.astype(str) for k, v in model.get_rt_info(["dlopt"]).astype(dict).items()}
 
 
-def quantize_ir(model_path: Path, calibration: Iterable[tuple[Any, ...]], out_xml: Path,
-                subset_size: int = 64) -> Path:
-    """NNCF post-training int8 (all defaults: symmetric, per-channel weights) of an .xml/.onnx model; writes
-    an IR. `calibration` yields input tuples (tensors or arrays); NNCF reads at most `subset_size` of them."""
-    ov = require_openvino()
+def nncf_quantize(model: Any, calibration: Iterable[tuple[Any, ...]], subset_size: int = 64,
+                  ignored: tuple[str, ...] = ()) -> Any:
+    """NNCF post-training int8 (all defaults: symmetric, per-channel weights) of an openvino.Model; layers named in
+    `ignored` stay float. NNCF's progress bars go to stderr, so `--json` on stdout stays parseable."""
+    import contextlib
+    import sys
+
     try:
         import nncf
     except ImportError:
         raise MissingDependencyError(f"nncf is not installed: {NNCF_HINT}") from None
-    model = ov.Core().read_model(str(model_path))
     samples = [as_arrays(s) for s in calibration]
     if not samples:
         raise UsageError("NNCF quantization needs at least one calibration sample")
     dataset = nncf.Dataset(samples, lambda arrays: arrays if len(arrays) > 1 else arrays[0])
-    quantized = nncf.quantize(model, dataset, subset_size=min(subset_size, len(samples)))
-    return save_ir(quantized, out_xml)
+    scope = {"ignored_scope": nncf.IgnoredScope(names=list(ignored))} if ignored else {}
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(model, dataset, subset_size=min(subset_size, len(samples)), **scope)
+
+
+def quantize_ir(model_path: Path, calibration: Iterable[tuple[Any, ...]], out_xml: Path,
+                subset_size: int = 64) -> Path:
+    """`nncf_quantize` of an .xml/.onnx file; writes an IR. `calibration` yields input tuples (tensors or
+    arrays); NNCF reads at most `subset_size` of them."""
+    ov = require_openvino()
+    return save_ir(nncf_quantize(ov.Core().read_model(str(model_path)), calibration, subset_size), out_xml)

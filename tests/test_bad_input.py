@@ -52,7 +52,7 @@ def onnx_run(tmp_path_factory) -> Path:
     result = _invoke("export", "mlp", "--tiny", "--format", "onnx", "--exporter", "legacy", "--no-verify",
                      "--out", root, "--json")
     assert result.exit_code == 0, result.output
-    return Path(json.loads(result.output)["run"])
+    return Path(json.loads(result.stdout)["run"])
 
 
 def _copy_ckpt(ckpt: Path, where: Path) -> Path:

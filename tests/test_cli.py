@@ -45,7 +45,7 @@ def test_list_json_and_filters() -> None:
 def test_info_resnet18_json() -> None:
     result = run("info", "resnet18", "--json")
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["parameters"] == 11_689_512
     assert 1.7e9 < info["macs"] < 1.9e9  # ResNet-18 at 224x224: 1.8 GMACs
     assert info["inputs"][0]["shape"] == [1, 3, 224, 224]
@@ -99,7 +99,7 @@ def test_user_model_file(tmp_path) -> None:
     src.write_text("import torch\n\ndef build():\n    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))\n")
     result = run("info", f"{src}:build", "--input-shape", "3,2,2", "--json")
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    info = json.loads(result.stdout)
     assert info["parameters"] == 12 * 3 + 3 and info["inputs"][0]["shape"] == [1, 3, 2, 2]
     missing_shape = run("info", f"{src}:build")
     assert missing_shape.exit_code == 2 and "--input-shape" in one_line_error(missing_shape)

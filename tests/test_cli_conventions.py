@@ -85,7 +85,7 @@ def test_prune_output_directory_gets_the_checkpoint(tmp_path) -> None:
     res = run("prune", "mlp", "--tiny", "--finetune-epochs", "0", "--out", str(tmp_path / "runs"), "--json",
               "-o", f"{dest}/")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert sorted(p.name for p in dest.iterdir()) == ["model.json", "model.safetensors"]
     from dlopt.checkpoint import load_checkpoint
 
@@ -117,7 +117,7 @@ def test_bench_iterations_warmup_percentiles_and_throughput(tmp_path) -> None:
     res = run("bench", "mlp", "--tiny", "--backend", "eager", "--batch-size", "4", "--iterations", "7", "--warmup",
               "1", "--percentiles", "90,99,99.9", "--out", str(tmp_path), "--json")
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     (row,) = data["rows"]
     assert row["stats"]["n"] == 7 and row["stop"] == "iterations" and row["warmup_calls"] == 1
     assert set(row["stats"]["percentiles_ms"]) == {"50", "90", "99", "99.9"}

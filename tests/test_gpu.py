@@ -18,6 +18,6 @@ def test_bench_on_cuda_measures_every_asked_backend(tmp_path) -> None:
     res = runner.invoke(app, ["bench", "resnet18", "--tiny", "--device", "cuda", "--backend", "eager,compile",
                               "--batch-size", "1,8", "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)["rows"]
+    rows = json.loads(res.stdout)["rows"]
     assert rows and all(r["status"] == "ok" for r in rows), rows
     assert all(r["stats"]["median_ms"] > 0 for r in rows)

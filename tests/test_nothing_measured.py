@@ -60,7 +60,7 @@ def test_one_available_backend_is_enough(tmp_path: Path) -> None:
     args = ["bench", "mlp", "--tiny", "--backend", "eager,tensorrt", "--out", str(out), "--json", *FAST]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    rows = {r["variant"]: r["status"] for r in json.loads(result.output)["rows"]}
+    rows = {r["variant"]: r["status"] for r in json.loads(result.stdout)["rows"]}
     assert rows == {"eager": "ok", "tensorrt": "unavailable"}
 
 

@@ -87,7 +87,7 @@ def test_report_regenerates_from_stored_files_only(fast_run: Path, tmp_path: Pat
 
 def test_runs_lists_headline_numbers(fast_run: Path) -> None:
     result = runner.invoke(app, ["runs", "--out", str(fast_run.parent.parent), "--json"])
-    row = json.loads(result.output)[0]
+    row = json.loads(result.stdout)[0]
     assert row["metric"] == "accuracy" and 0 < row["value"] <= 1
     assert row["fastest"]["speedup_vs_eager"] > 0 and row["report"].endswith("report.html")
 

@@ -69,7 +69,7 @@ def base(tmp_path_factory) -> Path:
         mp.chdir(home)
         result = runner.invoke(app, ["pipeline", "--config", "p.toml", "--out", "artifacts", "--json"])
     assert result.exit_code == 0, result.output
-    assert [s["name"] for s in json.loads(result.output)["steps"]] == ALL
+    assert [s["name"] for s in json.loads(result.stdout)["steps"]] == ALL
     return next((home / "artifacts" / "lenet5").iterdir())
 
 
@@ -107,7 +107,7 @@ def test_resume_from_another_directory_skips_unchanged_steps(base: Path, tmp_pat
     (elsewhere / "p.toml").write_text(SMALL)
     result = runner.invoke(app, ["pipeline", "--resume", target, "--config", "p.toml", "--json"])
     assert result.exit_code == 0, result.output
-    steps = _steps(json.loads(result.output))
+    steps = _steps(json.loads(result.stdout))
     assert {n for n, s in steps.items() if s["status"] == "skipped"} == set(ALL) - {"report"}, steps
     assert steps["report"]["reason"] == "rewritten on every run"
     assert not (elsewhere / "artifacts").exists()  # the resumed run is the same run, nothing new was made
@@ -132,7 +132,7 @@ def test_a_new_prune_ratio_reruns_everything_downstream_of_prune(base: Path, tmp
     quant = json.loads((run / "pruned-int8" / "quantize_report.json").read_text())
     assert quant["size_bytes"]["fp32"] < old_fp32_onnx  # measured on the smaller (0.4) pruned model
     report = json.loads((run / "report.json").read_text())
-    assert report["prune"]["ratio"] == 0.4
+    assert report["prune"]["pruned"]["ratio"] == 0.4
     row = next(r for r in report["rows"] if r["variant"] == "pruned-int8")
     assert row["parameters"] == new_params
 
@@ -244,14 +244,14 @@ def one_epoch(tmp_path_factory) -> Path:
     result = runner.invoke(app, ["train", "mlp", "--tiny", "--epochs", "1", "--limit", "64", "--out", str(out),
                                  "--json"])
     assert result.exit_code == 0, result.output
-    return Path(json.loads(result.output)["run_dir"])
+    return Path(json.loads(result.stdout)["run_dir"])
 
 
 def test_train_resume_with_more_epochs_trains_on_to_that_total(one_epoch: Path, tmp_path: Path) -> None:
     run = _copy(one_epoch, tmp_path)
     result = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["run_dir"] == str(run) and data["epochs_run"] == 3 and data["hparams"]["epochs"] == 3
     assert [r["epoch"] for r in data["history"]] == [1, 2, 3]  # epoch 1 kept, 2 and 3 trained on top of it
     assert data["history"][0] == json.loads((one_epoch / "metrics.jsonl").read_text().splitlines()[0])

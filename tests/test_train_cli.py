@@ -21,7 +21,7 @@ def test_train_json_then_export_target_is_the_trained_run(tmp_path: Path):
     res = invoke("train", "mlp", "--tiny", "--epochs", "2", "--limit", "64", "--out", tmp_path, "--json",
                  "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "16", "--seed", "3")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert out["arch"] == "mlp" and out["epochs_run"] == 2 and 0.0 <= out["test"]["accuracy"] <= 1.0
     assert out["hparams"]["optimizer"] == "sgd" and out["hparams"]["lr"] == 0.05 and out["hparams"]["batch_size"] == 16
     from dlopt.runs import latest_run
@@ -41,7 +41,7 @@ def test_resume_via_cli_continues_in_the_same_run(tmp_path: Path):
                               "--json").output)
     res = invoke("train", "--resume", first["run_dir"], "--json")
     assert res.exit_code == 0, res.output
-    again = json.loads(res.output)
+    again = json.loads(res.stdout)
     assert again["run_dir"] == first["run_dir"] and again["epochs_run"] == 2  # already finished: nothing to redo
     assert again["test"]["mse"] == pytest.approx(first["test"]["mse"])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import MissingDependencyError, UnsupportedError
+from dlopt.errors import UnsupportedError
 from dlopt.quantize.config import Method
 from dlopt.quantize.recipe import Built, Recipe
 
@@ -33,21 +33,15 @@ def _quantized(model: Any) -> tuple[list[str], list[str]]:
 
 
 def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
-    from dlopt.openvino_rt import as_arrays, require_openvino, save_ir, torch_runner
+    from dlopt.openvino_rt import nncf_quantize, require_openvino, save_ir, torch_runner
 
     if recipe.method != Method.STATIC:
         raise UnsupportedError(f"the OpenVINO backend (NNCF) quantizes static int8 only, not {recipe.method}; "
                                "use --method static, or --backend onnxruntime")
     ov = require_openvino()
-    try:
-        import nncf
-    except ImportError:
-        raise MissingDependencyError("nncf is not installed: pip install nncf") from None
     model = ov.Core().read_model(str(fp32.raw()))
-    samples = [as_arrays(b) for b in batches]
-    dataset = nncf.Dataset(samples, lambda arrays: arrays if len(arrays) > 1 else arrays[0])
-    scope = {"ignored_scope": nncf.IgnoredScope(names=list(recipe.keep_float))} if recipe.keep_float else {}
-    quantized = nncf.quantize(model, dataset, subset_size=len(samples), **scope)
+    batches = list(batches)
+    quantized = nncf_quantize(model, batches, subset_size=len(batches), ignored=tuple(recipe.keep_float))
     save_ir(quantized, out)
     q, kept = _quantized(quantized)
     return Built(recipe, out, torch_runner(out, threads=1), tuple(q), tuple(kept))

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from dlopt.errors import InputFileError
 from dlopt.fileio import sha256_file
-from dlopt.results import BenchResult, BenchRow, Evaluation, QuantizeReport, VerifyReport, read_result
+from dlopt.results import BenchResult, BenchRow, Evaluation, PruneReport, QuantizeReport, VerifyReport, read_result
 from dlopt.runs import Run
 from dlopt.trust import effective_status
 
@@ -282,7 +282,19 @@ def collect(run: Run) -> dict[str, Any]:
             "bench": {"threads": bench.threads, "device": bench.device, "loadavg": bench.loadavg,
                       "created": bench.created, "config": bench.config},
             "quantize": {v: q.to_json() for v, q in quant.items() if q is not None},
+            "prune": {v: p.to_json() for v, p in _prune_reports(trust, rows.values()).items()},
             "history": _history(run), "skipped": (trust.scan(), trust.skipped)[1]}
+
+
+def _prune_reports(trust: Trust, rows: Any) -> dict[str, PruneReport]:
+    """Each pruned variant's report (what was asked and what it achieved), read through the trust rule."""
+    out = {}
+    for variant in sorted({r.variant for r in rows}):
+        rel = f"{variant}/prune_report.json"
+        report = trust.result(PruneReport, rel) if (trust.run.path / rel).is_file() else None
+        if report is not None:
+            out[variant] = report
+    return out
 
 
 def _history(run: Run) -> list[dict[str, Any]]:
