@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -133,18 +133,37 @@ def census(path: Path) -> tuple[list[str], list[str]]:
     return int8, floats
 
 
-def _reader(inputs: list[tuple[Any, ...]], names: list[str]) -> Any:
+CALIB_STRIDE = 1  # batches (of calibrate.CALIB_BATCH samples) per min/max reduction in ORT's MinMax calibrator
+
+
+def _reader(inputs: Sequence[tuple[Any, ...]], names: list[str]) -> Any:
+    """ORT's CalibrationDataReader over lazy batches; `set_range` lets ORT's strided MinMax calibration read the
+    batches a stride at a time and reduce each stride to min/max before the next (CalibStridedMinMax)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
+            self.set_range(0, len(inputs))
+
+        def __len__(self) -> int:
+            return len(inputs)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
             self.batches: Iterator[dict[str, Any]] = (  # lazily: one batch at a time (224 x 224 inputs)
-                {n: t.numpy() for n, t in zip(names, batch, strict=True)} for batch in inputs)
+                {n: t.numpy() for n, t in zip(names, inputs[k], strict=True)} for k in range(start_index, end_index))
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.batches, None)
 
     return Reader()
+
+
+def _calib_options(calibration: CalibrationMethod, batches: int, stride: int = CALIB_STRIDE) -> dict[str, Any]:
+    """MinMax: reduce every `stride` batches (exact: the min of mins) instead of holding every batch's outputs
+    to the end; histogram methods keep ORT's one-pass collection (re-binning per stride would change them)."""
+    if calibration != CalibrationMethod.MINMAX or batches <= stride or batches % stride:
+        return {}
+    return {"CalibStridedMinMax": stride}
 
 
 def _excluded(recipe: Recipe) -> list[str]:
@@ -164,7 +183,8 @@ def _static(src: Path, dst: Path, recipe: Recipe, calib: list[tuple[Any, ...]], 
     quantize_static(str(src), str(dst), _reader(calib, names), quant_format=fmt, per_channel=recipe.per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                     op_types_to_quantize=list(STATIC_OPS), nodes_to_exclude=_excluded(recipe),
-                    calibration_providers=["CPUExecutionProvider"])
+                    calibration_providers=["CPUExecutionProvider"],
+                    extra_options=_calib_options(calibration, len(calib)))
 
 
 def _dynamic(src: Path, dst: Path, recipe: Recipe) -> None:

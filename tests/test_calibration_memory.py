@@ -1,0 +1,103 @@
+"""Static int8 calibration reduces activation ranges a stride of batches at a time (ORT's CalibStridedMinMax over
+dlopt's lazy batches) instead of holding every batch's outputs to the end, and gives the same quantization
+parameters as one-pass calibration. benchmarks/memory_peak.py measures the peak of the real command at 224."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlopt.quantize import ort_quant
+from dlopt.quantize.calibrate import Batches
+from dlopt.quantize.config import CalibrationMethod, Method, QBackend, QuantFormat
+from dlopt.quantize.recipe import Recipe
+
+BATCHES, BATCH = 6, 4
+
+
+def _tiny_cnn(path: Path) -> Path:
+    import warnings
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 10 * 10, 5)).eval()
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.randn(2, 3, 12, 12),), str(path), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def _batches(made: list[int]) -> Batches:
+    """Each batch has its own range (scaled by k + 1, shifted by k), so a batch left out changes the scales."""
+    def make(k: int) -> tuple[torch.Tensor, ...]:
+        made.append(k)
+        g = torch.Generator().manual_seed(k)
+        return (torch.randn(BATCH, 3, 12, 12, generator=g) * (k + 1) + k,)
+
+    return Batches([BATCH] * BATCHES, make)
+
+
+def _qparams(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return {name: inits[name] for n in model.graph.node if n.op_type == "QuantizeLinear"
+            for name in n.input[1:] if name in inits}
+
+
+def _calibrate(tmp: Path, src: Path, name: str, strided: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
+    import onnxruntime.quantization as oq
+
+    seen: dict = {"made": [], "ranges": []}
+    real_static, real_reader = oq.quantize_static, ort_quant._reader
+
+    def spy_static(*args, **kwargs):  # what dlopt asked ORT for
+        seen["extra"] = kwargs.get("extra_options")
+        return real_static(*args, **kwargs)
+
+    def spy_reader(inputs, names):
+        reader = real_reader(inputs, names)
+        set_range = reader.set_range
+        reader.set_range = lambda start_index, end_index: (seen["ranges"].append((start_index, end_index)),
+                                                           set_range(start_index, end_index))[1]
+        return reader
+
+    monkeypatch.setattr(oq, "quantize_static", spy_static)
+    monkeypatch.setattr(ort_quant, "_reader", spy_reader)
+    if not strided:
+        monkeypatch.setattr(ort_quant, "_calib_options", lambda *a, **k: {})
+    recipe = Recipe(QBackend.ONNXRUNTIME, Method.STATIC, QuantFormat.QDQ, per_channel=True)
+    dst = tmp / f"{name}.onnx"
+    ort_quant._static(src, dst, recipe, _batches(seen["made"]), ["x"], CalibrationMethod.MINMAX)
+    monkeypatch.undo()
+    return dst, seen
+
+
+def test_strided_minmax_same_qparams_each_batch_read_once(tmp_path, monkeypatch):
+    src = _tiny_cnn(tmp_path / "fp32.onnx")
+    strided, s_seen = _calibrate(tmp_path, src, "strided", True, monkeypatch)
+    plain, p_seen = _calibrate(tmp_path, src, "plain", False, monkeypatch)
+
+    assert s_seen["extra"] == {"CalibStridedMinMax": ort_quant.CALIB_STRIDE}
+    assert s_seen["ranges"] == [(k, k + 1) for k in range(BATCHES)]  # ORT read it a stride at a time
+    assert s_seen["made"] == list(range(BATCHES))  # every batch made once, lazily, in order
+    assert p_seen["extra"] == {} and p_seen["ranges"] == [] and p_seen["made"] == list(range(BATCHES))
+
+    got, want = _qparams(strided), _qparams(plain)
+    assert want and got.keys() == want.keys()
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=0, err_msg=name)
+
+
+def test_calib_options_minmax_only():
+    assert ort_quant._calib_options(CalibrationMethod.MINMAX, 8) == {"CalibStridedMinMax": 1}
+    assert ort_quant._calib_options(CalibrationMethod.MINMAX, 1) == {}  # one batch: nothing to stride
+    assert ort_quant._calib_options(CalibrationMethod.MINMAX, 9, stride=2) == {}  # ORT needs len % stride == 0
+    assert ort_quant._calib_options(CalibrationMethod.ENTROPY, 8) == {}
+    assert ort_quant._calib_options(CalibrationMethod.PERCENTILE, 8) == {}
