@@ -13,6 +13,18 @@ _QUIET_LOGGERS = ("torch.utils._pytree", "torch.utils.cpp_extension", "torch.onn
 NOISY = (FutureWarning, DeprecationWarning, UserWarning)
 
 
+@contextlib.contextmanager
+def logger_level(name: str | None, level: int) -> Iterator[None]:
+    """Raise one logger's level for a block (None = the root logger), then put it back."""
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def first_sentence(text: str, limit: int = 160) -> str:
     line = " ".join(str(text).split())
     for stop in (". ", "; "):

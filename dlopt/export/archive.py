@@ -11,12 +11,10 @@ then trusted (see `check_trusted`), then loaded.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,18 +144,13 @@ def check_trusted(path: Path, fmt: str, trust_pickle: bool = False) -> None:
                           "trust its source")
 
 
-@contextlib.contextmanager
-def _quiet_torch_export() -> Iterator[None]:
+def _quiet_torch_export() -> Any:
     """torch.export.load logs a traceback (as a warning) before its fallback path; the user gets our one line."""
     import logging
 
-    logger = logging.getLogger("torch.export")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
+    from dlopt.warn import logger_level
+
+    return logger_level("torch.export", logging.CRITICAL)
 
 
 def load_module(path: Path, fmt: str, *, trust_pickle: bool = False, device: str = "cpu") -> Any:

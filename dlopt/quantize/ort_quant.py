@@ -215,19 +215,14 @@ def stamp(src: Path, dst: Path, recipe: Recipe, extra: dict[str, Any] | None = N
     onnx.save(model, str(dst))
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def _quiet_root_logger() -> Any:
     """ORT's quantizer logs advice on the root logger ("consider pre-processing"); the report carries what
     matters (whether pre-processing ran), so keep those lines off the user's terminal."""
     import logging
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    from dlopt.warn import logger_level
+
+    return logger_level(None, logging.ERROR)
 
 
 def _quantize(recipe: Recipe, src: Path, dst: Path, calib: list[tuple[Any, ...]], names: list[str],
