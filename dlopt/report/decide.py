@@ -40,6 +40,9 @@ def _excluded(r: dict[str, Any], batch: int, b: dict[str, Any]) -> str | None:
         return "timed on a conversion made at bench time (no file in the run); export it to ship it"
     if r["noisy"]:
         return r["noisy"]
+    speedup = r["speedup"].get(batch)
+    if (r["variant"], r["runtime"]) != ("fp32", "eager") and speedup is not None and speedup < 1:
+        return f"slower than fp32 eager at batch {batch} ({speedup:.2f}x): nothing to gain by shipping it"
     if "FAIL" in r["parity"]:
         return f"its parity check failed ({r['parity']})"
     if r["metric"] is None:
@@ -63,16 +66,19 @@ def decide(data: dict[str, Any]) -> dict[str, Any]:
     if batch is None or b is None:
         return {"pick": None, "excluded": [], "budget": b, **dict.fromkeys(KEPT),
                 "rule": "no recommendation: the run lacks a benchmark or a measured fp32 metric"}
-    rule = (f"fastest at batch {batch} whose test {data.get('metric')} is within {b['unit']} of fp32 eager, whose "
-            "parity check did not fail and whose timing is not too noisy to compare")
+    rule = (f"fastest at batch {batch} whose test {data.get('metric')} is within {b['unit']} of fp32 eager, not "
+            "slower than it, whose parity check did not fail and whose timing is not too noisy to compare")
     excluded, ok = [], []
     for r in data["rows"]:
         why = _excluded(r, batch, b)
         (excluded.append({"label": r["label"], "reason": why}) if why else ok.append(r))
     best = min(ok, key=lambda r: r["latency"][batch]["p50"], default=None)
     if best is None:
+        noisy = any(e["reason"].startswith("timing too noisy") for e in excluded)
+        advice = ("; the timings were too noisy: rerun `dlopt bench RUN --threads 1` on a quieter machine, then "
+                  "`dlopt report RUN`") if noisy else ""
         return {"pick": None, "excluded": excluded, "budget": b, **dict.fromkeys(KEPT),
-                "rule": f"no recommendation: no row passes ({rule})"}
+                "rule": f"no recommendation: no row passes ({rule}){advice}"}
     base_noise = next((r["iqr"].get(batch) for r in data["rows"] if (r["variant"], r["runtime"]) == ("fp32", "eager")),
                       None)
     pick = {"file": best["path"], "with": companions(data["run"], best["path"]), "variant": best["variant"],

@@ -1,0 +1,33 @@
+"""The ship pick never recommends a file slower than fp32 eager, and says what to do when noise leaves no pick."""
+
+from __future__ import annotations
+
+from dlopt.report.decide import decide
+
+
+def _row(variant: str, runtime: str, p50: float, speedup: float, noisy: str = "") -> dict:
+    return {"variant": variant, "runtime": runtime, "label": f"{variant} / {runtime}",
+            "path": "" if runtime == "eager" and variant == "fp32" else f"{variant}/model.{runtime}",
+            "latency": {1: {"p50": p50}}, "speedup": {1: speedup}, "iqr": {1: 0.1}, "noisy": noisy,
+            "parity": "pass", "metric": 1.0, "metric_source": "evaluation.json"}
+
+
+def _data(*rows: dict) -> dict:
+    return {"run": "/nonexistent", "pareto_batch": 1, "metric": "accuracy", "higher_is_better": True,
+            "bench": {"threads": 1}, "rows": list(rows)}
+
+
+def test_a_file_slower_than_fp32_eager_is_never_the_pick() -> None:
+    noisy = "timing too noisy to compare at batch 1: IQR 90% of the median"
+    ship = decide(_data(_row("fp32", "eager", 200.0, 1.0, noisy), _row("fp32", "pt2", 400.0, 0.5),
+                        _row("int8", "onnxruntime", 2.0, 100.0, noisy)))
+    assert ship["pick"] is None
+    reasons = {e["label"]: e["reason"] for e in ship["excluded"]}
+    assert reasons["fp32 / pt2"].startswith("slower than fp32 eager at batch 1 (0.50x)")
+    assert "rerun `dlopt bench RUN --threads 1` on a quieter machine" in ship["rule"]
+
+
+def test_the_fastest_steady_row_within_budget_is_the_pick() -> None:
+    ship = decide(_data(_row("fp32", "eager", 10.0, 1.0), _row("fp32", "onnxruntime", 5.0, 2.0),
+                        _row("int8", "onnxruntime", 1.0, 10.0)))
+    assert ship["label"] == "int8 / onnxruntime" and ship["pick"]["speedup"] == 10.0
