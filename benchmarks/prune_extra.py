@@ -67,7 +67,9 @@ def part1(run: str | None, root: Path) -> dict:
     out: dict = {}
     if run is None:
         out["train"] = _cli(["train", "resnet18", "--out", str(root), "--json"])
-        run = _report(out["train"]).get("run_dir") or str(next((root / "resnet18").iterdir()))
+        if out["train"]["exit_code"] != 0:
+            raise SystemExit(f"dlopt train resnet18 failed:\n{out['train'].get('stderr_tail', '')}")
+        run = _report(out["train"])["run_dir"]
     row = _cli(["prune", run, "--target-speedup", str(TARGET_SPEEDUP), "--target-runtime", "onnxruntime",
                 "--target-batch", "8", "--name", "pruned-2x", "--json"])
     rep = _report(row)
@@ -113,7 +115,8 @@ def main() -> None:
                                      "shared": "2 cores shared with other jobs; every timing is one thread"},
            "targets": {"part1": f"onnxruntime@b8 >= {TARGET_SPEEDUP}x within {MAX_DROP} point",
                        "part2": "onnxruntime@b8 >= 1.0x, or the report says the pruned model is slower"}}
-    res["part1"] = part1(args.run, root) if 1 in args.parts else None
+    run = str(Path(args.run).resolve()) if args.run else None  # the commands run from the repository root
+    res["part1"] = part1(run, root) if 1 in args.parts else None
     res["part2"] = part2(root) if 2 in args.parts else None
     res["machine"]["loadavg_end"] = os.getloadavg()
     old = json.loads(OUT.read_text()) if OUT.exists() else {}  # re-read: another invocation may have written
