@@ -1,6 +1,7 @@
-"""Static int8 calibration reduces activation ranges a stride of batches at a time (ORT's CalibStridedMinMax over
-dlopt's lazy batches) instead of holding every batch's outputs to the end, and gives the same quantization
-parameters as one-pass calibration. benchmarks/memory_peak.py measures the peak of the real command at 224."""
+"""Static int8 MinMax calibration feeds ORT runs of at most CALIB_RUN samples (ORT's activation memory grows with
+the run's batch) and reduces activation ranges a batch at a time (ORT's CalibStridedMinMax over dlopt's lazy
+batches) instead of holding every batch's outputs to the end, and gives the same quantization parameters as
+one-pass calibration on whole batches. benchmarks/memory_peak.py measures the peak of the real command at 224."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dlopt.quantize.calibrate import Batches
 from dlopt.quantize.config import CalibrationMethod, Method, QBackend, QuantFormat
 from dlopt.quantize.recipe import Recipe
 
-BATCHES, BATCH = 6, 4
+BATCHES, BATCH, RUN = 6, 6, 4  # ORT runs of 4 samples: 4 + 2 per batch
 
 
 def _tiny_cnn(path: Path) -> Path:
@@ -54,23 +55,25 @@ def _qparams(path: Path) -> dict[str, np.ndarray]:
 def _calibrate(tmp: Path, src: Path, name: str, strided: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict]:
     import onnxruntime.quantization as oq
 
-    seen: dict = {"made": [], "ranges": []}
+    seen: dict = {"made": [], "ranges": [], "runs": []}
     real_static, real_reader = oq.quantize_static, ort_quant._reader
 
     def spy_static(*args, **kwargs):  # what dlopt asked ORT for
         seen["extra"] = kwargs.get("extra_options")
         return real_static(*args, **kwargs)
 
-    def spy_reader(inputs, names):
-        reader = real_reader(inputs, names)
-        set_range = reader.set_range
+    def spy_reader(inputs, names, run=None):
+        reader = real_reader(inputs, names, run)
+        set_range, get_next = reader.set_range, reader.get_next
+        reader.get_next = lambda: (feed := get_next(), feed and seen["runs"].append(len(feed["x"])))[0]
         reader.set_range = lambda start_index, end_index: (seen["ranges"].append((start_index, end_index)),
                                                            set_range(start_index, end_index))[1]
         return reader
 
     monkeypatch.setattr(oq, "quantize_static", spy_static)
     monkeypatch.setattr(ort_quant, "_reader", spy_reader)
-    if not strided:
+    monkeypatch.setattr(ort_quant, "CALIB_RUN", RUN if strided else None)
+    if not strided:  # ORT's one-pass calibration on whole batches, as before
         monkeypatch.setattr(ort_quant, "_calib_options", lambda *a, **k: {})
     recipe = Recipe(QBackend.ONNXRUNTIME, Method.STATIC, QuantFormat.QDQ, per_channel=True)
     dst = tmp / f"{name}.onnx"
@@ -87,7 +90,9 @@ def test_strided_minmax_same_qparams_each_batch_read_once(tmp_path, monkeypatch)
     assert s_seen["extra"] == {"CalibStridedMinMax": ort_quant.CALIB_STRIDE}
     assert s_seen["ranges"] == [(k, k + 1) for k in range(BATCHES)]  # ORT read it a stride at a time
     assert s_seen["made"] == list(range(BATCHES))  # every batch made once, lazily, in order
+    assert s_seen["runs"] == [RUN, BATCH - RUN] * BATCHES  # no ORT run holds more than RUN samples
     assert p_seen["extra"] == {} and p_seen["ranges"] == [] and p_seen["made"] == list(range(BATCHES))
+    assert p_seen["runs"] == [BATCH] * BATCHES
 
     got, want = _qparams(strided), _qparams(plain)
     assert want and got.keys() == want.keys()

@@ -134,11 +134,13 @@ def census(path: Path) -> tuple[list[str], list[str]]:
 
 
 CALIB_STRIDE = 1  # batches (of calibrate.CALIB_BATCH samples) per min/max reduction in ORT's MinMax calibrator
+CALIB_RUN = 8  # samples per ORT run in MinMax calibration: ORT's activation memory grows with the run's batch
 
 
-def _reader(inputs: Sequence[tuple[Any, ...]], names: list[str]) -> Any:
-    """ORT's CalibrationDataReader over lazy batches; `set_range` lets ORT's strided MinMax calibration read the
-    batches a stride at a time and reduce each stride to min/max before the next (CalibStridedMinMax)."""
+def _reader(inputs: Sequence[tuple[Any, ...]], names: list[str], run: int | None = None) -> Any:
+    """ORT's CalibrationDataReader over lazy batches, each fed in runs of `run` samples (whole when None);
+    `set_range` lets ORT's strided MinMax calibration read the batches a stride at a time and reduce each
+    stride to min/max before the next (CalibStridedMinMax)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -150,7 +152,9 @@ def _reader(inputs: Sequence[tuple[Any, ...]], names: list[str]) -> Any:
 
         def set_range(self, start_index: int, end_index: int) -> None:
             self.batches: Iterator[dict[str, Any]] = (  # lazily: one batch at a time (224 x 224 inputs)
-                {n: t.numpy() for n, t in zip(names, inputs[k], strict=True)} for k in range(start_index, end_index))
+                {n: t[s:s + (run or len(t))].numpy() for n, t in zip(names, batch, strict=True)}
+                for batch in (inputs[k] for k in range(start_index, end_index))
+                for s in range(0, len(batch[0]), run or len(batch[0])))
 
         def get_next(self) -> dict[str, Any] | None:
             return next(self.batches, None)
@@ -180,7 +184,9 @@ def _static(src: Path, dst: Path, recipe: Recipe, calib: list[tuple[Any, ...]], 
     method = {CalibrationMethod.MINMAX: CM.MinMax, CalibrationMethod.ENTROPY: CM.Entropy,
               CalibrationMethod.PERCENTILE: CM.Percentile}[calibration]
     fmt = QF.QDQ if recipe.quant_format == QuantFormat.QDQ else QF.QOperator
-    quantize_static(str(src), str(dst), _reader(calib, names), quant_format=fmt, per_channel=recipe.per_channel,
+    minmax = calibration == CalibrationMethod.MINMAX  # batch-invariant: min of mins; histograms keep ORT's batches
+    reader = _reader(calib, names, CALIB_RUN if minmax else None)
+    quantize_static(str(src), str(dst), reader, quant_format=fmt, per_channel=recipe.per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                     op_types_to_quantize=list(STATIC_OPS), nodes_to_exclude=_excluded(recipe),
                     calibration_providers=["CPUExecutionProvider"],
