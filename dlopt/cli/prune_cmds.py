@@ -118,7 +118,8 @@ def _render(r: dict[str, Any], record: Path) -> None:
         table.add_row("weight sparsity", "0", f"{r['sparsity']['weights']:.1%}", r["note"])
     for key, row in (r.get("latency") or {}).get("rows", {}).items():
         table.add_row(f"{key} ms", fmt_ms(row["before_ms"]), fmt_ms(row["after_ms"]),
-                      "-" if row["speedup"] is None else f"{row['speedup']:.2f}x faster")
+                      "-" if row["speedup"] is None else f"{row['speedup']:.2f}x " + ("faster" if row["speedup"] >= 1 else
+                                                                                        "[red]SLOWER[/red]"))
     console.print(table)
     if r.get("layers"):
         console.print(_layers_table(r["layers"]))

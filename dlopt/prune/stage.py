@@ -146,8 +146,11 @@ def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any, result: dict[str, Any
     model = load_checkpoint(out_dir / "model.json").model
     res = export_model(model, spec, model_cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
     if not res.passed:
-        result.setdefault("notes", []).append(f"ONNX export of the pruned model failed or did not verify: "
-                                              f"{res.failures or res.to_dict()['verification']}")
+        bad = [f"{fmt}: {str(err).splitlines()[0][:200]}" for fmt, err in res.failures.items()]
+        bad += [f"{fmt}: {' / '.join(f[1] + ' ' + f[2] for f in rep.failures()[:1])[:200]}"
+                for fmt, rep in res.verification.items() if not rep.passed]
+        why = "; ".join(bad) or "its verification failed"
+        result.setdefault("notes", []).append(f"ONNX export of the pruned model failed or did not verify: {why}")
         for p in res.artifacts.values():
             Path(p).unlink(missing_ok=True)
 
@@ -160,6 +163,11 @@ def _bench(target: Target, cfg: PruneConfig, out_dir: Path, result: dict[str, An
     say("benchmarking before/after (eager and ONNX Runtime)")
     latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s)
     result["latency"] = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
+    slower = [f"{key} {row['speedup']:.2f}x" for key, row in result["latency"]["rows"].items()
+              if row.get("speedup") is not None and row["speedup"] < 1]
+    if slower:  # pruning must never make a model slower without saying so
+        result.setdefault("notes", []).append(f"the pruned model is SLOWER than the original in {', '.join(slower)}; "
+                                              "try the default widths (no --round-to / --exact) or a lower ratio")
     write_json_atomic(out_dir / REPORT, result)
 
 
