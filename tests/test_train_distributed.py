@@ -29,10 +29,13 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return sum(float((a[k] - b[k]).double().norm() ** 2) for k in a) ** 0.5
 
 
-def test_two_workers_match_one(tmp_path: Path):
+def test_two_workers_match_one(tmp_path: Path, capfd, monkeypatch):
     common = dict(arch="lenet5", epochs=2, batch_size=32, limit=96, optimizer="sgd", lr=0.05, progress=False)
     one = train(TrainConfig(**common, out=tmp_path / "one"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # torchrun prints a banner when it has to set it
+    capfd.readouterr()
     two = train(TrainConfig(**common, out=tmp_path / "two", nproc_per_node=2))
+    assert "OMP_NUM_THREADS" not in "".join(capfd.readouterr())  # only dlopt's own output reaches the user
     assert two.world_size == 2 and one.world_size == 1
     torch.manual_seed(0)
     initial = build_model("lenet5")[0].state_dict()

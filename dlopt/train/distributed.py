@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,10 @@ def _launch_other_node(cfg: TrainConfig) -> Any:
 
 def _run_torchrun(cfg: TrainConfig, config_path: Path) -> None:
     # The workers share this terminal: rank 0's progress bar and any worker's error line show as they happen.
-    proc = subprocess.run(torchrun_command(cfg, config_path), check=False)
+    # torchrun sets OMP_NUM_THREADS=1 for each worker when it is unset, and prints a banner saying so: set the same
+    # value ourselves so the user's terminal shows dlopt's output only.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(torchrun_command(cfg, config_path), check=False, env=env)
     if proc.returncode != 0:
         raise WorkerFailedError(f"distributed training failed (torchrun exit {proc.returncode}); the workers' "
                                 "messages are above; rerun with --nproc-per-node 1 to debug")
