@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dlopt-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean screenshot
+.PHONY: setup demo test bench clean screenshot browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,9 +24,12 @@ demo: setup
 	$(VENV)/bin/dlopt pipeline resnet18 --config benchmarks/configs/demo-resnet18.toml --out $(DEMO_OUT)
 	$(VENV)/bin/dlopt runs --out $(DEMO_OUT)
 
-# A screenshot of a report in a real browser (apt install chromium): make screenshot REPORT=path/report.html
+# A screenshot of a report in a real browser: make screenshot REPORT=path/report.html (installs Debian's chromium)
 REPORT ?= $(lastword $(sort $(wildcard $(DEMO_OUT)/resnet18/*/report.html)))
-screenshot:
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+screenshot: browser
 	chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1500 \
 		--screenshot=docs/report-screenshot.png file://$(abspath $(REPORT))
 
