@@ -25,6 +25,11 @@ def logger_level(name: str | None, level: int) -> Iterator[None]:
         logger.setLevel(old)
 
 
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs': counts read as people write them."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def first_sentence(text: str, limit: int = 160) -> str:
     line = " ".join(str(text).split())
     for stop in (". ", "; "):

@@ -12,6 +12,7 @@ from torch import nn
 
 from dlopt.evaluate import Evaluator
 from dlopt.prune.config import PruneConfig
+from dlopt.warn import count
 
 LR_FACTOR = 0.5  # fine-tuning starts at half the training learning rate (then the same warm-up + cosine)
 DEFAULT_EPOCHS = 3  # fine-tuning when --finetune-epochs is not given and the run was trained on data
@@ -30,10 +31,11 @@ def resolve_finetune(cfg: PruneConfig, evaluator: Evaluator | None, no_data: str
                 "not fine-tuned: the model was not trained in this run, so there is no training data to recover "
                 "on (pass --finetune-epochs N to train it on the spec's default dataset)")
         return dataclasses.replace(cfg, finetune_epochs=DEFAULT_EPOCHS), (
-            f"fine-tuned {DEFAULT_EPOCHS} epochs on the run's training data by default (--finetune-epochs 0 skips it)")
+            f"fine-tuned {count(DEFAULT_EPOCHS, 'epoch')} on the run's training data by default "
+            "(--finetune-epochs 0 skips it)")
     if asked == 0:
         return cfg, "not fine-tuned (--finetune-epochs 0)"
-    return cfg, f"fine-tuned {asked} epochs (--finetune-epochs {asked}) on {_source(evaluator)}"
+    return cfg, f"fine-tuned {count(asked, 'epoch')} (--finetune-epochs {asked}) on {_source(evaluator)}"
 
 
 def _source(evaluator: Evaluator) -> str:

@@ -13,6 +13,7 @@ from dlopt.errors import ConfigError
 from dlopt.fileio import write_json_atomic
 from dlopt.prune.config import PruneConfig
 from dlopt.target import Target, TargetOptions, resolve_target
+from dlopt.warn import count
 
 REPORT = "prune_report.json"
 Progress = Callable[[str], None]
@@ -54,7 +55,7 @@ def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], 
     def hook(model: Any, step: int) -> None:
         epochs = share + (cfg.finetune_epochs % cfg.iterative_steps if step == cfg.iterative_steps else 0)
         if epochs:
-            progress(f"fine-tuning after step {step}/{cfg.iterative_steps} ({epochs} epochs)")
+            progress(f"fine-tuning after step {step}/{cfg.iterative_steps} ({count(epochs, 'epoch')})")
             log.append({"step": step, **finetune(model, evaluator, epochs, cfg.finetune_lr, cfg.seed)})
 
     return hook
@@ -77,7 +78,7 @@ def _to_speedup(target: Target, cfg: PruneConfig, evaluator: Any, example: tuple
     from dlopt.prune.speedup import prune_to_speedup, timer_for
 
     def tune(model: Any, step: int) -> None:
-        say(f"fine-tuning after step {step} ({cfg.finetune_epochs} epochs)")
+        say(f"fine-tuning after step {step} ({count(cfg.finetune_epochs, 'epoch')})")
         log.append({"step": step, **finetune(model, evaluator, cfg.finetune_epochs, cfg.finetune_lr, cfg.seed)})
 
     timer = timer_for(target.spec, target.config, cfg.target_runtime, cfg.target_batch)

@@ -15,6 +15,7 @@ from dlopt.checkpoint import save_checkpoint
 from dlopt.fileio import atomic_path, remove_stale_temps
 from dlopt.train.family import Family, NonFiniteLoss, warmup_cosine
 from dlopt.train.state import TrainState, has_state, load_state, rng_state, save_state, set_rng_state
+from dlopt.warn import count
 
 MODEL_RECORD = "model.json"
 METRICS = "metrics.jsonl"
@@ -119,6 +120,6 @@ def fit(loop: Loop, resume_dir: Path | None = None) -> Loop:
         if loop.on_epoch:
             loop.on_epoch(epoch + 1, loop.state.history[-1])
         if fam.mode != "last" and hp.patience and loop.state.bad_epochs >= hp.patience:
-            loop.stopped = f"early stop: no better validation {fam.spec.metric} for {hp.patience} epochs"
+            loop.stopped = f"early stop: no better validation {fam.spec.metric} for {count(hp.patience, 'epoch')}"
             break
     return loop
