@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openvino")
+import openvino  # noqa: E402,F401  a default dependency: missing it is a failed install, not a skip
 
 from dlopt.bench.backends import BackendUnavailable, Variant, prepare  # noqa: E402
 from dlopt.bench.config import Backend, BenchConfig, Device  # noqa: E402

@@ -22,8 +22,6 @@ def _auto(root, **kw):
 
 
 def test_auto_measures_openvino_and_onnxruntime_together(out_root):
-    pytest.importorskip("openvino")
-    pytest.importorskip("nncf")
     q = _auto(out_root)
     auto = q.result["auto"]
     rows = [c for c in auto["candidates"] if "failed" not in c]
@@ -74,7 +72,6 @@ def test_dynamic_int8_conv_net_counts_int8_and_float_layers_from_the_graph(out_r
 
 @pytest.fixture(scope="module")
 def ov_int8_run(tmp_path_factory):
-    pytest.importorskip("nncf")
     root = tmp_path_factory.mktemp("ov-int8")
     q = run_quantize(TargetOptions(name="cnn", root=root, tiny=True),
                      QuantizeConfig(**{**FAST, "method": "static", "backend": "openvino"}))
