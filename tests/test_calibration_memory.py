@@ -106,3 +106,66 @@ def test_calib_options_minmax_only():
     assert ort_quant._calib_options(CalibrationMethod.MINMAX, 9, stride=2) == {}  # ORT needs len % stride == 0
     assert ort_quant._calib_options(CalibrationMethod.ENTROPY, 8) == {}
     assert ort_quant._calib_options(CalibrationMethod.PERCENTILE, 8) == {}
+
+
+def _one_pass_ort(src: Path, dst: Path, method: CalibrationMethod) -> Path:
+    """ORT's own quantize_static with its one-pass histogram collection over whole batches: the reference."""
+    import onnxruntime.quantization as oq
+
+    ort_method = {CalibrationMethod.ENTROPY: oq.CalibrationMethod.Entropy,
+                  CalibrationMethod.PERCENTILE: oq.CalibrationMethod.Percentile}[method]
+    oq.quantize_static(str(src), str(dst), ort_quant._reader(_batches([]), ["x"], None),
+                       quant_format=oq.QuantFormat.QDQ, per_channel=True, activation_type=oq.QuantType.QUInt8,
+                       weight_type=oq.QuantType.QInt8, calibrate_method=ort_method,
+                       op_types_to_quantize=list(ort_quant.STATIC_OPS))
+    return dst
+
+
+@pytest.mark.parametrize("method", [CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE])
+def test_histogram_calibration_is_bounded_and_equals_one_pass(tmp_path, monkeypatch, method):
+    """Entropy / percentile: every ORT run holds at most `run_size` samples (one here: the raw export has no
+    inferred shapes, so the size per sample is unknown and the smallest run is used), each lazy batch is made
+    once per pass (two passes), and the ranges equal ORT's one-pass collection over whole batches exactly."""
+    from dlopt.quantize import histogram_calib
+
+    src = _tiny_cnn(tmp_path / "fp32.onnx")
+    made, runs = [], []
+    real_unit_reader = histogram_calib.unit_reader
+
+    def spy(inputs, names, run):
+        reader = real_unit_reader(inputs, names, run)
+        get_next = reader.get_next
+        reader.get_next = lambda: (feed := get_next(), feed and runs.append(len(feed["x"])))[0]
+        return reader
+
+    monkeypatch.setattr(histogram_calib, "unit_reader", spy)
+    recipe = Recipe(QBackend.ONNXRUNTIME, Method.STATIC, QuantFormat.QDQ, per_channel=True)
+    ours = tmp_path / "ours.onnx"
+    ort_quant._static(src, ours, recipe, _batches(made), ["x"], method)
+    assert runs == [1] * (2 * BATCHES * BATCH)  # two passes, one sample per ORT run
+    assert made == list(range(BATCHES)) * 2
+    assert not list(tmp_path.glob("*calibration*")) and not list(tmp_path.glob("*.aug.onnx"))  # scratch removed
+
+    got, want = _qparams(ours), _qparams(_one_pass_ort(src, tmp_path / "ort.onnx", method))
+    assert want and got.keys() == want.keys()
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_histogram_run_size_follows_the_activation_bytes(tmp_path):
+    """Bytes per sample are summed over the float tensors into and out of Conv/MatMul/Gemm (the tensors ORT's
+    histogram calibrator keeps): x 3x12x12, conv 8x12x12, relu 8x12x12, conv 4x10x10, flatten 400, y 5."""
+    import onnx
+
+    from dlopt.quantize.histogram_calib import activation_bytes_per_sample, run_size
+
+    raw = _tiny_cnn(tmp_path / "fp32.onnx")
+    shaped = tmp_path / "shaped.onnx"
+    onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(raw))), str(shaped))
+    per_sample = (432 + 1152 + 1152 + 400 + 400 + 5) * 4
+    assert activation_bytes_per_sample(shaped, ort_quant.STATIC_OPS) == per_sample
+    assert activation_bytes_per_sample(raw, ort_quant.STATIC_OPS) is None  # no inferred shapes
+    assert run_size(shaped, ort_quant.STATIC_OPS, 32, budget=per_sample * 5 + 1) == 5
+    assert run_size(shaped, ort_quant.STATIC_OPS, 32, budget=10**12) == 32  # never more than a batch
+    assert run_size(shaped, ort_quant.STATIC_OPS, 32, budget=1) == 1
+    assert run_size(raw, ort_quant.STATIC_OPS, 32) == 1

@@ -29,6 +29,11 @@ class Batches(Sequence[Batch]):
     def samples(self) -> int:
         return sum(self.sizes[k] for k in self._picks)
 
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Samples in each batch of this (possibly sliced) sequence, without making any batch."""
+        return [self.sizes[k] for k in self._picks]
+
     def __len__(self) -> int:
         return len(self._picks)
 

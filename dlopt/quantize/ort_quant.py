@@ -184,13 +184,20 @@ def _static(src: Path, dst: Path, recipe: Recipe, calib: list[tuple[Any, ...]], 
     method = {CalibrationMethod.MINMAX: CM.MinMax, CalibrationMethod.ENTROPY: CM.Entropy,
               CalibrationMethod.PERCENTILE: CM.Percentile}[calibration]
     fmt = QF.QDQ if recipe.quant_format == QuantFormat.QDQ else QF.QOperator
-    minmax = calibration == CalibrationMethod.MINMAX  # batch-invariant: min of mins; histograms keep ORT's batches
-    reader = _reader(calib, names, CALIB_RUN if minmax else None)
+    reader, extra, cache = _reader(calib, names, CALIB_RUN), _calib_options(calibration, len(calib)), None
+    if calibration != CalibrationMethod.MINMAX:  # histograms: two bounded passes (dlopt.quantize.histogram_calib)
+        from dlopt.quantize import histogram_calib as hc
+
+        run = hc.run_size(src, STATIC_OPS, max(hc.batch_sizes(calib)))
+        reader, cache = None, dst.with_name(dst.stem + "-calibration.json")
+        hc.calibrate(src, hc.unit_reader(calib, names, run), method, STATIC_OPS, cache)
     quantize_static(str(src), str(dst), reader, quant_format=fmt, per_channel=recipe.per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
                     op_types_to_quantize=list(STATIC_OPS), nodes_to_exclude=_excluded(recipe),
-                    calibration_providers=["CPUExecutionProvider"],
-                    extra_options=_calib_options(calibration, len(calib)))
+                    calibration_providers=["CPUExecutionProvider"], extra_options=extra,
+                    **({"calibration_cache_path": str(cache)} if cache else {}))
+    if cache:
+        cache.unlink(missing_ok=True)
 
 
 def _dynamic(src: Path, dst: Path, recipe: Recipe) -> None:
