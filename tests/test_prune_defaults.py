@@ -238,5 +238,5 @@ def test_width_rule_16_for_narrow_8_for_wide_exact_below_16():
 
     cfg = PruneConfig(ratio=0.3)
     kept = {w: choose(w, cfg).kept for w in (6, 16, 32, 64, 128, 256, 512)}
-    assert kept == {6: 4, 16: 11, 32: 16, 64: 48, 128: 88, 256: 176, 512: 360}
+    assert kept == {6: 4, 16: 11, 32: 24, 64: 48, 128: 88, 256: 176, 512: 360}  # 32: 16 would remove 50 %
     assert choose(64, PruneConfig(ratio=0.05)).kept == 60  # the nearest multiple (64) would prune nothing: exact

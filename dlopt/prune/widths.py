@@ -6,9 +6,11 @@ to the nearest, not down, so the share removed stays close to the ratio asked fo
 those widths on their fast blocked paths, and odd widths such as 45 or 179 fall off them; ONNX Runtime's
 AVX-512 convolutions block channels by 16, which costs a narrow layer (24 channels: half the throughput of 16
 or 32) far more than a wide one (88, 360: as fast as 96, 368). benchmarks/prune_widths.py and docs/prune.md
-hold the measurements. A narrow layer (exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16
-channels) keeps the exact ratio: rounding it would move the share removed by tens of points. `round_to=1` is
-the exact ratio everywhere (`floor(width * (1 - ratio))`), and
+hold the measurements. Rounding never moves a layer's share removed more than `MAX_SHIFT` (10 points) from
+the ratio: where the multiple of 16 would (a 32-wide layer at 0.3: 16 kept is 50 % removed), the nearest
+multiple of 8 is tried (24: 25 %), and where that would too, the layer keeps the exact ratio. A narrow layer
+(exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16 channels) keeps the exact ratio as well.
+`round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
 `round_to=N` rounds that down to a multiple of N (Torch-Pruning's `round_to`).
 """
 
@@ -28,6 +30,7 @@ ALIGN = 8  # kernels' channel block on AVX2 CPUs (oneDNN, ONNX Runtime MLAS NCHW
 SMALL_ALIGN = 16  # the AVX-512 block: what narrow layers (exact width under WIDE_FROM) are rounded to
 WIDE_FROM = 64
 MIN_ROUNDED = 16  # exact kept widths below this keep the exact ratio (rounding would move the share too far)
+MAX_SHIFT = 0.10  # a rounded width never removes a share further than this from the ratio (else: exact)
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,18 @@ def choose(before: int, cfg: PruneConfig) -> WidthChoice:
     if exact < MIN_ROUNDED:
         return WidthChoice(before, exact, floor, f"narrow layer: exact ratio (under {MIN_ROUNDED} channels kept, "
                                                  f"rounding to a multiple of {ALIGN} would move the share too far)")
-    align = ALIGN if exact >= WIDE_FROM else SMALL_ALIGN
-    nearest = align * math.floor(exact / align + 0.5)
-    if nearest >= before:  # the ratio is too small to reach the next multiple down: prune exactly
-        return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple of {align} ({nearest}) "
-                                                 "would prune nothing")
-    return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {align} "
-                                               "(fast CPU kernels)")
+    refused: dict[int, str] = {}
+    for align in (ALIGN,) if exact >= WIDE_FROM else (SMALL_ALIGN, ALIGN):
+        nearest = align * math.floor(exact / align + 0.5)
+        removed = 1 - nearest / before
+        if nearest >= before:  # the ratio is too small to reach the next multiple down
+            refused[nearest] = f"{nearest} would prune nothing"
+        elif abs(removed - cfg.ratio) > MAX_SHIFT + 1e-9:  # e.g. 32 -> 16 at 0.3: half the layer, not 30 %
+            refused[nearest] = f"{nearest} would remove {removed:.0%}, over {MAX_SHIFT * 100:g} points from the ratio"
+        else:
+            return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {align} "
+                                                       "(fast CPU kernels)")
+    return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple ({'; '.join(refused.values())})")
 
 
 def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int],
