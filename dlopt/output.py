@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from dlopt.errors import ConfigError, OutputError
 from dlopt.fileio import atomic_path, sha256_file
+from dlopt.runtimes import find_format
 
-SAME_STEM = {".xml": (".bin",), ".json": (".safetensors",), ".safetensors": (".json",)}  # rebuilt from the stem
+SAME_STEM = {".json": (".safetensors",), ".safetensors": (".json",)}  # a checkpoint record and its tensors
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,14 @@ def plan_output(path: Path | None, force: bool = False, suffixes: tuple[str, ...
 
 
 def _companions(src: Path) -> list[Path]:
-    out = [src.with_suffix(s) for s in SAME_STEM.get(src.suffix, ())]
-    if src.suffix == ".onnx":
-        out.append(src.with_name(src.name + ".data"))
-    return [p for p in out if p.is_file()]
+    rec = find_format(src)  # an artifact's sidecars (dlopt.runtimes), else a checkpoint's other half
+    return rec.companions(src) if rec else [p for p in (src.with_suffix(s) for s in SAME_STEM.get(src.suffix, ()))
+                                            if p.is_file()]
+
+
+def _follows_stem(artifact: Path, companion: Path) -> bool:
+    rec = find_format(artifact)
+    return rec.sidecars_follow_stem if rec else companion.suffix in SAME_STEM.get(artifact.suffix, ())
 
 
 def destinations(target: OutputTarget, artifact: Path) -> list[tuple[Path, Path]]:
@@ -61,8 +66,8 @@ def destinations(target: OutputTarget, artifact: Path) -> list[tuple[Path, Path]
                           f"name a {artifact.suffix} file or a directory")
     pairs = [(artifact, target.path.with_suffix(artifact.suffix))]
     for c in _companions(artifact):
-        same_stem = c.suffix in SAME_STEM.get(artifact.suffix, ())
-        pairs.append((c, target.path.with_suffix(c.suffix) if same_stem else target.path.parent / c.name))
+        renamed = target.path.with_suffix(c.suffix) if _follows_stem(artifact, c) else target.path.parent / c.name
+        pairs.append((c, renamed))
     return pairs
 
 

@@ -163,7 +163,7 @@ def test_stray_onnx_artifact(tmp_path):
 def test_stray_torchscript_is_refused(tmp_path):
     path = tmp_path / "m.ts"
     path.write_bytes(b"not really")
-    with pytest.raises(InputFileError, match="not inside a dlopt run"):
+    with pytest.raises(InputFileError, match="not a loadable TorchScript archive"):  # trust check first (exit 6 if real)
         bench(TargetOptions(name=str(path), root=tmp_path), FAST)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.config import Backend, Device
+from dlopt.runtimes import artifact_bytes, ort_call, ort_session
 
 
 class BackendUnavailable(Exception):
@@ -44,19 +45,13 @@ def _weights_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
-def _file_bytes(path: Path) -> int:
-    """An ONNX file plus its external-data files beside it, if any."""
-    extra = sum(p.stat().st_size for p in path.parent.glob(f"{path.name}.data")) if path.suffix == ".onnx" else 0
-    return path.stat().st_size + extra
-
-
 def _eager(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
     if v.path is not None:  # a .pt2 exported program, loaded through the same trust check as dlopt verify
         from dlopt.export.archive import load_module
 
         t0 = time.perf_counter()
         module = load_module(v.path, "pt2", trust_pickle=v.trust_pickle)
-        return Prepared(functools.partial(module, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
+        return Prepared(functools.partial(module, *inputs), time.perf_counter() - t0, artifact_bytes(v.path), "file")
     module = v.module.to(device.value)
     return Prepared(functools.partial(module, *inputs), 0.0, _weights_bytes(module), "parameters+buffers")
 
@@ -69,7 +64,7 @@ def _torchscript(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepare
         from dlopt.export.archive import load_module
 
         ts = load_module(v.path, "torchscript", trust_pickle=v.trust_pickle, device=device.value)
-        return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, _file_bytes(v.path), "file")
+        return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, artifact_bytes(v.path), "file")
     module = v.module.to(device.value)
     with torch.no_grad():
         ts = torch.jit.script(module) if v.script else torch.jit.trace(module, inputs, check_trace=False)
@@ -116,24 +111,17 @@ def ort_providers(backend: Backend, device: Device) -> list[str]:
 
 
 def _onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
-    import onnxruntime as ort
-
     if v.path is None:
         raise BackendUnavailable("no .onnx file for this model (export it with `dlopt export`)")
     providers = ort_providers(v.backend, device)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
     t0 = time.perf_counter()
-    session = ort.InferenceSession(str(v.path), sess_options=opts, providers=providers)
+    session = ort_session(v.path, threads=threads, inter_threads=1, providers=providers)
     setup = time.perf_counter() - t0
     names = [i.name for i in session.get_inputs()]
     if len(names) != len(inputs):
         raise BackendUnavailable(f"{v.path.name} takes {len(names)} inputs, the spec gives {len(inputs)}")
     feed = {n: x.detach().cpu().numpy() for n, x in zip(names, inputs, strict=True)}
-    return Prepared(functools.partial(session.run, None, feed), setup, _file_bytes(v.path), "file")
+    return Prepared(ort_call(session, feed), setup, artifact_bytes(v.path), "file")
 
 
 def _openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:

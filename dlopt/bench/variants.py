@@ -15,11 +15,11 @@ from typing import Any
 from dlopt.bench.backends import Variant
 from dlopt.bench.config import Backend, BenchConfig
 from dlopt.errors import DloptError, InputFileError
+from dlopt.runtimes import ARTIFACT_SUFFIXES, check_trusted, format_of, is_artifact, ort_session
 from dlopt.runs import MANIFEST, Run
 from dlopt.spec import ArchSpec, ExportFormat
 from dlopt.target import MODEL_RECORD, TargetOptions, resolve_target
 
-ARTIFACTS = {".onnx": Backend.ONNXRUNTIME, ".ts": Backend.TORCHSCRIPT, ".pt2": Backend.EAGER, ".xml": Backend.OPENVINO}
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(bool)": "bool", "tensor(double)": "float64"}
 EXPORT_DIR = "bench-export"
@@ -46,7 +46,7 @@ def _enclosing_run(path: Path) -> Path | None:
 def _found_artifacts(run: Run) -> tuple[tuple[Path, ...], tuple[Any, ...]]:
     """The run's exported files a done stage vouches for (dlopt.trust), and the others with the reason.
     bench's own export (bench-export/) is a cache it remakes, not one of the run's variants."""
-    trusted, skipped = run.scan_artifacts(tuple(ARTIFACTS))
+    trusted, skipped = run.scan_artifacts(ARTIFACT_SUFFIXES)
     own = run.path / EXPORT_DIR
     return (tuple(p for p in trusted if not p.is_relative_to(own)),
             tuple(s for s in skipped if not s.path.is_relative_to(own)))
@@ -64,16 +64,11 @@ def _from_target(opts: TargetOptions) -> Source:
 
 def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> tuple[Any, ...]:
     """Inputs for a bare ONNX graph: symbolic dims are batch (first) or seq (later); ints drawn from [0, 2)."""
-    import onnxruntime as ort
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out = []
-    try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's pybind types (InvalidProtobuf, Fail...) for a file that is not a model
-        raise InputFileError(f"{path} is not a loadable ONNX model ({str(exc).strip().splitlines()[0][:200]}); "
-                             "give an .onnx file written by an exporter") from None
+    session = ort_session(path, threads=1, optimization="disable")  # read for its inputs only
     for inp in session.get_inputs():
         shape = [d if isinstance(d, int) else (batch if i == 0 else (seq_len or 16)) for i, d in enumerate(inp.shape)]
         dtype = ONNX_DTYPES.get(inp.type)
@@ -85,6 +80,7 @@ def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> t
 
 
 def _from_artifact(path: Path, opts: TargetOptions) -> Source:
+    check_trusted(path, opts.trust_pickle)  # a file that would unpickle: the rule and the line of dlopt verify
     run_dir = _enclosing_run(path)
     if run_dir is not None:
         status = Run(run_dir).artifact_status(path)
@@ -93,7 +89,7 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
                                  "that writes it, or copy the file out of the run to bench it as a stray file")
         src = _from_target(replace(opts, name=str(run_dir)))
         return replace(src, label=str(path), artifacts=(path.resolve(),), single=True, skipped=())
-    if path.suffix != ".onnx":
+    if format_of(path).format != ExportFormat.ONNX:
         raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
                              "bench its run directory, or an .onnx file (which declares its inputs)")
     onnx_inputs(path, 1, None)  # a corrupt or foreign file fails here, before a run directory is made
@@ -103,10 +99,10 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
 
 
 def open_source(opts: TargetOptions) -> Source:
-    if opts.name and Path(opts.name).suffix in ARTIFACTS:
+    if opts.name and is_artifact(opts.name):
         path = Path(opts.name)
         if not path.is_file():
-            raise InputFileError(f"artifact {path} not found; give an existing .onnx, .ts or .pt2 file")
+            raise InputFileError(f"artifact {path} not found; give an existing {', '.join(ARTIFACT_SUFFIXES)} file")
         return _from_artifact(path, opts)
     return _from_target(opts)
 
@@ -133,16 +129,16 @@ def _export_onnx(source: Source, cfg: BenchConfig) -> Path | str:
 
 def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = False) -> Variant | None:
     """A row for an artifact file; None when its backend was not asked for (unless TARGET named the file)."""
-    backend = ARTIFACTS[path.suffix]
+    rec = format_of(path)
+    backend, choice = rec.bench_backend, rec.bench_choice
     if backend == Backend.ONNXRUNTIME and Backend.TENSORRT in cfg.backends and Backend.ONNXRUNTIME not in cfg.backends:
-        backend = Backend.TENSORRT
-    if not named and (Backend.PT2 if path.suffix == ".pt2" else backend) not in cfg.backends:  # only those asked for
+        backend = choice = Backend.TENSORRT
+    if not named and choice not in cfg.backends:  # only the backends asked for
         return None
     rel = path.relative_to(run.path) if path.is_relative_to(run.path) else path.name
     if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
         return Variant(backend.value, backend, path=path)
-    kind = {".onnx": backend.value, ".ts": "torchscript-file", ".pt2": "pt2", ".xml": "openvino"}[path.suffix]
-    return Variant(f"{kind}:{rel}", backend, path=path, precision=quantized_precision(path))
+    return Variant(f"{rec.bench_kind or backend.value}:{rel}", backend, path=path, precision=quantized_precision(path))
 
 
 def quantized_precision(path: Path) -> str:

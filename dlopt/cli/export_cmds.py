@@ -16,6 +16,7 @@ from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a rec
 from dlopt.cli.common import ForceOpt, OutputOpt, WeightsOpt
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
+from dlopt.runtimes import FORMAT_SUFFIX
 from dlopt.spec import ExportFormat
 
 FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
@@ -48,10 +49,6 @@ def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
         choices = ", ".join([*map(str, ExportFormat), "all"])
         raise UsageError(f"unknown export format {', '.join(map(repr, bad))}; choose from {choices} (comma-separated)")
     return tuple(dict.fromkeys(ExportFormat(p) for p in items)), True
-
-
-FORMAT_SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2",
-                 ExportFormat.OPENVINO: ".xml"}
 
 
 def _format_for_file(output: Path, fmts: tuple[ExportFormat, ...], explicit: bool) -> tuple[tuple[ExportFormat, ...], bool]:

@@ -15,16 +15,16 @@ from typing import Any
 from dlopt import __version__
 from dlopt.errors import OutputError, UnsupportedError, UsageError
 from dlopt.export.quiet import DEPRECATION_NOTES, quiet_deprecations
-from dlopt.export.runtime import SUFFIXES, artifact_format, load_artifact, read_metadata
+from dlopt.export.runtime import artifact_format, load_artifact, read_metadata
+from dlopt.runtimes import FORMAT_SUFFIX as SUFFIX
+from dlopt.runtimes import SUFFIXES, get_format, resolve
 from dlopt.spec import ArchSpec, ExportFormat
 
-SUFFIX = {ExportFormat.ONNX: ".onnx", ExportFormat.TORCHSCRIPT: ".ts", ExportFormat.PT2: ".pt2",
-          ExportFormat.OPENVINO: ".xml"}
 # openvino is asked for by name (or "all") until every zoo architecture is verified on it
 DEFAULT_FORMATS = (ExportFormat.ONNX, ExportFormat.TORCHSCRIPT, ExportFormat.PT2)
 
 __all__ = ["DEFAULT_FORMATS", "SUFFIX", "SUFFIXES",
-           "ExportConfig", "ExportResult", "artifact_format", "check_config", "export_model",
+           "ExportConfig", "ExportResult", "WriteJob", "artifact_format", "check_config", "export_model",
            "load_artifact",
            "read_metadata", "supported_formats"]
 
@@ -110,25 +110,45 @@ def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None) -> dict[st
     return meta
 
 
-def _export_one(fmt: ExportFormat, module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path,
-                config: ExportConfig, meta: dict[str, str], onnx_done: Path | None = None) -> dict[str, Any]:
-    if fmt == ExportFormat.ONNX:
-        from dlopt.export.onnx import export_onnx
+@dataclass(frozen=True)
+class WriteJob:
+    """What a format's writer (dlopt.runtimes record `writer`) gets: one module to write to one file."""
 
-        return export_onnx(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
-                           dynamic=config.dynamic, metadata=meta)
-    if fmt == ExportFormat.OPENVINO:
-        from dlopt.openvino_rt import export_openvino
+    module: Any  # the entry module, in eval mode
+    example: tuple[Any, ...]  # example inputs at config.batch_size
+    spec: ArchSpec
+    cfg: Any
+    path: Path  # the file to write (atomically)
+    config: ExportConfig
+    metadata: dict[str, str]  # stored in the artifact beside dlopt's own keys
+    onnx: Path | None = None  # this export's ONNX file, when already written (OpenVINO converts it)
 
-        return export_openvino(module, example, spec, cfg, path, exporter=config.exporter, opset=config.opset,
-                               dynamic=config.dynamic, metadata=meta, onnx=onnx_done)
-    if fmt == ExportFormat.TORCHSCRIPT:
-        from dlopt.export.torchscript import export_torchscript
 
-        return export_torchscript(module, example, spec, path, metadata=meta)
+def write_onnx(job: WriteJob) -> dict[str, Any]:
+    from dlopt.export.onnx import export_onnx
+
+    return export_onnx(job.module, job.example, job.spec, job.cfg, job.path, exporter=job.config.exporter,
+                       opset=job.config.opset, dynamic=job.config.dynamic, metadata=job.metadata)
+
+
+def write_openvino(job: WriteJob) -> dict[str, Any]:
+    from dlopt.openvino_rt import export_openvino
+
+    return export_openvino(job.module, job.example, job.spec, job.cfg, job.path, exporter=job.config.exporter,
+                           opset=job.config.opset, dynamic=job.config.dynamic, metadata=job.metadata, onnx=job.onnx)
+
+
+def write_torchscript(job: WriteJob) -> dict[str, Any]:
+    from dlopt.export.torchscript import export_torchscript
+
+    return export_torchscript(job.module, job.example, job.spec, job.path, metadata=job.metadata)
+
+
+def write_pt2(job: WriteJob) -> dict[str, Any]:
     from dlopt.export.pt2 import export_pt2
 
-    return export_pt2(module, example, spec, cfg, path, dynamic=config.dynamic, metadata=meta)
+    return export_pt2(job.module, job.example, job.spec, job.cfg, job.path, dynamic=job.config.dynamic,
+                      metadata=job.metadata)
 
 
 def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cfg: Any, out_dir: Path, stem: str,
@@ -144,8 +164,9 @@ def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cf
         t0 = time.perf_counter()
         try:
             with quiet_deprecations():
-                details = _export_one(fmt, module, example, spec, cfg, path, config, meta,
-                                      result.artifacts.get(ExportFormat.ONNX.value))  # same options: reused
+                job = WriteJob(module, example, spec, cfg, path, config, meta,
+                               result.artifacts.get(ExportFormat.ONNX.value))  # same options: reused
+                details = resolve(get_format(fmt).writer)(job)
         except (OutputError, UnsupportedError, KeyboardInterrupt):
             raise
         except Exception as exc:  # exporters raise many internal types; record it, keep the other formats

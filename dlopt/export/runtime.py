@@ -15,8 +15,8 @@ from typing import Any
 from dlopt.errors import InputFileError, InputMismatchError, UsageError
 from dlopt.fileio import sha256_file
 from dlopt.runs import MANIFEST
+from dlopt.runtimes import SUFFIXES
 
-SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino"}
 Runner = Callable[..., tuple[Any, ...]]
 
 

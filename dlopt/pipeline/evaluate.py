@@ -14,9 +14,8 @@ from typing import Any
 
 from dlopt.errors import DloptError
 from dlopt.runs import MANIFEST, Run
+from dlopt.runtimes import ARTIFACT_SUFFIXES, format_of
 from dlopt.spec import ArchSpec
-
-RUNTIME = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino"}  # .xml: OpenVINO IR
 
 
 def variant_of(run: Run, path: Path) -> str:
@@ -47,11 +46,11 @@ def checkpoint_records(run: Run) -> list[Path]:
 
 def artifacts(run: Run) -> list[Path]:
     """Exported files a done stage vouches for (dlopt.trust); see skipped_artifacts for the others."""
-    return run.scan_artifacts(tuple(RUNTIME))[0]
+    return run.scan_artifacts(ARTIFACT_SUFFIXES)[0]
 
 
 def skipped_artifacts(run: Run) -> list[dict[str, str]]:
-    return [{"path": s.rel, "reason": s.reason or ""} for s in run.scan_artifacts(tuple(RUNTIME))[1]]
+    return [{"path": s.rel, "reason": s.reason or ""} for s in run.scan_artifacts(ARTIFACT_SUFFIXES)[1]]
 
 
 def _row(run: Run, path: Path, runtime: str, metrics: dict[str, float] | None, error: str | None = None) -> dict[str, Any]:
@@ -102,8 +101,9 @@ def evaluate_variants(run: Run, spec: ArchSpec, progress: Callable[[str], None] 
         return out
     for path in artifacts(run):
         progress(f"evaluating {path.relative_to(run.path)}")
+        runtime = format_of(path).runtime
         try:
-            out["rows"].append(_row(run, path, RUNTIME[path.suffix], evaluate_artifact(path, ev)))
+            out["rows"].append(_row(run, path, runtime, evaluate_artifact(path, ev)))
         except (DloptError, RuntimeError, ValueError) as exc:  # a file that cannot run the data is a row that says so
-            out["rows"].append(_row(run, path, RUNTIME[path.suffix], None, str(exc).splitlines()[0][:200]))
+            out["rows"].append(_row(run, path, runtime, None, str(exc).splitlines()[0][:200]))
     return out

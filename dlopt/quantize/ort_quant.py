@@ -23,14 +23,9 @@ INT8_LAYER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"
 
 
 def session(path: Path, threads: int | None = 1) -> Any:
-    import onnxruntime as ort
+    from dlopt.runtimes import ort_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads=threads)
 
 
 def runner_for(path: Path, threads: int | None = 1) -> Any:

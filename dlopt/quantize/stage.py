@@ -108,6 +108,7 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
 def _verify(s: Session, path: Path) -> dict[str, Any]:
     """The shape sweep (runs, finite) through dlopt.verify, on the run's test data where it feeds the model."""
     from dlopt.export.quiet import quiet_deprecations
+    from dlopt.runtimes import format_of
     from dlopt.verify import VerifyConfig, verify_artifacts
     from dlopt.verify.criteria import FiniteOutputs
     from dlopt.verify.realdata import real_cases
@@ -115,7 +116,7 @@ def _verify(s: Session, path: Path) -> dict[str, Any]:
     config = VerifyConfig(criterion=FiniteOutputs())
     with quiet_deprecations():
         cases = real_cases(s.target.run, s.spec, s.model_cfg, config)
-        fmt = {".onnx": "onnx", ".xml": "openvino"}.get(path.suffix, "pt2")
+        fmt = format_of(path).format.value
         report = verify_artifacts(s.target.model, s.spec, s.model_cfg, {fmt: path}, config, trust_pickle=True,
                                   cases=cases)[fmt]
     return report.to_dict()

@@ -15,11 +15,9 @@ from dlopt.errors import InputFileError
 from dlopt.fileio import sha256_file
 from dlopt.results import BenchResult, BenchRow, Evaluation, PruneReport, QuantizeReport, VerifyReport, read_result
 from dlopt.runs import Run
+from dlopt.runtimes import ARTIFACT_SUFFIXES, artifact_bytes, find_format
 from dlopt.trust import effective_status
 
-RUNTIME_OF_SUFFIX = {".onnx": "onnxruntime", ".ts": "torchscript", ".pt2": "pt2", ".xml": "openvino",
-                     ".json": "eager"}
-EXPORT_SUFFIXES = (".onnx", ".ts", ".pt2", ".xml")
 NOISY_IQR = 0.5  # IQR above half the median: the timing cannot rank rows (bench's own rule, dlopt.bench.config)
 R = TypeVar("R")
 VARIANT_ORDER = ("fp32", "pruned", "int8", "pruned-int8")
@@ -73,7 +71,9 @@ def bench_key(run: Run, row: BenchRow, recorded_root: str | None) -> tuple[str, 
     name = row.variant
     if row.artifact:
         rel = _rel(run, row.artifact, recorded_root)
-        return variant_of_path(rel), RUNTIME_OF_SUFFIX.get(Path(rel).suffix, row.backend), rel
+        rec = find_format(rel)
+        runtime = rec.runtime if rec else ("eager" if rel.endswith(".json") else row.backend)  # .json: a checkpoint
+        return variant_of_path(rel), runtime, rel
     if name.startswith("eager:"):  # another checkpoint record in the run
         rel = name.removeprefix("eager:") + ".json"
         return variant_of_path(rel), "eager", rel
@@ -122,7 +122,7 @@ class Trust:
     def scan(self) -> None:
         """Name every exported file in the run that no done stage vouches for (bench's own export aside)."""
         seen = {s["path"] for s in self.skipped}
-        for st in self.run.scan_artifacts(EXPORT_SUFFIXES)[1]:
+        for st in self.run.scan_artifacts(ARTIFACT_SUFFIXES)[1]:
             if st.rel not in seen and not st.rel.startswith("bench-export/"):
                 self.skipped.append({"path": st.rel, "reason": st.reason})
 
@@ -181,10 +181,8 @@ def _fill(run: Run, rows: dict[tuple[str, str], Row], evaluation: Evaluation | N
         size = sizes.get(row.variant) or sizes.get(source_variant(row.variant)) or {}
         row.parameters, row.macs = size.get("parameters"), size.get("macs")
         full = run.path / row.path
-        weights = full.with_suffix(".bin")  # an IR's weights sit beside it
         if row.path and full.is_file() and row.runtime != "eager":
-            row.size_bytes = full.stat().st_size + (weights.stat().st_size
-                                                    if full.suffix == ".xml" and weights.is_file() else 0)
+            row.size_bytes = artifact_bytes(full)  # with what ships beside it: an IR's weights, ONNX external data
         elif row.path.endswith(".json") and full.with_suffix(".safetensors").is_file():
             row.size_bytes = full.with_suffix(".safetensors").stat().st_size
     base = rows.get(("fp32", "eager"))

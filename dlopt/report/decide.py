@@ -54,9 +54,10 @@ def _excluded(r: dict[str, Any], batch: int, b: dict[str, Any]) -> str | None:
 
 def companions(run: str, rel: str) -> list[str]:
     """Files that ship with `rel` (relative to the run): an IR's weights, a record's tensors, ONNX external data."""
-    p = Path(rel)
-    names = {".xml": [p.with_suffix(".bin")], ".json": [p.with_suffix(".safetensors")],
-             ".onnx": [Path(f"{rel}.data"), p.with_suffix(".onnx_data")]}.get(p.suffix, [])
+    from dlopt.runtimes import find_format
+
+    p, rec = Path(rel), find_format(rel)
+    names = rec.sidecar_paths(p) if rec else [p.with_suffix(".safetensors")] if p.suffix == ".json" else []
     return [str(n) for n in names if (Path(run) / n).is_file()]
 
 

@@ -1,0 +1,189 @@
+"""dlopt.runtimes: one record per artifact format, the only suffix map in dlopt, one ONNX Runtime session factory,
+and `dlopt bench` held to the same trust rule as `dlopt verify` for files that would unpickle."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import dlopt
+from dlopt import runtimes
+from dlopt.cli.app import app
+from dlopt.errors import InputFileError, UnsafeFileError, UsageError
+from dlopt.runtimes import FORMATS, artifact_bytes, find_format, format_of, get_format, ort_session
+from dlopt.spec import ExportFormat
+
+SOURCE = Path(dlopt.__file__).parent
+
+
+@pytest.mark.parametrize("rec", FORMATS, ids=lambda r: r.format.value)
+def test_every_format_round_trips_suffix_and_name(rec):
+    assert format_of(Path("sub") / f"model{rec.suffix}") is rec
+    assert format_of(f"MODEL{rec.suffix.upper()}") is rec  # suffixes are matched in any case
+    assert get_format(rec.format.value) is rec
+    assert runtimes.FORMAT_SUFFIX[rec.format] == rec.suffix and runtimes.SUFFIXES[rec.suffix] == rec.format.value
+    assert rec.suffix == rec.suffix.lower() and rec.suffix.startswith(".")
+
+
+def test_records_cover_every_export_format_once():
+    assert sorted(r.format for r in FORMATS) == sorted(ExportFormat)
+    assert len({r.suffix for r in FORMATS}) == len(FORMATS)
+
+
+def test_unknown_suffix_and_name_say_the_choices():
+    assert find_format("weights.safetensors") is None
+    with pytest.raises(UsageError, match=r"not an export artifact; expected a \.onnx, \.ts, \.pt2, \.xml file"):
+        format_of("notes.txt")
+    with pytest.raises(UsageError, match="choose from onnx, torchscript, pt2, openvino"):
+        get_format("tflite")
+
+
+@pytest.mark.parametrize("rec", FORMATS, ids=lambda r: r.format.value)
+def test_writer_and_loader_of_every_record_resolve(rec):
+    assert callable(runtimes.resolve(rec.writer)) and callable(runtimes.resolve(rec.loader))
+
+
+def test_pickle_capable_formats_are_exactly_the_torch_archives():
+    assert {r.format for r in FORMATS if r.unpickles} == {ExportFormat.TORCHSCRIPT, ExportFormat.PT2}
+
+
+def test_sidecars_count_in_size_and_ship_with_the_file(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x" * 10)
+    (tmp_path / "model.onnx.data").write_bytes(b"x" * 1000)
+    (tmp_path / "model.xml").write_bytes(b"x" * 7)
+    assert artifact_bytes(tmp_path / "model.onnx") == 1010
+    assert artifact_bytes(tmp_path / "model.xml") == 7  # no .bin yet
+    (tmp_path / "model.bin").write_bytes(b"x" * 100)
+    assert artifact_bytes(tmp_path / "model.xml") == 107
+    from dlopt.report.decide import companions
+
+    assert companions(str(tmp_path), "model.onnx") == ["model.onnx.data"]
+    assert companions(str(tmp_path), "model.xml") == ["model.bin"]
+
+
+def test_an_ir_without_its_weights_is_refused_in_one_line(tmp_path):
+    (tmp_path / "model.xml").write_text("<net/>")
+    with pytest.raises(InputFileError, match="no model.bin beside it"):
+        runtimes.open_runner(tmp_path / "model.xml")
+
+
+# -- no other module keeps its own map from artifact suffixes ------------------------------------------------------
+
+def suffix_maps(source: str) -> list[int]:
+    """Line numbers of dict literals with an artifact suffix (".onnx", ".xml"...) as a key or a value."""
+    suffixes = set(runtimes.ARTIFACT_SUFFIXES)
+
+    def is_suffix(node: ast.AST | None) -> bool:
+        return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.lower() in suffixes
+
+    return sorted(n.lineno for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.Dict) and any(is_suffix(x) for x in (*n.keys, *n.values)))
+
+
+def test_the_detector_finds_the_maps_this_module_replaced():
+    old = ('ARTIFACTS = {".onnx": Backend.ONNXRUNTIME, ".ts": Backend.TORCHSCRIPT}\n'
+           'def f(path):\n    return {".onnx": "onnx", ".xml": "openvino"}.get(path.suffix, "pt2")\n'
+           'SUFFIX = {ExportFormat.ONNX: ".onnx"}\n'
+           'OK = {".json": "eager"}\n')
+    assert suffix_maps(old) == [1, 3, 4]
+
+
+def test_no_module_but_runtimes_maps_artifact_suffixes():
+    files = sorted(SOURCE.rglob("*.py"))
+    assert len(files) > 50 and SOURCE / "runtimes.py" in files
+    found = {str(f.relative_to(SOURCE)): lines for f in files
+             if f != SOURCE / "runtimes.py" and (lines := suffix_maps(f.read_text()))}
+    assert found == {}, f"suffix maps outside dlopt/runtimes.py (use its records): {found}"
+
+
+# -- the ONNX Runtime session factory ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("onnx") / "net.onnx"
+    net = torch.nn.Sequential(torch.nn.Linear(6, 3), torch.nn.ReLU()).eval()
+    with warnings.catch_warnings():  # the legacy exporter's deprecation notice: a tiny graph is all this needs
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (torch.randn(2, 6),), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    return path
+
+
+def test_ort_session_applies_threads_level_and_providers(tiny_onnx):
+    import onnxruntime as ort
+
+    s = ort_session(tiny_onnx, threads=2, inter_threads=1, optimization="basic")
+    opts = s.get_session_options()
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads) == (2, 1)
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert s.get_providers() == ["CPUExecutionProvider"]
+    assert ort_session(tiny_onnx).get_session_options().graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_ort_call_passes_run_options(tiny_onnx):
+    import numpy as np
+
+    s = ort_session(tiny_onnx, threads=1)
+    feed = {"x": np.ones((2, 6), dtype=np.float32)}
+    (out,) = runtimes.ort_call(s, feed, runtimes.ort_run_options())()
+    assert out.shape == (2, 3)
+    stop = runtimes.ort_run_options()
+    stop.terminate = True  # what a Ctrl-C handler sets: the run must stop, so the options reached it
+    with pytest.raises(Exception, match="(?i)terminat"):
+        runtimes.ort_call(s, feed, stop)()
+
+
+def test_ort_session_refuses_a_bad_file_or_level_in_one_line(tmp_path, tiny_onnx):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07 not protobuf" * 4)
+    with pytest.raises(InputFileError, match="broken.onnx is not a loadable ONNX model"):
+        ort_session(bad)
+    with pytest.raises(UsageError, match="one of disable, basic, extended, all"):
+        ort_session(tiny_onnx, optimization="max")
+
+
+# -- bench holds .ts/.pt2 files to verify's trust rule ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def foreign_ts(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("foreign") / "model.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(path))
+    return path
+
+
+def _error_line(output: str) -> str:
+    lines = [ln for ln in output.strip().splitlines() if ln.startswith("error")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def _check_message(path: Path) -> str:
+    with pytest.raises(UnsafeFileError) as refused:  # the check `dlopt verify` runs before it loads anything
+        runtimes.check_trusted(path)
+    return " ".join(str(refused.value).split())
+
+
+def test_bench_refuses_an_unrecorded_torchscript_file_like_verify(foreign_ts, tmp_path):
+    result = CliRunner().invoke(app, ["bench", str(foreign_ts), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 6, result.output
+    line = " ".join(_error_line(result.output).split())
+    assert _check_message(foreign_ts) in line and "--trust-pickle" in line
+    assert not (tmp_path / "runs").exists()  # refused before any run directory is made
+
+
+def test_bench_refuses_an_unrecorded_file_inside_a_run(foreign_ts, tmp_path):
+    from dlopt.runs import Run
+
+    run = Run.create(tmp_path / "runs", "mlp", {})
+    planted = run.path / "model.ts"
+    shutil.copy(foreign_ts, planted)
+    result = CliRunner().invoke(app, ["bench", str(planted), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 6, result.output
+    assert _check_message(planted) in " ".join(_error_line(result.output).split())
