@@ -144,9 +144,10 @@ def path_note(cfg: PruneConfig, path: list[dict[str, Any]]) -> str:
     kept = [r for r in path if not r.get("stopped", "").startswith("over the budget")]
     best = kept[-1]
     where = f"{cfg.target_runtime} at batch {cfg.target_batch}"
+    plotted = "the path step by step: speedup_path in the report, plotted in speedup_path.png"
     if best["speedup"] >= (cfg.target_speedup or 0):
         return (f"--target-speedup {cfg.target_speedup:g} reached on {where}: {best['speedup']:.2f}x "
-                f"at step {best['step']}")
+                f"at step {best['step']}; {plotted}")
     why = path[-1].get("stopped") or f"stopped after {MAX_STEPS} steps"
     return (f"--target-speedup {cfg.target_speedup:g} NOT reached on {where}: kept step {best['step']} "
-            f"({best['speedup']:.2f}x; {why})")
+            f"({best['speedup']:.2f}x; {why}); {plotted}")

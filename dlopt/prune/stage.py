@@ -220,10 +220,12 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         result.update(explain(info, cfg))
     result["notes"] = [tuning_note, *result.get("notes", [])]
     if path is not None:
+        from dlopt.prune.plots import plot_path
         from dlopt.prune.speedup import path_note
 
         result["speedup_path"] = path
         result["notes"].append(path_note(cfg, path))
+        result["speedup_plot"] = plot_path(out_dir, cfg, path, spec.metric, metric["higher_is_better"] is not False)
     write_json_atomic(out_dir / REPORT, result)
     return result
 
