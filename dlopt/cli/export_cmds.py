@@ -184,12 +184,15 @@ def verify_cmd(
     as_json: JsonOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
+    time_limit_s: Annotated[float, typer.Option("--time-limit-s", min=0.001, help="Stop an artifact whose runs take "
+                                                "longer than this many seconds in all (exit 1).")] = 300.0,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
 
-    config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None, atol=atol, rtol=rtol)
+    config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None, atol=atol, rtol=rtol,
+                          time_limit_s=time_limit_s)
     if path is None:
         from dlopt.runs import resolve_run
 

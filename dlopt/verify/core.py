@@ -21,6 +21,7 @@ class VerifyConfig:
     criterion: Criterion | None = None  # None: the elementwise tolerance below
     atol: float | None = None  # None: the spec's Tolerance.atol (export/verify --atol)
     rtol: float | None = None  # None: the spec's Tolerance.rtol (export/verify --rtol)
+    time_limit_s: float | None = 300.0  # per artifact, all shapes (verify --time-limit-s); None: no limit
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,12 @@ def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion
 
 
 def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion) -> CaseResult:
+    from dlopt.export.runtime import TimeLimitError
+
     try:
         out = _as_tuple(runner(*case.inputs))
+    except TimeLimitError:  # stops the whole check: the next shape would only wait as long again
+        raise
     except Exception as exc:  # the artifact failing at this shape is a verification result, not a crash
         msg = " ".join(str(exc).split())[:240] or type(exc).__name__
         return CaseResult(case.batch, case.seq, failures={"run": f"artifact failed to run: {msg}"}, error=msg,
@@ -224,7 +229,7 @@ def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, 
                      config: VerifyConfig = VerifyConfig(), *, trust_pickle: bool = False,
                      cases: list[Case] | None = None) -> dict[str, VerifyReport]:
     """Verify every artifact (format -> path) against the eager entry module; `cases` overrides the inputs."""
-    from dlopt.export.runtime import load_artifact
+    from dlopt.export.runtime import load_artifact, time_limit
     from dlopt.registry import entry_module
 
     cases = cases if cases is not None else make_cases(spec, cfg, config)
@@ -233,6 +238,7 @@ def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, 
     reports = {}
     for fmt, path in artifacts.items():
         runner = load_artifact(Path(path), trust_pickle=trust_pickle)
-        reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt,
-                                     tolerance_used(spec, config))
+        with time_limit(config.time_limit_s):
+            reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt,
+                                         tolerance_used(spec, config))
     return reports
