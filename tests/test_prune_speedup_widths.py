@@ -66,3 +66,27 @@ def test_vit_tiny_default_prune_removes_about_the_ratio_per_layer():
     _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
     rows = explain(info, cfg)["layers"]
     assert rows["patch_embedding"]["before"] == 32 and rows["patch_embedding"]["after"] == 24  # was 16: -50 %
+
+
+NARROWISH = """from torch import nn
+
+def build():
+    return nn.Sequential(nn.Linear(8, 24), nn.ReLU(), nn.Linear(24, 64), nn.ReLU(), nn.Linear(64, 10))
+"""
+
+
+def test_the_report_says_a_layer_was_kept_exact_on_purpose(tmp_path):
+    from dlopt.prune.model import prune_model
+    from dlopt.prune.report import explain
+    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+
+    path = tmp_path / "narrowish.py"
+    path.write_text(NARROWISH)
+    spec = get_spec(f"{path}:build")
+    mcfg = make_model_config(spec, input_shape=(8,))
+    cfg = PruneConfig(ratio=0.2)
+    _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
+    report = explain(info, cfg)
+    assert report["layers"]["0"]["after"] == 19 and "16 would remove 33%" in report["layers"]["0"]["why"]
+    assert report["layers"]["2"]["after"] == 48  # 51.2: the nearest multiple of 16 removes 25 %, within 10 points
+    assert any("kept at the exact ratio on purpose" in n and "19" in n for n in report["notes"])

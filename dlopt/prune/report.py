@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dlopt.prune.config import PruneConfig
-from dlopt.prune.widths import ALIGN, MIN_ROUNDED
+from dlopt.prune.widths import ALIGN, MAX_SHIFT, MIN_ROUNDED
 
 
 def channels(width: dict[str, int]) -> int | None:
@@ -78,4 +78,9 @@ def _width_note(cfg: PruneConfig, pruned: list[dict[str, Any]]) -> str | None:
         return f"{why}; with --global the widths come from the ranking: add --round-to {ALIGN} to round them down"
     if cfg.round_to == 1:
         return f"{why}; without --round-to 1 (the default) they are rounded to the nearest multiple of {ALIGN}"
-    return f"{why} (--round-to {cfg.round_to})" if cfg.round_to else why
+    if cfg.round_to:
+        return f"{why} (--round-to {cfg.round_to})"
+    if any(r["why"].startswith("exact ratio: the nearest multiple") for r in pruned if r["after"] in odd):
+        return (f"{why}; kept at the exact ratio on purpose: the nearest multiple would move the layer's share "
+                f"removed more than {MAX_SHIFT * 100:g} points from the ratio (see layers)")
+    return why
