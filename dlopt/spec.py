@@ -33,10 +33,20 @@ class PruneMethod(StrEnum):
 
 
 class QuantMethod(StrEnum):
+    """`dlopt quantize --method`, the [quantize] method of pipeline.toml and ArchSpec.quant_methods: one enum."""
+
+    AUTO = "auto"  # build every int8 path the spec declares, measure latency and metric, keep the fastest in budget
     STATIC = "static"  # int8 weights and activations, calibrated
-    DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized on the fly (Linear, LSTM, GRU, attention)
     FP16 = "fp16"
     BF16 = "bf16"
+
+
+class Exporter(StrEnum):
+    """The ONNX exporter (`--exporter` of export, quantize and bench; `exporter` in pipeline.toml)."""
+
+    DYNAMO = "dynamo"  # torch.export based (the default)
+    LEGACY = "legacy"  # TorchScript based: much faster to export, opset <= 20
 
 
 class Task(StrEnum):

@@ -154,10 +154,10 @@ def test_only_the_backends_asked_for(tmp_path) -> None:
     made = run("export", "mlp", "--tiny", "--format", "pt2", "--no-verify", "--out", str(tmp_path), "--json")
     assert made.exit_code == 0, made.output
     rundir = json.loads(made.output)["run"]
-    rows = json.loads(run("bench", rundir, "--backend", "eager", "--iterations", "3", "--batch-size", "1",
+    rows = json.loads(run("bench", rundir, "--backend", "eager", "--iterations", "3", "--batch-sizes", "1",
                           "--json").output)["rows"]
     assert [r["variant"] for r in rows] == ["eager"]
-    rows = json.loads(run("bench", rundir, "--backend", "eager,pt2", "--iterations", "3", "--batch-size", "1",
+    rows = json.loads(run("bench", rundir, "--backend", "eager,pt2", "--iterations", "3", "--batch-sizes", "1",
                           "--json").output)["rows"]
     assert [r["variant"] for r in rows] == ["eager", "pt2:model.pt2"]
 

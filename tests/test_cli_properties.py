@@ -61,6 +61,6 @@ def test_export_options(fmt: str, opset: str, batch: str, exporter: str) -> None
 @given(backend=st.one_of(st.sampled_from(["eager", "onnxruntime", "all", "eager,nope"]), texts), batch=numbers,
        seq=numbers, threads=numbers, budget=numbers, batches=texts)
 def test_bench_and_verify_options(backend: str, batch: str, seq: str, threads: str, budget: str, batches: str) -> None:
-    _check(["bench", f"{NOWHERE}/model.onnx", "--backend", backend, "--batch-size", batch, "--seq-len", seq,
+    _check(["bench", f"{NOWHERE}/model.onnx", "--backend", backend, "--batch-sizes", batch, "--seq-len", seq,
             "--threads", threads, "--budget-s", budget, "--out", NOWHERE])
     _check(["verify", f"{NOWHERE}/model.onnx", "--batch-sizes", batches, "--out", NOWHERE])

@@ -13,7 +13,7 @@ from dlopt.cli.app import app
 from dlopt.runs import Run
 
 runner = CliRunner()
-FAST = ["--batch-size", "1", "--budget-s", "0.05", "--threads", "1", "--exporter", "legacy"]
+FAST = ["--batch-sizes", "1", "--budget-s", "0.05", "--threads", "1", "--exporter", "legacy"]
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from dlopt.errors import ConfigError
+from dlopt.spec import Exporter  # one enum for --exporter in every command (kept importable from here)
 
 
 class Backend(StrEnum):
@@ -22,11 +23,6 @@ class Backend(StrEnum):
 class Device(StrEnum):
     CPU = "cpu"
     CUDA = "cuda"
-
-
-class Exporter(StrEnum):
-    DYNAMO = "dynamo"  # torch.export based (dlopt.export's default)
-    LEGACY = "legacy"  # TorchScript based: much faster to export, opset <= 17
 
 
 class StopReason(StrEnum):
@@ -78,7 +74,7 @@ def check_bench_config(cfg: BenchConfig) -> None:
             if enum:
                 check_choice("bench", key, item, [b.value for b in enum], flag="--backend")
             else:
-                flag = "--batch-size" if key == "batch_sizes" else "--seq-len"
+                flag = "--batch-sizes" if key == "batch_sizes" else "--seq-len"
                 check_int("bench", key, item, 1, 1_000_000, flag=flag)
         object.__setattr__(cfg, key, tuple(enum(b) for b in items) if enum else tuple(items))
     check_choice("bench", "device", str(cfg.device), [d.value for d in Device])
@@ -93,7 +89,7 @@ def check_bench_config(cfg: BenchConfig) -> None:
     check_int("bench", "max_calls", cfg.max_calls, cfg.min_calls, 1_000_000_000)
     check_float("bench", "block_s", cfg.block_s, 0.0, 3600.0, low_open=True)
     check_int("bench", "warmup_calls", cfg.warmup_calls, 0, 1_000_000)
-    check_choice("bench", "onnx_exporter", cfg.onnx_exporter, ("dynamo", "legacy"), flag="--exporter")
+    check_choice("bench", "onnx_exporter", cfg.onnx_exporter, [e.value for e in Exporter], flag="--exporter")
     check_seed("bench", cfg.seed)
 
 

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.bench.config import Device, Exporter
-from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, debug,
+from dlopt.bench.config import Device
+from dlopt.cli.common import (QUIET, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, debug,
                               err_console, fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3,
-                              status, verbosity)
+                              old_spelling, parse_shape, renamed, status, verbosity)
+from dlopt.spec import Exporter
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 
@@ -22,7 +23,9 @@ BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt, openvino, pt2 (the run's "
                       ".pt2 files); or all. Only these are measured (default: eager, torchscript, compile, "
                       "onnxruntime, pt2).")]
-BatchesOpt = Annotated[str, typer.Option("--batch-size", help="Comma list of batch sizes.")]
+BatchesOpt = Annotated[str | None, typer.Option("--batch-sizes", metavar="N,N,...", show_default=False,
+                                                help="Comma list of batch sizes (default 1,8).")]
+OldBatchOpt = Annotated[str | None, old_spelling("--batch-size")]  # the list option's name before issue 18
 SeqOpt = Annotated[str | None, typer.Option("--seq-len", help="Comma list of sequence lengths (sequence models).")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Threads for torch and ONNX Runtime "
                                                                         "(default: torch's current setting).")]
@@ -106,7 +109,7 @@ def _render_compare(deltas: list[Any], old_path: Path) -> None:
 def bench_cmd(
     target: TargetArg = None,
     backend: BackendOpt = None,
-    batch_size: BatchesOpt = "1,8",
+    batch_sizes: BatchesOpt = None,
     seq_len: SeqOpt = None,
     threads: ThreadsOpt = None,
     device: DeviceOpt = Device.CPU,
@@ -122,7 +125,7 @@ def bench_cmd(
     percentiles: Annotated[str | None, typer.Option(
         "--percentiles", metavar="Q,Q,...", show_default=False,
         help="Latency percentiles to report, e.g. 50,90,99,99.9 (default 50,90,99).")] = None,
-    exporter: Annotated[Exporter, typer.Option(help="ONNX exporter when the run has no .onnx yet.")] = Exporter.DYNAMO,
+    exporter: ExporterOpt = Exporter.DYNAMO,
     csv_path: Annotated[Path | None, typer.Option("--csv", dir_okay=False, help="Also write the rows as CSV.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False, help="Also write a PNG chart.")] = None,
     compare_to: Annotated[Path | None, typer.Option("--compare", dir_okay=False,
@@ -132,6 +135,7 @@ def bench_cmd(
                                                         "PCT% and by more than the measured noise.")] = None,
     sets: SetOpt = None,
     input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
@@ -139,6 +143,7 @@ def bench_cmd(
     model_code: ModelCodeOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
+    old_batch_size: OldBatchOpt = None,
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
@@ -158,13 +163,15 @@ def bench_cmd(
         raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
     old = load_result(compare_to) if compare_to else None
     timing = {k: v for k, v in (("budget_s", budget_s), ("warmup_calls", warmup)) if v is not None}
-    cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=parse_int_list(batch_size, "--batch-size") or (1,),
+    batches = renamed(batch_sizes, old_batch_size, "--batch-sizes", "--batch-size", " for lists")
+    flag = "--batch-size" if old_batch_size is not None else "--batch-sizes"  # errors name the spelling used
+    cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=parse_int_list(batches or "1,8", flag) or (1,),
                       seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
                       iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
                       **timing)
     debug(f"bench config: {cfg}")
-    opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size, tiny=tiny,
-                         weights=weights)
+    opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size,
+                         input_shape=parse_shape(input_shape), tiny=tiny, weights=weights)
     with status("benchmarking", silent=as_json) as spinner:
         outcome = bench(opts, cfg, progress=lambda msg: spinner.update(msg))
     deltas = compare(outcome.result, old) if old else []

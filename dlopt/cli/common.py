@@ -13,7 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from dlopt.errors import ConfigError
+from dlopt.errors import ConfigError, UsageError
+from dlopt.spec import Exporter
 
 console = Console()  # its width is set for each invocation (configure_width): COLUMNS, the terminal, or unbounded
 err_console = Console(stderr=True)
@@ -116,7 +117,11 @@ ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list
                                         show_default=False, callback=_name_trust)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Build option key=value (repeatable), e.g. num_classes=5.")]
 InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="The input_size build option: image side for image models, features per step for RNNs.")]
-InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models, e.g. 3,32,32.")]
+InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models "
+                                                   "(file.py:fn), without the batch, e.g. 3,32,32.")]
+ExporterOpt = Annotated[Exporter, typer.Option("--exporter", help="ONNX exporter: dynamo (torch.export based) or legacy "
+                                               "(TorchScript based, faster to export); also used by quantize and bench "
+                                               "when they export.")]
 TinyOpt = Annotated[bool, typer.Option("--tiny", help="Use the spec's tiny test configuration.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output root for runs.")]
@@ -140,6 +145,26 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace files that -o/-
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-code", callback=_trust_code,
     help="Run whatever user model code a checkpoint record or run names. Only for files you trust.")]
+
+
+# -- options renamed so that one name means one thing in every command (issue 18) --------------------------------
+# An old spelling is a hidden option: it keeps working for one release, with a one-line notice on stderr.
+
+def old_spelling(old: str) -> Any:
+    """A hidden option under an old name; read it with `renamed(...)`."""
+    return typer.Option(old, hidden=True, show_default=False)
+
+
+def renamed(new_value: Any, old_value: Any, new: str, old: str, what: str = "") -> Any:
+    """The value given under the new name or the old spelling (with a notice); both at once is a usage error."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise UsageError(f"{old} is the old spelling of {new}: give {new} only")
+    if verbosity() > QUIET:
+        err_console.print(f"note: {old} is now {new}{what}; the old spelling goes away in the next release",
+                          markup=False, highlight=False, soft_wrap=True)
+    return old_value
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:

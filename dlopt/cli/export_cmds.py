@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (BatchOpt, CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
+from dlopt.cli.common import (BatchOpt, CheckpointOpt, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
                               SetOpt, TinyOpt, console, debug, err_console, note, parse_shape, print_json, print_table,
                               status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
@@ -17,14 +16,9 @@ from dlopt.cli.common import ForceOpt, OutputOpt, WeightsOpt
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.options import parse_int_list
 from dlopt.runtimes import FORMAT_SUFFIX
-from dlopt.spec import ExportFormat
+from dlopt.spec import Exporter, ExportFormat
 
 FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
-
-
-class Exporter(StrEnum):
-    DYNAMO = "dynamo"
-    LEGACY = "legacy"
 
 
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-based files (.ts, .pt2) that no dlopt "
@@ -68,8 +62,7 @@ def export_cmd(
     run: RunOpt = None,
     formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
                                                          "(default: onnx, torchscript, pt2).")] = "",
-    exporter: Annotated[Exporter, typer.Option(help="ONNX exporter: dynamo (torch.export based) or legacy.")] = (
-        Exporter.DYNAMO),
+    exporter: ExporterOpt = Exporter.DYNAMO,
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
     out: OutOpt = Path("artifacts"),
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip verification after export.")] = False,

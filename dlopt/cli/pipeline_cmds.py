@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console, note,
-                              print_json, print_table, verbosity)
+from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, _name_trust, console,
+                              err_console, note, parse_shape, print_json, print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 
@@ -51,14 +51,15 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
 
 
 def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: int | None, epochs: int | None,
-           ratio: float | None, budget_s: float | None) -> dict[str, Any]:
+           ratio: float | None, budget_s: float | None, input_shape: str | None = None) -> dict[str, Any]:
     from dlopt.options import parse_sets
 
     flags: dict[str, Any] = {}
     if stages:
         flags["stages"] = [s.strip() for s in stages.split(",") if s.strip()]
-    if sets:
-        flags["sets"] = parse_sets(sets)
+    shape = parse_shape(input_shape)  # a user model's build option, like --set input_shape=[...] (--set wins)
+    if sets or shape:
+        flags["sets"] = {**({"input_shape": list(shape)} if shape else {}), **parse_sets(sets)}
     if tiny:
         flags["tiny"] = True
     if input_size:
@@ -80,8 +81,9 @@ def _printable(cfg: Any) -> dict[str, Any]:
 
 
 def pipeline_cmd(
-    name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`); omit with --resume.",
-                                               show_default=False)] = None,
+    name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME or "
+                                                    "file.py:fn; omit with --resume.", show_default=False,
+                                               callback=_name_trust)] = None,
     config: Annotated[Path | None, typer.Option("--config", help="pipeline.toml (see --print-config).")] = None,
     stages: Annotated[str | None, typer.Option("--stages", help="Comma list of train,prune,quantize,export,verify,bench "
                                                "(default: all).")] = None,
@@ -94,12 +96,14 @@ def pipeline_cmd(
     sets: SetOpt = None,
     tiny: TinyOpt = False,
     input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
     from dlopt.pipeline.toml import dumps
 
-    cfg = _effective(name, config, resume, _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s))
+    cfg = _effective(name, config, resume, _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s,
+                                                          input_shape))
     if print_config:
         typer.echo(dumps(_printable(cfg), CONFIG_COMMENTS), nl=False)
         return

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (CheckpointOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              fmt_bytes, fmt_ms, human, note, print_json, status)
+from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt,
+                              TinyOpt, console, fmt_bytes, fmt_ms, human, note, parse_shape, print_json, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
@@ -57,6 +57,8 @@ def prune_cmd(
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
     sets: SetOpt = None,
+    input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
@@ -81,7 +83,8 @@ def prune_cmd(
                       target_speedup=target_speedup, target_runtime=target_runtime, target_batch=target_batch,
                       max_drop=max_drop)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         tiny=tiny, seed=seed, weights=weights)
+                         input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, seed=seed,
+                         weights=weights)
     from dlopt.prune.stage import run_prune
 
     with status("pruning…") as spinner:

@@ -8,14 +8,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt, TinyOpt, console,
-                              fmt_bytes, fmt_ms, fmt_speedup, note, parse_shape, print_json, print_table, status)
+from dlopt.cli.common import (CheckpointOpt, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
+                              SetOpt, TinyOpt, console, fmt_bytes, fmt_ms, fmt_speedup, note, old_spelling,
+                              parse_shape, print_json, print_table, renamed, status)
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
 from dlopt.errors import CheckFailedError
+from dlopt.quantize.config import QuantFormat
+from dlopt.spec import Exporter, QuantMethod
 
-METHODS = "auto, static, dynamic, fp16, bf16"
+METHODS = ", ".join(QuantMethod)  # the one enum: spec.quant_methods, QuantizeConfig.method and this option
 
 
 def quantize_cmd(
@@ -32,11 +35,11 @@ def quantize_cmd(
                                                     help="minmax, entropy or percentile.")] = "minmax",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor",
                                               help="One weight scale per output channel.")] = True,
-    quant_format: Annotated[str, typer.Option("--format", help="ORT static format: qdq or qoperator.")] = "qdq",
+    quant_format: Annotated[QuantFormat | None, typer.Option(
+        "--quant-format", show_default=False, help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Accuracy budget in points (percentage points for "
                                                                "accuracy, % relative for other metrics).")] = 1.0,
-    exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter tried first: dynamo or legacy.")] = (
-        "dynamo"),
+    exporter: ExporterOpt = Exporter.DYNAMO,
     variant: Annotated[str | None, typer.Option("--variant", help="Checkpoint record inside the run to start from, "
                                                                   "e.g. pruned/model.json.")] = None,
     stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "int8",
@@ -44,6 +47,7 @@ def quantize_cmd(
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
     sets: SetOpt = None,
+    input_size: InputSizeOpt = None,
     input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
     trust_code: TrustCodeOpt = False,
@@ -52,6 +56,7 @@ def quantize_cmd(
     output: OutputOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    old_format: Annotated[str | None, old_spelling("--format")] = None,  # --quant-format before issue 18
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
     from dlopt.options import parse_sets
@@ -61,15 +66,20 @@ def quantize_cmd(
     dest = plan_output(output, force, (".onnx", ".pt2", ".xml"))
     from dlopt.target import TargetOptions
 
+    qformat = renamed(quant_format, old_format, "--quant-format", "--format", " for qdq/qoperator")
+    if old_format is not None:  # checked here so that the message names the spelling used
+        from dlopt.options import check_choice
+
+        check_choice("quantize", "quant_format", old_format, QuantFormat, flag="--format")
     extra: dict[str, Any] = {}
     if backend is not None:
         extra.update(backend=backend, auto_backends=(backend,))
     cfg = QuantizeConfig(method=method, calibration_samples=calibration_samples, calibration_method=calibration_method,
-                         per_channel=per_channel, quant_format=quant_format, max_drop=max_drop, name=stage_name,
+                         per_channel=per_channel, quant_format=qformat or QuantFormat.QDQ, max_drop=max_drop, name=stage_name,
                          exporter=exporter,
                          **extra)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
+                         input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
                          weights=weights)
     with status("quantizing…") as spinner:
         outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))

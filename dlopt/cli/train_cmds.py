@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import ArchArg, JsonOpt, OutOpt, SetOpt, TinyOpt, QUIET, console, err_console, print_json, verbosity
+from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console,
+                              parse_shape, print_json, verbosity)
 from dlopt.errors import CheckFailedError
 from dlopt.runs import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
@@ -47,19 +48,21 @@ def train_cmd(
     rdzv_backend: Annotated[str | None, typer.Option("--rdzv-backend", help=TORCHRUN_HELP)] = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler).")] = False,
     sets: SetOpt = None,
+    input_size: InputSizeOpt = None,
+    input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N training samples.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train NAME on its data: best checkpoint, metrics.jsonl, learning curve and test metric in a new run."""
     from dlopt.errors import UsageError
-    from dlopt.options import parse_sets
     from dlopt.train import train
 
     if name is None and resume is None:
         raise UsageError("name an architecture to train (see dlopt list), or give --resume RUN_DIR")
     cfg = TrainConfig(arch=name or "", data=data, data_path=data_path, epochs=epochs, batch_size=batch_size, lr=lr,
-                      optimizer=optimizer, seed=seed, out=out, resume=resume, sets=parse_sets(sets), tiny=tiny,
+                      optimizer=optimizer, seed=seed, out=out, resume=resume,
+                      sets=_build_sets(name, sets, input_size, input_shape), tiny=tiny,
                       limit=limit, amp=amp, nproc_per_node=nproc_per_node, progress=not as_json and verbosity() > QUIET,
                       torchrun_args=_torchrun_args(nnodes, node_rank, master_addr, master_port, rdzv_endpoint,
                                                    rdzv_backend))
@@ -70,6 +73,20 @@ def train_cmd(
         _render(result)
     if result.stopped and result.stopped.startswith("non-finite"):
         raise CheckFailedError(f"training stopped: {result.stopped}; lower --lr or check the data")
+
+
+def _build_sets(name: str | None, sets: list[str] | None, input_size: int | None,
+                input_shape: str | None) -> dict[str, object]:
+    """--set plus --input-size/--input-shape (the same build options as in every other command; --set wins)."""
+    from dlopt.codetrust import is_user_ref
+    from dlopt.options import parse_sets
+
+    given = {k: v for k, v in (("input_size", input_size), ("input_shape", parse_shape(input_shape))) if v is not None}
+    if given and name and not is_user_ref(name):  # "mlp takes no --input-shape" before anything starts
+        from dlopt.registry import get_spec, make_model_config
+
+        make_model_config(get_spec(name), input_size=input_size, input_shape=parse_shape(input_shape))
+    return {**given, **parse_sets(sets)}
 
 
 def _render(result: object) -> None:

@@ -8,14 +8,11 @@ from typing import Any
 
 from dlopt.errors import ConfigError
 from dlopt.options import check_choice, check_float, check_int, check_seed, check_stage_name, shown
+from dlopt.spec import Exporter, QuantMethod
 
 
-class Method(StrEnum):
-    AUTO = "auto"  # build every valid int8 path, measure latency and metric, keep the fastest within budget
-    STATIC = "static"  # int8 weights and activations, calibrated on training data
-    DYNAMIC = "dynamic"  # int8 weights, activations quantized per call (Linear, LSTM, GRU, attention)
-    FP16 = "fp16"
-    BF16 = "bf16"
+# The one enum for the quantization method (spec, config and CLI): `Method` is the same object under its old name.
+Method = QuantMethod
 
 
 class QBackend(StrEnum):
@@ -37,7 +34,7 @@ class QuantFormat(StrEnum):
 
 @dataclass(frozen=True)
 class QuantizeConfig:
-    method: Method = Method.AUTO
+    method: QuantMethod = QuantMethod.AUTO
     backend: QBackend = QBackend.ONNXRUNTIME  # auto may also try torch paths when backend is not forced
     calibration_samples: int = 256  # training samples fed through the model to fix activation ranges
     calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
@@ -51,18 +48,18 @@ class QuantizeConfig:
     # backends auto measures together (OpenVINO when openvino and nncf import; "torch" if asked)
     auto_backends: tuple[QBackend, ...] = (QBackend.ONNXRUNTIME, QBackend.OPENVINO)
     timing_budget_s: float = 2.0  # interleaved batch-1 timing per auto comparison
-    exporter: str = "dynamo"  # ONNX exporter tried first (dynamo or legacy); the other is the fallback
+    exporter: Exporter = Exporter.DYNAMO  # ONNX exporter tried first; the other is the fallback
     seed: int = 0
     name: str = "int8"  # the manifest stage name and the run sub-directory of the artifact
 
     def __post_init__(self) -> None:
-        for key, enum in (("method", Method), ("backend", QBackend), ("calibration_method", CalibrationMethod),
-                          ("quant_format", QuantFormat)):
+        for key, enum in (("method", QuantMethod), ("backend", QBackend), ("calibration_method", CalibrationMethod),
+                          ("quant_format", QuantFormat), ("exporter", Exporter)):
             value = getattr(self, key)
             if str(value) not in enum._value2member_map_:
                 choices = ", ".join(e.value for e in enum)
-                flag = {"quant_format": "format"}.get(key, key.replace("_", "-"))
-                raise ConfigError(f"unknown --{flag} {shown(value)}; choose one of {choices} (quantize.{key})")
+                raise ConfigError(f"unknown --{key.replace('_', '-')} {shown(value)}; choose one of {choices} "
+                                  f"(quantize.{key})")
             object.__setattr__(self, key, enum(str(value)))
         if isinstance(self.auto_backends, str) or not isinstance(self.auto_backends, (tuple, list)):
             raise ConfigError(f"quantize.auto_backends = {shown(self.auto_backends)} has the wrong type: "
@@ -74,7 +71,6 @@ class QuantizeConfig:
 
     def validate(self) -> None:
         """The one rule set for `dlopt quantize` options and the [quantize] table of pipeline.toml."""
-        check_choice("quantize", "exporter", self.exporter, ("dynamo", "legacy"))
         check_int("quantize", "calibration_samples", self.calibration_samples, 1, 10_000_000)
         check_float("quantize", "max_drop", self.max_drop, 0.0, rule="--max-drop must be >= 0 (points), and finite")
         check_float("quantize", "min_agreement", self.min_agreement, 0.0, 1.0)
@@ -90,7 +86,7 @@ class QuantizeConfig:
 
     @property
     def is_int8(self) -> bool:
-        return self.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC)
+        return self.method in (QuantMethod.AUTO, QuantMethod.STATIC, QuantMethod.DYNAMIC)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
