@@ -166,13 +166,13 @@ def ort_session(path: Path, *, threads: int | None = None, inter_threads: int | 
                              "exporter") from None
 
 
-def ort_run_options() -> Any:
-    """RunOptions for session.run: errors-only logging; set `.terminate = True` from another thread (a Ctrl-C
-    handler) to stop a long run, which then raises in the thread running it."""
+def ort_run_options(log_severity: int = ORT_QUIET) -> Any:
+    """RunOptions for session.run (log_severity 3: errors only, 4: fatal only, for a run dlopt may terminate); set
+    `.terminate = True` from another thread (a Ctrl-C handler) to stop a long run, which then raises in its thread."""
     import onnxruntime as ort
 
     ro = ort.RunOptions()
-    ro.log_severity_level = ORT_QUIET
+    ro.log_severity_level = log_severity
     return ro
 
 

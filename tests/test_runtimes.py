@@ -134,7 +134,8 @@ def test_ort_call_passes_run_options(tiny_onnx):
     feed = {"x": np.ones((2, 6), dtype=np.float32)}
     (out,) = runtimes.ort_call(s, feed, runtimes.ort_run_options())()
     assert out.shape == (2, 3)
-    stop = runtimes.ort_run_options()
+    stop = runtimes.ort_run_options(log_severity=4)
+    assert stop.log_severity_level == 4
     stop.terminate = True  # what a Ctrl-C handler sets: the run must stop, so the options reached it
     with pytest.raises(Exception, match="(?i)terminat"):
         runtimes.ort_call(s, feed, stop)()
