@@ -9,9 +9,9 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device
-from dlopt.cli.common import (QUIET, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt, console, debug,
-                              err_console, fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, print_json, print_table, sig3,
-                              old_spelling, parse_shape, renamed, status, verbosity)
+from dlopt.cli.common import (QUIET, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt,
+                              console, debug, err_console, fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, old_spelling,
+                              parse_shape, print_json, print_table, renamed, sig3, status, verbosity)
 from dlopt.spec import Exporter
 from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)

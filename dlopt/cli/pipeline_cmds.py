@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, _name_trust, console,
-                              err_console, note, parse_shape, print_json, print_table, verbosity)
+from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, _name_trust,
+                              console, err_console, note, parse_shape, print_json, print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 

@@ -36,7 +36,8 @@ def quantize_cmd(
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor",
                                               help="One weight scale per output channel.")] = True,
     quant_format: Annotated[QuantFormat | None, typer.Option(
-        "--quant-format", show_default=False, help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None,
+        "--quant-format", show_default=False,
+        help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Accuracy budget in points (percentage points for "
                                                                "accuracy, % relative for other metrics).")] = 1.0,
     exporter: ExporterOpt = Exporter.DYNAMO,

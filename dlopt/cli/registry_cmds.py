@@ -38,7 +38,7 @@ def list_cmd(
     table.add_column("formats")
     for s in specs:
         marks = ["[green]✓[/green]" if st in s.stages else "[red]✗[/red]" for st in Stage]
-        formats = ",".join(FORMAT_SHORT[f] for f in ExportFormat if f in s.formats)
+        formats = ",".join(FORMAT_SHORT.get(f, str(f)) for f in ExportFormat if f in s.formats)  # new: its name
         table.add_row(s.name, str(s.task), s.dataset, s.metric, *marks, formats)
     stages = tuple(st.value[0].upper() for st in Stage)
     print_table(table, keep=("name", "task", "metric", *stages, "formats", "data"), wrap=("name",))

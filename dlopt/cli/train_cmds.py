@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console, err_console,
-                              parse_shape, print_json, verbosity)
+from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console,
+                              err_console, parse_shape, print_json, verbosity)
 from dlopt.errors import CheckFailedError
 from dlopt.runs import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
