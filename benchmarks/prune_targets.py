@@ -9,7 +9,8 @@ data) and with --round-to 1 (the exact ratio, same fine-tuning) for comparison; 
 both pruned checkpoints in one dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved),
 `--timings` times over (default 3: on a shared machine one timing can land in a load spike); each speed-up
 checked is the MEDIAN over those timings (all of them are in the JSON, `speedup_timings`).
-Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under `previous_run`).
+Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under `previous_run`, and the
+run before that under `previous_run.previous_run`).
 Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, test accuracy within 1 point of the
 unpruned model, the share of channels removed within 5 points of the ratio, and the parameters removed within
 5 points of what the exact ratio removes (a ratio of 0.3 per layer removes ~half the parameters, since each
@@ -158,6 +159,8 @@ def main() -> None:
             out["first_timing"] = {k: previous[k] for k in ("created", "machine", "rows") if k in previous}
         else:
             out["previous_run"] = {k: v for k, v in previous.items() if k not in ("previous_run", "earlier_run")}
+            older = previous.get("previous_run") or {}  # and the one before it (two runs back, no deeper)
+            out["previous_run"]["previous_run"] = {k: v for k, v in older.items() if k != "previous_run"} or None
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")
 
