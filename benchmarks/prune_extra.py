@@ -11,7 +11,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_extra.py --run artifacts/resnet18/<run> [--parts 1 2]
 
 Without --run, part 1 trains one first (`dlopt train resnet18 --out ROOT`). Writes
-benchmarks/results/prune_extra.json (commands, timings, load average, CPU model); a part not run keeps its
+benchmarks/results/prune_extra.json (commands, timings, load average, CPU model; part 1's plot of the path,
+`<run>/pruned-2x/speedup_path.png`, is copied to results/prune_extra-speedup_path.png); a part not run keeps its
 previous result.
 """
 
@@ -75,6 +76,10 @@ def part1(run: str | None, root: Path) -> dict:
     rep = _report(row)
     path = rep.get("speedup_path") or []
     last_kept = next((s for s in reversed(path) if not str(s.get("stopped", "")).startswith("over the budget")), {})
+    plot = Path(run) / "pruned-2x" / str(rep.get("speedup_plot"))
+    if rep.get("speedup_plot") and plot.is_file():  # the path as drawn by dlopt, kept beside the JSON
+        (RESULTS / "prune_extra-speedup_path.png").write_bytes(plot.read_bytes())
+        out["plot"] = "prune_extra-speedup_path.png"
     out.update({"run": run, "prune": {k: v for k, v in row.items() if k != "report"},
                 "speedup_path": path, "metric": rep.get("metric"), "params": rep.get("params"),
                 "macs": rep.get("macs"), "notes": rep.get("notes"), "widths_after": (rep.get("widths") or {}).get("after"),
