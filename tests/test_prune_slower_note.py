@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 from dlopt.prune import stage
+from dlopt.results import PruneReport
 
 
 def test_a_slower_pruned_model_gets_a_note(tmp_path, monkeypatch) -> None:
@@ -13,10 +14,9 @@ def test_a_slower_pruned_model_gets_a_note(tmp_path, monkeypatch) -> None:
             "eager b8": {"before_ms": 10.0, "after_ms": 5.0, "speedup": 2.0}}
     monkeypatch.setattr("dlopt.prune.latency.measure_latency",
                         lambda *a, **k: {"rows_by_variant": {"pruned": rows}, "problems": []})
-    cfg, result = SimpleNamespace(name="pruned", bench_budget_s=0.1), {"notes": []}
+    cfg, report = SimpleNamespace(name="pruned", bench_budget_s=0.1), PruneReport(arch="lenet5")
     target = SimpleNamespace(run=None, spec=None)
-    stage._bench(target, cfg, tmp_path, result, lambda _m: None)
-    (note,) = result["notes"]
+    (note,) = stage._bench(target, cfg, tmp_path, report, lambda _m: None).notes
     assert "SLOWER" in note and "onnxruntime b8 0.77x" in note and "eager" not in note
     assert json.loads((tmp_path / stage.REPORT).read_text())["notes"] == [note]
 
@@ -25,7 +25,6 @@ def test_a_faster_pruned_model_gets_no_such_note(tmp_path, monkeypatch) -> None:
     rows = {"onnxruntime b8": {"before_ms": 10.0, "after_ms": 5.0, "speedup": 2.0}}
     monkeypatch.setattr("dlopt.prune.latency.measure_latency",
                         lambda *a, **k: {"rows_by_variant": {"pruned": rows}, "problems": []})
-    result: dict = {}
-    stage._bench(SimpleNamespace(run=None, spec=None), SimpleNamespace(name="pruned", bench_budget_s=0.1), tmp_path,
-                 result, lambda _m: None)
-    assert not result.get("notes")
+    report = stage._bench(SimpleNamespace(run=None, spec=None), SimpleNamespace(name="pruned", bench_budget_s=0.1),
+                          tmp_path, PruneReport(arch="lenet5"), lambda _m: None)
+    assert not report.notes and json.loads((tmp_path / stage.REPORT).read_text())["latency"]["rows"] == rows

@@ -1,4 +1,5 @@
-"""Result files: schema check of a bench.json, CSV rows, and a PNG chart (matplotlib, Agg)."""
+"""Result files: bench.json written and checked as a dlopt.results.BenchResult, CSV rows, and a PNG chart
+(matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from dlopt.errors import InputFileError
 from dlopt.fileio import atomic_path
+from dlopt.results import BenchResult, ResultError, write_result
 
 REQUIRED = {"schema": str, "created": str, "target": str, "device": str, "threads": int, "config": dict,
             "loadavg": dict, "environment": dict, "peak": dict, "rows": list}
@@ -37,6 +39,15 @@ def schema_errors(data: Any) -> list[str]:
     return errs
 
 
+def write_results(result: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+    """Write `result` (what bench measured) to each of `paths` as a BenchResult; returns what the files hold.
+    A key BenchResult does not declare, or a value of the wrong type, is refused before anything is written."""
+    record = BenchResult.of(result)
+    for path in paths:
+        write_result(record, path)
+    return record.to_json()
+
+
 def load_result(path: Path) -> dict[str, Any]:
     """A bench.json from disk, checked; InputFileError names what is wrong."""
     try:
@@ -46,6 +57,11 @@ def load_result(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFileError(f"cannot read {path} as JSON ({exc}); give a bench.json written by `dlopt bench`") from None
     errs = schema_errors(data)
+    if not errs:
+        try:
+            BenchResult.from_json(data)  # the same typed record report and runs read it through
+        except ResultError as exc:
+            errs = [str(exc)]
     if errs:
         raise InputFileError(f"{path} is not a dlopt bench result ({'; '.join(errs[:3])}); give a bench.json")
     return data

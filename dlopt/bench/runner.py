@@ -21,7 +21,6 @@ from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
 from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source
 from dlopt.environment import fingerprint
 from dlopt.errors import UnsupportedError
-from dlopt.fileio import write_json_atomic
 from dlopt.target import TargetOptions
 
 SCHEMA = "dlopt.bench/1"
@@ -239,6 +238,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
     """Benchmark every variant of the target; writes `bench.json` in its run and records the stage."""
     import torch
 
+    from dlopt.bench.report import write_results
     from dlopt.options import config_dict
 
     check_measurable(cfg)
@@ -271,9 +271,9 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
                       "environment": fingerprint(), "peak": peak, "rows": rows, "notes": ctx["notes"]}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
-            for target in (dated, path):  # staged: they replace the old ones only when the stage is done
-                write_json_atomic(rec.path(target.name), result)
-                rec.outputs.append(rec.path(target.name))
+            staged = [rec.path(target.name) for target in (dated, path)]  # replace the old ones when done
+            result = write_results(result, staged)  # as a dlopt.results.BenchResult, type-checked
+            rec.outputs += staged
             rec.outputs += [v.path for v in variants if isinstance(v.path, Path) and v.path.parent.name == EXPORT_DIR]
             rec.metrics.update({f"{r['variant']}@b{r['batch_size']}" + (f"s{r['seq_len']}" if r["seq_len"] else ""):
                                 r["stats"]["median_ms"] for r in rows if r.get("stats")})

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
-from dlopt.fileio import write_json_atomic
 from dlopt.runs import StageRecord
 from dlopt.target import Target, TargetOptions, resolve_target
 from dlopt.verify import VerifyConfig
@@ -27,10 +26,13 @@ def checkpoint_sha256(record: Path) -> str:
 
 
 def write_report(path: Path, reports: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    data = {**(extra or {}), "passed": all(r.passed for r in reports.values()),
-            "artifacts": {fmt: r.to_dict() for fmt, r in reports.items()}}
-    write_json_atomic(path, data)
-    return path
+    """verify-report.json: one verdict per format (dlopt.verify reports); `extra` are VerifyReport fields
+    (arch, stage, weights_source). Written as a dlopt.results.VerifyReport, which refuses an undeclared key."""
+    from dlopt.results import VerifyReport, write_result
+
+    record = VerifyReport.of({**(extra or {}), "passed": all(r.passed for r in reports.values()),
+                              "artifacts": {fmt: r.to_dict() for fmt, r in reports.items()}})
+    return write_result(record, path)
 
 
 def _precheck(opts: TargetOptions, config: ExportConfig) -> None:

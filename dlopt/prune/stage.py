@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import ConfigError
-from dlopt.fileio import write_json_atomic
 from dlopt.prune.config import PruneConfig
+from dlopt.results import PruneReport, write_result
 from dlopt.target import Target, TargetOptions, resolve_target
 from dlopt.warn import count
 
@@ -23,7 +24,11 @@ Progress = Callable[[str], None]
 class PruneOutcome:
     run_dir: Path
     record: Path  # <run>/<name>/model.json: load_checkpoint(record), or TargetOptions(variant="<name>/model.json")
-    result: dict[str, Any]
+    report: PruneReport  # what prune_report.json holds
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.report.to_json()
 
     def to_json(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "record": str(self.record), **self.result}
@@ -122,59 +127,62 @@ def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None =
     with run.stage(cfg.name, {"prune": cfg.to_json()}, inputs=[target.checkpoint], owns=variant if replace else (),
                    fresh=() if replace else variant) as rec:
         out_dir = rec.dir(final_dir.name)
-        result = _prune_and_save(target, cfg, out_dir, say, torch)
-        if "checkpoint" in result:  # where the record lands, not where it was staged
-            result["checkpoint"] = str(final_dir.relative_to(run.path) / "model.json")
-            write_json_atomic(out_dir / REPORT, result)
+        report = _prune_and_save(target, cfg, out_dir, say, torch)
+        where = str(final_dir.relative_to(run.path) / "model.json")  # where the record lands, not where it is staged
+        report = dataclasses.replace(report, checkpoint=where)
         if cfg.bench:  # the ONNX file the latency measurement times, made (and verified) with the stage
-            _export_onnx(out_dir, spec, target.config, result)
+            why = _export_onnx(out_dir, spec, target.config)
+            report = dataclasses.replace(report, notes=(*report.notes, why)) if why else report
+        write_result(report, out_dir / REPORT)
         rec.outputs += [p for p in out_dir.iterdir() if p.is_file()]
-        rec.metrics.update(_summary(result))
+        rec.metrics.update(_summary(report))
     if cfg.bench:  # needs the pruned model in place; its own stage, so the prune stands if timing is killed
         with run.stage(f"{cfg.name}-latency", {"budget_s": cfg.bench_budget_s},
                        inputs=[final_dir / "model.json"]) as lat:
-            _bench(target, cfg, lat.dir(final_dir.name), result, say)
+            report = _bench(target, cfg, lat.dir(final_dir.name), report, say)
             lat.outputs.append(lat.path(final_dir.name, REPORT))
-            lat.metrics.update(_summary(result))
-    return PruneOutcome(run.path, final_dir / "model.json", result)
+            lat.metrics.update(_summary(report))
+    return PruneOutcome(run.path, final_dir / "model.json", report)
 
 
-def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any, result: dict[str, Any]) -> None:
+def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any) -> str | None:
+    """Export and verify the pruned model's ONNX file; the report's note when that failed (the file is removed)."""
     from dlopt.checkpoint import load_checkpoint
     from dlopt.export import ExportConfig, export_model
     from dlopt.spec import ExportFormat
 
     model = load_checkpoint(out_dir / "model.json").model
     res = export_model(model, spec, model_cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
-    if not res.passed:
-        bad = [f"{fmt}: {str(err).splitlines()[0][:200]}" for fmt, err in res.failures.items()]
-        bad += [f"{fmt}: {' / '.join(f[1] + ' ' + f[2] for f in rep.failures()[:1])[:200]}"
-                for fmt, rep in res.verification.items() if not rep.passed]
-        why = "; ".join(bad) or "its verification failed"
-        result.setdefault("notes", []).append(f"ONNX export of the pruned model failed or did not verify: {why}")
-        for p in res.artifacts.values():
-            Path(p).unlink(missing_ok=True)
+    if res.passed:
+        return None
+    bad = [f"{fmt}: {str(err).splitlines()[0][:200]}" for fmt, err in res.failures.items()]
+    bad += [f"{fmt}: {' / '.join(f[1] + ' ' + f[2] for f in rep.failures()[:1])[:200]}"
+            for fmt, rep in res.verification.items() if not rep.passed]
+    why = "; ".join(bad) or "its verification failed"
+    for p in res.artifacts.values():
+        Path(p).unlink(missing_ok=True)
+    return f"ONNX export of the pruned model failed or did not verify: {why}"
 
 
-def _bench(target: Target, cfg: PruneConfig, out_dir: Path, result: dict[str, Any], say: Progress) -> None:
-    """Latency before/after through dlopt.bench; adds `latency` to the result and rewrites the report."""
-    from dlopt.fileio import write_json_atomic
+def _bench(target: Target, cfg: PruneConfig, out_dir: Path, report: PruneReport, say: Progress) -> PruneReport:
+    """Latency before/after through dlopt.bench: the report with `latency`, rewritten."""
     from dlopt.prune.latency import measure_latency
 
     say("benchmarking before/after (eager and ONNX Runtime)")
     latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s)
-    result["latency"] = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
-    slower = [f"{key} {row['speedup']:.2f}x" for key, row in result["latency"]["rows"].items()
+    latency = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
+    slower = [f"{key} {row['speedup']:.2f}x" for key, row in latency["rows"].items()
               if row.get("speedup") is not None and row["speedup"] < 1]
-    if slower:  # pruning must never make a model slower without saying so
-        result.setdefault("notes", []).append(f"the pruned model is SLOWER than the original in {', '.join(slower)}; "
-                                              "try the default widths (no --round-to / --exact) or a lower ratio")
-    write_json_atomic(out_dir / REPORT, result)
+    notes = [f"the pruned model is SLOWER than the original in {', '.join(slower)}; try the default widths (no "
+             "--round-to / --exact) or a lower ratio"] if slower else []  # never slower without saying so
+    report = dataclasses.replace(report, latency=latency, notes=(*report.notes, *notes))
+    write_result(report, out_dir / REPORT)
+    return report
 
 
-def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> dict[str, Any]:
+def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> PruneReport:
+    """Prune, fine-tune and save the model in `out_dir`; its report (written by the caller)."""
     from dlopt.checkpoint import save_checkpoint
-    from dlopt.fileio import write_json_atomic
     from dlopt.prune.finetune import resolve_finetune
     from dlopt.prune.model import prune_model
     from dlopt.prune.structure import describe
@@ -226,8 +234,7 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         result["speedup_path"] = path
         result["notes"].append(path_note(cfg, path))
         result["speedup_plot"] = plot_path(out_dir, cfg, path, spec.metric, metric["higher_is_better"] is not False)
-    write_json_atomic(out_dir / REPORT, result)
-    return result
+    return PruneReport.of(result)  # a key PruneReport does not declare, or a wrong type, stops here
 
 
 def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
@@ -246,12 +253,14 @@ def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
     return evaluator, ""
 
 
-def _summary(result: dict[str, Any]) -> dict[str, Any]:
-    m = result["metric"]
-    return {"params_before": result["params"]["before"], "params_after": result["params"]["after"],
-            "macs_before": result["macs"]["before"], "macs_after": result["macs"]["after"],
-            f"{m['name']}_before": m["before"], f"{m['name']}_after_prune": m["after_prune"],
-            f"{m['name']}_after_finetune": m["after_finetune"],
-            **({"sparsity": result["sparsity"]["weights"]} if "sparsity" in result else {}),
-            **({"channels_removed": result["achieved"]["channels"]} if "achieved" in result else {}),
-            **{f"speedup_{k}": v["speedup"] for k, v in result.get("latency", {}).get("rows", {}).items()}}
+def _summary(report: PruneReport) -> dict[str, Any]:
+    """The manifest's metrics of the prune stage."""
+    m = report.metric
+    name = m.name if m else None
+    return {"params_before": report.params.get("before"), "params_after": report.params.get("after"),
+            "macs_before": report.macs.get("before"), "macs_after": report.macs.get("after"),
+            f"{name}_before": m and m.before, f"{name}_after_prune": m and m.after_prune,
+            f"{name}_after_finetune": m and m.after_finetune,
+            **({"sparsity": report.sparsity["weights"]} if report.sparsity else {}),
+            **({"channels_removed": report.achieved["channels"]} if report.achieved else {}),
+            **{f"speedup_{k}": v["speedup"] for k, v in (report.latency or {}).get("rows", {}).items()}}

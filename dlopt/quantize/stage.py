@@ -8,14 +8,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from dlopt.errors import UnsupportedError
-from dlopt.fileio import write_json_atomic
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.session import Session, open_session
+from dlopt.results import QuantizeReport, write_result
 from dlopt.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
 from dlopt.target import Target, TargetOptions, resolve_target
 
@@ -27,11 +27,15 @@ class QuantizeOutcome:
     run_dir: Path
     artifact: Path  # the quantized file inside <run>/<name>/
     report_path: Path
-    result: dict[str, Any]
+    report: QuantizeReport  # what quantize_report.json holds
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.report.to_json()
 
     @property
     def passed(self) -> bool:
-        return bool(self.result.get("verified"))
+        return bool(self.report.verified)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.result, "run": str(self.run_dir), "artifact": str(self.artifact),
@@ -166,7 +170,7 @@ def layer_counts(built: Any) -> dict[str, Any]:
 
 
 def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: float,
-            progress: Callable[[str], None]) -> dict[str, Any]:
+            progress: Callable[[str], None]) -> QuantizeReport:
     from dlopt.quantize.choose import measure
 
     before, after = s.judge.metric(None, "test"), s.judge.metric(built.runner, "test")
@@ -180,20 +184,22 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
              f"parity with fp32 on {'held-out data' if s.calib.source.startswith('train') else 'random valid inputs'}"
              + (f" (the metric could not run the artifact: {s.judge.metric_broken})" if s.judge.metric_broken else ""))
     verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
-    return {"arch": s.spec.name, "stage": s.cfg.name, "method": str(built.recipe.method),
-            "backend": str(built.recipe.backend), "recipe": built.recipe.to_json(),
-            "chosen_by": "auto" if auto else "asked", "auto": auto, "artifact": out.name,
-            "size_bytes": {"fp32": fp32_bytes, "quantized": built.bytes,
-                           "ratio": round(fp32_bytes / out.stat().st_size, 3) if fp32_bytes else None},
-            "metric": s.spec.metric, "accuracy_basis": basis,
-            "metric_before": before, "metric_after": after, "drop_points": s.judge.drop(before, after),
-            "top1_agreement": parity["top1_agreement"], "relative_error": parity["relative_error"],
-            "latency_ms_b1": latency, "speedup_vs_eager_b1": round(latency["eager fp32"] / latency["quantized"], 3),
-            "threads": 1, **layer_counts(built),
-            "search": search.to_json(), "calibration": {"samples": s.calib.samples, "source": s.calib.source,
-                                                        "method": str(s.cfg.calibration_method)},
-            "verification": {"shapes": sweep, "task": checks}, "verified": verified,
-            "notes": [*s.notes, *built.notes], "seconds": round(seconds, 2)}
+    counts = layer_counts(built)
+    return QuantizeReport(
+        arch=s.spec.name, stage=s.cfg.name, method=str(built.recipe.method), backend=str(built.recipe.backend),
+        recipe=built.recipe.to_json(), chosen_by="auto" if auto else "asked", auto=auto, artifact=out.name,
+        size_bytes={"fp32": fp32_bytes, "quantized": built.bytes,
+                    "ratio": round(fp32_bytes / out.stat().st_size, 3) if fp32_bytes else None},
+        metric=s.spec.metric, accuracy_basis=basis, metric_before=before, metric_after=after,
+        drop_points=s.judge.drop(before, after), top1_agreement=parity["top1_agreement"],
+        relative_error=parity["relative_error"], latency_ms_b1=latency,
+        speedup_vs_eager_b1=round(latency["eager fp32"] / latency["quantized"], 3), threads=1,
+        layers_int8=counts["layers_int8"], layers_float=counts["layers_float"],
+        float_layers=tuple(counts["float_layers"]), kept_float=tuple(counts["kept_float"]),
+        float_why=counts.get("float_why"), search=search.to_json(),
+        calibration={"samples": s.calib.samples, "source": s.calib.source, "method": str(s.cfg.calibration_method)},
+        verification={"shapes": sweep, "task": checks}, verified=verified, notes=(*s.notes, *built.notes),
+        seconds=round(seconds, 2))
 
 
 def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
@@ -218,13 +224,14 @@ def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
             shutil.copyfile(built.path.with_suffix(".bin"), out.with_suffix(".bin"))
             rec.outputs.append(out.with_suffix(".bin"))
         result = _result(s, built, auto, search, out, time.perf_counter() - t0, step)
-        result["verification"]["shapes"]["artifact"] = str(rec.final(out).relative_to(run.path))
-        report = rec.path(final_dir.name, REPORT)
-        write_json_atomic(report, result)
+        shapes = {**result.verification["shapes"], "artifact": str(rec.final(out).relative_to(run.path))}
+        result = replace(result, verification={**result.verification, "shapes": shapes})  # where it lands
+        report = write_result(result, rec.path(final_dir.name, REPORT))
         rec.outputs += [out, report]
-        rec.metrics.update({k: result[k] for k in ("method", "backend", "metric_before", "metric_after", "drop_points",
-                                                   "top1_agreement", "speedup_vs_eager_b1", "verified")})
-        rec.metrics["kept_float"] = len(result["kept_float"])
-        rec.metrics.update(layers_int8=result["layers_int8"], layers_float=result["layers_float"])
+        rec.metrics.update({k: getattr(result, k) for k in ("method", "backend", "metric_before", "metric_after",
+                                                            "drop_points", "top1_agreement", "speedup_vs_eager_b1",
+                                                            "verified")})
+        rec.metrics.update(kept_float=len(result.kept_float), layers_int8=result.layers_int8,
+                           layers_float=result.layers_float)
     out, report = final_dir / out.name, final_dir / REPORT
     return QuantizeOutcome(run.path, out, report, result)

@@ -6,42 +6,17 @@ import contextlib
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from dlopt.errors import ConfigError, InputFileError, UnsupportedError, UsageError
 from dlopt.options import config_dict
+from dlopt.results import TrainResult, write_result
 from dlopt.runs import Run, StageRecord
 from dlopt.spec import ArchSpec
 from dlopt.train.config import HParams, TrainConfig, build_defaults, resolve_hparams
 from dlopt.train.engine import METRICS, MODEL_RECORD, EpochHook, Loop, fit
 
-RESULT = "train_result.json"
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: str
-    arch: str
-    metric: str
-    test: dict[str, float]
-    best_epoch: int
-    epochs_run: int
-    stopped: str | None
-    seconds: float
-    hparams: dict[str, Any]
-    data: dict[str, Any]
-    world_size: int = 1
-    device: str = "cpu"
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def test_metric(self) -> float | None:
-        return self.test.get(self.metric)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+RESULT = "train_result.json"  # a TrainResult (dlopt.results), which train() also returns
 
 
 def _model_config(spec: ArchSpec, cfg: TrainConfig, data: Any) -> Any:
@@ -222,9 +197,7 @@ def _run_loop(cfg: TrainConfig, spec: ArchSpec, model: Any, family: Any, run: Ru
     rec.metrics.update({f"test_{k}": v for k, v in test.items()})
     rec.metrics.update(best_epoch=loop.state.best_epoch, epochs_run=loop.state.epoch, stopped=loop.stopped,
                        **{f"best_val_{spec.metric}": loop.state.best})
-    from dlopt.fileio import write_json_atomic
-
-    write_json_atomic(run.path / RESULT, result.to_json())
+    write_result(result, run.path / RESULT)
     rec.outputs.extend(sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith(".")
                               and p.name != "manifest.json"))
     return result
@@ -253,4 +226,4 @@ def _result(cfg: TrainConfig, spec: ArchSpec, family: Any, loop: Loop, test: dic
     return TrainResult(run_dir=run_dir, arch=spec.name, metric=spec.metric, test=test, best_epoch=loop.state.best_epoch,
                        epochs_run=loop.state.epoch, stopped=loop.stopped, seconds=round(seconds, 2), hparams=hp,
                        data=_data_summary(family.data), world_size=family.rt.world_size, device=str(family.rt.device),
-                       history=loop.state.history)
+                       history=tuple(loop.state.history))

@@ -9,7 +9,6 @@ batch; rank 0 writes the run and `train_result.json`, which the launcher reads b
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -48,7 +47,8 @@ def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
 
 def launch(cfg: TrainConfig) -> Any:
     """Start the workers, wait, and return rank 0's TrainResult."""
-    from dlopt.train.api import RESULT, TrainResult
+    from dlopt.results import TrainResult, read_result
+    from dlopt.train.api import RESULT
 
     if node_rank(cfg.torchrun_args) != 0:  # other nodes only compute: node 0's run holds everything
         return _launch_other_node(cfg)
@@ -57,13 +57,13 @@ def launch(cfg: TrainConfig) -> Any:
     config_path = run.path / WORKER_CONFIG
     write_json_atomic(config_path, worker_cfg.to_json())
     _run_torchrun(cfg, config_path)
-    return TrainResult(**json.loads((run.path / RESULT).read_text()))
+    return read_result(TrainResult, run.path / RESULT)  # the record rank 0 wrote, type-checked
 
 
 def _launch_other_node(cfg: TrainConfig) -> Any:
     import tempfile
 
-    from dlopt.train.api import TrainResult
+    from dlopt.results import TrainResult
 
     with tempfile.TemporaryDirectory(prefix="dlopt-train-") as tmp:
         config_path = Path(tmp) / WORKER_CONFIG
