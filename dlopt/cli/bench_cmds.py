@@ -165,7 +165,8 @@ def bench_cmd(
     timing = {k: v for k, v in (("budget_s", budget_s), ("warmup_calls", warmup)) if v is not None}
     batches = renamed(batch_sizes, old_batch_size, "--batch-sizes", "--batch-size", " for lists")
     flag = "--batch-size" if old_batch_size is not None else "--batch-sizes"  # errors name the spelling used
-    cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=parse_int_list(batches or "1,8", flag) or (1,),
+    sizes = parse_int_list("1,8" if batches is None else batches, flag) or (1,)
+    cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=sizes,
                       seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
                       iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
                       **timing)
