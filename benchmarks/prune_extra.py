@@ -87,9 +87,9 @@ def part1(run: str | None, root: Path) -> dict:
     return out
 
 
-def part2(root: Path) -> dict:
+def part2(root: Path, models: list[str]) -> dict:
     out: dict = {}
-    for name in TORCHVISION:
+    for name in models:
         row = _cli(["prune", f"torchvision:{name}", "--ratio", "0.3", "--bench", "--out", str(root), "--json"])
         rep = _report(row)
         lat = rep.get("latency") or {}
@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--run", help="a trained resnet18 run for part 1 (default: train one)")
     ap.add_argument("--parts", nargs="+", type=int, default=[1, 2], choices=[1, 2])
     ap.add_argument("--root", type=Path, help="output root for new runs (default: a temporary directory)")
+    ap.add_argument("--models", nargs="+", default=list(TORCHVISION), choices=TORCHVISION,
+                    help="part 2's torchvision models (a model not run keeps its previous result)")
     args = ap.parse_args()
     root = args.root or Path(tempfile.mkdtemp(prefix="prune-extra-"))
     res = {"benchmark": "prune_extra", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -122,7 +124,7 @@ def main() -> None:
                        "part2": "onnxruntime@b8 >= 1.0x, or the report says the pruned model is slower"}}
     run = str(Path(args.run).resolve()) if args.run else None  # the commands run from the repository root
     res["part1"] = part1(run, root) if 1 in args.parts else None
-    res["part2"] = part2(root) if 2 in args.parts else None
+    res["part2"] = part2(root, args.models) if 2 in args.parts else None
     res["machine"]["loadavg_end"] = os.getloadavg()
     old = json.loads(OUT.read_text()) if OUT.exists() else {}  # re-read: another invocation may have written
     for part in ("part1", "part2"):
@@ -130,6 +132,8 @@ def main() -> None:
             res[part] = old.get(part)
             res["machine"][f"{part}_run"] = (old.get("machine") or {}).get(f"{part}_run")
         else:
+            if part == "part2":  # the models not run this time keep their previous rows
+                res[part] = {**{k: v for k, v in (old.get(part) or {}).items() if k not in args.models}, **res[part]}
             res["machine"][f"{part}_run"] = {"created": res["created"], "loadavg_start": res["machine"]["loadavg_start"],
                                              "loadavg_end": res["machine"]["loadavg_end"]}
     OUT.write_text(json.dumps(res, indent=1) + "\n")
