@@ -42,6 +42,11 @@ class QuantMethod(StrEnum):
     BF16 = "bf16"
 
 
+# The methods that make integer layers: their result must hold some (QuantizeConfig.is_int8). A new integer method
+# is listed here, next to its member, so that no other module needs the list.
+INTEGER_METHODS = frozenset({QuantMethod.AUTO, QuantMethod.STATIC, QuantMethod.DYNAMIC})
+
+
 class Exporter(StrEnum):
     """The ONNX exporter (`--exporter` of export, quantize and bench; `exporter` in pipeline.toml)."""
 

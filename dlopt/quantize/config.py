@@ -8,7 +8,7 @@ from typing import Any
 
 from dlopt.errors import ConfigError
 from dlopt.options import check_choice, check_float, check_int, check_seed, check_stage_name, shown
-from dlopt.spec import Exporter, QuantMethod
+from dlopt.spec import INTEGER_METHODS, Exporter, QuantMethod
 
 
 # The one enum for the quantization method (spec, config and CLI): `Method` is the same object under its old name.
@@ -86,7 +86,7 @@ class QuantizeConfig:
 
     @property
     def is_int8(self) -> bool:
-        return self.method in (QuantMethod.AUTO, QuantMethod.STATIC, QuantMethod.DYNAMIC)
+        return self.method in INTEGER_METHODS
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
