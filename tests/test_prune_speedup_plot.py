@@ -97,3 +97,13 @@ def test_the_stage_writes_and_lists_the_png_with_one_point_per_step(trained_cnn,
     manifest = json.loads((out.run_dir / "manifest.json").read_text())
     outputs = json.dumps(manifest)
     assert "speedup_path.png" in outputs  # recorded among the stage's outputs
+
+
+def test_a_plain_prune_draws_no_path(trained_cnn):
+    from dlopt.prune.stage import REPORT, run_prune
+    from dlopt.target import TargetOptions
+
+    out = run_prune(TargetOptions(name=str(trained_cnn)), PruneConfig(finetune_epochs=0, name="plain"))
+    report = json.loads((out.record.parent / REPORT).read_text())
+    assert "speedup_plot" not in report and "speedup_path" not in report
+    assert not (out.record.parent / "speedup_path.png").exists()
