@@ -38,7 +38,8 @@ class PruneConfig:
     finetune_lr: float | None = None  # None: the family's training learning rate x 0.5
     global_pruning: bool = False  # rank channels across layers instead of per layer
     round_to: int | None = None  # None: layers keeping >= 16 channels keep the nearest multiple of 16 (under 64)
-    # or 8 (fast CPU kernels), narrower ones the exact ratio (dlopt.prune.widths); 1: exact; N: rounded down to N
+    # or 8 (fast CPU kernels; never moving a layer's share over 10 points from the ratio), narrower ones the exact
+    # ratio (dlopt.prune.widths); 1: exact; N: rounded down to N
     seed: int = 0
     name: str = "pruned"  # the stage name in the manifest and the run's sub-directory the checkpoint goes to
     bench: bool = False  # measure latency before/after (eager and ONNX Runtime, batch 1 and 8) via dlopt.bench
