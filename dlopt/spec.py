@@ -47,6 +47,13 @@ class QuantMethod(StrEnum):
 INTEGER_METHODS = frozenset({QuantMethod.AUTO, QuantMethod.STATIC, QuantMethod.DYNAMIC})
 
 
+class QuantFormat(StrEnum):
+    """How ONNX Runtime writes an int8 graph (`dlopt quantize --quant-format`)."""
+
+    QDQ = "qdq"  # QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them
+    QOPERATOR = "qoperator"  # QLinearConv, QLinearMatMul...: integer operators in the graph
+
+
 class Exporter(StrEnum):
     """The ONNX exporter (`--exporter` of export, quantize and bench; `exporter` in pipeline.toml)."""
 

@@ -15,8 +15,7 @@ from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a rec
 from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
 from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
 from dlopt.errors import CheckFailedError
-from dlopt.quantize.config import QuantFormat
-from dlopt.spec import Exporter, QuantMethod
+from dlopt.spec import Exporter, QuantFormat, QuantMethod
 
 METHODS = ", ".join(QuantMethod)  # the one enum: spec.quant_methods, QuantizeConfig.method and this option
 

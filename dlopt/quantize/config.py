@@ -8,7 +8,7 @@ from typing import Any
 
 from dlopt.errors import ConfigError
 from dlopt.options import check_choice, check_float, check_int, check_seed, check_stage_name, shown
-from dlopt.spec import INTEGER_METHODS, Exporter, QuantMethod
+from dlopt.spec import INTEGER_METHODS, Exporter, QuantFormat, QuantMethod
 
 
 # The one enum for the quantization method (spec, config and CLI): `Method` is the same object under its old name.
@@ -25,11 +25,6 @@ class CalibrationMethod(StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
-
-
-class QuantFormat(StrEnum):
-    QDQ = "qdq"  # QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them
-    QOPERATOR = "qoperator"  # QLinearConv, QLinearMatMul...: integer operators in the graph
 
 
 @dataclass(frozen=True)
