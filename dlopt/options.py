@@ -176,8 +176,15 @@ def check_seed(section: str, value: Any) -> None:
 RESERVED_NAMES = frozenset({"train", "prune", "quantize", "export", "verify", "bench", "pipeline", "build", "evaluate",
                             "report", "model", "runs", "manifest", "export-pruned", "quantize-pruned"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_RUN_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".md", ".html", ".png", ".csv", ".onnx", ".ts", ".pt2",
-                                ".safetensors", ".lock", ".tmp", ".txt", ".data"})
+_RUN_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".md", ".html", ".png", ".csv", ".safetensors", ".lock", ".tmp",
+                                ".txt"})  # + every artifact format's suffix and sidecars (dlopt.runtimes)
+
+
+def _run_file_suffixes() -> frozenset[str]:
+    from dlopt.runtimes import FORMATS
+
+    sidecars = {os.path.splitext(s)[1] for r in FORMATS for s in r.sidecars}
+    return _RUN_FILE_SUFFIXES | {r.suffix for r in FORMATS} | sidecars
 
 
 def check_stage_name(section: str, name: Any, others: Iterable[str] = ()) -> None:
@@ -191,7 +198,7 @@ def check_stage_name(section: str, name: Any, others: Iterable[str] = ()) -> Non
                           "with a letter or digit (it becomes the run's sub-directory, unchanged)")
     lowered = name.lower()  # case-insensitive file systems would merge Train/ and train/
     taken = RESERVED_NAMES | {o.lower() for o in others}
-    if lowered in taken or lowered.startswith("verify-") or os.path.splitext(lowered)[1] in _RUN_FILE_SUFFIXES:
+    if lowered in taken or lowered.startswith("verify-") or os.path.splitext(lowered)[1] in _run_file_suffixes():
         raise ConfigError(f"{said} is reserved: a run already uses it for another stage's record or file; "
                           f"choose another --name (e.g. {section}-2)")
 

@@ -137,7 +137,7 @@ def test_a_valid_config_passes_and_keeps_the_table_defaults():
 # -- names that would collide with another stage's record or change on the way to a directory ----------------
 
 RESERVED = ["train", "export", "int8", "pruned-int8", "model", "bench", "report", "verify", "pipeline", "Train",
-            "verify-pruned", "manifest.json", "model.json"]
+            "verify-pruned", "manifest.json", "model.json", "model.xml", "model.bin", "x.onnx_data"]  # + every format's files
 MALFORMED = [".staging", "a" * 300, "a\nb", "a/b", "../up", "two words", "naïve", "-dash", ""]
 
 

@@ -63,7 +63,11 @@ def quantize_cmd(
     from dlopt.output import deliver, plan_output
     from dlopt.quantize import QuantizeConfig, run_quantize
 
-    dest = plan_output(output, force, (".onnx", ".pt2", ".xml"))
+    from dlopt.runtimes import FORMAT_SUFFIX
+    from dlopt.spec import ExportFormat
+
+    dest = plan_output(output, force, tuple(FORMAT_SUFFIX[f] for f in (ExportFormat.ONNX, ExportFormat.PT2,
+                                                                      ExportFormat.OPENVINO)))
     from dlopt.target import TargetOptions
 
     qformat = renamed(quant_format, old_format, "--quant-format", "--format", " for qdq/qoperator")
