@@ -102,8 +102,8 @@ class Record:
         try:
             return cls.from_json(as_json(data), strict=True)  # type: ignore[attr-defined]
         except ResultError as exc:
-            raise RecordWriteError(f"dlopt built a {cls.__name__} it cannot write ({exc}); nothing was written "
-                                   "-- this is a bug in dlopt, please report it") from None
+            raise RecordWriteError(f"dlopt built the {cls.__name__} record that it cannot write ({exc}); nothing "
+                                   "was written -- this is a bug in dlopt, please report it") from None
 
     def to_json(self) -> dict[str, Any]:
         out = {}

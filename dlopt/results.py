@@ -250,11 +250,13 @@ class Evaluation(Record):
     """evaluation.json (the pipeline's evaluate step): every variant's metric through its own runtime."""
 
     metric: str
+    split: str | None = None
     rows: tuple[EvaluationRow, ...] = ()
-    higher_is_better: bool = True
-    sizes: dict[str, dict[str, int | None]] = field(default_factory=dict)
-    note: str | None = None
+    sizes: dict[str, dict[str, int | None]] = field(default_factory=dict)  # variant -> parameters, macs
+    skipped: tuple[dict[str, str], ...] = ()  # files no done stage vouches for: path, reason
     data: dict[str, Any] | None = None
+    higher_is_better: bool = True
+    note: str | None = optional()  # why some rows are not measured
 
 
 WHAT = {TrainResult: "train result", PruneReport: "prune report", QuantizeReport: "quantize report",

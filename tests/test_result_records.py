@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from dlopt.cli.app import app
 from dlopt.records import RecordWriteError
-from dlopt.results import (BenchResult, PruneReport, QuantizeReport, TrainResult, VerifyReport, read_result,
-                           write_result)
+from dlopt.results import (BenchResult, Evaluation, PruneReport, QuantizeReport, TrainResult, VerifyReport,
+                           read_result, write_result)
 
 runner = CliRunner()
 
@@ -93,6 +93,18 @@ def test_cli_json_shows_the_record_it_wrote(built, kind: type, rel: str) -> None
     if rel.endswith("quantize_report.json"):  # quantize --json gives the artifact's full path, the file its name
         assert Path(got.pop("artifact")) == run / "int8" / data.pop("artifact")
     assert {k: got[k] for k in data} == data
+
+
+def test_the_pipeline_evaluation_is_exactly_its_record(built, tmp_path: Path) -> None:
+    """evaluation.json (the pipeline's evaluate step) on this run: every variant, eager and ONNX Runtime rows."""
+    from dlopt.pipeline.evaluate import evaluate_variants
+    from dlopt.registry import get_spec
+    from dlopt.runs import Run
+
+    data = evaluate_variants(Run(built[0]), get_spec("lenet5"), lambda _m: None)
+    back = read_result(Evaluation, write_result(Evaluation.of(data), tmp_path / "evaluation.json"))
+    assert back.to_json() == json.loads((tmp_path / "evaluation.json").read_text()) == json.loads(json.dumps(data))
+    assert {r.runtime for r in back.rows} == {"eager", "onnxruntime"} and back.split == "test"
 
 
 def _quant(built) -> QuantizeReport:

@@ -10,7 +10,6 @@ from typing import Any
 
 from dlopt.errors import InputFileError
 from dlopt.fileio import atomic_path
-from dlopt.results import BenchResult, ResultError, write_result
 
 REQUIRED = {"schema": str, "created": str, "target": str, "device": str, "threads": int, "config": dict,
             "loadavg": dict, "environment": dict, "peak": dict, "rows": list}
@@ -42,6 +41,8 @@ def schema_errors(data: Any) -> list[str]:
 def write_results(result: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
     """Write `result` (what bench measured) to each of `paths` as a BenchResult; returns what the files hold.
     A key BenchResult does not declare, or a value of the wrong type, is refused before anything is written."""
+    from dlopt.results import BenchResult, write_result
+
     record = BenchResult.of(result)
     for path in paths:
         write_result(record, path)
@@ -56,6 +57,8 @@ def load_result(path: Path) -> dict[str, Any]:
         raise InputFileError(f"{path} not found; give a bench.json written by `dlopt bench`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFileError(f"cannot read {path} as JSON ({exc}); give a bench.json written by `dlopt bench`") from None
+    from dlopt.results import BenchResult, ResultError
+
     errs = schema_errors(data)
     if not errs:
         try:

@@ -131,13 +131,12 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
 
 def evaluate(ctx: Context) -> list[Path]:
     """The spec's metric on the held-out test split for every variant x runtime in the run."""
-    from dlopt.fileio import write_json_atomic
     from dlopt.pipeline.evaluate import evaluate_variants
+    from dlopt.results import Evaluation, write_result
 
     with ctx.run.stage("evaluate", {}) as rec:  # a stage, so report trusts evaluation.json only when complete
         data = evaluate_variants(ctx.run, ctx.spec, ctx.progress)
-        staged = rec.path(EVALUATION)
-        write_json_atomic(staged, data)
+        staged = write_result(Evaluation.of(data), rec.path(EVALUATION))  # the record report reads it as
         rec.outputs.append(staged)
     return [ctx.path(EVALUATION)]
 

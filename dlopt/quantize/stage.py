@@ -10,16 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlopt.errors import UnsupportedError
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.session import Session, open_session
-from dlopt.results import QuantizeReport, write_result
 from dlopt.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
 from dlopt.target import Target, TargetOptions, resolve_target
 
-REPORT = "quantize_report.json"
+if TYPE_CHECKING:
+    from dlopt.results import QuantizeReport
+
+REPORT = "quantize_report.json"  # a dlopt.results.QuantizeReport
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def layer_counts(built: Any) -> dict[str, Any]:
 def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: float,
             progress: Callable[[str], None]) -> QuantizeReport:
     from dlopt.quantize.choose import measure
+    from dlopt.results import QuantizeReport
 
     before, after = s.judge.metric(None, "test"), s.judge.metric(built.runner, "test")
     parity = s.judge.parity(built.runner, s.judge.held)
@@ -205,6 +208,8 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
 def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
                  progress: Callable[[str], None] | None = None) -> QuantizeOutcome:
     """Quantize the target into <run>/<cfg.name>/ and record the stage `cfg.name` in the run's manifest."""
+    from dlopt.results import write_result
+
     step = progress or (lambda _msg: None)
     _precheck(opts, cfg)
     target: Target = resolve_target(opts)
