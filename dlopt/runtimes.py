@@ -114,14 +114,14 @@ def artifact_bytes(path: Path) -> int:
     return path.stat().st_size + sum(p.stat().st_size for p in (rec.companions(path) if rec else []))
 
 
-def check_trusted(path: Path, trust_pickle: bool = False) -> None:
+def check_trusted(path: Path, trust_pickle: bool = False, remedy: str | None = None) -> None:
     """The one trust rule for loading an artifact: a format whose loader may unpickle or run code is refused
     (UnsafeFileError, exit 6) unless a dlopt manifest records its sha256 or the user trusts it; zip bombs always."""
     rec = format_of(path)
     if rec.unpickles:
         from dlopt.export.archive import check_trusted as check
 
-        check(Path(path), rec.format.value, trust_pickle)
+        check(Path(path), rec.format.value, trust_pickle, *([remedy] if remedy else []))
 
 
 def resolve(ref: str) -> Callable[..., Any]:

@@ -80,7 +80,9 @@ def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> t
 
 
 def _from_artifact(path: Path, opts: TargetOptions) -> Source:
-    check_trusted(path, opts.trust_pickle)  # a file that would unpickle: the rule and the line of dlopt verify
+    check_trusted(path, opts.trust_pickle,  # a file that would unpickle: the rule of dlopt verify
+                  "bench the run that wrote it, or check it first with `dlopt verify FILE --trust-pickle "
+                  "--checkpoint MODEL.json` if you trust its source")
     run_dir = _enclosing_run(path)
     if run_dir is not None:
         status = Run(run_dir).artifact_status(path)

@@ -131,8 +131,10 @@ def pickle_reasons(path: Path, fmt: str) -> list[str]:
         return reasons
 
 
-def check_trusted(path: Path, fmt: str, trust_pickle: bool = False) -> None:
-    """Refuse a file that would unpickle or run code, unless the user trusts it or a dlopt manifest records it."""
+def check_trusted(path: Path, fmt: str, trust_pickle: bool = False,
+                  remedy: str = "pass --trust-pickle only if you trust its source") -> None:
+    """Refuse a file that would unpickle or run code, unless the user trusts it or a dlopt manifest records it.
+    `remedy` ends the line: what this command lets the user do about it."""
     from dlopt.errors import UnsafeFileError
     from dlopt.export.runtime import recorded_by_dlopt
 
@@ -140,8 +142,7 @@ def check_trusted(path: Path, fmt: str, trust_pickle: bool = False) -> None:
     if not reasons or trust_pickle or recorded_by_dlopt(path):
         return
     raise UnsafeFileError(f"{path} holds pickled data or code ({reasons[0]}) and no dlopt run manifest records its "
-                          "sha256, so dlopt did not write it (or it changed since); pass --trust-pickle only if you "
-                          "trust its source")
+                          f"sha256, so dlopt did not write it (or it changed since); {remedy}")
 
 
 def _quiet_torch_export() -> Any:
