@@ -50,7 +50,7 @@ def by_hand(arch: str, cfg: dict, root: Path) -> Path:
     sh("quantize", str(run))
     sh("export", str(run))
     bench = cfg.get("bench", {})
-    sh("bench", str(run), "--batch-size", ",".join(map(str, bench.get("batch_sizes", [1, 8]))),
+    sh("bench", str(run), "--batch-sizes", ",".join(map(str, bench.get("batch_sizes", [1, 8]))),
        "--budget-s", str(bench.get("budget_s", 10.0)), "--backend", "eager,onnxruntime,torchscript")
     return run
 
