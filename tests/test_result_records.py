@@ -107,6 +107,18 @@ def test_the_pipeline_evaluation_is_exactly_its_record(built, tmp_path: Path) ->
     assert {r.runtime for r in back.rows} == {"eager", "onnxruntime"} and back.split == "test"
 
 
+def test_a_prune_with_nothing_to_score_on_reads_back(tmp_path: Path) -> None:
+    """dqn trains without a dataset: its prune report has no metric direction and says why (the reader before
+    the records were shared refused this file: metric.higher_is_better was typed bool, the writer wrote null)."""
+    shown = _json("prune", "dqn", "--tiny", "--out", tmp_path, "--json")
+    path = Path(shown["record"]).parent / "prune_report.json"
+    data = json.loads(path.read_text())
+    report = read_result(PruneReport, path)
+    assert report.to_json() == data and PruneReport.from_json(data, strict=True).to_json() == data
+    assert report.metric.higher_is_better is None and report.metric.data.startswith("none: ")
+    assert report.metric.final is None and report.kept_layers
+
+
 def _quant(built) -> QuantizeReport:
     return read_result(QuantizeReport, built[0] / "int8/quantize_report.json")
 
