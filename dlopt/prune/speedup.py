@@ -40,18 +40,14 @@ def timer_for(spec: ArchSpec, model_cfg: Any, runtime: str, batch: int) -> Timer
         return lambda: _no_grad(module, inputs)
 
     def ort(model: nn.Module) -> Callable[[], Any]:
-        import onnxruntime
-
         from dlopt.export import ExportConfig, export_model
+        from dlopt.runtimes import ort_session
         from dlopt.spec import ExportFormat
 
         with tempfile.TemporaryDirectory(prefix="dlopt-speedup-") as tmp:
             res = export_model(model, spec, model_cfg, Path(tmp), ExportConfig(formats=(ExportFormat.ONNX,),
                                                                                verify=False))
-            opts = onnxruntime.SessionOptions()
-            opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-            session = onnxruntime.InferenceSession(str(res.artifacts["onnx"]), opts,
-                                                   providers=["CPUExecutionProvider"])
+            session = ort_session(res.artifacts["onnx"], threads=1, inter_threads=1)
         feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=False)}
         return lambda: session.run(None, feed)
 
