@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -157,10 +158,34 @@ def atomic_path(target: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def torch_archive(target: Path) -> Iterator[io.BytesIO]:
+    """A buffer for torch.jit.save / torch.export.save, written to `target` atomically when the block succeeds.
+
+    torch's zip writer throws from its destructor when a disk write fails, which aborts the process (a C++ stack,
+    exit 134, the stage left `running`); writing the finished bytes from Python makes a full disk an OutputError.
+    Costs one archive's size in memory."""
+    buffer = io.BytesIO()
+    yield buffer
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)  # the disk, not dlopt: exit 5 with what to do
+
+
+def write_error(target: Path, exc: OSError) -> OutputError:
+    """The one-line OutputError (exit 5) for an OSError met while writing `target`."""
+    return _write_error(target, exc)
+
+
 def _write_error(target: Path, exc: OSError) -> OutputError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return OutputError(f"cannot write {target}: the disk is full ({exc.strerror}); free space or choose "
                            "another --out, then rerun")
+    if exc.errno == errno.EFBIG:
+        return OutputError(f"cannot write {target}: it is larger than this process may write ({exc.strerror}; see "
+                           "`ulimit -f`); raise the limit or choose another --out, then rerun")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write {target}: {exc.strerror}; choose a writable --out")
     return OutputError(f"cannot write {target}: {exc.strerror or exc}; check space and permissions")

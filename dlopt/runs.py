@@ -21,7 +21,7 @@ from typing import Any
 from dlopt import __version__
 from dlopt.environment import fingerprint
 from dlopt.errors import InputFileError, OutputError
-from dlopt.fileio import inside, safe_name, sha256_file, write_json_atomic
+from dlopt.fileio import DISK_ERRNOS, inside, safe_name, sha256_file, write_error, write_json_atomic
 from dlopt.staging import STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, this_process
 from dlopt.trust import LIVE, ArtifactStatus, candidates, classify, effective_status
 
@@ -152,7 +152,11 @@ class Run:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.path / ".manifest.lock", "a") as lock:
+        try:
+            lock = open(self.path / ".manifest.lock", "a")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:  # a read-only or full file system under an existing run: exit 5, not a crash
+            raise write_error(self.manifest_path, exc) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -190,7 +194,8 @@ class Run:
             if old.get("status") in LIVE and old.get("pid") != os.getpid() and owner_alive(old):
                 raise OutputError(f"stage {name} of {self.path} is running in process {old.get('pid')}; wait for it "
                                   "to finish, or give this one another --name")
-            prev = ({k: old.get(k) for k in ("outputs", "inputs", "finished")} if old.get("status") == "done"
+            kept_keys = ("outputs", "inputs", "finished", "config", "metrics", "duration_s")  # the whole record
+            prev = ({k: old[k] for k in kept_keys if k in old} if old.get("status") == "done"
                     else old.get("previous"))
             kept["previous"] = prev
             m["stages"][name] = {"status": "running", **this_process(), "config": config, "started": _now(),
@@ -237,7 +242,11 @@ class Run:
         t0 = time.perf_counter()
         ins = [file_entry(p, self.path) for p in inputs]
         prev = self._start_stage(name, config, ins)
-        rec = StageRecord(staging=new_staging(self.path, name), run_path=self.path)
+        try:
+            rec = StageRecord(staging=new_staging(self.path, name), run_path=self.path)
+        except OSError as exc:
+            self.record_stage(name, status="failed")
+            raise write_error(self.path / STAGING, exc) from None
         status = "failed"
         try:
             yield rec
@@ -257,8 +266,13 @@ class Run:
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except OSError as exc:  # a writer that is not dlopt's own (a library's save) met a full or read-only disk
+            if exc.errno in DISK_ERRNOS:
+                raise write_error(Path(exc.filename or self.path), exc) from None
+            raise
         finally:
             if status != "done":
+                shutil.rmtree(rec.staging, ignore_errors=True)  # first: a full disk needs that space for the record
                 self.record_stage(name, status=status, duration_s=round(time.perf_counter() - t0, 3),
                                   outputs=self._entries(StageRecord([p for p in rec.outputs if rec.staging is None
                                                                      or not Path(p).is_relative_to(rec.staging)])),

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.export.shapes import dynamic_shapes
-from dlopt.fileio import atomic_path
+from dlopt.fileio import torch_archive
 from dlopt.spec import ArchSpec
 
 
@@ -18,6 +18,6 @@ def export_pt2(module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path
 
     with rnn_while_loops():  # keeps the seq axis of recurrent layers dynamic
         program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes(spec, cfg, dynamic))
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: torch.export.save wants a .pt2 name
-        torch.export.save(program, fh, extra_files=metadata or {})
+    with torch_archive(path) as buffer:
+        torch.export.save(program, buffer, extra_files=metadata or {})
     return {"dynamic_axes": spec.dynamic_axes() if dynamic else {}}

@@ -128,9 +128,11 @@ def recorded_by_dlopt(path: Path) -> bool:
             manifest = read_manifest(folder / MANIFEST)
         except InputFileError:
             continue
-        for stage in manifest.get("stages", {}).values():
-            if any(out.get("sha256") == digest for out in stage.get("outputs", [])):
-                return True
+        for stage in manifest.get("stages", {}).values():  # a failed rerun keeps its last done record as previous
+            for record in (stage, stage.get("previous") or {}):
+                if isinstance(record, dict) and any(isinstance(out, dict) and out.get("sha256") == digest
+                                                    for out in record.get("outputs") or []):
+                    return True
     return False
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.fileio import atomic_path
+from dlopt.fileio import torch_archive
 from dlopt.spec import ArchSpec
 
 
@@ -21,8 +21,8 @@ def export_torchscript(module: Any, example: tuple, spec: ArchSpec, path: Path,
         else:  # check_trace=False: verification compares at several shapes, which is the stronger check
             scripted = torch.jit.trace(module, example, check_trace=False)
     frozen, note = _freeze(scripted)
-    with atomic_path(path) as tmp:
-        torch.jit.save(frozen, str(tmp), _extra_files={k: v.encode() for k, v in (metadata or {}).items()})
+    with torch_archive(path) as buffer:
+        torch.jit.save(frozen, buffer, _extra_files={k: v.encode() for k, v in (metadata or {}).items()})
     return {"method": method, "frozen": note is None, **({"note": note} if note else {})}
 
 

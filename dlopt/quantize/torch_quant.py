@@ -102,7 +102,7 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
     import torch
 
     from dlopt.export.quiet import quiet_deprecations
-    from dlopt.fileio import atomic_path
+    from dlopt.fileio import torch_archive
 
     with quiet_deprecations():
         if recipe.method == Method.STATIC:
@@ -112,8 +112,8 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
         else:
             qmodel = _half(module, recipe.method)
         program = _exported(qmodel, spec, cfg)
-        with atomic_path(dst) as tmp, open(tmp, "wb") as fh:  # a file object: torch.export.save wants a .pt2 name
-            torch.export.save(program, fh)
+        with torch_archive(dst) as buffer:
+            torch.export.save(program, buffer)
     qmodel = qmodel.eval() if hasattr(qmodel, "eval") and recipe.method != Method.STATIC else qmodel
 
     def run(*inputs: Any) -> tuple[Any, ...]:

@@ -51,7 +51,10 @@ def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
     path = Path(path)
     if path.is_dir():
         run = Run.open(path)
-        outputs = run.manifest().get("stages", {}).get("export", {}).get("outputs", [])
+        export = run.manifest().get("stages", {}).get("export", {})
+        if export.get("status") != "done":  # a failed or running rerun: the files of the last done export stand
+            export = export.get("previous") or export
+        outputs = export.get("outputs", [])
         paths = [Path(o["path"]) for o in outputs]
         found = {SUFFIXES[p.suffix]: within(run.path, p, "export output") for p in paths if p.suffix in SUFFIXES}
         if not found:
