@@ -150,3 +150,14 @@ def test_torchscript_past_the_limit_says_it_could_not_be_stopped_mid_call(tmp_pa
         run = load_artifact(tmp_path / "loop.ts", trust_pickle=True)
     with pytest.raises(TimeLimitError, match="cannot be stopped mid-call.*`kill`"), time_limit(0.02):
         run(torch.zeros(2, FEATURES))
+
+
+def test_export_verification_has_the_same_time_limit(files, tmp_path):
+    """`dlopt export --time-limit-s` reaches the verification that follows the export (exit 1, one line)."""
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(files[1]), "--format", "onnx", "--exporter",
+                                      "legacy", "--out", str(tmp_path), "--time-limit-s", "0.001"])
+    assert result.exit_code == 1, result.output
+    assert "model.onnx took longer than the 0.001 s limit" in result.output and "--time-limit-s" in result.output
+    ok = CliRunner().invoke(app, ["export", "--checkpoint", str(files[1]), "--format", "onnx", "--exporter",
+                                  "legacy", "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output  # the default limit (300 s) leaves a normal export alone

@@ -29,6 +29,8 @@ AtolOpt = Annotated[float | None, typer.Option(
 RtolOpt = Annotated[float | None, typer.Option(
     "--rtol", min=0.0, help="Relative tolerance (see --atol) (default: the architecture's, 1e-4 for most).",
     show_default=False)]
+TimeLimitOpt = Annotated[float, typer.Option("--time-limit-s", min=0.001, help="Stop verifying an artifact whose runs "
+                                             "take longer than this many seconds in all (exit 1).")]
 
 
 def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
@@ -80,6 +82,7 @@ def export_cmd(
     output: OutputOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    time_limit_s: TimeLimitOpt = 300.0,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
     from dlopt.export import ExportConfig
@@ -94,7 +97,8 @@ def export_cmd(
     if dest is not None and not dest.is_dir:
         fmts, explicit = _format_for_file(output, fmts, explicit)
     config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
-                          verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol)
+                          verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol,
+                          verify_time_limit_s=time_limit_s)
     debug(f"export config: {config}")
     target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
@@ -177,8 +181,7 @@ def verify_cmd(
     as_json: JsonOpt = False,
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
-    time_limit_s: Annotated[float, typer.Option("--time-limit-s", min=0.001, help="Stop an artifact whose runs take "
-                                                "longer than this many seconds in all (exit 1).")] = 300.0,
+    time_limit_s: TimeLimitOpt = 300.0,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
     from dlopt.verify import VerifyConfig

@@ -40,6 +40,7 @@ class ExportConfig:
     strict_formats: bool = False  # True: a requested format the spec does not support is an error
     atol: float | None = None  # verification tolerance; None = the spec's (dlopt.verify.VerifyConfig)
     rtol: float | None = None
+    verify_time_limit_s: float | None = 300.0  # per artifact (export --time-limit-s); None: no limit
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,8 @@ def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: Ex
 
         step(f"verifying {', '.join(result.artifacts)}")
         with quiet_deprecations():  # trust: the files were written just now by this process
-            vcfg = VerifyConfig(export_batch=config.batch_size, atol=config.atol, rtol=config.rtol)
+            vcfg = VerifyConfig(export_batch=config.batch_size, atol=config.atol, rtol=config.rtol,
+                                time_limit_s=config.verify_time_limit_s)
             reports = verify_artifacts(model, spec, cfg, result.artifacts, vcfg, trust_pickle=True, cases=cases)
         result.verification.update(reports)
     return result
