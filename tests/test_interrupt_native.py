@@ -148,7 +148,7 @@ def test_torchscript_past_the_limit_says_it_could_not_be_stopped_mid_call(tmp_pa
         warnings.simplefilter("ignore")
         torch.jit.script(Loop()).save(str(tmp_path / "loop.ts"))
         run = load_artifact(tmp_path / "loop.ts", trust_pickle=True)
-    with pytest.raises(TimeLimitError, match="cannot be stopped mid-call.*`kill`"), time_limit(0.02):
+    with pytest.raises(TimeLimitError, match="cannot be stopped mid-call.*Ctrl-C twice"), time_limit(0.02):
         run(torch.zeros(2, FEATURES))
 
 
@@ -161,3 +161,76 @@ def test_export_verification_has_the_same_time_limit(files, tmp_path):
     ok = CliRunner().invoke(app, ["export", "--checkpoint", str(files[1]), "--format", "onnx", "--exporter",
                                   "legacy", "--out", str(tmp_path)])
     assert ok.exit_code == 0, ok.output  # the default limit (300 s) leaves a normal export alone
+
+
+TS_DRIVER = """
+import sys, pathlib
+import dlopt.export.archive as archive
+marker, args = pathlib.Path(sys.argv[1]), sys.argv[2:]
+load = archive.load_module
+def load_module(*a, **k):  # says when the native call has begun, so the signals land inside it
+    module = load(*a, **k)
+    def call(*inputs):
+        marker.touch()
+        return module(*inputs)
+    return call
+archive.load_module = load_module
+from dlopt.cli.app import main
+sys.argv = ["dlopt", *args]
+main()
+"""
+
+
+def _script_loop(path: Path, steps: int) -> Path:
+    class Loop(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = steps
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for _ in range(self.steps):
+                x = x + 1
+            return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(Loop()).save(str(path))
+    return path
+
+
+def test_ctrl_c_in_a_torchscript_call_says_why_and_a_second_quits_at_once(files, tmp_path):
+    loop = _script_loop(tmp_path / "loop.ts", 10**9)
+    marker = tmp_path / "running"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", TS_DRIVER, str(marker), "verify", str(loop), "--checkpoint",
+                             str(files[1]), "--trust-pickle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate(timeout=5)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(2.0)
+        assert proc.poll() is None  # the first Ctrl-C cannot stop the call: it says so (below) and waits
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "cannot be stopped mid-call" in err and "Press Ctrl-C again" in err and "interrupted" in err
+
+
+def test_the_first_ctrl_c_in_a_torchscript_call_stops_dlopt_when_the_call_returns(tmp_path):
+    run = load_artifact(_script_loop(tmp_path / "short.ts", 20000), trust_pickle=True)
+    timer = threading.Timer(0.05, signal.raise_signal, (signal.SIGINT,))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run(torch.zeros(2, FEATURES))  # the call runs on; the interrupt is raised when it returns
+    timer.join()
+    assert signal.set_wakeup_fd(-1) == -1  # the Ctrl-C watcher is gone and left no wakeup fd behind

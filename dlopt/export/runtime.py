@@ -7,106 +7,22 @@ torch's loader reads the archive (dlopt.export.archive), not by member names.
 
 Long native calls (issue 21: an ONNX Loop of 10^9 steps): an ONNX Runtime call runs in a worker thread with its own
 RunOptions, and Ctrl-C or the time limit (`time_limit`) sets RunOptions.terminate, which stops it between kernels.
-TorchScript and .pt2 calls cannot be stopped mid-call: they run on the calling thread (abandoning one in a worker
-aborts the process at exit), Ctrl-C takes effect when the call returns, and the limit is checked between calls.
+TorchScript and .pt2 calls cannot be stopped mid-call (dlopt.export.interrupt says what happens instead).
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from dlopt.errors import CheckFailedError, InputFileError, InputMismatchError, UsageError
+from dlopt.errors import InputFileError, InputMismatchError, UsageError
+from dlopt.export.interrupt import TimeLimitError, check_deadline, stoppable, time_limit, waiting_for_native_call
 from dlopt.fileio import sha256_file
 from dlopt.runs import MANIFEST
 from dlopt.runtimes import SUFFIXES
 
 Runner = Callable[..., tuple[Any, ...]]
-T = TypeVar("T")
-POLL_S = 0.1  # how often the waiting thread looks at the clock (and lets Ctrl-C in)
-
-
-class TimeLimitError(CheckFailedError):
-    """A run of an artifact went past its time limit (exit 1): the check could not finish."""
-
-
-@dataclass(frozen=True)
-class Deadline:
-    at: float  # time.monotonic() when the limit passes
-    seconds: float  # the limit, for the message
-    option: str  # the option that sets it, for the message
-
-
-_DEADLINE: ContextVar[Deadline | None] = ContextVar("dlopt_deadline", default=None)
-
-
-@contextmanager
-def time_limit(seconds: float | None, option: str = "--time-limit-s") -> Iterator[None]:
-    """Artifact runs inside this block stop (TimeLimitError) once `seconds` have passed; None: no limit."""
-    if seconds is not None and not seconds > 0:  # NaN too
-        raise UsageError(f"{option} {seconds} is not allowed: give a number of seconds above 0")
-    token = _DEADLINE.set(None if seconds is None else Deadline(time.monotonic() + seconds, seconds, option))
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
-
-
-def _over_limit(path: Path, why: str = "") -> TimeLimitError:
-    d = _DEADLINE.get()
-    assert d is not None
-    return TimeLimitError(f"running {path} took longer than the {d.seconds:g} s limit{why}; give a larger "
-                          f"{d.option} if the model is only slow, else do not trust this file (a Loop can run "
-                          "for ever)")
-
-
-def check_deadline(path: Path, why: str = "") -> None:
-    """TimeLimitError if the current time limit (if any) has passed."""
-    d = _DEADLINE.get()
-    if d is not None and time.monotonic() >= d.at:
-        raise _over_limit(path, why)
-
-
-def stoppable(fn: Callable[[], T], run_options: Any, path: Path) -> T:
-    """fn() in a worker thread; fn must pass `run_options` to every onnxruntime session.run it makes. Ctrl-C
-    (KeyboardInterrupt here) or the time limit sets run_options.terminate = True, which stops the run within a
-    kernel; then KeyboardInterrupt or TimeLimitError is raised here. For bench loops too (dlopt.bench)."""
-    d = _DEADLINE.get()
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the waiting thread, which raises it
-            box["error"] = exc
-
-    worker = threading.Thread(target=work, name="dlopt-ort-run", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(POLL_S if d is None else max(0.0, min(POLL_S, d.at - time.monotonic())))
-            if d is not None and worker.is_alive() and time.monotonic() >= d.at:
-                _terminate(worker, run_options)
-                raise _over_limit(path)
-    except KeyboardInterrupt:
-        _terminate(worker, run_options)
-        raise
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _terminate(worker: threading.Thread, run_options: Any) -> None:
-    run_options.terminate = True
-    worker.join(10.0)  # ORT checks the flag between kernels: a single kernel finishes first
-
-
 def artifact_format(path: Path) -> str:
     fmt = SUFFIXES.get(Path(path).suffix.lower())
     if fmt is None:
@@ -256,15 +172,15 @@ def _guarded(path: Path, module: Any) -> Runner:
     def run(*inputs: Any) -> tuple[Any, ...]:
         check_deadline(path)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), waiting_for_native_call(path):
                 out = _as_tuple(module(*inputs))
         except Exception as exc:  # shape/dtype guards raise RuntimeError, AssertionError, TypeError...
             shapes = ", ".join(f"{getattr(t, 'dtype', type(t).__name__)} {list(getattr(t, 'shape', []))}"
                                for t in inputs)
             raise UsageError(f"{path.name} could not run inputs {shapes} ({_first_line(exc)}); give inputs of the "
                              "shape and dtype it was exported with (dlopt info ARCH shows them)") from None
-        check_deadline(path, " (TorchScript and .pt2 calls cannot be stopped mid-call: the limit and Ctrl-C act "
-                             "when a call returns; `kill` the process to stop one at once)")
+        check_deadline(path, " (a TorchScript or .pt2 call cannot be stopped mid-call: the limit acts when it "
+                             "returns; Ctrl-C twice quits at once)")
         return out
 
     return run
