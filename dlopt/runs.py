@@ -22,7 +22,8 @@ from dlopt import __version__
 from dlopt.environment import fingerprint
 from dlopt.errors import InputFileError, OutputError
 from dlopt.fileio import DISK_ERRNOS, inside, safe_name, sha256_file, write_error, write_json_atomic
-from dlopt.staging import STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, this_process
+from dlopt.staging import (STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, sigint_deferred,
+                           this_process)
 from dlopt.trust import LIVE, ArtifactStatus, candidates, classify, effective_status
 
 DEFAULT_ROOT = Path("artifacts")
@@ -256,15 +257,16 @@ class Run:
             self.record_stage(name, status="done", outputs=outputs, metrics=rec.metrics, finished=_now(),
                               duration_s=round(time.perf_counter() - t0, 3))
             pause_point(name, "commit")  # done is recorded, files not yet moved: `previous` still vouches for them
-            try:
-                commit(rec.staging, self.path, owns, fresh)
-            except FileExistsError as exc:
-                raise OutputError(f"{exc.filename} was created by another process while this stage ran; its "
-                                  "result is kept: rerun with another --name") from None
-            self.record_stage(name, previous=None)
-            status = "done"
+            with sigint_deferred():  # Ctrl-C during the move lands after it, on a done stage (never half-recorded)
+                try:
+                    commit(rec.staging, self.path, owns, fresh)
+                except FileExistsError as exc:
+                    raise OutputError(f"{exc.filename} was created by another process while this stage ran; its "
+                                      "result is kept: rerun with another --name") from None
+                self.record_stage(name, previous=None)
+                status = "done"
         except KeyboardInterrupt:
-            status = "interrupted"
+            status = "done" if status == "done" else "interrupted"
             raise
         except OSError as exc:  # a writer that is not dlopt's own (a library's save) met a full or read-only disk
             if exc.errno in DISK_ERRNOS:

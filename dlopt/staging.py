@@ -18,6 +18,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,28 @@ def commit(staging: Path, run_path: Path, owned: tuple[str, ...], fresh: tuple[s
         else:
             os.replace(entry, final)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C while a finished stage's files move into place and its record says so: a SIGINT that comes
+    meanwhile is raised right after (the stage is done), never between the move and the record."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda *_: got.append(1))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # Python's handler (or whoever's was there): KeyboardInterrupt now
+        elif got and old == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def pause_point(stage: str, point: str) -> None:

@@ -1,0 +1,60 @@
+"""Regressions found by benchmarks/kill_stages.py (SIGKILL / SIGINT of every stage at random moments).
+
+A Ctrl-C that arrived while a finished stage's files were being moved into place (the variant directory
+already renamed in) left the stage `interrupted` with its directory present: the files were untrusted, and
+`dlopt prune --name X` refused to rerun ("already has a pruned model in X/"). A SIGINT during the move now
+lands after it: the stage is done (the command still exits 130).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import dlopt.runs as runs
+from dlopt.runs import Run
+
+
+@pytest.fixture()
+def run(tmp_path: Path) -> Run:
+    return Run.create(tmp_path / "artifacts", "mlp", {"arch": "mlp"})
+
+
+def _ctrl_c_right_after_the_move(monkeypatch) -> None:
+    """A real SIGINT to this process the moment the files are in place, before the stage records the end."""
+    real = runs.commit
+
+    def commit_then_sigint(*args, **kwargs):
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(runs, "commit", commit_then_sigint)
+
+
+@pytest.mark.parametrize("kind", ["fresh", "owns", "top"])
+def test_sigint_while_files_move_into_place_leaves_the_stage_done(run: Run, monkeypatch, kind: str) -> None:
+    rel = "top.onnx" if kind == "top" else "v/model.json"
+    extra = {"fresh": {"fresh": ("v",)}, "owns": {"owns": ("v",)}, "top": {}}[kind]
+    _ctrl_c_right_after_the_move(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        with run.stage("v", {}, **extra) as rec:
+            out = rec.path(*rel.split("/"))
+            out.write_text('{"new": 1}')
+            rec.outputs.append(out)
+    assert (run.path / rel).read_text() == '{"new": 1}'
+    assert run.stage_status("v") == "done"
+    assert run.artifact_status(run.path / rel).trusted
+
+
+def test_a_prune_name_is_free_again_after_sigint_during_its_move(run: Run, monkeypatch) -> None:
+    """What the benchmark hit: after that Ctrl-C, the next `prune --name v` must not find an untrusted v/."""
+    _ctrl_c_right_after_the_move(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        with run.stage("v", {}, fresh=("v",)) as rec:
+            rec.path("v", "model.json").write_text("{}")
+            rec.outputs.append(rec.path("v", "model.json"))
+    present = (run.path / "v" / "model.json").exists()
+    assert not present or run.artifact_status(run.path / "v" / "model.json").trusted
