@@ -59,7 +59,8 @@ def test_json_schema_and_rows(mlp_json):
         assert eager["stop"] in ("converged", "budget")
         assert eager["throughput_per_s"] == pytest.approx(b * 1e3 / s["median_ms"], rel=1e-3)
         assert eager["flops"] > 0 and eager["gflops"] > 0 and eager["pct_peak"] is not None
-        assert ort["model_bytes"] == Path(ort["artifact"]).stat().st_size
+        assert not Path(ort["artifact"]).is_absolute()  # relative to the run (issue 14); --json's "run" is absolute
+        assert ort["model_bytes"] == (Path(data["run"]) / ort["artifact"]).stat().st_size
         assert rows[("tensorrt", b)]["status"] == "unavailable"
         assert "CUDA devices only" in rows[("tensorrt", b)]["reason"]
     assert rows[("eager", 4)]["flops"] == 4 * rows[("eager", 1)]["flops"]
@@ -144,7 +145,7 @@ def test_latest_run_benches_its_artifacts(mlp_json):
     out = bench(TargetOptions(root=root), BenchConfig(backends=(Backend.EAGER, Backend.ONNXRUNTIME), batch_sizes=(2,),
                                                       budget_s=0.05, min_calls=5, threads=1))
     names = {r["variant"]: r for r in out.result["rows"]}
-    assert out.result["run"] == data["run"] and set(names) == {"eager", "onnxruntime"}
+    assert str(out.path.parent) == data["run"] and set(names) == {"eager", "onnxruntime"}
     assert all(r["status"] == "ok" for r in names.values())
 
 

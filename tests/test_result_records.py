@@ -42,6 +42,8 @@ def built(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
     shown["bench.json"] = _json("bench", run, "--budget-s", "0.1", "--batch-size", "1", "--threads", "1",
                                 "--backend", "eager,onnxruntime,tensorrt", "--json")  # before export: a tensorrt row
     shown["verify-report.json"] = _json("export", run, "--format", "onnx", "--json")
+    for extra in (["verify", run / "int8" / "model.onnx"], ["report", run]):  # for the path check below
+        assert runner.invoke(app, [str(a) for a in extra]).exit_code == 0
     return run, shown
 
 
@@ -92,6 +94,8 @@ def test_cli_json_shows_the_record_it_wrote(built, kind: type, rel: str) -> None
         return
     if rel.endswith("quantize_report.json"):  # quantize --json gives the artifact's full path, the file its name
         assert Path(got.pop("artifact")) == run / "int8" / data.pop("artifact")
+    for key in {"train_result.json": "run_dir", "bench.json": "run"}.get(rel, "").split():
+        assert Path(got.pop(key)) == run and data.pop(key) == "."  # --json: the run's full path; the file: "."
     assert {k: got[k] for k in data} == data
 
 
@@ -176,3 +180,21 @@ def test_older_files_still_read(tmp_path: Path) -> None:
     q = read_result(QuantizeReport, old)
     assert q.agreement == 0.99 and q.top1_agreement is None and q.kept_float == ()
     assert TrainResult.from_json({"arch": "mlp", "test": {"loss": 0.1}}).history == ()
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [str(k), *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_file_in_the_run_records_where_the_run_lives(built) -> None:
+    """Issue 14: paths in the manifest, result files and reports are relative to the run, so a run opened by any
+    path, copied or moved reads the same. No JSON file of the run names the directory the run was made in."""
+    run, _ = built
+    where = {str(run), str(run.resolve()), str(run.parent.parent)}
+    found = {str(p.relative_to(run)): s for p in run.rglob("*.json") for s in _strings(json.loads(p.read_text()))
+             if any(w in s for w in where)}
+    assert not found, found

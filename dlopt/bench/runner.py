@@ -153,7 +153,7 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
     for v in variants:
         progress(f"warm-up {v.name} (batch {batch})")
         row = {"variant": v.name, "backend": v.backend.value, "batch_size": batch, "seq_len": seq_used,
-               "precision": v.precision, "artifact": str(v.path) if v.path else None, "status": "unavailable"}
+               "precision": v.precision, "artifact": _stored(v.path, source.run.path), "status": "unavailable"}
         rows[v.name] = row
         if v.unavailable:
             row["reason"] = v.unavailable
@@ -265,7 +265,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
                 raise _nothing_measured(rows)
             result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
                       "target": source.label, "arch": source.spec.name if source.spec else None,
-                      "run": str(source.run.path), "model_config": config_dict(source.config) if source.config else None,
+                      "run": ".", "model_config": config_dict(source.config) if source.config else None,
                       "device": cfg.device.value, "threads": threads, "config": _config_dict(cfg),
                       "loadavg": {"start": load_start, "end": list(os.getloadavg()), "cpus": os.cpu_count()},
                       "environment": fingerprint(), "peak": peak, "rows": rows, "notes": ctx["notes"]}
@@ -280,3 +280,12 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
     finally:
         torch.set_num_threads(before)
     return BenchOutcome(result, path)
+
+
+def _stored(path: Path | None, run_dir: Path) -> str | None:
+    """An artifact's path as bench.json records it: relative to the run when inside it (a run opened by any path,
+    or moved, reads the same), else absolute (a stray file the user benched in place)."""
+    if path is None:
+        return None
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(run_dir)) if resolved.is_relative_to(run_dir) else str(resolved)

@@ -181,7 +181,7 @@ def bench_cmd(
     if plot:
         write_plot(outcome.result, plot)
     if as_json:
-        print_json({**outcome.result, "path": str(outcome.path),
+        print_json({**outcome.result, "run": str(outcome.path.parent), "path": str(outcome.path),  # file says "."
                     **({"compare": [d.to_dict() for d in deltas]} if old else {})})
     else:
         _render(outcome.result, outcome.path)

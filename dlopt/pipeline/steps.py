@@ -124,7 +124,7 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
         result = to_final(result, rec)
         if result.verification:
             rec.outputs.append(write_report(rec.path(*folder_parts, REPORT), result.verification,
-                                            {"arch": ck.spec.name, "stage": stage}))
+                                            {"arch": ck.spec.name, "stage": stage}, ctx.run.path))
         rec.metrics.update(summary(result))
     return [rec.final(p) for p in rec.outputs]
 

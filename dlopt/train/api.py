@@ -150,7 +150,7 @@ def _open_run(cfg: TrainConfig, spec: ArchSpec, model_cfg: Any, model: Any) -> R
         run = Run.open(cfg.run_dir)
     else:
         run = Run.create(cfg.out, spec.name, {"arch": spec.name, "checkpoint": MODEL_RECORD},
-                         stages={"train": {"status": "starting", "config": {"train": cfg.to_json()}}})  # resumable
+                         stages={"train": {"status": "starting", "config": {"train": cfg.recorded()}}})  # resumable
     if cfg.resume is None or not (run.path / MODEL_RECORD).is_file():  # the initial weights: a run always has a model
         save_checkpoint(model, spec, model_cfg, run.path / MODEL_RECORD, metrics={"epoch": 0})
 
@@ -166,7 +166,7 @@ def _train_here(cfg: TrainConfig, data: Any, on_epoch: EpochHook | None) -> Trai
     spec, model_cfg, model, hp, family, rt = _setup(cfg, data)
     try:
         run = _open_run(cfg, spec, model_cfg, model) if rt.main else None
-        stage_cfg = {"train": cfg.to_json(), "hparams": {k: str(v) if k == "optimizer" else v
+        stage_cfg = {"train": cfg.recorded(), "hparams": {k: str(v) if k == "optimizer" else v
                                                          for k, v in dataclasses.asdict(hp).items()},
                      "world_size": rt.world_size, "device": str(rt.device), "amp": str(rt.amp) if rt.amp else None}
         stage = run.stage("train", stage_cfg) if run else contextlib.nullcontext(StageRecord())
@@ -197,7 +197,7 @@ def _run_loop(cfg: TrainConfig, spec: ArchSpec, model: Any, family: Any, run: Ru
     rec.metrics.update({f"test_{k}": v for k, v in test.items()})
     rec.metrics.update(best_epoch=loop.state.best_epoch, epochs_run=loop.state.epoch, stopped=loop.stopped,
                        **{f"best_val_{spec.metric}": loop.state.best})
-    write_result(result, run.path / RESULT)
+    write_result(dataclasses.replace(result, run_dir="."), run.path / RESULT)  # paths in run files are run-relative
     rec.outputs.extend(sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith(".")
                               and p.name != "manifest.json"))
     return result

@@ -103,6 +103,11 @@ class TrainConfig:
         out["torchrun_args"] = list(self.torchrun_args)
         return out
 
+    def recorded(self) -> dict[str, Any]:
+        """to_json() as the manifest keeps it: where the run lives (out, resume, run_dir) is not recorded, so a
+        run reads the same wherever it is opened from or moved to (issue 14); --resume supplies them again."""
+        return {**self.to_json(), "out": None, "resume": None, "run_dir": None}
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TrainConfig:
         data = dict(data)
@@ -111,6 +116,8 @@ class TrainConfig:
         if data.get("optimizer") is not None:
             data["optimizer"] = OptimizerName(data["optimizer"])
         data["torchrun_args"] = tuple(data.get("torchrun_args", ()))
+        if data.get("out") is None:  # not recorded (see recorded()): the default root
+            data["out"] = DEFAULT_ROOT
         return cls(**data)
 
 

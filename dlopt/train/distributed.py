@@ -57,7 +57,8 @@ def launch(cfg: TrainConfig) -> Any:
     config_path = run.path / WORKER_CONFIG
     write_json_atomic(config_path, worker_cfg.to_json())
     _run_torchrun(cfg, config_path)
-    return read_result(TrainResult, run.path / RESULT)  # the record rank 0 wrote, type-checked
+    result = read_result(TrainResult, run.path / RESULT)  # the record rank 0 wrote, type-checked
+    return dataclasses.replace(result, run_dir=str(run.path))  # the file says "." (run-relative)
 
 
 def _launch_other_node(cfg: TrainConfig) -> Any:

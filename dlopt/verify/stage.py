@@ -161,9 +161,15 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     target = run.file(folder.name, REPORT) if sub else run.file(REPORT)
     stage_name = f"verify-{folder.name}" if sub else "verify"
     extra["stage"] = stage_name
-    stage_config = {"artifacts": {k: str(v) for k, v in artifacts.items()}}
+    stage_config = {"artifacts": {k: _in_run(v, run.path) for k, v in artifacts.items()}}
     with run.stage(stage_name, stage_config, inputs=list(artifacts.values())) as rec:
-        write_report(target, reports, extra)
+        write_report(target, reports, extra, run.path)
         rec.outputs.append(target)
         rec.metrics.update({fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()})
     return VerifyOutcome(reports, target, spec.name)
+
+
+def _in_run(path: Path, run_dir: Path) -> str:
+    """A path as the manifest records it: relative to the run when inside (issue 14), else as given."""
+    p = Path(path).resolve()
+    return str(p.relative_to(run_dir.resolve())) if p.is_relative_to(run_dir.resolve()) else str(path)
