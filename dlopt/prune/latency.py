@@ -72,5 +72,6 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
                 table[f"{backend}@b{b}"] = {"before_ms": before, "after_ms": after,
                                             "speedup": round(before / after, 3) if before and after else None}
         tables[name] = table
-    return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"], "bench_json": str(outcome.path),
+    return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"],
+            "bench_json": outcome.path.name,  # in the run, beside the report (paths in run files are run-relative)
             "budget_s": budget_s, "rows_by_variant": tables, "problems": [p for p in problems if p]}
