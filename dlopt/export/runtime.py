@@ -80,18 +80,11 @@ def _as_tuple(out: Any) -> tuple[Any, ...]:
 
 def _onnx_runner(path: Path, threads: int | None) -> Runner:
     import numpy as np
-    import onnxruntime as ort
     import torch
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidProtobuf, ...) for bad files
-        raise InputFileError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
+    from dlopt.runtimes import ort_run_options, ort_session
+
+    session = ort_session(path, threads=threads)  # a file ORT cannot load: InputFileError, one line
     expected = session.get_inputs()
 
     def run(*inputs: Any) -> tuple[Any, ...]:
@@ -99,8 +92,7 @@ def _onnx_runner(path: Path, threads: int | None) -> Runner:
         check_inputs(path, expected, arrays)
         feed = {i.name: a for i, a in zip(expected, arrays, strict=True)}
         check_deadline(path)
-        run_options = ort.RunOptions()
-        run_options.log_severity_level = 4  # a terminated run is reported by dlopt, not logged by ORT
+        run_options = ort_run_options(log_severity=4)  # a terminated run is reported by dlopt, not logged by ORT
         try:
             outputs = stoppable(lambda: session.run(None, feed, run_options), run_options, path)
         except TimeLimitError:
