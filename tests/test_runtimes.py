@@ -190,3 +190,16 @@ def test_bench_refuses_an_unrecorded_file_inside_a_run(foreign_ts, tmp_path):
     result = CliRunner().invoke(app, ["bench", str(planted), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 6, result.output
     assert _check_message(planted) in " ".join(_error_line(result.output).split())
+
+
+def test_export_records_and_hashes_companion_files(tmp_path):
+    """An IR's .bin (like ONNX external data) is part of the artifact: the export stage records and hashes it, so
+    the trust rule and resume see a changed or missing weights file."""
+    import json
+
+    result = CliRunner().invoke(app, ["export", "mlp", "--tiny", "--format", "openvino", "--no-verify",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next(tmp_path.glob("mlp/*/manifest.json")).read_text())
+    outputs = {o["path"]: o for o in manifest["stages"]["export"]["outputs"]}
+    assert {"model.xml", "model.bin"} <= set(outputs) and len(outputs["model.bin"]["sha256"]) == 64

@@ -70,7 +70,10 @@ def run_export(opts: TargetOptions, config: ExportConfig,
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
         rec.outputs.extend(result.artifacts.values())
-        rec.outputs.extend(p.with_suffix(".bin") for p in result.artifacts.values() if p.suffix == ".xml")  # IR weights
+        from dlopt.runtimes import format_of
+
+        # companion files (an IR's .bin, ONNX external data over 2 GB) are recorded and hashed with their artifact
+        rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))
         result = to_final(result, rec)
         if result.verification:
             extra = {"arch": target.spec.name, "stage": "export"}

@@ -120,7 +120,10 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
         cases = real_cases(ctx.run, ck.spec, ck.config, VerifyConfig(export_batch=e.batch_size)) if config.verify else None
         result = export_model(ck.model, ck.spec, ck.config, rec.dir(*folder_parts), config, on_step=ctx.progress,
                               cases=cases, metadata={"checkpoint_sha256": checkpoint_sha256(record)})
-        rec.outputs.extend(result.artifacts.values())
+        from dlopt.runtimes import format_of
+
+        rec.outputs.extend(result.artifacts.values())  # with companion files (IR .bin, ONNX external data)
+        rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))
         result = to_final(result, rec)
         if result.verification:
             rec.outputs.append(write_report(rec.path(*folder_parts, REPORT), result.verification,
