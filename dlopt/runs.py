@@ -268,6 +268,11 @@ class Run:
         except KeyboardInterrupt:
             status = "done" if status == "done" else "interrupted"
             raise
+        except ImportError as exc:  # pybind11 modules turn Ctrl-C during their import into "initialization failed"
+            if not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                raise
+            status = "interrupted"
+            raise KeyboardInterrupt from exc
         except OSError as exc:  # a writer that is not dlopt's own (a library's save) met a full or read-only disk
             if exc.errno in DISK_ERRNOS:
                 raise write_error(Path(exc.filename or self.path), exc) from None

@@ -58,3 +58,22 @@ def test_a_prune_name_is_free_again_after_sigint_during_its_move(run: Run, monke
             rec.outputs.append(rec.path("v", "model.json"))
     present = (run.path / "v" / "model.json").exists()
     assert not present or run.artifact_status(run.path / "v" / "model.json").trusted
+
+
+def test_ctrl_c_during_a_c_extension_import_is_an_interrupt_not_a_failure(run: Run) -> None:
+    """pybind11 modules (onnxruntime, matplotlib) turn a KeyboardInterrupt during their import into
+    `ImportError: initialization failed` raised from it; a SIGINT of `dlopt quantize` gave exit 70, stage failed."""
+    with pytest.raises(KeyboardInterrupt):
+        with run.stage("v", {}, fresh=("v",)):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as ctrl_c:
+                raise ImportError("initialization failed") from ctrl_c
+    assert run.stage_status("v") == "interrupted"
+
+
+def test_a_real_import_error_still_fails_the_stage(run: Run) -> None:
+    with pytest.raises(ImportError):
+        with run.stage("v", {}, fresh=("v",)):
+            raise ImportError("no module named onnxruntime")
+    assert run.stage_status("v") == "failed"
