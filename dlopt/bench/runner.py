@@ -273,6 +273,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
             staged = [rec.path(target.name) for target in (dated, path)]  # replace the old ones when done
             result = write_results(result, staged)  # as a dlopt.results.BenchResult, type-checked
+            result = {**result, "run": str(source.run.path)}  # the caller gets the full path; the file says "."
             rec.outputs += staged
             rec.outputs += [v.path for v in variants if isinstance(v.path, Path) and v.path.parent.name == EXPORT_DIR]
             rec.metrics.update({f"{r['variant']}@b{r['batch_size']}" + (f"s{r['seq_len']}" if r["seq_len"] else ""):
