@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from dlopt import __version__
-from dlopt.environment import fingerprint
 from dlopt.errors import InputFileError, OutputError
 from dlopt.fileio import DISK_ERRNOS, inside, safe_name, sha256_file, write_error, write_json_atomic
 from dlopt.staging import (STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, sigint_deferred,
@@ -124,6 +123,8 @@ class Run:
                stages: dict[str, Any] | None = None) -> Run:
         """A new run directory, made exclusively; `stages` seeds the manifest (e.g. the config a resume needs),
         so a process killed right after this call still leaves a run that says what it was doing."""
+        from dlopt.environment import fingerprint  # lazily: `dlopt --help` imports this module
+
         root = Path(root)
         parent = root / safe_name(arch.replace(":", "-").replace("/", "-"))
         path = _make_exclusive(root, parent, run_id)
