@@ -175,7 +175,7 @@ class Zygote:
     forks), so a kill costs the stage's work, not the interpreter's start-up. `--spawn` starts fresh processes."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(ROOT)], cwd=ROOT, env=ENV, text=True,
+        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, str(SRC[0])], cwd=ROOT, env=ENV, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         ready = json.loads(self.proc.stdout.readline())
         if ready["threads"] != 1:
@@ -221,13 +221,28 @@ class Child:
 
 
 ZYG: list[Zygote] = []  # the fork server, when used
+SRC: list[Path] = []  # the snapshot of dlopt/ this benchmark runs
+
+
+def snapshot(work: Path) -> Path:
+    """A copy of the working tree's dlopt/ package: the tree is shared with others who edit it while this runs
+    (a process that imports half old, half new modules fails for no fault of dlopt's)."""
+    shutil.copytree(ROOT / "dlopt", work / "src" / "dlopt", ignore=shutil.ignore_patterns("__pycache__"))
+    return work / "src"
+
+
+def source_version() -> str:
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", "dlopt"], capture_output=True, text=True).stdout
+    return f"{head} + uncommitted edits in {len(dirty.splitlines())} dlopt files (snapshot at start)"
 
 
 def start(case: Case, work: Path) -> Any:
-    env, args = {**ENV, "TMPDIR": str(work / "tmp")}, [str(a) for a in case.command()]
+    env, args = {**ENV, "TMPDIR": str(work / "tmp"), "PYTHONPATH": str(SRC[0])}, [str(a) for a in case.command()]
     if ZYG:
         return ZYG[0].start(args, {"TMPDIR": env["TMPDIR"]}, case.root / "stderr.txt")
-    return subprocess.Popen([sys.executable, "-m", "dlopt", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "dlopt", *args], cwd=SRC[0], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(case.root / "stderr.txt", "w"))
 
 
@@ -396,6 +411,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "files_lost": sum(len(r.get("lost", [])) + len(r.get("removed_unexplained", [])) for r in sel),
                 "manifests_invalid": sum(not r.get("manifest_valid") for r in sel),
                 "reruns_failed": sum(r.get("rerun_rc") != 0 for r in sel),
+                "after_work": sum(bool(r.get("after_work")) for r in sel),  # landed after the stage had finished
                 "wall_s": round(sum(r["wall_s"] for r in sel), 1),
                 "loadavg_mean": round(sum(r["loadavg"] for r in sel) / max(len(sel), 1), 2)}
 
@@ -429,18 +445,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dlopt-kill-stages-"))
     signal.signal(signal.SIGTERM, lambda *_: stop(work))  # the results so far are saved after every kill
     os.environ.update({k: ENV[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
-    sys.path.insert(0, str(ROOT))
+    SRC.append(snapshot(work))  # everything below runs this copy of dlopt/, whatever others edit meanwhile
+    sys.path.insert(0, str(SRC[0]))
     (work / "tmp").mkdir()
     os.environ["TMPDIR"] = tempfile.tempdir = str(work / "tmp")  # the in-process reruns' scratch, like the kills'
     rng, rows, missed, t0 = random.Random(args.seed), [], [], time.perf_counter()
     meta = {"seed": args.seed, "kills_per_stage_and_signal": args.kills, "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "note": "machine shared with other jobs (2 cores); OMP_NUM_THREADS=1; "
             "checks and reruns run in this process through the CLI app (CliRunner)"}
+    meta["source"] = source_version()
     meta["killed_processes"] = "python -m dlopt" if args.spawn else "forked from a fork server (torch, dlopt imported)"
     try:
         if not args.spawn:
             ZYG.append(Zygote())
         base = base_run(work)
+        import dlopt
+
+        meta["dlopt_imported_from"] = str(Path(dlopt.__file__).parent)
         windows = {}
         for s in stages:  # the tree may be mid-edit by others (a shared machine): one retry, then the stage is left out
             try:
@@ -473,6 +494,7 @@ def main() -> None:
         if ZYG:
             ZYG[0].proc.stdin.close()
             ZYG[0].proc.wait()
+            ZYG[0].proc.stdout.close()
         shutil.rmtree(work, ignore_errors=True)
     summary = {**summarize(rows), "missed": summarize(missed), "wall_s_total": round(time.perf_counter() - t0, 1),
                **meta}
