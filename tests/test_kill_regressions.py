@@ -77,3 +77,26 @@ def test_a_real_import_error_still_fails_the_stage(run: Run) -> None:
         with run.stage("v", {}, fresh=("v",)):
             raise ImportError("no module named onnxruntime")
     assert run.stage_status("v") == "failed"
+
+
+@pytest.mark.parametrize(("from_ctrl_c", "code"), [(True, 130), (False, 70)])
+def test_ctrl_c_inside_an_import_outside_any_stage(monkeypatch, from_ctrl_c, code):
+    """The same pybind11 ImportError raised before any stage started (a command importing onnxruntime while it
+    reads its options) is an interrupt at the CLI too (130), while a genuine ImportError stays an internal error."""
+    from typer.testing import CliRunner
+
+    import dlopt.registry
+    from dlopt.cli.app import app
+
+    def failing(name):
+        if not from_ctrl_c:
+            raise ImportError("libfoo.so: cannot open shared object file")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("initialization failed")  # noqa: B904 - as pybind11 does: context, no cause
+
+    monkeypatch.setattr(dlopt.registry, "get_spec", failing)
+    result = CliRunner().invoke(app, ["info", "mlp"])
+    assert result.exit_code == code, result.output
+    assert ("interrupted" if from_ctrl_c else "internal error") in result.output

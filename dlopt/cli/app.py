@@ -84,7 +84,10 @@ class DloptGroup(TyperGroup):
                 raise
             err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ImportError) as exc:
+            # pybind11 modules (onnxruntime, matplotlib) turn Ctrl-C during their import into an ImportError
+            if isinstance(exc, ImportError) and not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                return self._internal_error(ctx, exc)
             err_console.print("[yellow]interrupted[/yellow]: partial files were removed and the stage is marked "
                               "interrupted in the run's manifest; rerun the command (a training run continues with "
                               "dlopt train --resume RUN_DIR)", highlight=False, soft_wrap=True)
@@ -93,11 +96,16 @@ class DloptGroup(TyperGroup):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing else may write to the closed pipe
             raise typer.Exit(0) from None
         except Exception as exc:  # a bug in dlopt, not the user's mistake
-            if _debug(ctx):
-                raise
-            err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
-                              "(rerun with --debug for the traceback, and please report it)", highlight=False)
-            raise typer.Exit(INTERNAL_ERROR_EXIT) from None
+            return self._internal_error(ctx, exc)
+
+    def _internal_error(self, ctx: Any, exc: BaseException) -> Any:
+        from dlopt.cli.common import err_console
+
+        if _debug(ctx):
+            raise exc
+        err_console.print(f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
+                          "(rerun with --debug for the traceback, and please report it)", highlight=False)
+        raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 
 def _debug(ctx: typer.Context) -> bool:
