@@ -119,10 +119,7 @@ def test_ctrl_c_stops_a_native_onnx_loop_promptly_with_130(files, tmp_path):
                              str(files[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), proc.communicate(timeout=5)
+        _wait_for(marker, proc)
         time.sleep(1.0)  # well inside the Loop now
         assert proc.poll() is None
         sent = time.monotonic()
@@ -206,10 +203,7 @@ def test_ctrl_c_in_a_torchscript_call_says_why_and_a_second_quits_at_once(files,
                              str(files[1]), "--trust-pickle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), proc.communicate(timeout=5)
+        _wait_for(marker, proc)
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(2.0)
@@ -234,3 +228,11 @@ def test_the_first_ctrl_c_in_a_torchscript_call_stops_dlopt_when_the_call_return
         run(torch.zeros(2, FEATURES))  # the call runs on; the interrupt is raised when it returns
     timer.join()
     assert signal.set_wakeup_fd(-1) == -1  # the Ctrl-C watcher is gone and left no wakeup fd behind
+
+
+def _wait_for(marker: Path, proc: subprocess.Popen) -> None:
+    """Until the child has written `marker` (it is inside the native call), at most 120 s."""
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate(timeout=5)
