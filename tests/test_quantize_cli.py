@@ -51,3 +51,24 @@ def test_no_calibration_data(tmp_path, out_root):
 def test_unknown_architecture(out_root):
     res = _invoke("quantize", "resnet19", "--out", out_root)
     assert res.exit_code == 2 and "did you mean resnet18" in res.output
+
+
+def test_a_head_that_does_not_match_the_data_has_no_metric_and_is_judged_by_agreement(tmp_path):
+    """Issue 15: a 3-class head scored on digits' 10 classes gave an 'accuracy' about nothing (a torchvision
+    model's 1000 classes gave '0 / 0'); quantize says there is no task metric and judges by top-1 agreement."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlopt.cli.app import app
+
+    res = CliRunner().invoke(app, ["quantize", "lenet5", "--tiny", "--set", "num_classes=3", "--method", "dynamic",
+                                   "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["metric_before"] is None and data["metric_after"] is None
+    assert "head has 3 classes and the digits data has 10" in data["accuracy_basis"]
+    assert data["top1_agreement"] is not None and any("no task metric" in n for n in data["notes"])
+    matched = CliRunner().invoke(app, ["quantize", "lenet5", "--tiny", "--method", "dynamic",
+                                       "--out", str(tmp_path / "m"), "--json"])
+    assert matched.exit_code == 0 and json.loads(matched.stdout)["metric_before"] is not None  # 10 = 10: a metric

@@ -84,6 +84,26 @@ def _fits(module: Any, batches: Batches | None) -> Batches | None:
     return batches
 
 
+def head_mismatch(module: Any, spec: Any, evaluator: Any, batches: Any) -> str | None:
+    """Why the data's task metric means nothing for this model, when a classifier's head has another number of
+    classes than the data (a torchvision model's 1000 on digits' 10); None when they match or cannot be told."""
+    import torch
+
+    from dlopt.spec import Task
+
+    classes = (getattr(evaluator.data, "info", None) or {}).get("num_classes") if evaluator is not None else None
+    if spec.task != Task.CLASSIFICATION or not isinstance(classes, int) or not batches:
+        return None
+    with torch.inference_mode():
+        out = module(*batches[0])
+    out = out[0] if isinstance(out, tuple | list) else out
+    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.ndim >= 2 else None
+    if width is None or width == classes or (classes == 2 and width == 1):
+        return None
+    name = (getattr(evaluator.data, "info", None) or {}).get("name") or "run's"
+    return f"no task metric: the model's head has {width} classes and the {name} data has {classes}"
+
+
 def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration: bool,
                  progress: Callable[[str], None]) -> Session:
     from dlopt.evaluate import evaluator_for
@@ -104,6 +124,10 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
     held = split_inputs(evaluator, spec, "test", HELD_SAMPLES, seed) or \
         random_inputs(spec, mcfg, HELD_SAMPLES, seed + 2)
     s.judge = Judge(evaluator, spec, target.model, s.module, probe, held)
+    mismatch = head_mismatch(s.module, spec, evaluator, probe)
+    if mismatch:  # the metric would be a number about nothing (a 1000-class head scored on digits' 10 classes)
+        s.judge.metric_broken = mismatch
+        s.notes.append(f"{mismatch}; judged by agreement with the fp32 model instead (top-1 agreement, error)")
     if cfg.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC, Method.FP16) and \
             ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
         from dlopt.quantize.ort_quant import Fp32Onnx

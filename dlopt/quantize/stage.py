@@ -185,7 +185,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
     fp32_bytes = _fp32_bytes(s)
     basis = (f"{s.spec.metric} on the held-out test split" if s.judge.uses_metric else
              f"parity with fp32 on {'held-out data' if s.calib.source.startswith('train') else 'random valid inputs'}"
-             + (f" (the metric could not run the artifact: {s.judge.metric_broken})" if s.judge.metric_broken else ""))
+             + _why_no_metric(s.judge.metric_broken))
     verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
     counts = layer_counts(built)
     return QuantizeReport(
@@ -240,3 +240,10 @@ def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
                            layers_float=result.layers_float)
     out, report = final_dir / out.name, final_dir / REPORT
     return QuantizeOutcome(run.path, out, report, result)
+
+
+def _why_no_metric(broken: str | None) -> str:
+    if not broken:
+        return ""
+    return f" ({broken})" if broken.startswith("no task metric") else \
+        f" (the metric could not run the artifact: {broken})"
