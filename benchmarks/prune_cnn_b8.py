@@ -39,17 +39,16 @@ def _model(w: tuple[int, int, int, int]) -> Any:
 
 
 def _calls(x: Any) -> dict[str, dict[str, Any]]:
-    import onnxruntime as ort
     import torch
+
+    from dlopt.runtimes import ort_session
 
     out = {}
     for name, w in VARIANTS.items():
         m = _model(w)
         buf = io.BytesIO()
         torch.onnx.export(m, (x,), buf, dynamo=False)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(buf.getvalue(), threads=1, inter_threads=1)
         feed = {sess.get_inputs()[0].name: x.numpy()}
 
         def eager(m: Any = m) -> Any:

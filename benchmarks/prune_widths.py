@@ -34,16 +34,15 @@ def _median_ms(fn, calls: int = 60) -> float:
 
 
 def _one(spatial: int, w: int) -> dict:
-    import onnxruntime as ort
     import torch
+
+    from dlopt.runtimes import ort_session
 
     m = torch.nn.Sequential(torch.nn.Conv2d(w, w, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(w, w, 3, padding=1))
     x = torch.randn(8, w, spatial, spatial)
     buf = io.BytesIO()
     torch.onnx.export(m.eval(), (x,), buf, dynamo=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(buf.getvalue(), threads=1, inter_threads=1)
     feed = {sess.get_inputs()[0].name: x.numpy()}
     with torch.no_grad():
         eager = _median_ms(lambda: m(x))
@@ -54,8 +53,9 @@ def _one(spatial: int, w: int) -> dict:
 
 
 def _pair(c1: int, c2: int) -> dict:
-    import onnxruntime as ort
     import torch
+
+    from dlopt.runtimes import ort_session
 
     nn = torch.nn
     m = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1),
@@ -63,9 +63,7 @@ def _pair(c1: int, c2: int) -> dict:
     x = torch.randn(8, 1, 32, 32)
     buf = io.BytesIO()
     torch.onnx.export(m, (x,), buf, dynamo=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(buf.getvalue(), threads=1, inter_threads=1)
     feed = {sess.get_inputs()[0].name: x.numpy()}
     ms = _median_ms(lambda: sess.run(None, feed), calls=40)
     gmacs = (c1 * 9 * 1024 + c1 * c2 * 9 * 256) * 8 / 1e9

@@ -143,7 +143,7 @@ def open_runner(path: Path, *, threads: int | None = None, trust_pickle: bool = 
     return loader(path, threads, trust_pickle) if rec.unpickles else loader(path, threads)
 
 
-def ort_session(path: Path, *, threads: int | None = None, inter_threads: int | None = None,
+def ort_session(path: Path | bytes, *, threads: int | None = None, inter_threads: int | None = None,
                 providers: Sequence[str] = CPU_PROVIDERS, optimization: str = "all") -> Any:
     """An onnxruntime.InferenceSession: `threads` intra-op threads (None: ORT's default, every core), graph
     optimization level disable/basic/extended/all, errors-only logging. A file ORT cannot load is an InputFileError."""
@@ -159,10 +159,12 @@ def ort_session(path: Path, *, threads: int | None = None, inter_threads: int | 
     if inter_threads:
         opts.inter_op_num_threads = inter_threads
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+        model = path if isinstance(path, bytes) else str(path)  # a file, or a serialized model in memory
+        return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
     except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidProtobuf, NoSuchFile...) for bad files
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputFileError(f"{path} is not a loadable ONNX model ({line}); give an .onnx file written by an "
+        where = "the in-memory model" if isinstance(path, bytes) else path
+        raise InputFileError(f"{where} is not a loadable ONNX model ({line}); give an .onnx file written by an "
                              "exporter") from None
 
 

@@ -118,18 +118,7 @@ def test_ctrl_c_stops_a_native_onnx_loop_promptly_with_130(files, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(marker), "verify", str(files[0]), "--checkpoint",
                              str(files[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=tmp_path)
-    try:
-        _wait_for(marker, proc)
-        time.sleep(1.0)  # well inside the Loop now
-        assert proc.poll() is None
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - sent < 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    err = _ctrl_c(proc, marker, presses=1)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
 
@@ -202,20 +191,7 @@ def test_ctrl_c_in_a_torchscript_call_says_why_and_a_second_quits_at_once(files,
     proc = subprocess.Popen([sys.executable, "-c", TS_DRIVER, str(marker), "verify", str(loop), "--checkpoint",
                              str(files[1]), "--trust-pickle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=tmp_path)
-    try:
-        _wait_for(marker, proc)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(2.0)
-        assert proc.poll() is None  # the first Ctrl-C cannot stop the call: it says so (below) and waits
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert time.monotonic() - sent < 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    err = _ctrl_c(proc, marker, presses=2)  # the first cannot stop the call: it says so (below) and waits
     assert proc.returncode == 130, err
     assert "cannot be stopped mid-call" in err and "Press Ctrl-C again" in err and "interrupted" in err
 
@@ -230,9 +206,25 @@ def test_the_first_ctrl_c_in_a_torchscript_call_stops_dlopt_when_the_call_return
     assert signal.set_wakeup_fd(-1) == -1  # the Ctrl-C watcher is gone and left no wakeup fd behind
 
 
-def _wait_for(marker: Path, proc: subprocess.Popen) -> None:
-    """Until the child has written `marker` (it is inside the native call), at most 120 s."""
-    deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), proc.communicate(timeout=5)
+def _ctrl_c(proc: subprocess.Popen, marker: Path, presses: int) -> str:
+    """Once the child is inside the native call (it wrote `marker`; at most 120 s), press Ctrl-C `presses` times
+    2 s apart; the child must still run before the last press and end within 5 s of it. Returns its stderr."""
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate(timeout=5)
+        time.sleep(1.0)  # well inside the call now
+        for _ in range(presses - 1):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(2.0)
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - sent < 5
+        return err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

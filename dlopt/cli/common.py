@@ -271,23 +271,23 @@ def fmt_speedup(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
+def _scaled(x: float | None, units: tuple[str, str, str], sep: str, small: str) -> str:
+    """x in the largest of units (1e9, 1e6, 1e3) it reaches, 3 significant digits; `small` formats the rest."""
+    if x is None:
         return "-"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            return f"{sig3(n / scale)} {unit}"
-    return f"{n:.0f} B"
+    for unit, scale in zip(units, (1e9, 1e6, 1e3), strict=True):
+        if abs(x) >= scale:
+            return f"{sig3(x / scale)}{sep}{unit}"
+    return small
+
+
+def fmt_bytes(n: float | None) -> str:
+    return _scaled(n, ("GB", "MB", "KB"), " ", "-" if n is None else f"{n:.0f} B")
 
 
 def fmt_rate(x: float | None) -> str:
     """Items per second: 28123.4 -> '28.1k', 512 -> '512', 3.2e6 -> '3.20M'."""
-    if x is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{sig3(x / scale)}{unit}"
-    return sig3(x)
+    return _scaled(x, ("G", "M", "k"), "", "-" if x is None else sig3(x))
 
 
 def print_json(data: Any) -> None:
