@@ -76,6 +76,38 @@ FORMATS: tuple[ArtifactFormat, ...] = (
                    loader="dlopt.export.runtime:_openvino_runner", sidecars=("{stem}.bin",), required_sidecars=1,
                    sidecars_follow_stem=True),
 )
+
+
+@dataclass(frozen=True)
+class BenchRuntime:
+    """One `dlopt bench` backend: how it turns a variant into a timed callable. `dlopt.bench.backends.prepare`
+    dispatches through these records only, so a new runtime is a record here (plus its ArtifactFormat when it runs
+    files of a new format) and its tests."""
+
+    backend: Backend
+    prepare: str  # "module:function" (Variant, inputs, Device, threads) -> dlopt.bench.backends.Prepared; it raises
+    # BackendUnavailable (the row's reason) when this machine, device or variant cannot run it
+
+
+BENCH_RUNTIMES: tuple[BenchRuntime, ...] = (
+    BenchRuntime(Backend.EAGER, "dlopt.bench.backends:prepare_eager"),  # also runs .pt2 files (torch.export)
+    BenchRuntime(Backend.TORCHSCRIPT, "dlopt.bench.backends:prepare_torchscript"),
+    BenchRuntime(Backend.COMPILE, "dlopt.bench.backends:prepare_compile"),
+    BenchRuntime(Backend.ONNXRUNTIME, "dlopt.bench.backends:prepare_onnxruntime"),
+    BenchRuntime(Backend.TENSORRT, "dlopt.bench.backends:prepare_onnxruntime"),
+    BenchRuntime(Backend.OPENVINO, "dlopt.bench.backends:prepare_openvino"),
+    BenchRuntime(Backend.PT2, "dlopt.bench.backends:prepare_eager"),
+)
+BY_BACKEND: dict[str, BenchRuntime] = {r.backend.value: r for r in BENCH_RUNTIMES}
+
+
+def bench_runtime(backend: Backend | str) -> BenchRuntime:
+    rec = BY_BACKEND.get(str(backend))
+    if rec is None:
+        raise UsageError(f"no bench runtime {backend!s}; choose from {', '.join(BY_BACKEND)}")
+    return rec
+
+
 BY_FORMAT: dict[str, ArtifactFormat] = {r.format.value: r for r in FORMATS}
 BY_SUFFIX: dict[str, ArtifactFormat] = {r.suffix: r for r in FORMATS}
 ARTIFACT_SUFFIXES: tuple[str, ...] = tuple(BY_SUFFIX)

@@ -225,3 +225,56 @@ def test_openvino_keep_float_and_static_only(exported, tmp_path):
     assert part.float_layers == (keep,) and keep not in part.quantized_layers
     with pytest.raises(UnsupportedError, match="static int8 only"):
         build(Recipe(QBackend.OPENVINO, Method.DYNAMIC), Fp32(), batches, tmp_path / "c" / "model.xml")
+
+
+def test_nncf_accuracy_control_restores_the_budget(tmp_path):
+    """A trained MLP whose hidden activation has one channel x1000 (BatchNorm scaled up, the next Linear's weights
+    scaled down: the same fp32 function). NNCF's per-tensor activation int8 of that Linear's input zeroes every
+    other channel: plain NNCF int8 breaks the 1-point budget, accuracy control reverts that layer and meets it."""
+    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.target import TargetOptions
+    from dlopt.train.api import train
+    from dlopt.train.config import TrainConfig
+
+    run = Path(train(TrainConfig(arch="mlp", out=tmp_path, tiny=True, epochs=3, progress=False)).run_dir)
+    ck = load_checkpoint(run / "model.json")
+    bn = ck.model.features[2]
+    nxt = [m for m in ck.model.features if isinstance(m, torch.nn.Linear)][1]
+    with torch.no_grad():
+        bn.weight[0] *= 1000
+        bn.bias[0] *= 1000
+        nxt.weight[:, 0] /= 1000
+    save_checkpoint(ck.model, ck.spec, ck.config, run / "model.json")
+    r = run_quantize(TargetOptions(name=str(run)), QuantizeConfig(
+        method="static", backend="openvino", exporter="legacy", max_drop=1.0, timing_budget_s=0.05)).result
+    s = r["search"]
+    assert s["initial_drop"] > 1.0, s  # plain NNCF int8 broke the budget
+    assert "NNCF accuracy control" in s["stopped"] and s["attempts"][0]["by"] == "nncf", s
+    assert s["within_budget"] and s["final_drop"] <= 1.0 and r["drop_points"] <= 1.0, r
+    assert r["kept_float"] == [nxt_name(r)] and r["layers_float"] == 1 and r["layers_int8"] >= 1, r
+    assert r["verified"] and any("reverted 1 layer" in n for n in r["notes"]), r
+
+
+def nxt_name(r: dict) -> str:
+    """The second Linear (features.4 in the tiny MLP) as the ONNX graph names it."""
+    return next(n for n in r["float_layers"] if "features.4" in n)
+
+
+def test_accuracy_control_applies_only_with_a_metric_and_openvino_static():
+    from types import SimpleNamespace
+
+    from dlopt.quantize.config import Method, QBackend
+    from dlopt.quantize.ov_quant import controlled_applies
+    from dlopt.quantize.recipe import Recipe
+
+    def judge(uses_metric: bool, fraction: bool = True, higher: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(uses_metric=uses_metric, fraction=fraction, spec=SimpleNamespace(metric="mse"),
+                               evaluator=SimpleNamespace(higher_is_better=higher))
+
+    ov_static = Recipe(QBackend.OPENVINO, Method.STATIC)
+    assert controlled_applies(judge(True), ov_static) is None
+    assert controlled_applies(judge(True, fraction=False, higher=True), ov_static) is None
+    assert "no task metric" in controlled_applies(judge(False), ov_static)
+    assert "lower-is-better" in controlled_applies(judge(True, fraction=False, higher=False), ov_static)
+    assert "not an OpenVINO" in controlled_applies(judge(True), Recipe(QBackend.ONNXRUNTIME, Method.STATIC))

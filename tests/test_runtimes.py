@@ -203,3 +203,45 @@ def test_export_records_and_hashes_companion_files(tmp_path):
     manifest = json.loads(next(tmp_path.glob("mlp/*/manifest.json")).read_text())
     outputs = {o["path"]: o for o in manifest["stages"]["export"]["outputs"]}
     assert {"model.xml", "model.bin"} <= set(outputs) and len(outputs["model.bin"]["sha256"]) == 64
+
+
+# -- bench backends come from records -----------------------------------------------------------------------------
+
+def test_every_bench_backend_has_one_record_that_resolves():
+    from dlopt.bench.config import Backend
+
+    assert sorted(r.backend.value for r in runtimes.BENCH_RUNTIMES) == sorted(b.value for b in Backend)
+    assert all(callable(runtimes.resolve(r.prepare)) for r in runtimes.BENCH_RUNTIMES)
+    assert all(runtimes.bench_runtime(r.bench_backend) for r in FORMATS)  # every format's backend is benchable
+
+
+def test_bench_prepare_dispatches_through_the_record_only(monkeypatch):
+    """A runtime is one record: prepare() reaches a new backend's function through BY_BACKEND, no branch of its own."""
+    import sys
+    from types import SimpleNamespace
+
+    from dlopt.bench.backends import Prepared, Variant, prepare
+    from dlopt.bench.config import Backend, Device
+
+    calls = []
+
+    def fake(v, inputs, device, threads):
+        calls.append((v.name, threads))
+        return Prepared(lambda: None, 0.0, None, "")
+
+    monkeypatch.setitem(sys.modules, "fake_runtime", SimpleNamespace(prepare=fake))
+    monkeypatch.setitem(runtimes.BY_BACKEND, "openvino", runtimes.BenchRuntime(Backend.OPENVINO,
+                                                                               "fake_runtime:prepare"))
+    prepare(Variant("row", Backend.OPENVINO, module=torch.nn.Linear(2, 2)), (torch.ones(1, 2),), Device.CPU, 3)
+    assert calls == [("row", 3)]
+
+
+def test_bench_prepare_refuses_an_untrusted_pickle_file_whatever_backend(foreign_ts):
+    """The trust rule sits in prepare(), before any backend's loader: a .ts handed to eager (or any record) too."""
+    from dlopt.bench.backends import Variant, prepare
+    from dlopt.bench.config import Backend, Device
+
+    for backend in (Backend.TORCHSCRIPT, Backend.EAGER, Backend.COMPILE):
+        with pytest.raises(UnsafeFileError):
+            prepare(Variant("x", backend, path=foreign_ts), (torch.ones(1, 4),), Device.CPU, 1)
+    prepare(Variant("x", Backend.TORCHSCRIPT, path=foreign_ts, trust_pickle=True), (torch.ones(1, 4),), Device.CPU, 1)

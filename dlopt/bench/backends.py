@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.config import Backend, Device
-from dlopt.runtimes import artifact_bytes, ort_call, ort_session
+from dlopt.runtimes import artifact_bytes, bench_runtime, check_trusted, ort_call, ort_session, resolve
 
 
 class BackendUnavailable(Exception):
@@ -45,7 +45,7 @@ def _weights_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
 
 
-def _eager(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+def prepare_eager(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     if v.path is not None:  # a .pt2 exported program, loaded through the same trust check as dlopt verify
         from dlopt.export.archive import load_module
 
@@ -56,7 +56,7 @@ def _eager(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
     return Prepared(functools.partial(module, *inputs), 0.0, _weights_bytes(module), "parameters+buffers")
 
 
-def _torchscript(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+def prepare_torchscript(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     import torch
 
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def _torchscript(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepare
                     "parameters+buffers (frozen in memory)")
 
 
-def _compile(v: Variant, inputs: tuple[Any, ...], device: Device) -> Prepared:
+def prepare_compile(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     import torch
 
     if v.module is None:
@@ -110,7 +110,7 @@ def ort_providers(backend: Backend, device: Device) -> list[str]:
     return wanted
 
 
-def _onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
+def prepare_onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     if v.path is None:
         raise BackendUnavailable("no .onnx file for this model (export it with `dlopt export`)")
     providers = ort_providers(v.backend, device)
@@ -124,7 +124,7 @@ def _onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, threads: i
     return Prepared(ort_call(session, feed), setup, artifact_bytes(v.path), "file")
 
 
-def _openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
+def prepare_openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     from dlopt.errors import MissingDependencyError
     from dlopt.openvino_rt import INSTALL_HINT, bench_callable
 
@@ -138,20 +138,15 @@ def _openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int)
 
 
 def prepare(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
-    """The callable for one variant at one input shape. Raises BackendUnavailable, or whatever the
-    backend itself raised (the caller records that as a failed row)."""
+    """The callable for one variant at one input shape, from its backend's record in dlopt.runtimes.BENCH_RUNTIMES.
+    Raises BackendUnavailable, UnsafeFileError for an untrusted pickle-based file, or whatever the backend itself
+    raised (the caller records that as a failed row)."""
     if device == Device.CUDA:
         import torch
 
         if not torch.cuda.is_available():
             raise BackendUnavailable("CUDA is not available here (torch.cuda.is_available() is False); "
                                      "run with --device cpu, or on a machine with an NVIDIA GPU")
-    if v.backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
-        return _onnxruntime(v, inputs, device, threads)
-    if v.backend == Backend.OPENVINO:
-        return _openvino(v, inputs, device, threads)
-    if v.backend == Backend.TORCHSCRIPT:
-        return _torchscript(v, inputs, device)
-    if v.backend == Backend.COMPILE:
-        return _compile(v, inputs, device)
-    return _eager(v, inputs, device)
+    if v.path is not None:  # every file that would unpickle passes the trust rule of dlopt verify, whatever runs it
+        check_trusted(v.path, v.trust_pickle)
+    return resolve(bench_runtime(v.backend).prepare)(v, inputs, device, threads)

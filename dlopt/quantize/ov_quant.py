@@ -45,3 +45,111 @@ def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
     save_ir(quantized, out)
     q, kept = _quantized(quantized)
     return Built(recipe, out, torch_runner(out, threads=1), tuple(q), tuple(kept))
+
+
+def _ov_runner(compiled: Any) -> Any:
+    """A compiled model NNCF hands to validation -> callable(*tensors) -> tuple of torch tensors (judge's contract)."""
+    import torch
+
+    from dlopt.openvino_rt import make_runner
+
+    run = make_runner(compiled)
+    return lambda *inputs: tuple(torch.from_numpy(o) for o in run(*inputs))
+
+
+def controlled_applies(judge: Any, recipe: Recipe) -> str | None:
+    """Why NNCF's accuracy-controlled quantization cannot serve this candidate, or None when it can: an OpenVINO
+    static recipe, judged by a task metric on a validation split whose drop NNCF can express (absolute points of
+    a fraction metric, or relative % of a higher-is-better one)."""
+    from dlopt.quantize.config import QBackend
+
+    if recipe.backend != QBackend.OPENVINO or recipe.method != Method.STATIC:
+        return "not an OpenVINO static int8 candidate"
+    if not judge.uses_metric:
+        return "no task metric on a validation split"
+    if not judge.fraction and not judge.evaluator.higher_is_better:
+        return f"{judge.spec.metric} is lower-is-better and not a fraction: NNCF's drop types cannot express it"
+    return None
+
+
+def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max_drop: float, max_layers: int,
+                        out: Path, progress: Any) -> Built:
+    """nncf.quantize_with_accuracy_control for a `max_drop`-point budget: NNCF quantizes, measures the task metric
+    on the validation split (through `judge`, the same loop as the rest of dlopt) and reverts the most sensitive
+    layers to float, at most `max_layers`, until the drop is within budget. The returned recipe's keep_float names
+    the layers NNCF reverted (the layers the first recipe already kept stay in its ignored scope)."""
+    import contextlib
+    import sys
+
+    from dlopt.openvino_rt import as_arrays, require_openvino, save_ir
+
+    try:
+        import nncf
+    except ImportError:
+        from dlopt.errors import MissingDependencyError
+        from dlopt.openvino_rt import NNCF_HINT
+
+        raise MissingDependencyError(f"nncf is not installed: {NNCF_HINT}") from None
+    ov = require_openvino()
+    calib = [as_arrays(b) for b in batches]
+    probe = [as_arrays(b) for b in judge.probe]  # the validation split's inputs: NNCF ranks layers on these
+    sign = 1.0 if judge.evaluator.higher_is_better else -1.0
+
+    def validate(compiled: Any, _items: Any) -> float:  # the whole split, the same metric as every other drop
+        progress("NNCF accuracy control: validating")
+        value = judge.metric(_ov_runner(compiled), "val")
+        if value is None:
+            raise UnsupportedError(f"NNCF accuracy control: the task metric could not run the model "
+                                   f"({judge.metric_broken})")
+        return sign * float(value)
+
+    def item(arrays: list[Any]) -> Any:
+        return arrays if len(arrays) > 1 else arrays[0]
+
+    fraction = judge.fraction
+    params = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max(1, max_layers))
+    scope = {"ignored_scope": nncf.IgnoredScope(names=list(recipe.keep_float))} if recipe.keep_float else {}
+    with contextlib.redirect_stdout(sys.stderr):
+        model = nncf.quantize_with_accuracy_control(
+            ov.Core().read_model(str(fp32.raw())), nncf.Dataset(calib, item), nncf.Dataset(probe, item), validate,
+            max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE if fraction else nncf.DropType.RELATIVE,
+            subset_size=len(calib), advanced_accuracy_restorer_parameters=params, **scope)
+    save_ir(model, out)
+    q, kept = _quantized(model)
+    reverted = tuple(k for k in kept if k not in recipe.keep_float)
+    from dlopt.openvino_rt import torch_runner
+
+    return Built(recipe.keeping((*recipe.keep_float, *reverted)), out, torch_runner(out, threads=1), tuple(q),
+                 tuple(kept), notes=[f"NNCF accuracy control (quantize_with_accuracy_control, {max_drop:g}-point "
+                                     f"budget) reverted {len(reverted)} layer(s) to float"])
+
+
+def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -> tuple[Built, Any] | None:
+    """The 1-point budget for an OpenVINO candidate: when plain NNCF int8 breaks it and the run has a validation
+    split and a task metric, NNCF's accuracy-controlled quantization instead of dlopt's own layer search. None when
+    it does not apply (dlopt's search runs instead); a Search record for the report otherwise."""
+    import time
+
+    from dlopt.quantize.accuracy import Search, within
+
+    if controlled_applies(s.judge, built.recipe) is not None or s.cfg.max_fallback_layers == 0:
+        return None
+    t0 = time.monotonic()
+    search = Search(initial_drop=s.judge.loss(built.runner, "val", before_val))
+    if within(search.initial_drop, s.cfg.max_drop) or not built.quantized_layers:
+        return None  # nothing to restore: dlopt's search records "within budget" as for any candidate
+    progress(f"drop {search.initial_drop:.2f} > {s.cfg.max_drop:g}: NNCF accuracy-controlled quantization")
+    n = next(s._count)
+    got = accuracy_controlled(built.recipe, s.fp32, s.calib.batches, s.judge, s.cfg.max_drop,
+                              s.cfg.max_fallback_layers, s.work / f"ac{n}" / "model.xml", progress)
+    drop = s.judge.loss(got.runner, "val", before_val)  # dlopt's own runner (fp32 hint), not NNCF's compile
+    search.attempts.append({"keep_float": list(got.recipe.keep_float), "drop": drop, "by": "nncf"})
+    best = got if drop <= search.initial_drop else built
+    search.final_drop = min(drop, search.initial_drop)
+    search.within_budget = within(search.final_drop, s.cfg.max_drop)
+    search.stopped = (f"NNCF accuracy control (quantize_with_accuracy_control) reverted "
+                      f"{len(got.recipe.keep_float) - len(built.recipe.keep_float)} layer(s) to float: drop "
+                      f"{search.initial_drop:g} -> {drop:g} points" + ("" if search.within_budget else
+                                                                       ", still over budget"))
+    search.seconds = round(time.monotonic() - t0, 2)
+    return best, search

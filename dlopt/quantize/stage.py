@@ -106,6 +106,10 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
                                    f"try --method {other}")
     if not s.cfg.is_int8:
         return built, auto, Search(stopped="not searched: half precision has no per-layer fallback here")
+    from dlopt.quantize.ov_quant import nncf_search  # an OpenVINO candidate over budget: NNCF's accuracy control
+
+    if (controlled := nncf_search(s, built, before_val, progress)) is not None:
+        return controlled[0], auto, controlled[1]
     built, search = fallback(s.build, built, s.judge, before_val, s.cfg.max_drop, s.cfg.max_fallback_layers,
                              s.cfg.search_budget_s, progress)
     return built, auto, search
