@@ -79,7 +79,7 @@ def test_kept_widths_by_rounding_mode(tmp_path, round_to, widths):
     from dlopt.prune.report import explain
 
     model, spec, example = _user_model(tmp_path, "Wide", (3, 8, 8))
-    cfg = PruneConfig(ratio=0.3, round_to=round_to)
+    cfg = PruneConfig(ratio=0.3, round_to=round_to, width_table=False)  # the rule: test_prune_width_table times
     _, info = prune_model(model, spec, cfg, example)
     assert {k: _after(info)[k] for k in widths} == widths and _after(info)["fc2"] == 10
     report = explain(info, cfg)
@@ -99,7 +99,7 @@ def test_narrow_layers_keep_the_exact_ratio_and_recurrent_layers_follow_the_plan
 
     spec = get_spec("lenet5")
     mcfg = make_model_config(spec)
-    cfg = PruneConfig(ratio=0.3)
+    cfg = PruneConfig(ratio=0.3, width_table=False)  # the rule's widths (the measured table may move 64 and 88)
     _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
     rows = explain(info, cfg)["layers"]
     assert (rows["features.0"]["after"], rows["features.3"]["after"]) == (4, 11)  # 6 and 16 channels: exact
@@ -159,7 +159,7 @@ def build():
 
 def test_layernorm_groups_are_pruned_through_or_kept_with_the_reason(tmp_path):
     from dlopt.prune.model import prune_model
-    from dlopt.prune.structure import apply, describe
+    from dlopt.structure import apply, describe
     from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     (tmp_path / "normed.py").write_text(NORMED)

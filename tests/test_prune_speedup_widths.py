@@ -84,7 +84,7 @@ def test_the_report_says_a_layer_was_kept_exact_on_purpose(tmp_path):
     path.write_text(NARROWISH)
     spec = get_spec(f"{path}:build")
     mcfg = make_model_config(spec, input_shape=(8,))
-    cfg = PruneConfig(ratio=0.2)
+    cfg = PruneConfig(ratio=0.2, width_table=False)  # the rule's widths; the measured table may move 48 to 56
     _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
     report = explain(info, cfg)
     assert report["layers"]["0"]["after"] == 19 and "16 would remove 33%" in report["layers"]["0"]["why"]

@@ -40,6 +40,9 @@ class PruneConfig:
     round_to: int | None = None  # None: layers keeping >= 16 channels keep the nearest multiple of 16 (under 64)
     # or 8 (fast CPU kernels; never moving a layer's share over 10 points from the ratio), narrower ones the exact
     # ratio (dlopt.prune.widths); 1: exact; N: rounded down to N
+    width_table: bool = True  # at the default widths, choose each wide layer's width inside that 10-point window
+    # from a measured per-layer latency table of target_runtime at target_batch (dlopt.prune.width_table, cached
+    # per machine); False: the nearest-multiple rule alone (deterministic, nothing measured)
     seed: int = 0
     name: str = "pruned"  # the stage name in the manifest and the run's sub-directory the checkpoint goes to
     bench: bool = False  # measure latency before/after (eager and ONNX Runtime, batch 1 and 8) via dlopt.bench
@@ -79,7 +82,7 @@ class PruneConfig:
         check_stage_name("prune", self.name, others=("int8", "pruned-int8"))  # quantize's default variants
         check_float("prune", "bench_budget_s", self.bench_budget_s, 0.0, 86_400.0, low_open=True)
         check_int("prune", "data_limit", self.data_limit, 1, flag="--limit", optional=True)
-        for key in ("global_pruning", "bench"):
+        for key in ("global_pruning", "bench", "width_table"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"prune.{key} = {getattr(self, key)!r} has the wrong type: expected true or false")
 

@@ -31,15 +31,17 @@ def _layer_rows(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         b, a = channels(w), channels(after.get(name, w))
         if name in plan:
             why = plan[name]["why"]
+            extra = {"requested_ratio": info.get("ratio"),
+                     **{k: plan[name][k] for k in ("candidates_ms", "rule_width") if k in plan[name]}}
             if "planned" in plan[name] and a != plan[name]["planned"]:
                 why += f" (planned {plan[name]['planned']}; a coupled layer's plan set the group's width)"
         elif name in kept:
-            why = f"kept whole: {kept[name]}"
+            why, extra = f"kept whole: {kept[name]}", {}
         elif name.rpartition(".")[0] in heads:
-            why = "attention projection: follows its module's heads"
+            why, extra = "attention projection: follows its module's heads", {}
         else:
             continue
-        rows[name] = {"unit": "channels", "before": b, "after": a, "why": why}
+        rows[name] = {"unit": "channels", "before": b, "after": a, "why": why, **extra}
     for row in rows.values():
         row["removed"] = round(1 - row["after"] / row["before"], 4) if row["before"] else 0.0
     return rows
@@ -57,6 +59,10 @@ def explain(info: dict[str, Any], cfg: PruneConfig) -> dict[str, Any]:
                         "meaning": "channels: share of the pruned layers' channels removed (all layers together); "
                                    "params and macs fall by more, since a layer loses inputs as well as outputs"},
            "layers": rows, "notes": []}
+    table = next((p["table"] for p in info.get("width_plan", {}).values() if "table" in p), None)
+    if table is not None:
+        out["achieved"]["width_table"] = table
+        out["notes"].append(_table_note(table, rows))
     note = _width_note(cfg, pruned)
     if note:
         out["notes"].append(note)
@@ -64,6 +70,18 @@ def explain(info: dict[str, Any], cfg: PruneConfig) -> dict[str, Any]:
         reasons = sorted(set(left.values()))
         out["notes"].append(f"{len(left)} layer(s) left whole ({'; '.join(reasons)}): see kept_layers")
     return out
+
+
+def _table_note(table: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
+    """Which widths the measured table moved away from the nearest-multiple rule, and what measuring cost."""
+    moved = [f"{n} {r['rule_width']} -> {r['after']}" for n, r in rows.items()
+             if "rule_width" in r and r["rule_width"] != r["after"]]
+    shown = ", ".join(moved[:6]) + (", ..." if len(moved) > 6 else "") if moved else "none moved"
+    cost = (f"{table['calls_measured']} calls measured in {table['seconds']:g} s, {table['calls_from_cache']} "
+            "from the cache")
+    return (f"widths chosen inside the window from a measured latency table ({table['runtime']}, batch "
+            f"{table['batch']}, one thread; {cost}): rule width -> chosen: {shown}; see layers[*].candidates_ms"
+            + (f"; {'; '.join(table['notices'])}" if table["notices"] else ""))
 
 
 def _width_note(cfg: PruneConfig, pruned: list[dict[str, Any]]) -> str | None:

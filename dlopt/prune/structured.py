@@ -96,7 +96,7 @@ def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_f
     if not prunable:
         raise UnsupportedError("nothing to prune: every layer is an output layer or the model width")
     heads = head_counts(module)
-    plan = plan_widths(prunable, heads, cfg)
+    plan = plan_widths(prunable, heads, cfg, module, example)
     head_dims = {m: getattr(m, h.qkv[0]).out_features // int(getattr(m, h.heads_attr))
                  for _, m, h in attention_modules(module)}
     ratios = {} if cfg.global_pruning else ratio_dict(module, plan)  # local: each layer gets its planned width
@@ -130,7 +130,7 @@ def _why(choice: WidthChoice, cfg: PruneConfig) -> dict[str, Any]:
         how = "ranked across all layers (--global)" + (f", rounded down to a multiple of {cfg.round_to}"
                                                        if (cfg.round_to or 1) > 1 else "")
         return {"exact": round(choice.exact, 2), "why": how}
-    return {"exact": round(choice.exact, 2), "planned": choice.kept, "why": choice.why}
+    return {"exact": round(choice.exact, 2), "planned": choice.kept, "why": choice.why, **(choice.detail or {})}
 
 
 def _check_runs(module: nn.Module, example: tuple[Any, ...]) -> None:

@@ -43,6 +43,7 @@ class WidthChoice:
     exact: float  # width * (1 - ratio)
     kept: int
     why: str
+    detail: dict[str, Any] | None = None  # a width from the latency table: candidates timed, the table's summary
 
     def ratio(self) -> float:
         """The share this layer loses, as Torch-Pruning's per-layer pruning ratio (kept + 0.5 guards the floor)."""
@@ -75,10 +76,13 @@ def choose(before: int, cfg: PruneConfig) -> WidthChoice:
     return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple ({'; '.join(refused.values())})")
 
 
-def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int],
-                cfg: PruneConfig) -> dict[str, WidthChoice]:
+def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int], cfg: PruneConfig,
+                module: nn.Module | None = None, example: tuple[Any, ...] | None = None) -> dict[str, WidthChoice]:
     """Layer name -> plan, for the prunable layers that are not attention projections (those lose whole heads).
-    A plan that would leave a layer or an attention module with nothing is refused."""
+    A plan that would leave a layer or an attention module with nothing is refused. Given the module and its
+    example input, and at the default widths (`cfg.width_table`, no --round-to, no --global), each wide layer's
+    width inside the window is then chosen from a measured latency table of cfg.target_runtime at
+    cfg.target_batch (dlopt.prune.width_table)."""
     plan: dict[str, WidthChoice] = {}
     for name, m in prunable:
         if m in heads:
@@ -89,6 +93,11 @@ def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, in
         if choice.kept < 1:
             _refuse(name, choice.before, "channels", cfg, choice)
         plan[name] = choice
+    if module is not None and example is not None and cfg.width_table and not cfg.round_to \
+            and not cfg.global_pruning:
+        from dlopt.prune.width_table import refine
+
+        plan, _ = refine(plan, module, example, cfg.target_runtime, cfg.target_batch, cfg.ratio)
     return plan
 
 
