@@ -52,6 +52,7 @@ def save_checkpoint(model: Any, spec: ArchSpec, config: Any, path: Path, metrics
         "format": RECORD_FORMAT, "schema": RECORD_SCHEMA, "dlopt_version": __version__,
         "arch": spec.name, "config": config_dict(config), "weights": weights_path.name,
         "sha256": sha256_file(weights_path), "metrics": metrics or {}, **(extra or {}),
+        "state_versions": state_versions(model),
     }
     code = _code_source(spec)
     if code:  # a user model: where its code is and what it was, so a later load finds it and sees a change
@@ -123,9 +124,33 @@ def check_state_shapes(model: Any, stored: dict[str, tuple[int, ...]], what: str
         raise InputFileError(f"{what}: {detail}")
 
 
+def state_versions(model: Any) -> dict[str, int]:
+    """Each submodule's state-dict layout version (`state_dict()._metadata`), which safetensors cannot store.
+
+    Some loaders read it: torchvision's MNASNet refuses a state without it ("version should be set to 1 or 2
+    instead of None"), BatchNorm uses it to tell old layouts apart. The record keeps it beside the weights."""
+    meta = getattr(model.state_dict(), "_metadata", None) or {}
+    return {prefix: int(m["version"]) for prefix, m in meta.items() if m.get("version") is not None}
+
+
+def with_versions(state: dict[str, Any], versions: dict[str, int] | None, model: Any) -> dict[str, Any]:
+    """`state` with the `_metadata` load_state_dict hands each submodule's loader: `versions` as recorded, or
+    (a file that kept none: safetensors, older records) the versions of the model just built by this code."""
+    from collections import OrderedDict
+
+    kept = getattr(state, "_metadata", None)
+    out: Any = OrderedDict(state)
+    if kept is not None:  # a torch.save'd state dict keeps its own
+        out._metadata = kept
+        return out
+    chosen = versions if versions is not None else state_versions(model)
+    out._metadata = {prefix: {"version": v} for prefix, v in chosen.items()}
+    return out
+
+
 def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: bool = False) -> Checkpoint:
     """Rebuild the model from the record, check it, then load the weights (eval mode)."""
-    from safetensors.torch import load_model
+    from safetensors.torch import load_file
 
     record, weights_path = read_record(path, trust_pickle)
     arch = record["arch"]
@@ -137,9 +162,10 @@ def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: 
     cfg = make_model_config(spec, record.get("config", {}))
     model = create_model(spec, cfg)
     if record.get("structure"):  # a pruned model: reshape the built model to the recorded widths first
-        from dlopt.prune.structure import apply
+        from dlopt.structure import apply
 
         apply(model, record["structure"])
-    _check_shapes(model, weights_path, arch)
-    load_model(model, str(weights_path), strict=True)
+    _check_shapes(model, weights_path, arch)  # every name and shape, tied weights included, so strict=False below
+    state = with_versions(load_file(str(weights_path)), record.get("state_versions"), model)
+    model.load_state_dict(state, strict=False)
     return Checkpoint(model=model.eval(), spec=spec, config=cfg, record=record, path=_paths(path)[0])

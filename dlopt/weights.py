@@ -161,15 +161,15 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, Any]:
                                                        for k, v in obj.items()):
         raise InputFileError(f"{path} holds no state dict (names -> tensors); save torch.save(model.state_dict(), "
                              "path) or a safetensors file")
-    return dict(obj)
+    return obj  # as read: a torch.save'd state dict keeps its `_metadata` (layout versions some loaders need)
 
 
 def load_state(model: Any, state: dict[str, Any], what: str) -> None:
     """Check every name and shape against the model (as checkpoints are checked), then load."""
     import torch
 
-    from dlopt.checkpoint import check_state_shapes
+    from dlopt.checkpoint import check_state_shapes, with_versions
 
     check_state_shapes(model, {k: tuple(v.shape) for k, v in state.items()}, what)
-    with torch.no_grad():
-        model.load_state_dict(state, strict=False)  # names checked above; tied weights may be stored once
+    with torch.no_grad():  # names checked above; tied weights may be stored once
+        model.load_state_dict(with_versions(state, None, model), strict=False)

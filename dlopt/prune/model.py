@@ -56,10 +56,13 @@ def prune_model(model: nn.Module, spec: ArchSpec, cfg: PruneConfig, example: tup
     before, widths_before = measure(module, example), layer_widths(module)
     hook = (lambda k: after_step(pruned, k)) if after_step else None
     if cfg.method == PruneMethod.STRUCTURED:
+        from dlopt.prune.limits import check_structured, upstream_limits
         from dlopt.prune.structured import prune_structured
 
+        check_structured(module)  # a model kind Torch-Pruning cannot handle: exit 4 now, not after minutes / GBs
         loss = (lambda _m: loss_fn(pruned)) if loss_fn else None
-        detail = prune_structured(module, example, cfg, loss, hook)
+        with upstream_limits():
+            detail = prune_structured(module, example, cfg, loss, hook)
     else:
         detail = _unstructured(module, cfg, hook)
     after = measure(module.eval(), example)

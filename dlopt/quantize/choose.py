@@ -34,6 +34,22 @@ def recipes(spec: Any, cfg: QuantizeConfig, backends: tuple[QBackend, ...]) -> l
     return out
 
 
+def data_free_split(todo: list[Recipe], calibration_source: str, method: Method) -> tuple[list[Recipe], list[Recipe]]:
+    """(recipes to try first, last resort). Without data (calibration on random inputs that are not the model's
+    input distribution), auto tries dynamic int8 first and keeps static int8 for when no dynamic path converts a
+    layer: a conv-only model (a UNet) has no Linear layer for dynamic int8, and static int8 calibrated on random
+    inputs is then its only int8 path -- said in the notes, with how to calibrate on real inputs."""
+    if method != Method.AUTO or not (calibration_source.startswith("random") and "no dataset" in calibration_source):
+        return todo, []
+    return [r for r in todo if r.method != Method.STATIC], [r for r in todo if r.method == Method.STATIC]
+
+
+RANDOM_CALIBRATION_NOTE = ("static int8 calibrated on random inputs, because no dynamic int8 path converted a layer "
+                           "and the model has no data: its activation ranges fit random N(0,1) inputs, not your "
+                           "data; give --inputs FILE.npz of real inputs to calibrate on them")
+NOT_TRIED_NOTE = "static int8 not tried: no calibration data for this model (dynamic int8 converted layers)"
+
+
 def time_runners(fns: dict[str, Callable[[], Any]], budget_s: float) -> dict[str, float]:
     """Median ms per call, interleaved with dlopt.bench's round-robin loop (the bench stage's timing)."""
     from dlopt.bench.config import BenchConfig
@@ -77,6 +93,10 @@ def build_all(todo: list[Recipe], build: Builder, has_int8: Callable[[Built], bo
             continue
         built[recipe.label] = b
     return built, failed
+
+
+def todo_built(built: dict[str, Built], todo: list[Recipe]) -> bool:
+    return any(r.label in built for r in todo)
 
 
 def pick(built: dict[str, Built], drops: dict[str, float | None], latency: dict[str, float],
@@ -131,8 +151,15 @@ def _row(label: str, b: Built, drop: float | None, latency: dict[str, float], be
 
 def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float | None, cfg: QuantizeConfig,
            example: tuple[Any, ...], has_int8: Callable[[Built], bool], extra: dict[str, Callable[[], Any]],
-           progress: Callable[[str], None]) -> tuple[Built, dict[str, Any]]:
+           progress: Callable[[str], None], last_resort: list[Recipe] | None = None,
+           notes: list[str] | None = None) -> tuple[Built, dict[str, Any]]:
     built, failed = build_all(todo, build, has_int8, progress)
+    if last_resort and notes is not None:  # static on random inputs only where nothing else gives int8
+        if not built:
+            more, more_failed = build_all(last_resort, build, has_int8, progress)
+            built.update(more)
+            failed.update(more_failed)
+        notes.append(RANDOM_CALIBRATION_NOTE if built and not todo_built(built, todo) else NOT_TRIED_NOTE)
     if not built:
         raise UnsupportedError("no quantization path worked for this model: " +
                                "; ".join(f"{k}: {v}" for k, v in failed.items()))

@@ -80,12 +80,9 @@ def _references(s: Session) -> dict[str, Callable[[], Any]]:
 def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, Any] | None, Any]:
     """Choose (auto) or build the asked recipe, then run the accuracy-aware search on it."""
     from dlopt.quantize.accuracy import Search, fallback
-    from dlopt.quantize.choose import choose, recipes
+    from dlopt.quantize.choose import choose, data_free_split, recipes
 
-    todo = recipes(s.spec, s.cfg, _backends(s.cfg))
-    if s.calib.source.startswith("random") and "no dataset" in s.calib.source and s.cfg.method == Method.AUTO:
-        todo = [r for r in todo if r.method != Method.STATIC]  # nothing real to calibrate on
-        s.notes.append("static int8 not tried: no calibration data for this model")
+    todo, last_resort = data_free_split(recipes(s.spec, s.cfg, _backends(s.cfg)), s.calib.source, s.cfg.method)
     before_val = s.judge.metric(None, "val")
     if s.cfg.method == Method.AUTO:
         from dlopt.quantize.choose import available
@@ -93,7 +90,7 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
         missing = available(s.cfg.auto_backends)[1]
         s.notes += [missing] if missing else []
         built, auto = choose(todo, s.build, s.judge, before_val, s.cfg, s.example(), s.has_int8, _references(s),
-                             progress)
+                             progress, last_resort, s.notes)
         measured = auto["backends"]
         auto["backends_note"] = missing or (f"measured {' and '.join(measured)} together" if len(measured) > 1
                                             else f"measured {measured[0]} only (the backend asked for)")
