@@ -67,25 +67,6 @@ def convert_onnx(onnx_path: Path, xml_path: Path, metadata: dict[str, str] | Non
     return save_ir(model, xml_path, metadata)
 
 
-def export_openvino(module: Any, example: tuple[Any, ...], spec: Any, cfg: Any, path: Path, *, exporter: str,
-                    opset: int | None, dynamic: bool, metadata: dict[str, str],
-                    onnx: Path | None = None) -> dict[str, Any]:
-    """dlopt.export's openvino format: the ONNX export (same exporter, opset, dynamic axes) converted to IR.
-    `onnx`: that export, already written by this same export call (converted instead of exporting again)."""
-    from dlopt.export.onnx import export_onnx
-
-    ov = require_openvino()  # before the ONNX export: a missing runtime costs nothing
-    about = {"weights": path.with_suffix(".bin").name, "openvino": ov.__version__}
-    if onnx is not None:
-        convert_onnx(onnx, path, metadata)
-        return {**about, "via": f"{Path(onnx).name} of this export"}
-    with tempfile.TemporaryDirectory(prefix=".openvino-onnx.") as tmp:
-        details = export_onnx(module, example, spec, cfg, Path(tmp) / "model.onnx", exporter=exporter, opset=opset,
-                              dynamic=dynamic, metadata=metadata)
-        convert_onnx(Path(tmp) / "model.onnx", path, metadata)
-    return {**details, **about, "via": "onnx export"}
-
-
 def convert_module(module: Any, inputs: tuple[Any, ...]) -> Any:
     """A torch module -> ov.Model through OpenVINO's PyTorch frontend (traced on the example inputs)."""
     ov = require_openvino()

@@ -18,15 +18,9 @@ from dlopt.errors import ConfigError, UnknownArchError
 from dlopt.options import make_config
 from dlopt.spec import BATCH, SEQ, ArchSpec, Stage, Task
 
-_REGISTRY: dict[str, ArchSpec] = {}
+from dlopt.zoo.table import SPECS as _REGISTRY, register  # noqa: F401  (register: public here too)
+
 DEFAULT_SEQ_LEN = 16
-
-
-def register(spec: ArchSpec) -> ArchSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"architecture {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
 
 
 def _ensure_zoo() -> None:

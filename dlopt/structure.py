@@ -1,4 +1,4 @@
-"""A pruned model's structure, saved beside its weights so it is rebuilt without pickle.
+"""A pruned model's structure, saved beside its weights by dlopt.checkpoint so it is rebuilt without pickle.
 
 The structure is the difference between the pruned model and the model its config builds: the module
 attributes that changed (in/out features and channels, BatchNorm / LayerNorm sizes, head counts) and the

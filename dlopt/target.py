@@ -41,6 +41,8 @@ class TargetOptions:
     variant: str | None = None
     # --weights for a model built by name: torchvision weights (DEFAULT, IMAGENET1K_V1) or a state dict file
     weights: Path | str | None = None
+    # A run the caller already holds open (the pipeline's): the target is that run itself, not a path to re-resolve
+    open_run: Run | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ def _from_run(run: Run, opts: TargetOptions) -> Target:
 def resolve_target(opts: TargetOptions) -> Target:
     """Resolve the stage's target; builds with seed `opts.seed` so a fresh model is reproducible."""
     name = opts.name
+    if opts.open_run is not None and opts.weights is None:
+        return _from_run(opts.open_run, opts)
     if opts.weights is not None and (opts.checkpoint is not None or not name or Path(name).is_dir()
                                      or Path(name).suffix in {".json", ".safetensors"}):
         raise UsageError("--weights loads into a model built by name (an architecture, torchvision:NAME or "

@@ -11,7 +11,7 @@ from dlopt.errors import ConfigError, UnsupportedError
 from dlopt.export import ExportConfig, export_model
 from dlopt.prune import PruneConfig
 from dlopt.prune.model import prune_model
-from dlopt.prune.structure import describe
+from dlopt.structure import describe
 from dlopt.registry import create_model, entry_module, list_specs, make_inputs, make_model_config
 from dlopt.spec import ExportFormat
 

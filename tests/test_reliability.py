@@ -233,7 +233,8 @@ def test_run_killed_before_its_first_epoch_resumes_to_the_same_weights(tmp_path:
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch):
     from dlopt.registry import get_spec
-    from dlopt.train.family import NonFiniteLoss, get_family
+    from dlopt.train.families import get_family
+    from dlopt.train.family import NonFiniteLoss
 
     family = get_family(get_spec("mlp"))
     real = family.run_epoch

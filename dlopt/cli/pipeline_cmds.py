@@ -13,13 +13,11 @@ from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOp
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.runs import DEFAULT_ROOT
 
-CONFIG_COMMENTS = {
-    "train": "dlopt train options; 0 or \"\" = the architecture's / training family's default",
-    "prune": "dlopt prune options (ratio: share of channels/neurons/heads removed per layer)",
-    "quantize": "dlopt quantize options",
-    "export": "dlopt export options; formats the architecture does not support are skipped and noted",
-    "bench": "dlopt bench options; budget_s is per batch size, shared by all variants",
-}
+def config_comments() -> dict[str, str]:
+    """--print-config's comment above each section, from the stage table."""
+    from dlopt.pipeline.stages import TABLE
+
+    return {s.name: s.comment for s in TABLE if s.comment}
 
 
 def _effective(name: str | None, config: Path | None, resume: Path | None, flags: dict[str, Any]) -> Any:
@@ -73,8 +71,10 @@ def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: i
 def _printable(cfg: Any) -> dict[str, Any]:
     from dlopt.pipeline.config import library_fields
 
+    from dlopt.pipeline.stages import TABLE
+
     data = cfg.to_json()
-    for section in ("prune", "quantize"):
+    for section in (s.name for s in TABLE if s.library and s.name in data):  # every option of the command
         data[section] = {k: (str(v) if hasattr(v, "value") else v)
                          for k, v in {**library_fields(section), **data[section]}.items()}
     return data
@@ -105,7 +105,7 @@ def pipeline_cmd(
     cfg = _effective(name, config, resume, _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s,
                                                           input_shape))
     if print_config:
-        typer.echo(dumps(_printable(cfg), CONFIG_COMMENTS), nl=False)
+        typer.echo(dumps(_printable(cfg), config_comments()), nl=False)
         return
     from dlopt.pipeline import run_pipeline
 

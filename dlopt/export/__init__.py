@@ -133,7 +133,7 @@ def write_onnx(job: WriteJob) -> dict[str, Any]:
 
 
 def write_openvino(job: WriteJob) -> dict[str, Any]:
-    from dlopt.openvino_rt import export_openvino
+    from dlopt.export.openvino import export_openvino
 
     return export_openvino(job.module, job.example, job.spec, job.cfg, job.path, exporter=job.config.exporter,
                            opset=job.config.opset, dynamic=job.config.dynamic, metadata=job.metadata, onnx=job.onnx)

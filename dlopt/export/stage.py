@@ -13,8 +13,7 @@ from dlopt.runs import StageRecord
 from dlopt.target import Target, TargetOptions, resolve_target
 from dlopt.verify import VerifyConfig
 from dlopt.verify.realdata import real_cases
-
-REPORT = "verify-report.json"
+from dlopt.verify.report import REPORT, write_report
 
 
 def checkpoint_sha256(record: Path) -> str:
@@ -23,26 +22,6 @@ def checkpoint_sha256(record: Path) -> str:
         return str(json.loads(Path(record).read_text()).get("sha256", ""))
     except (OSError, json.JSONDecodeError):
         return ""
-
-
-def write_report(path: Path, reports: dict[str, Any], extra: dict[str, Any] | None = None,
-                 run_dir: Path | None = None) -> Path:
-    """verify-report.json: one verdict per format (dlopt.verify reports); `extra` are VerifyReport fields
-    (arch, stage, weights_source). Written as a dlopt.results.VerifyReport, which refuses an undeclared key."""
-    from dlopt.results import VerifyReport, write_result
-
-    verdicts = {fmt: {**r.to_dict(), "artifact": _beside(r.to_dict()["artifact"], run_dir or path.parent)}
-                for fmt, r in reports.items()}
-    record = VerifyReport.of({**(extra or {}), "passed": all(r.passed for r in reports.values()),
-                              "artifacts": verdicts})
-    return write_result(record, path)
-
-
-def _beside(artifact: str, folder: Path) -> str:
-    """An artifact's path relative to its run (or, outside a run, to the report's folder) when inside it: files
-    in a run never record where the run lives (issue 14); a file elsewhere keeps its path."""
-    p = Path(artifact).resolve()
-    return str(p.relative_to(folder.resolve())) if p.is_relative_to(folder.resolve()) else str(artifact)
 
 
 def _precheck(opts: TargetOptions, config: ExportConfig) -> None:

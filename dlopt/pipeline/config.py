@@ -8,14 +8,15 @@
     [bench]     batch_sizes = [1, 8]
 
 Keys are checked against the stage's own config (unknown keys get the closest valid name, values their
-expected type), so the file cannot drift from what the commands accept.
+expected type), so the file cannot drift from what the commands accept. Which sections exist, their defaults, their
+order and their validation come from the stage table (dlopt.pipeline.stages), read when needed.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
-import importlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,60 +24,45 @@ from typing import Any
 
 from dlopt.errors import ConfigError, InputFileError
 from dlopt.options import shown
+from dlopt.pipeline import stages as table
+from dlopt.pipeline.sections import library_defaults
+from dlopt.pipeline.stages import StageDef, stage_names
 
-STAGES = ("train", "prune", "quantize", "export", "verify", "bench")
 TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size")
 MAX_CONFIG_BYTES = 1_000_000
 
 
-@dataclass(frozen=True)
-class TrainSection:
-    epochs: int = 0  # 0 = the training family's default
-    batch_size: int = 0  # 0 = the family's default
-    lr: float = 0.0  # 0 = the family's default
-    data: str = ""  # "" = the architecture's own dataset
-    data_path: str = ""
-    limit: int = 0  # 0 = all training samples
+def by_name() -> dict[str, StageDef]:
+    """The stages `stages = [...]` names, from the stage table (read when called, so a stage added is seen)."""
+    return {s.name: s for s in table.TABLE if s.selectable}
 
 
-@dataclass(frozen=True)
-class ExportSection:
-    formats: list[str] = field(default_factory=lambda: ["onnx", "torchscript", "pt2"])  # those the spec supports
-    exporter: str = "dynamo"
-    batch_size: int = 2
-
-
-@dataclass(frozen=True)
-class BenchSection:
-    backends: list[str] = field(default_factory=lambda: ["eager", "onnxruntime", "torchscript", "pt2"])
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
-    threads: int = 0  # 0 = torch's default (all cores)
-    budget_s: float = 10.0  # per batch size, shared by all variants
-
-
-# Sections whose keys are the fields of a library config (minus the ones the pipeline sets itself).
-LIBRARY_SECTIONS = {"prune": ("dlopt.prune", "PruneConfig"), "quantize": ("dlopt.quantize", "QuantizeConfig")}
-PIPELINE_OWNED = {"name", "seed", "bench", "progress"}
-LOCAL_SECTIONS = {"train": TrainSection, "export": ExportSection, "bench": BenchSection}
+def default_sections() -> dict[str, Any]:
+    """Each stage's [section] at its defaults, in table order."""
+    return {s.name: s.section() for s in by_name().values() if s.section is not None}
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     arch: str = ""
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = field(default_factory=stage_names)  # all, in pipeline order
     seed: int = 0
     tiny: bool = False
     input_size: int = 0  # 0 = the architecture's training default
     sets: dict[str, Any] = field(default_factory=dict)
-    train: TrainSection = TrainSection()
-    prune: dict[str, Any] = field(default_factory=lambda: {"ratio": 0.3})
-    quantize: dict[str, Any] = field(default_factory=dict)
-    export: ExportSection = ExportSection()
-    bench: BenchSection = BenchSection()
+    sections: dict[str, Any] = field(default_factory=default_sections)  # stage -> its [section] (cfg.train, ...)
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"PipelineConfig has no field or stage section {name!r}")
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "sections"}
         data["stages"] = list(self.stages)
+        for name, value in self.sections.items():
+            data[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
         return data
 
     def has(self, stage: str) -> bool:
@@ -93,26 +79,10 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else f"; valid keys: {', '.join(valid)}"
 
 
-def library_class(section: str) -> type | None:
-    module, cls_name = LIBRARY_SECTIONS[section]
-    try:
-        return getattr(importlib.import_module(module), cls_name)
-    except (ImportError, AttributeError):
-        return None
-
-
 def library_fields(section: str) -> dict[str, Any]:
-    """Field name -> default of the library config behind a section (prune, quantize)."""
-    cls = library_class(section)
-    if cls is None:
-        return {}
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name in PIPELINE_OWNED:
-            continue
-        out[f.name] = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-    return out
+    """Field name -> default of the library config behind a section (prune, quantize); {} for other sections."""
+    stage = by_name().get(section)
+    return library_defaults(stage.library) if stage is not None and stage.library else {}
 
 
 def _typed(where: str, value: Any, default: Any) -> Any:
@@ -137,7 +107,8 @@ def _typed(where: str, value: Any, default: Any) -> Any:
 def _section(name: str, table: Any, current: Any) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"[{name}] must be a table of options, got {shown(table)}")
-    if name in LOCAL_SECTIONS:
+    local = dataclasses.is_dataclass(current)
+    if local:
         defaults = {f.name: getattr(current, f.name) for f in dataclasses.fields(current)}
     else:
         defaults = {**library_fields(name), **current}
@@ -147,33 +118,35 @@ def _section(name: str, table: Any, current: Any) -> Any:
         if key not in defaults:
             raise ConfigError(f"unknown key {name}.{_key(raw_key)} in [{name}]{_suggest(key, sorted(defaults))}")
         out[key] = _typed(f"{name}.{raw_key}", value, defaults[key])
-    if name in LOCAL_SECTIONS:
+    if local:
         return dataclasses.replace(current, **out)
     return {**current, **out}
 
 
 def _stages(value: Any) -> tuple[str, ...]:
+    names = stage_names()
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-        raise ConfigError(f"stages = {value!r}: expected a list of names from {', '.join(STAGES)}")
-    bad = [s for s in items if s not in STAGES]
+        raise ConfigError(f"stages = {value!r}: expected a list of names from {', '.join(names)}")
+    bad = [s for s in items if s not in names]
     if not items:
-        raise ConfigError(f"stages = []: name at least one of {', '.join(STAGES)} (or leave stages out for all)")
+        raise ConfigError(f"stages = []: name at least one of {', '.join(names)} (or leave stages out for all)")
     if bad:
-        raise ConfigError(f"unknown stage {bad[0]!r}{_suggest(bad[0], list(STAGES))} (stages: {', '.join(STAGES)})")
-    return tuple(s for s in STAGES if s in items)  # always run in pipeline order
+        raise ConfigError(f"unknown stage {bad[0]!r}{_suggest(bad[0], list(names))} (stages: {', '.join(names)})")
+    return tuple(s for s in names if s in items)  # always run in pipeline order
 
 
 def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> PipelineConfig:
     """Overlay a parsed TOML document (or CLI options shaped the same way) on `cfg`, validating every key."""
     changes: dict[str, Any] = {}
+    sections = dict(cfg.sections)
     for key, value in data.items():
-        if key == "verify":
+        stage = by_name().get(key)
+        if stage is not None and stage.section is None:
             if value != {}:
-                raise ConfigError(f"[verify] takes no options (got {shown(value)}): verification follows export with "
-                                  "each spec's tolerance; keep or drop 'verify' in stages")
-        elif key in STAGES:
-            changes[key] = _section(key, value, changes.get(key, getattr(cfg, key)))
+                raise ConfigError(f"[{key}] takes no options (got {shown(value)}): {stage.no_options}")
+        elif stage is not None:
+            sections[key] = _section(key, value, sections[key])
         elif key == "stages":
             changes[key] = _stages(value)
         elif key in TOP_KEYS:
@@ -182,8 +155,9 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
                                   f"in {origin}")
             changes[key] = dict(value) if key == "sets" else _typed(key, value, getattr(PipelineConfig(), key))
         else:
-            raise ConfigError(f"unknown key {_key(key)} in {origin}{_suggest(str(key), [*TOP_KEYS, *STAGES])}")
-    return dataclasses.replace(cfg, **changes)
+            valid = [*TOP_KEYS, *stage_names()]
+            raise ConfigError(f"unknown key {_key(key)} in {origin}{_suggest(str(key), valid)}")
+    return dataclasses.replace(cfg, **changes, sections=sections)
 
 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
@@ -193,53 +167,15 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
 
     check_seed("", cfg.seed)
     check_int("", "input_size", cfg.input_size, 0, 1 << 16)
-    try:
-        for build in (_train_config, _prune_config, _quantize_config, _export_config, _bench_config):
-            build(cfg)
-    except (TypeError, ValueError) as exc:  # a stored config from an older dlopt, say: name the stage
-        raise ConfigError(f"[{build.__name__.strip('_').split('_')[0]}]: {' '.join(str(exc).split())[:200]}") from None
+    for stage in by_name().values():
+        try:
+            if stage.build is not None:
+                stage.build(cfg)
+        except (TypeError, ValueError) as exc:  # a stored config from an older dlopt, say: name the stage
+            raise ConfigError(f"[{stage.name}]: {' '.join(str(exc).split())[:200]}") from None
     if cfg.arch:
         _check_model_size(cfg)
     return cfg
-
-
-def _train_config(cfg: PipelineConfig) -> Any:
-    from dlopt.train.config import TrainConfig
-
-    t = cfg.train  # 0 / "" in the table = the family's default
-    if t.data_path and not Path(t.data_path).exists():
-        raise InputFileError(f"train.data_path = {shown(t.data_path)} does not exist; give your data's file or folder")
-    return TrainConfig(arch=cfg.arch, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
-                       epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=cfg.seed,
-                       tiny=cfg.tiny, limit=t.limit or None, progress=False)
-
-
-def _prune_config(cfg: PipelineConfig) -> Any:
-    cls = library_class("prune")
-    return cls and cls(**{**cfg.prune, "seed": cfg.seed, "name": "pruned"})
-
-
-def _quantize_config(cfg: PipelineConfig) -> Any:
-    cls = library_class("quantize")
-    return cls and cls(**{**cfg.quantize, "seed": cfg.seed, "name": "int8"})
-
-
-def _export_config(cfg: PipelineConfig) -> Any:
-    from dlopt.export import ExportConfig, check_config
-
-    e = cfg.export
-    config = ExportConfig(formats=tuple(e.formats), exporter=e.exporter, batch_size=e.batch_size,
-                          verify=cfg.has("verify"))
-    check_config(config)
-    return config
-
-
-def _bench_config(cfg: PipelineConfig) -> Any:
-    from dlopt.bench.config import BenchConfig
-
-    b = cfg.bench  # threads 0 = torch's default
-    return BenchConfig(backends=tuple(b.backends), batch_sizes=tuple(b.batch_sizes), threads=b.threads or None,
-                       budget_s=b.budget_s, seed=cfg.seed)
 
 
 def _check_model_size(cfg: PipelineConfig) -> None:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlopt.pipeline.config import PipelineConfig
 from dlopt.runs import Run
 from dlopt.spec import ArchSpec
 
@@ -25,7 +24,7 @@ EVALUATION = "evaluation.json"
 @dataclass
 class Context:
     run: Run
-    cfg: PipelineConfig
+    cfg: Any  # dlopt.pipeline.config.PipelineConfig (not imported: the stage table imports this module)
     spec: ArchSpec
     progress: Callable[[str], None]
     show_bars: bool = True
@@ -56,8 +55,8 @@ def train(ctx: Context) -> list[Path]:
     result = train_fn(TrainConfig(
         arch=ctx.spec.name, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
         epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=ctx.cfg.seed,
-        out=ctx.run.path.parent.parent, sets=sets, tiny=ctx.cfg.tiny, limit=t.limit or None,
-        progress=ctx.show_bars, run_dir=ctx.run.path))
+        sets=sets, tiny=ctx.cfg.tiny, limit=t.limit or None,
+        progress=ctx.show_bars, run_dir=ctx.run.path))  # run_dir: trains into the pipeline's run, no new one
     if result.stopped and result.stopped.startswith("non-finite"):
         from dlopt.errors import CheckFailedError
 
@@ -87,7 +86,7 @@ def prune(ctx: Context) -> list[Path]:
     cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
     # The step is rerun (its inputs or config changed): the new pruned model is staged and swapped in whole,
     # so a failed or killed rerun leaves the previous one in place.
-    run_prune(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress, replace=True)
+    run_prune(TargetOptions(open_run=ctx.run, seed=ctx.cfg.seed), cfg, ctx.progress, replace=True)
     return ctx.files(PRUNED)
 
 
@@ -96,7 +95,7 @@ def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
     from dlopt.target import TargetOptions
 
     cfg = QuantizeConfig(**{**ctx.cfg.quantize, "seed": ctx.cfg.seed, "name": name})
-    run_quantize(TargetOptions(name=str(ctx.run.path), variant=variant, seed=ctx.cfg.seed), cfg, ctx.progress)
+    run_quantize(TargetOptions(open_run=ctx.run, variant=variant, seed=ctx.cfg.seed), cfg, ctx.progress)
     return ctx.files(name)
 
 
@@ -104,7 +103,8 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
     """Export one checkpoint variant (and verify each file against it) into its folder of the run."""
     from dlopt.checkpoint import load_checkpoint
     from dlopt.export import ExportConfig, export_model
-    from dlopt.export.stage import REPORT, checkpoint_sha256, summary, to_final, write_report
+    from dlopt.export.stage import checkpoint_sha256, summary, to_final
+    from dlopt.verify.report import REPORT, write_report
     from dlopt.spec import ExportFormat
     from dlopt.verify import VerifyConfig
     from dlopt.verify.realdata import real_cases
@@ -156,7 +156,7 @@ def bench(ctx: Context) -> list[Path]:
         ctx.progress("bench: the run has OpenVINO IR files; adding the openvino backend")
     cfg = BenchConfig(backends=backends, batch_sizes=tuple(b.batch_sizes),
                       threads=b.threads or None, budget_s=b.budget_s, seed=ctx.cfg.seed)
-    outcome = bench_fn(TargetOptions(name=str(ctx.run.path), seed=ctx.cfg.seed), cfg, ctx.progress)
+    outcome = bench_fn(TargetOptions(open_run=ctx.run, seed=ctx.cfg.seed), cfg, ctx.progress)
     return [outcome.path]
 
 

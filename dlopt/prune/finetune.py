@@ -48,7 +48,7 @@ def finetune(model: nn.Module, evaluator: Evaluator, epochs: int, lr: float | No
     """Train `model` (whole model, in place) for `epochs`; loads the best validation epoch's weights back."""
     from dlopt.train.engine import Loop, fit
 
-    base = evaluator.family
+    base = training_family(evaluator, evaluator.task.seed)
     hp = dataclasses.replace(base.hp, epochs=epochs, lr=lr if lr is not None else base.hp.lr * LR_FACTOR,
                              patience=0)
     family = type(base)(base.spec, base.model_cfg, base.data, hp, base.rt, seed)
@@ -71,7 +71,7 @@ def taylor_loss(evaluator: Evaluator) -> Any:
     """A loss on one training batch for Taylor importance, or None when the family has no plain loss (GAN)."""
     from dlopt.train.family import Family
 
-    family = evaluator.family
+    family = training_family(evaluator, evaluator.task.seed)
     if type(family).loss is Family.loss:
         return None
     (x, y), _ = next(iter(family.epoch_batches(0)))
@@ -80,3 +80,16 @@ def taylor_loss(evaluator: Evaluator) -> Any:
         return family.loss(model, x, y)
 
     return loss
+
+
+def training_family(evaluator: Evaluator, seed: int) -> Any:
+    """The spec's training loop (dlopt.train's family) on the evaluator's data and device, with the family's
+    default hyperparameters: fine-tuning is training, the one part of pruning that imports dlopt.train."""
+    from dlopt.train.config import resolve_hparams
+    from dlopt.train.families import get_family
+
+    task = evaluator.task
+    family_cls = get_family(task.spec)
+    hp = resolve_hparams(family_cls.defaults, task.spec.train_defaults, {})
+    rt = dataclasses.replace(task.rt, clip_norm=hp.clip_norm)
+    return family_cls(task.spec, task.model_cfg, task.data, hp, rt, seed)

@@ -185,7 +185,7 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     from dlopt.checkpoint import save_checkpoint
     from dlopt.prune.finetune import resolve_finetune
     from dlopt.prune.model import prune_model
-    from dlopt.prune.structure import describe
+    from dlopt.structure import describe
     from dlopt.registry import create_model, make_inputs
 
     t0, requested = time.perf_counter(), cfg

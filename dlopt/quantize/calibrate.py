@@ -70,7 +70,7 @@ def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -
     """Up to `limit` samples of a split in batches, in a seeded order; None when they do not feed the module."""
     import torch
 
-    from dlopt.train.family import inputs_tuple
+    from dlopt.tasks import as_inputs
 
     if evaluator is None or spec.entry is not None:
         return None
@@ -80,8 +80,8 @@ def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
 
     def make(k: int) -> Batch:
-        x, _y = evaluator.family.collate(dataset, order[k * CALIB_BATCH:(k + 1) * CALIB_BATCH])
-        return tuple(t.cpu() for t in inputs_tuple(x))
+        x, _y = evaluator.task.collate(dataset, order[k * CALIB_BATCH:(k + 1) * CALIB_BATCH])
+        return tuple(t.cpu() for t in as_inputs(x))
 
     batches = Batches(_chunks(len(order)), make)
     if len(batches[0]) != len(spec.inputs):
@@ -101,9 +101,9 @@ def data_free_reason(spec: Any) -> str | None:
     if spec.entry is not None:
         return f"{spec.name}'s deployed {spec.entry} takes random inputs ({', '.join(spec.input_names)})"
     if spec.trainer:
-        from dlopt.train.family import get_family
+        from dlopt.tasks import get_task
 
-        if not get_family(spec).uses_data:
+        if not get_task(spec).uses_data:
             return f"{spec.name} trains in its environment ({spec.dataset}), without a dataset"
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.train.plots import _pyplot, _save, learning_curve
+from dlopt.plotting import learning_curve, pyplot, save_png
 
 COLORS = {"fp32": "tab:blue", "pruned": "tab:orange", "int8": "tab:green", "pruned-int8": "tab:red"}
 MARKERS = {"eager": "o", "onnxruntime": "s", "torchscript": "^", "pt2": "D", "openvino": "P"}
@@ -30,7 +30,7 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in data["rows"] if r["metric"] is not None and batch is not None and batch in r["latency"]]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:
         ax.scatter(r["latency"][batch]["p50"], r["metric"], **marker_style(r))
@@ -67,7 +67,7 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_title(f"{data.get('arch')}: every variant and runtime")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def training_plot(data: dict[str, Any], run_dir: Path, path: Path) -> Path | None:

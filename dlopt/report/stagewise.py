@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlopt.report.collect import Row, Trust
+from dlopt.report.rows import Row, Trust
 from dlopt.results import PruneReport, QuantizeReport, TrainResult
 from dlopt.trust import effective_status
 
@@ -61,7 +61,7 @@ def fill_metrics(trust: Trust, rows: list[Row], stages: dict[str, Any]) -> str |
 
 def fill_sizes(trust: Trust, rows: list[Row]) -> None:
     """Parameters and MACs of rows evaluation.json did not size, from the prune reports (before: fp32)."""
-    from dlopt.report.collect import source_variant
+    from dlopt.report.rows import source_variant
 
     sizes: dict[str, tuple[Any, Any]] = {}
     for variant in {r.variant for r in rows}:

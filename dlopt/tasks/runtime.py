@@ -1,4 +1,7 @@
-"""Where and how steps run: device, mixed precision, and data-parallel gradient averaging.
+"""Where and how a model runs: device, mixed precision, and data-parallel gradient averaging.
+
+Evaluation (dlopt.tasks) and training (dlopt.train) run on the same Runtime; it lives with the tasks so that a
+stage evaluating a model does not import the training package.
 
 Distributed training averages gradients by hand (all-reduce of loss-weighted sums) instead of
 wrapping the model in DDP: families with two optimizers (GAN) or custom steps share one code path,

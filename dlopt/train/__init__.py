@@ -20,6 +20,6 @@ def train(cfg: TrainConfig, data: Any = None, on_epoch: Any = None) -> Any:
 
 
 def list_families() -> list[str]:
-    from dlopt.train.family import list_families as _list
+    from dlopt.train.families import list_families as _list
 
     return _list()

@@ -13,10 +13,8 @@ from dlopt.options import config_dict
 from dlopt.results import TrainResult, write_result
 from dlopt.runs import Run, StageRecord
 from dlopt.spec import ArchSpec
-from dlopt.train.config import HParams, TrainConfig, build_defaults, resolve_hparams
+from dlopt.train.config import RESULT, HParams, TrainConfig, build_defaults, resolve_hparams
 from dlopt.train.engine import METRICS, MODEL_RECORD, EpochHook, Loop, fit
-
-RESULT = "train_result.json"  # a TrainResult (dlopt.results), which train() also returns
 
 
 def _model_config(spec: ArchSpec, cfg: TrainConfig, data: Any) -> Any:
@@ -109,7 +107,7 @@ def _resumed_config(cfg: TrainConfig) -> TrainConfig:
 
 def train(cfg: TrainConfig, data: Any = None, on_epoch: EpochHook | None = None) -> TrainResult:
     """Train `cfg.arch` into a new run (or continue `cfg.resume`); `data` (a DataSplits) skips the data layer."""
-    from dlopt.train.runtime import world
+    from dlopt.tasks.runtime import world
 
     if cfg.resume is not None:
         cfg = _resumed_config(cfg)
@@ -124,8 +122,8 @@ def _setup(cfg: TrainConfig, data: Any) -> tuple[Any, Any, Any, HParams, Any, An
     import torch
 
     from dlopt.registry import create_model, get_spec
-    from dlopt.train.family import get_family
-    from dlopt.train.runtime import Runtime
+    from dlopt.train.families import get_family
+    from dlopt.tasks.runtime import Runtime
 
     spec = get_spec(cfg.arch)
     if not spec.supports("train"):
@@ -208,7 +206,7 @@ def _finish(run: Run, spec: ArchSpec, model: Any, family: Any, loop: Loop) -> di
     from safetensors.torch import load_model
 
     from dlopt.checkpoint import save_checkpoint
-    from dlopt.train.plots import learning_curve
+    from dlopt.plotting import learning_curve
 
     load_model(model, str(run.path / "model.safetensors"), strict=True, device=str(family.rt.device))
     test = family.evaluate(model, "test")

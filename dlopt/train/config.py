@@ -14,6 +14,8 @@ from typing import Any
 
 from dlopt.runs import DEFAULT_ROOT
 
+RESULT = "train_result.json"  # a TrainResult (dlopt.results), which train() also returns and the launcher reads
+
 
 class OptimizerName(StrEnum):
     ADAMW = "adamw"

@@ -18,7 +18,7 @@ from typing import Any
 from dlopt.errors import DloptError
 from dlopt.fileio import write_json_atomic
 from dlopt.runs import Run
-from dlopt.train.config import TrainConfig
+from dlopt.train.config import RESULT, TrainConfig
 
 WORKER_CONFIG = "train_config.json"
 
@@ -48,7 +48,6 @@ def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
 def launch(cfg: TrainConfig) -> Any:
     """Start the workers, wait, and return rank 0's TrainResult."""
     from dlopt.results import TrainResult, read_result
-    from dlopt.train.api import RESULT
 
     if node_rank(cfg.torchrun_args) != 0:  # other nodes only compute: node 0's run holds everything
         return _launch_other_node(cfg)

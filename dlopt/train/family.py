@@ -1,8 +1,8 @@
-"""Task families: one training loop each, registered by name and chosen by `spec.trainer`.
+"""Training families: a task (dlopt.tasks: metric, evaluation of a split, inputs) plus its training loop.
 
-A family says how to compute a step's loss, how to evaluate a split (returning the spec's metric),
-which direction of the metric is better, and which artifacts it leaves (sample grids). The engine
-(`dlopt.train.engine`) owns everything else: epochs, schedule, early stopping, checkpoints, resume.
+A family adds to its task how to compute a step's loss, its optimizers, augmentation and the artifacts it leaves
+(sample grids); it is registered by name and chosen by `spec.trainer` (dlopt.train.families.get_family). The
+engine (`dlopt.train.engine`) owns everything else: epochs, schedule, early stopping, checkpoints, resume.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlopt.errors import UnsupportedError
 from dlopt.spec import ArchSpec
+from dlopt.tasks.base import Task
+from dlopt.tasks.runtime import Runtime, shard
 from dlopt.train.config import HParams, OptimizerName
-from dlopt.train.runtime import Runtime, eval_mode, shard
 
 _FAMILIES: dict[str, type[Family]] = {}
 
@@ -28,29 +28,11 @@ class NonFiniteLoss(Exception):
     def __init__(self, epoch: int, step: int, stats: dict[str, float]) -> None:
         super().__init__(f"loss became {stats} at epoch {epoch + 1}, step {step + 1}")
         self.epoch, self.step, self.stats = epoch, step, stats
-EVAL_BATCH = 256
 
 
 def register_family(cls: type[Family]) -> type[Family]:
     _FAMILIES[cls.name] = cls
     return cls
-
-
-def get_family(spec: ArchSpec) -> type[Family]:
-    import dlopt.train.families  # noqa: F401  (registration)
-
-    if not spec.trainer:
-        raise UnsupportedError(f"{spec.name} cannot be trained by dlopt: {spec.why_not('train')}")
-    if spec.trainer not in _FAMILIES:
-        raise UnsupportedError(f"{spec.name} names the unknown training loop {spec.trainer!r}; "
-                               f"known loops: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[spec.trainer]
-
-
-def list_families() -> list[str]:
-    import dlopt.train.families  # noqa: F401
-
-    return sorted(_FAMILIES)
 
 
 def make_optimizer(params: Any, hp: HParams, **overrides: Any) -> torch.optim.Optimizer:
@@ -73,21 +55,15 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, hp: HParams, total_steps: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def inputs_tuple(x: Any) -> tuple[torch.Tensor, ...]:
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+class Family(Task):
+    """A subclass lists its task first: `class Classification(ClassificationTask, Family)`."""
 
-
-class Family:
-    name: ClassVar[str] = ""
-    mode: ClassVar[str] = "max"  # "max" / "min": better validation metric; "last": keep the last epoch
     distributed: ClassVar[bool] = True
-    uses_data: ClassVar[bool] = True
-    value_range: ClassVar[tuple[float, float] | None] = None  # asked of the data layer (Tanh / Sigmoid outputs)
     defaults: ClassVar[HParams] = HParams()
 
     def __init__(self, spec: ArchSpec, model_cfg: Any, data: Any, hp: HParams, rt: Runtime, seed: int) -> None:
-        self.spec, self.model_cfg, self.data, self.hp, self.rt, self.seed = spec, model_cfg, data, hp, rt, seed
-        self.info: dict[str, Any] = dict(getattr(data, "info", {}) or {})
+        self.hp = hp
+        super().__init__(spec, model_cfg, data, rt, seed)
 
     # --- what a family may override -------------------------------------------------------------
     def optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
@@ -102,9 +78,6 @@ class Family:
             loss = self.loss(model, x, y)
         self.rt.step(loss, model.parameters(), opts["model"], weight)
         return {"loss": float(loss.detach())}
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        raise NotImplementedError
 
     def run_epoch(self, model: torch.nn.Module, opts: dict, scheds: list, epoch: int, on_step: Any) -> dict[str, float]:
         """One epoch of training; returns the mean of each logged training loss."""
@@ -158,29 +131,3 @@ class Family:
     # --- helpers ---------------------------------------------------------------------------------
     def _min_last(self) -> int:
         return min(self.hp.batch_size, 2 * self.rt.world_size)
-
-    def collate(self, dataset: Any, indices: Any) -> Any:
-        from torch.utils.data import default_collate
-
-        rows = [int(i) for i in indices]
-        fetch = getattr(dataset, "__getitems__", None)  # a whole batch at once (ImageSet: one resize per batch)
-        return self.rt.to_device(default_collate(fetch(rows) if fetch else [dataset[i] for i in rows]))
-
-    def eval_batches(self, split: str) -> Iterator[Any]:
-        from dlopt.data.common import bounded_batch
-
-        dataset = getattr(self.data, split)
-        step = bounded_batch(dataset, EVAL_BATCH)  # fewer when inputs are large (224 x 224): bounded memory
-        for start in range(0, len(dataset), step):
-            yield self.collate(dataset, range(start, min(len(dataset), start + step)))
-
-    def mean_over(self, model: torch.nn.Module, split: str, fn: Any) -> dict[str, float]:
-        """Sample-weighted means of fn(model, x, y) -> {name: (sum, count)} over a split, in eval mode."""
-        sums: dict[str, list[float]] = {}
-        with eval_mode(model), self.rt.autocast():
-            for x, y in self.eval_batches(split):
-                for key, (total, count) in fn(model, x, y).items():
-                    acc = sums.setdefault(key, [0.0, 0.0])
-                    acc[0] += float(total)
-                    acc[1] += float(count)
-        return {k: s / max(c, 1.0) for k, (s, c) in sums.items()}

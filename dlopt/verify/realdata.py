@@ -19,9 +19,9 @@ def _test_split(run: Run, spec: ArchSpec, cfg: Any) -> Any | None:
     train = run.manifest().get("stages", {}).get("train", {})
     if train.get("status") != "done" or spec.entry is not None:
         return None
-    from dlopt.train.family import get_family
+    from dlopt.tasks import get_task
 
-    family = get_family(spec)
+    family = get_task(spec)
     if not family.uses_data:
         return None
     options = train.get("config", {}).get("train", {})

@@ -150,7 +150,7 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
             config = replace(opts.config, criterion=quantized) if quantized else opts.config
             reports.update(verify_artifacts(model, spec, cfg, {fmt: path}, config, trust_pickle=True,  # checked above
                                             cases=cases))
-    from dlopt.export.stage import write_report
+    from dlopt.verify.report import write_report
 
     extra = {"arch": spec.name, "stage": "verify", **loaded}
     if run is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlopt.registry import register
+from dlopt.zoo.table import register
 from dlopt.spec import BATCH, ArchSpec, Task, TensorSpec
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dlopt.tasks.inputs import as_inputs
+from dlopt.tasks.supervised import ClassificationTask
 from dlopt.train.config import HParams
-from dlopt.train.family import Family, inputs_tuple, register_family
+from dlopt.train.family import Family, register_family
 
 MAX_ROTATION = math.radians(10.0)
 MAX_SCALE = 0.1  # +-10 %
@@ -32,9 +34,7 @@ def random_affine(x: torch.Tensor, gen: torch.Generator, rows: torch.Tensor, glo
 
 
 @register_family
-class Classification(Family):
-    name = "classification"
-    mode = "max"
+class Classification(ClassificationTask, Family):
     defaults = HParams(epochs=15, batch_size=64, lr=2e-3, patience=6)
 
     def augment(self, batch: Any, gen: torch.Generator, rows: torch.Tensor, global_size: int) -> Any:
@@ -44,12 +44,4 @@ class Classification(Family):
         return x, y
 
     def loss(self, model: torch.nn.Module, x: Any, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(model(*inputs_tuple(x)).float(), y)
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        def fn(m: torch.nn.Module, x: Any, y: torch.Tensor) -> dict[str, tuple]:
-            logits = m(*inputs_tuple(x)).float()
-            return {"loss": (F.cross_entropy(logits, y, reduction="sum"), len(y)),
-                    "accuracy": ((logits.argmax(-1) == y).sum(), len(y))}
-
-        return self.mean_over(model, split, fn)
+        return F.cross_entropy(model(*as_inputs(x)).float(), y)

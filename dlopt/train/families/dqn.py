@@ -16,49 +16,20 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from dlopt.errors import MissingDependencyError
+from dlopt.tasks.control import DQNTask, make_env
 from dlopt.train.config import HParams
 from dlopt.train.family import Family, NonFiniteLoss, register_family
 
 
-@dataclass(frozen=True)
-class DQNSettings:
-    env_id: str = "CartPole-v1"
-    gamma: float = 0.99
-    memory: int = 100_000  # replay capacity (transitions)
-    steps_per_epoch: int = 1_024
-    learn_start: int = 1_000  # random-policy steps before the first update
-    train_every: int = 256  # environment steps between bursts of updates
-    updates: int = 128  # gradient steps per burst; the target network is copied after each burst
-    eps_start: float = 1.0
-    eps_end: float = 0.04
-    eps_decay_steps: int = 8_000
-    val_episodes: int = 20
-    test_episodes: int = 100
-
-
-def make_env(env_id: str) -> Any:
-    try:
-        import gymnasium
-    except ImportError:
-        raise MissingDependencyError("DQN training needs gymnasium; pip install gymnasium") from None
-    return gymnasium.make(env_id)
-
-
 @register_family
-class DQN(Family):
-    name = "dqn"
-    mode = "max"
+class DQN(DQNTask, Family):
     distributed = False  # one environment, one learner
-    uses_data = False
     defaults = HParams(epochs=50, batch_size=64, lr=2.3e-3, weight_decay=0.0, clip_norm=10.0, patience=0)
-    settings = DQNSettings()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -140,24 +111,6 @@ class DQN(Family):
                 losses += self._burst(model, opts, scheds, epoch, on_step)
         mean_return = sum(returns) / len(returns) if returns else episode
         return {"loss": sum(losses) / max(1, len(losses)), "episode_return": mean_return, "epsilon": self.epsilon()}
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        """Mean return of greedy episodes on fixed seeds (validation and test use different seeds)."""
-        episodes = self.settings.test_episodes if split == "test" else self.settings.val_episodes
-        base = 10_000_000 if split == "test" else 5_000_000
-        env, total = make_env(self.settings.env_id), 0.0
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            for i in range(episodes):
-                obs, done = env.reset(seed=base + self.seed * 1_000 + i)[0], False
-                while not done:
-                    action = int(model(torch.as_tensor(obs, dtype=torch.float32, device=self.rt.device)[None]).argmax())
-                    obs, reward, terminated, truncated, _ = env.step(action)
-                    total += float(reward)
-                    done = terminated or truncated
-        model.train(was)
-        return {"mean_return": total / episodes}
 
     def extra_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = {f"memory.{k}": v[: self.filled].clone() for k, v in self.memory.items()}

@@ -12,27 +12,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dlopt.tasks.generative import GANTask, first
 from dlopt.train.config import HParams
-from dlopt.train.families.autoencoder import first
 from dlopt.train.family import Family, make_optimizer, register_family
 from dlopt.train.plots import sample_grid
-from dlopt.train.runtime import eval_mode
 
 
 @register_family
-class GAN(Family):
-    name = "gan"
-    mode = "last"
-    value_range = (-1.0, 1.0)
+class GAN(GANTask, Family):
     defaults = HParams(epochs=60, batch_size=64, lr=2e-4, weight_decay=0.0, clip_norm=0.0, patience=0, warmup=0.0,
                        min_lr_ratio=1.0)
 
     def optimizers(self, model: torch.nn.Module) -> dict[str, torch.optim.Optimizer]:
         return {"discriminator": make_optimizer(model.discriminator.parameters(), self.hp, betas=(0.5, 0.999)),
                 "generator": make_optimizer(model.generator.parameters(), self.hp, betas=(0.5, 0.999))}
-
-    def _z(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randn(n, self.model_cfg.latent_size, generator=gen).to(self.rt.device)
 
     def train_step(self, model: torch.nn.Module, batch: Any, opts: dict, weight: float) -> dict[str, float]:
         real = first(batch[0]).flatten(1)
@@ -48,25 +41,6 @@ class GAN(Family):
             g_loss = F.binary_cross_entropy(d_gen, torch.ones_like(d_gen))  # non-saturating generator loss
         self.rt.step(g_loss, model.generator.parameters(), opts["generator"], weight)
         return {"loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        gen = torch.Generator().manual_seed(self.seed + 1)
-        sums = {"generator_loss": 0.0, "discriminator_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-        count = 0
-        with eval_mode(model):
-            for x, _ in self.eval_batches(split):
-                real = first(x).flatten(1)
-                d_real = model.discriminator(real).float()
-                d_fake = model.discriminator(model.generator(self._z(len(real), gen))).float()
-                sums["generator_loss"] += float(F.binary_cross_entropy(d_fake, torch.ones_like(d_fake), reduction="sum"))
-                sums["discriminator_loss"] += float(F.binary_cross_entropy(d_real, torch.ones_like(d_real), reduction="sum")
-                                                    + F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake), reduction="sum"))
-                sums["d_real"] += float(d_real.sum())
-                sums["d_fake"] += float(d_fake.sum())
-                count += len(real)
-        out = {k: v / max(count, 1) for k, v in sums.items()}
-        out["loss"] = out["generator_loss"]
-        return out
 
     def artifacts(self, model: torch.nn.Module, out_dir: Path) -> list[Path]:
         with torch.no_grad():

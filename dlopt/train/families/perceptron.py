@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
+from dlopt.tasks.inputs import as_inputs
+from dlopt.tasks.supervised import PerceptronTask
 from dlopt.train.config import HParams
-from dlopt.train.family import Family, inputs_tuple, register_family
+from dlopt.train.family import Family, register_family
 
 
 @register_family
-class Perceptron(Family):
-    name = "perceptron"
-    mode = "max"
+class Perceptron(PerceptronTask, Family):
     distributed = False
     defaults = HParams(epochs=20, batch_size=1, lr=0.1, weight_decay=0.0, clip_norm=0.0, patience=5)
 
@@ -27,7 +27,7 @@ class Perceptron(Family):
     @torch.no_grad()
     def train_step(self, model: torch.nn.Module, batch: Any, opts: dict, weight: float) -> dict[str, float]:
         x, y = batch
-        x = inputs_tuple(x)[0].float()
+        x = as_inputs(x)[0].float()
         linear = model.linear
         mistakes = 0
         for xi, yi in zip(x, y.float().view(-1)):
@@ -37,11 +37,3 @@ class Perceptron(Family):
                 linear.bias += self.hp.lr * err
                 mistakes += 1
         return {"loss": mistakes / max(1, len(x))}  # the rule's loss: the fraction of mistakes
-
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        def fn(m: torch.nn.Module, x: Any, y: torch.Tensor) -> dict[str, tuple]:
-            pred = m(inputs_tuple(x)[0].float()).view(-1)
-            wrong = (pred != y.float().view(-1)).sum()
-            return {"loss": (wrong, len(pred)), "accuracy": (len(pred) - wrong, len(pred))}
-
-        return self.mean_over(model, split, fn)

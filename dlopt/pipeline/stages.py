@@ -1,0 +1,171 @@
+"""The one table of pipeline stages. Everything the pipeline knows about a stage is declared here, once:
+
+- its name (what `stages = [...]` and `--stages` take) and its pipeline.toml section: the section's defaults
+  (a frozen dataclass, or a dict over a library config's fields), its --print-config comment, and the builder of
+  the command's own config from it, which is the section's validation;
+- its steps: how each runs (`run(ctx) -> outputs`), its config and input files (what `--resume` compares), when it
+  is planned and when the architecture rules it out, and what it `makes` and `uses`. The ledger's dependency graph
+  (`Step.after`) is derived from makes/uses: a step reruns when any step making what it uses reran.
+
+`dlopt.pipeline.config` (sections, TOML keys, validation), `plan()` (the steps of a run), `--print-config` and the
+ledger all read TABLE; adding a stage is one StageDef here plus its step function (tests/test_stage_table.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dlopt.pipeline import sections, steps
+from dlopt.spec import ArchSpec
+
+EVERY = "*"  # in `uses`: every step planned before this one (the report)
+VARIANTS = ("fp32", "pruned", "int8", "pruned-int8", "fp32-files", "pruned-files")  # every model and exported file
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a planned run (dlopt.pipeline.runner runs it and records it in the ledger)."""
+
+    name: str
+    run: Callable[[steps.Context], list[Path]]
+    config: Callable[[steps.Context], Any]
+    inputs: Callable[[steps.Context], list[Path]]
+    unsupported: Callable[[steps.Context], str | None] = lambda _ctx: None
+    after: tuple[str, ...] = ()  # steps whose outputs this one uses: when one of them reruns, so does this one
+    always: bool = False  # cheap enough to redo on every resume
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    run: Callable[[steps.Context], list[Path]]
+    config: Callable[[steps.Context], Any]  # what --resume compares (with the input files)
+    inputs: Callable[[steps.Context], list[Path]] = lambda _ctx: []
+    makes: tuple[str, ...] = ()  # what it writes: a model variant, files, a record
+    uses: tuple[str, ...] = ()  # what it reads (EVERY: all steps planned before it)
+    when: Callable[[Any, ArchSpec], bool] | None = None  # planned when; None: when its stage is in `stages`
+    unsupported: Callable[[steps.Context], str | None] = lambda _ctx: None  # the spec's reason, checked at run time
+    always: bool = False  # rewritten on every run, even on resume
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    steps: tuple[StepDef, ...] = ()
+    section: Callable[[], Any] | None = None  # the [section]'s defaults (dataclass or dict); None: no options
+    library: tuple[str, str] | None = None  # (module, config class) whose fields a dict section's keys are
+    build: Callable[[Any], Any] | None = None  # the command's own config from the pipeline config (validation)
+    comment: str = ""  # shown above the section by --print-config
+    no_options: str = ""  # for a stage without a section: why (the error for a [section] given anyway)
+    selectable: bool = True  # False: in every pipeline, never named in `stages` (evaluate, report)
+
+
+def _weights(ctx: steps.Context, *folders: str) -> list[Path]:
+    return [ctx.path(f, "model.safetensors") if f else ctx.path("model.safetensors") for f in folders]
+
+
+def _everything(ctx: steps.Context) -> list[Path]:
+    from dlopt.pipeline.evaluate import artifacts, checkpoint_records
+
+    records = checkpoint_records(ctx.run)
+    return [*records, *(r.with_suffix(".safetensors") for r in records), *artifacts(ctx.run)]
+
+
+def _method_limit(ctx: steps.Context, stage: str, method: str | None) -> str | None:
+    key = f"{stage}:{method}" if method and method != "auto" else stage
+    return None if ctx.spec.supports(stage) and ctx.spec.supports(key) else ctx.spec.why_not(key)
+
+
+def _quant_limit(ctx: steps.Context) -> str | None:
+    return _method_limit(ctx, "quantize", ctx.cfg.quantize.get("method", "auto"))
+
+
+def _no_pruned(ctx: steps.Context) -> str | None:
+    return None if ctx.path(steps.PRUNED, steps.MODEL).is_file() else "no pruned model in this run"
+
+
+def _trains(cfg: Any, spec: ArchSpec) -> bool:
+    return cfg.has("train") and spec.supports("train")
+
+
+def _model_config(c: steps.Context) -> dict[str, Any]:
+    return {"sets": c.cfg.sets, "tiny": c.cfg.tiny, "seed": c.cfg.seed, "input_size": c.cfg.input_size}
+
+
+def _export_config(c: steps.Context) -> dict[str, Any]:
+    return {**dataclasses.asdict(c.cfg.export), "verify": c.cfg.has("verify")}
+
+
+TABLE: tuple[StageDef, ...] = (
+    StageDef("train", (
+        StepDef("train", steps.train, lambda c: {"train": dataclasses.asdict(c.cfg.train), **_model_config(c)},
+                makes=("fp32",), when=_trains),
+        # a model the spec cannot train (a user's file), or no training asked for: built as given, seeded
+        StepDef("build", steps.build, _model_config, makes=("fp32",), when=lambda cfg, spec: not _trains(cfg, spec)),
+    ), section=sections.TrainSection, build=sections.train_config,
+        comment="dlopt train options; 0 or \"\" = the architecture's / training family's default"),
+    StageDef("prune", (
+        StepDef("prune", steps.prune, lambda c: c.cfg.prune, lambda c: _weights(c, ""), makes=("pruned",),
+                uses=("fp32",), unsupported=lambda c: _method_limit(c, "prune", c.cfg.prune.get("method", "structured"))),
+    ), section=lambda: {"ratio": 0.3}, library=sections.PRUNE_CONFIG,
+        build=sections.library_config("prune", sections.PRUNE_CONFIG, "pruned"),
+        comment="dlopt prune options (ratio: share of channels/neurons/heads removed per layer)"),
+    StageDef("quantize", (
+        StepDef("quantize", lambda c: steps.quantize(c, "int8", None), lambda c: c.cfg.quantize,
+                lambda c: _weights(c, ""), makes=("int8",), uses=("fp32",), unsupported=_quant_limit),
+        StepDef("quantize-pruned", lambda c: steps.quantize(c, "pruned-int8", "pruned/model.json"),
+                lambda c: c.cfg.quantize, lambda c: _weights(c, steps.PRUNED), makes=("pruned-int8",),
+                uses=("pruned",), when=lambda cfg, _s: cfg.has("quantize") and cfg.has("prune"),
+                unsupported=lambda c: _quant_limit(c) or _no_pruned(c)),
+    ), section=dict, library=sections.QUANTIZE_CONFIG,
+        build=sections.library_config("quantize", sections.QUANTIZE_CONFIG, "int8"), comment="dlopt quantize options"),
+    StageDef("export", (
+        StepDef("export", lambda c: steps.export(c, "", "export"), _export_config, lambda c: _weights(c, ""),
+                makes=("fp32-files",), uses=("fp32",)),
+        StepDef("export-pruned", lambda c: steps.export(c, steps.PRUNED, "export-pruned"), _export_config,
+                lambda c: _weights(c, steps.PRUNED), makes=("pruned-files",), uses=("pruned",),
+                when=lambda cfg, _s: cfg.has("export") and cfg.has("prune"), unsupported=_no_pruned),
+    ), section=sections.ExportSection, build=sections.export_config,
+        comment="dlopt export options; formats the architecture does not support are skipped and noted"),
+    StageDef("verify", no_options="verification follows export with each spec's tolerance; keep or drop 'verify' "
+                                  "in stages"),
+    StageDef("evaluate", (
+        StepDef("evaluate", steps.evaluate, lambda c: {}, _everything, makes=("evaluation",), uses=VARIANTS,
+                when=lambda _c, _s: True),
+    ), selectable=False),
+    StageDef("bench", (
+        StepDef("bench", steps.bench, lambda c: dataclasses.asdict(c.cfg.bench), _everything, makes=("bench",),
+                uses=VARIANTS),
+    ), section=sections.BenchSection, build=sections.bench_config,
+        comment="dlopt bench options; budget_s is per batch size, shared by all variants"),
+    StageDef("report", (
+        StepDef("report", steps.report, lambda c: {}, uses=(EVERY,), when=lambda _c, _s: True, always=True),
+    ), selectable=False),
+)
+
+
+def stage_names() -> tuple[str, ...]:
+    """The stages `stages = [...]` takes, in pipeline order."""
+    return tuple(s.name for s in TABLE if s.selectable)
+
+
+def _after(step: StepDef, planned: list[Step], table: tuple[StageDef, ...]) -> tuple[str, ...]:
+    if EVERY in step.uses:
+        return tuple(s.name for s in planned)
+    return tuple(d.name for stage in table for d in stage.steps if set(d.makes) & set(step.uses))
+
+
+def plan(cfg: Any, spec: ArchSpec) -> list[Step]:
+    """The steps of a run of `cfg` for `spec`, in table order, each with the steps it depends on."""
+    table: tuple[StageDef, ...] = TABLE
+    out: list[Step] = []
+    for stage in table:
+        for d in stage.steps:
+            planned = d.when(cfg, spec) if d.when is not None else cfg.has(stage.name)
+            if planned:
+                out.append(Step(d.name, d.run, d.config, d.inputs, d.unsupported, _after(d, out, table), d.always))
+    return out
