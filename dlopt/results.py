@@ -144,6 +144,7 @@ class VerifiedArtifact(Record):
     tolerance: dict[str, Any] | None = None
     degenerate: dict[str, str] = field(default_factory=dict)  # output -> why the check proved nothing
     reference: dict[str, Any] = field(default_factory=dict)  # output -> its scale
+    outputs: dict[str, Any] = field(default_factory=dict)  # output -> its worst error over the cases, and verdict
     worst: dict[str, Any] = field(default_factory=dict)
     failures: tuple[tuple[str, ...], ...] = ()  # (shape, output, reason)
     cases: tuple[dict[str, Any], ...] = ()

@@ -58,6 +58,19 @@ def parameter_bytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def _observed_outputs(net: Any, inputs: tuple[Any, ...], spec: ArchSpec) -> list[dict[str, Any]]:
+    """A user model declares no outputs: each output tensor as the model returns it at the example input (dict keys
+    and nested paths as names, dlopt.outputs)."""
+    import torch
+
+    from dlopt import outputs
+
+    with torch.no_grad():
+        out = net(*inputs)
+    return [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "dynamic_axes": {}}
+            for n, t in zip(outputs.names(out, spec.output_names), outputs.flatten(out), strict=True)]
+
+
 def describe(spec: ArchSpec, cfg: Any, model: Any, batch_size: int = 1) -> dict[str, Any]:
     """A JSON-ready description of a built model at its example input."""
     from dlopt.options import config_dict
@@ -75,8 +88,9 @@ def describe(spec: ArchSpec, cfg: Any, model: Any, batch_size: int = 1) -> dict[
         "flops": flops, "macs": flops // 2, "flops_batch_size": batch_size,
         "inputs": [{"name": t.name, "shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
                     "dynamic_axes": t.dynamic_axes} for t, x in zip(spec.inputs, inputs, strict=True)],
-        "outputs": [{"name": t.name, "shape": list(resolve_dims(t.shape, cfg, batch_size, seq)) if spec.kind != "user"
-                     else list(t.shape), "dynamic_axes": t.dynamic_axes} for t in spec.outputs],
+        "outputs": _observed_outputs(net, inputs, spec) if spec.kind == "user" else
+        [{"name": t.name, "shape": list(resolve_dims(t.shape, cfg, batch_size, seq)), "dynamic_axes": t.dynamic_axes}
+         for t in spec.outputs],
         "stages": sorted(str(s) for s in spec.stages), "formats": sorted(str(f) for f in spec.formats),
         "limits": dict(spec.limits), "tolerance": {"atol": spec.tolerance.atol, "rtol": spec.tolerance.rtol},
         "torchscript": spec.torchscript, "source": spec.source,

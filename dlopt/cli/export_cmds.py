@@ -133,8 +133,23 @@ def _render_export(target: Any, result: Any) -> None:
         table.add_row(fmt, "-", "-", "[red]export failed[/red]", "-", "-", "-", why[:80])
     print_table(table, keep=("format", "verified", "max abs err", "file", "how", "seconds", "err/RMS"),
                 wrap=("file", "how"))
+    _render_outputs(result.verification)
     for line in result.notes:
         note(f"[dim]note: {line}[/dim]")
+
+
+def _render_outputs(reports: dict[str, Any]) -> None:
+    """With several outputs (a tuple or dict), each one's worst error and verdict, per format."""
+    rows = [(fmt, name, row) for fmt, r in reports.items() for name, row in r.per_output().items()]
+    if len({name for _, name, _ in rows}) < 2:
+        return
+    table = Table(title="per output", title_justify="left")
+    for col in ("format", "output", "shape", "max abs err", "err/RMS", "needed atol", "verdict"):
+        table.add_column(col)
+    for fmt, name, row in rows:
+        table.add_row(fmt, name, str(row["shape"]), _num(row["max_abs"]), _num(row["err_rms"]), _num(row["needed_atol"]),
+                      "[green]pass[/green]" if row["passed"] else "[red]FAIL[/red]")
+    print_table(table, keep=("format", "output", "max abs err", "verdict"))
 
 
 def _num(x: float | None) -> str:
@@ -216,6 +231,7 @@ def _render_verify(outcome: Any) -> None:
                       _num(w.get("p99_abs")), _num(w.get("cosine")), _num(w.get("needed_atol")), _num(w.get("top1")),
                       str(w.get("case") or "-"))
     print_table(table, keep=("artifact", "verdict", "max abs", "err/RMS", "ref RMS", "max rel", "cosine", "top-1"))
+    _render_outputs(outcome.reports)
     shapes = sorted({_shape(c) for r in outcome.reports.values() for c in r.cases})
     note(f"[dim]criterion: {next(iter(outcome.reports.values())).criterion}; shapes: {'; '.join(shapes)}; "
                   f"report: {outcome.report_path}[/dim]")

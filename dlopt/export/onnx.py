@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import UsageError
-from dlopt.export.shapes import dynamic_shapes
+from dlopt.export.shapes import dynamic_shapes, output_names
 from dlopt.fileio import atomic_path
 from dlopt.spec import ArchSpec
 
@@ -39,7 +39,8 @@ def check_options(exporter: str, opset: int | None) -> None:
                          f"choose --opset in that range or --exporter {other}")
 
 
-def _dynamo(module: Any, example: tuple, spec: ArchSpec, cfg: Any, opset: int | None, dynamic: bool) -> Any:
+def _dynamo(module: Any, example: tuple, spec: ArchSpec, cfg: Any, opset: int | None, dynamic: bool,
+            names: tuple[str, ...]) -> Any:
     import torch
 
     from dlopt.export.rnn_loops import rnn_while_loops
@@ -47,22 +48,32 @@ def _dynamo(module: Any, example: tuple, spec: ArchSpec, cfg: Any, opset: int | 
     with rnn_while_loops():
         program = torch.onnx.export(
             module, example, None, dynamo=True, verbose=False, input_names=list(spec.input_names),
-            output_names=list(spec.output_names), dynamic_shapes=dynamic_shapes(spec, cfg, dynamic),
+            output_names=list(names), dynamic_shapes=dynamic_shapes(spec, cfg, dynamic),
             opset_version=opset, optimize=True, external_data=False,
         )
     return program.model_proto
 
 
-def _legacy(module: Any, example: tuple, spec: ArchSpec, opset: int | None, dynamic: bool, scratch: Path) -> Any:
+def _legacy(module: Any, example: tuple, spec: ArchSpec, opset: int | None, dynamic: bool, scratch: Path,
+            names: tuple[str, ...]) -> Any:
     import onnx
     import torch
 
     torch.onnx.export(
         module, example, str(scratch), dynamo=False, input_names=list(spec.input_names),
-        output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes() if dynamic else None,
+        output_names=list(names), dynamic_axes=_legacy_axes(spec, names) if dynamic else None,
         opset_version=opset or LEGACY_DEFAULT_OPSET, do_constant_folding=True,
     )
     return onnx.load(str(scratch))
+
+
+def _legacy_axes(spec: ArchSpec, names: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    """The spec's dynamic axes; outputs named otherwise than the spec's (a dict's keys, nested paths) are left to
+    the exporter's shape inference, which carries the inputs' dynamic axes through."""
+    axes = spec.dynamic_axes()
+    if tuple(names) != tuple(spec.output_names):
+        axes = {k: v for k, v in axes.items() if k in spec.input_names}
+    return axes
 
 
 def static_axes(proto: Any, spec: ArchSpec) -> list[str]:
@@ -80,14 +91,15 @@ def _capture(module: Any, example: tuple, spec: ArchSpec, cfg: Any, exporter: st
              dynamic: bool, scratch: Path) -> tuple[Any, str, list[str]]:
     """The ONNX proto, the exporter that made it, and notes. If dynamo fixes a dynamic axis (it cannot keep
     some recurrent layers' time axis dynamic), the legacy exporter makes the file instead, and a note says so."""
+    names = output_names(module, example, spec)
     if exporter == "legacy":
-        return _legacy(module, example, spec, opset, dynamic, scratch), "legacy", []
-    proto = _dynamo(module, example, spec, cfg, opset, dynamic)
+        return _legacy(module, example, spec, opset, dynamic, scratch, names), "legacy", []
+    proto = _dynamo(module, example, spec, cfg, opset, dynamic, names)
     fixed = static_axes(proto, spec) if dynamic else []
     if not fixed or (opset is not None and opset > opset_range("legacy")[1]):
         return proto, "dynamo", []
     note = f"dynamo exporter fixed {', '.join(fixed)}; used the legacy exporter, which keeps it dynamic"
-    return _legacy(module, example, spec, opset, dynamic, scratch), "legacy", [note]
+    return _legacy(module, example, spec, opset, dynamic, scratch, names), "legacy", [note]
 
 
 def export_onnx(module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path, *, exporter: str = "dynamo",

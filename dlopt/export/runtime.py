@@ -19,6 +19,7 @@ from typing import Any
 from dlopt.errors import InputFileError, InputMismatchError, UsageError
 from dlopt.export.interrupt import TimeLimitError, check_deadline, stoppable, time_limit, waiting_for_native_call
 from dlopt.fileio import sha256_file
+from dlopt.outputs import flatten
 from dlopt.runs import MANIFEST
 from dlopt.runtimes import SUFFIXES
 
@@ -61,7 +62,8 @@ def check_trusted(path: Path, trust_pickle: bool = False) -> None:
 
 
 def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None = None) -> Runner:
-    """A callable(*tensors) -> tuple of torch tensors for any artifact."""
+    """A callable(*tensors) -> flat tuple of torch tensors for any artifact (dict and nested outputs flattened,
+    dlopt.outputs)."""
     path = Path(path)
     fmt = artifact_format(path)
     if not path.is_file():
@@ -72,10 +74,6 @@ def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None
     # an OpenVINO IR is XML plus raw weights, ONNX a protobuf: nothing in them runs code
     loader = {"onnx": _onnx_runner, "openvino": _openvino_runner}[fmt]
     return loader(path, threads)
-
-
-def _as_tuple(out: Any) -> tuple[Any, ...]:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def _onnx_runner(path: Path, threads: int | None) -> Runner:
@@ -165,7 +163,7 @@ def _guarded(path: Path, module: Any) -> Runner:
         check_deadline(path)
         try:
             with torch.no_grad(), waiting_for_native_call(path):
-                out = _as_tuple(module(*inputs))
+                out = module(*inputs)
         except Exception as exc:  # shape/dtype guards raise RuntimeError, AssertionError, TypeError...
             shapes = ", ".join(f"{getattr(t, 'dtype', type(t).__name__)} {list(getattr(t, 'shape', []))}"
                                for t in inputs)
@@ -173,7 +171,7 @@ def _guarded(path: Path, module: Any) -> Runner:
                              "shape and dtype it was exported with (dlopt info ARCH shows them)") from None
         check_deadline(path, " (a TorchScript or .pt2 call cannot be stopped mid-call: the limit acts when it "
                              "returns; Ctrl-C twice quits at once)")
-        return out
+        return flatten(out)  # a dict or nested output: its tensors in the order the eager model's flatten to
 
     return run
 

@@ -1,4 +1,4 @@
-"""Dynamic axes shared by the exporters: the spec's batch and seq axes as torch.export Dims."""
+"""Shared by the exporters: the spec's batch and seq axes as torch.export Dims, and the graph's output names."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def dynamic_shapes(spec: ArchSpec, cfg: Any, dynamic: bool = True) -> tuple[dict
     table = dims(spec, cfg)
     shapes = tuple({axis: table[name] for axis, name in t.dynamic_axes.items()} for t in spec.inputs)
     return shapes if any(shapes) else None
+
+
+def output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple[str, ...]:
+    """The names the exported graph's outputs get: one per output tensor (dict keys and nested paths for dict or
+    nested outputs, the spec's names for a tensor or flat tuple; dlopt.outputs). Refuses non-tensor outputs."""
+    import torch
+
+    from dlopt import outputs
+
+    with torch.no_grad():
+        out = module(*example)
+    outputs.flatten(out)
+    return outputs.names(out, spec.output_names)

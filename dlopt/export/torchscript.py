@@ -15,15 +15,36 @@ def export_torchscript(module: Any, example: tuple, spec: ArchSpec, path: Path,
     import torch
 
     method = spec.torchscript
+    notes: list[str] = []
     with torch.no_grad():
         if method == "script":
             scripted = torch.jit.script(module)
-        else:  # check_trace=False: verification compares at several shapes, which is the stronger check
-            scripted = torch.jit.trace(module, example, check_trace=False)
+        else:
+            scripted = _trace(module, example, notes)
     frozen, note = _freeze(scripted)
     with torch_archive(path) as buffer:
         torch.jit.save(frozen, buffer, _extra_files={k: v.encode() for k, v in (metadata or {}).items()})
-    return {"method": method, "frozen": note is None, **({"note": note} if note else {})}
+    return {"method": method, "frozen": note is None, **({"note": note} if note else {}),
+            **({"notes": notes} if notes else {})}
+
+
+def _trace(module: Any, example: tuple, notes: list[str]) -> Any:
+    """Trace with check_trace=False (verification compares at several shapes, the stronger check). A dict of tensors
+    is traced with strict=False (its keys are fixed, not input-dependent); an output TorchScript cannot type (a
+    nested or mixed structure) is traced flattened to a tuple, and a note names the order."""
+    import torch
+
+    from dlopt import outputs
+
+    out = module(*example)
+    if outputs.is_flat(out):
+        return torch.jit.trace(module, example, check_trace=False)
+    if outputs.is_tensor_dict(out):
+        return torch.jit.trace(module, example, check_trace=False, strict=False)
+    order = ", ".join(outputs.names(out))
+    notes.append(f"torchscript: the model returns a {outputs.structure(out)}, which TorchScript cannot type; the .ts "
+                 f"file returns its tensors as a flat tuple, in this order: {order}")
+    return torch.jit.trace(outputs.flat_module(module), example, check_trace=False)
 
 
 def _freeze(scripted: Any) -> tuple[Any, str | None]:

@@ -73,8 +73,9 @@ def _model_outputs(model: nn.Module, example: tuple[Any, ...]) -> tuple[list[tor
     finally:
         for h in hooks:
             h.remove()
-    flat = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
-    return flat, seen
+    from dlopt.outputs import flatten
+
+    return list(flatten(out)), seen  # every tensor of a tuple, dict or nested output
 
 
 def kept_layers(model: nn.Module, graph: Any, example: tuple[Any, ...],

@@ -52,11 +52,46 @@ def prunable_layers(module: nn.Module, example: tuple[Any, ...], norm_reason: st
     import torch_pruning as tp
 
     _check_unsupported(module)
+    traced: list[torch.Tensor] = []
     graph = tp.DependencyGraph().build_dependency(module, example_inputs=list(example),
-                                                   customized_pruners=customized_pruners())
+                                                   customized_pruners=customized_pruners(),
+                                                   output_transform=_output_leaves(traced))
     kept = kept_layers(module, graph, example, norm_reason)
+    kept.update(_feeding_outputs(module, graph, traced, kept))
     prunable = [(n, m) for n, m in module.named_modules() if isinstance(m, ROOT_TYPES) and m not in kept]
     return prunable, kept
+
+
+def _output_leaves(traced: list[torch.Tensor]) -> Callable[[Any], list[torch.Tensor]]:
+    """Torch-Pruning's output_transform: the output's tensors (of a tuple, dict or nested output), kept in `traced`
+    so their autograd nodes can be matched against the graph's."""
+    def transform(out: Any) -> list[torch.Tensor]:
+        from dlopt.outputs import flatten
+
+        leaves = list(flatten(out))
+        traced.extend(leaves)
+        return leaves
+
+    return transform
+
+
+def _feeding_outputs(module: nn.Module, graph: Any, traced: list[torch.Tensor],
+                     kept: dict[nn.Module, str]) -> dict[nn.Module, str]:
+    """Layers whose channels reach a model output through any op (a pooled feature map returned beside the logits):
+    pruning them would change that output's shape. Only outputs no layer returns directly need the search."""
+    layer_fns = {n.grad_fn for m, n in graph.module2node.items() if isinstance(m, ROOT_TYPES)}
+    fns = {t.grad_fn for t in traced if t.grad_fn is not None} - layer_fns
+    if not fns:
+        return {}
+    qkv = set(head_counts(module))
+    found = {}
+    for m in module.modules():
+        if not isinstance(m, ROOT_TYPES) or m in kept or m in qkv or m not in graph.module2node:
+            continue
+        group = graph.get_pruning_group(m, graph.get_pruner_of_module(m).prune_out_channels, idxs=[0])
+        if any(item.dep.target.grad_fn in fns for item in group):
+            found[m] = "output layer"
+    return found
 
 
 def _fix_heads(module: nn.Module, head_dims: dict[nn.Module, int]) -> None:
@@ -106,7 +141,7 @@ def _prune(module: nn.Module, example: tuple[Any, ...], cfg: PruneConfig, loss_f
         ignored_layers=list(kept), num_heads=heads, prune_num_heads=bool(heads), prune_head_dims=False,
         head_pruning_ratio=cfg.ratio, root_module_types=list(ROOT_TYPES), customized_pruners=customized_pruners(),
         round_to=cfg.round_to if cfg.global_pruning and (cfg.round_to or 1) > 1 else None,
-        max_pruning_ratio=max(cfg.ratio, MAX_GLOBAL_SHARE),
+        max_pruning_ratio=max(cfg.ratio, MAX_GLOBAL_SHARE), output_transform=_output_leaves([]),
     )
     force_scopes(pruner, ratios, cfg.iterative_steps)
     for step in range(cfg.iterative_steps):
@@ -151,8 +186,8 @@ def _check_runs(module: nn.Module, example: tuple[Any, ...]) -> None:
 def _output_energy(example: tuple[Any, ...]) -> LossFn:
     """Without training data, Taylor importance ranks by the gradient of the outputs' mean square."""
     def loss(module: nn.Module) -> torch.Tensor:
-        out = module(*example)
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        return sum(o.float().pow(2).mean() for o in outs if isinstance(o, torch.Tensor))
+        from dlopt.outputs import energy
+
+        return energy(module(*example))  # every output tensor, of a tuple, dict or nested output too
 
     return loss

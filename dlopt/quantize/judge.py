@@ -15,7 +15,9 @@ FRACTION_METRICS = frozenset({"accuracy", "exact_match"})
 
 
 def _tuple(out: Any) -> tuple[Any, ...]:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    from dlopt.outputs import flatten  # dict and nested outputs: their tensors, in the order exporters use
+
+    return flatten(out)
 
 
 def relative_error(ref: Any, out: Any) -> float:

@@ -78,6 +78,8 @@ def _half(module: Any, method: Method) -> Any:
     if method == Method.BF16 and not bf16_supported():
         raise UnsupportedError("this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 would be emulated "
                                "and slower than fp32; use --method fp16 on a GPU, or int8")
+    from torch.utils._pytree import tree_map
+
     dtype = torch.float16 if method == Method.FP16 else torch.bfloat16
 
     class Cast(torch.nn.Module):
@@ -91,8 +93,7 @@ def _half(module: Any, method: Method) -> Any:
 
         def forward(self, *xs: Any) -> Any:
             xs = tuple(x.to(dtype) if x.is_floating_point() else x for x in xs)
-            out = self.inner(*xs)
-            return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+            return tree_map(lambda o: o.float() if o.is_floating_point() else o, self.inner(*xs))
 
     return Cast(copy.deepcopy(module).to(dtype)).eval()
 
@@ -103,6 +104,7 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
 
     from dlopt.export.quiet import quiet_deprecations
     from dlopt.fileio import torch_archive
+    from dlopt.outputs import flatten
 
     with quiet_deprecations():
         if recipe.method == Method.STATIC:
@@ -118,8 +120,7 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
 
     def run(*inputs: Any) -> tuple[Any, ...]:
         with torch.inference_mode():
-            out = qmodel(*inputs)
-        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+            return flatten(qmodel(*inputs))
 
     layers = quantizable(module, recipe.method) if recipe.method in (Method.STATIC, Method.DYNAMIC) else []
     done = tuple(n for n in layers if n not in recipe.keep_float)

@@ -83,10 +83,24 @@ class VerifyReport:
                 "needed_atol": max((o.needed_atol or 0.0) for c in self.cases for o in c.outputs),
                 "top1": min(top1) if top1 else None, "output": out.name, "case": _label(case)}
 
+    def per_output(self) -> dict[str, dict[str, Any]]:
+        """Every output by name: its worst max abs error, err/RMS and needed atol over the cases, and its verdict."""
+        table: dict[str, dict[str, Any]] = {}
+        for c in self.cases:
+            for o in c.outputs:
+                row = table.setdefault(o.name, {"max_abs": 0.0, "err_rms": None, "needed_atol": 0.0, "shape": None,
+                                                "passed": o.name not in self.degenerate})
+                row["max_abs"] = None if o.max_abs is None or row["max_abs"] is None else max(row["max_abs"], o.max_abs)
+                row["err_rms"] = _max_or_none((row["err_rms"], o.err_rms))
+                row["needed_atol"] = max(row["needed_atol"], o.needed_atol or 0.0)
+                row["shape"] = row["shape"] or list(o.shape)
+                row["passed"] = row["passed"] and o.name not in c.failures
+        return table
+
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "format": self.format, "criterion": self.criterion, "passed": self.passed,
                 "tolerance": self.tolerance, "degenerate": self.degenerate,
-                "reference": {s.name: s.to_dict() for s in self.scales},
+                "reference": {s.name: s.to_dict() for s in self.scales}, "outputs": self.per_output(),
                 "worst": self.worst(), "failures": [list(f) for f in self.failures()],
                 "cases": [c.to_dict() for c in self.cases]}
 
@@ -130,14 +144,24 @@ def make_cases(spec: ArchSpec, cfg: Any, config: VerifyConfig = VerifyConfig()) 
 
 
 def reference_outputs(module: Any, cases: list[Case]) -> list[tuple[Any, ...]]:
+    """The eager outputs of every case, each flattened to its tensors (dlopt.outputs)."""
+    return named_references(module, cases, ())[0]
+
+
+def named_references(module: Any, cases: list[Case], declared: tuple[str, ...]
+                     ) -> tuple[list[tuple[Any, ...]], tuple[str, ...]]:
+    """The flattened eager outputs of every case, and the outputs' names (dict keys, nested paths, or the spec's)."""
     import torch
 
+    from dlopt import outputs
+
+    refs, names = [], declared
     with torch.no_grad():
-        return [_as_tuple(module(*c.inputs)) for c in cases]
-
-
-def _as_tuple(out: Any) -> tuple[Any, ...]:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+        for c in cases:
+            out = module(*c.inputs)
+            refs.append(outputs.flatten(out))
+            names = outputs.names(out, declared)
+    return refs, names
 
 
 def criterion_for(spec: ArchSpec, config: VerifyConfig) -> Criterion:
@@ -159,16 +183,19 @@ def tolerance_used(spec: ArchSpec, config: VerifyConfig) -> dict[str, Any] | Non
             "rtol_source": "spec" if config.rtol is None else "option"}
 
 
-def output_names(spec: ArchSpec, count: int) -> tuple[str, ...]:
+def output_names(spec: ArchSpec, count: int, names: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """`names` (the reference's own, from named_references) when they fit, else the spec's, else output{i}."""
+    if names is not None and len(names) == count:
+        return names
     return spec.output_names if len(spec.output_names) == count else tuple(f"output{i}" for i in range(count))
 
 
-def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion
+def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion, names: tuple[str, ...] | None = None
                     ) -> tuple[tuple[ReferenceScale, ...], dict[str, str]]:
     """Each output's scale pooled over the cases, and the outputs on which the criterion would be vacuous."""
     if not refs or len({len(r) for r in refs}) != 1:
         return (), {}
-    names = output_names(spec, len(refs[0]))
+    names = output_names(spec, len(refs[0]), names)
     rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
     scales = tuple(reference_scale(n, [r[i] for r in refs], rtol) for i, n in enumerate(names)
                    if all(hasattr(r[i], "is_floating_point") for r in refs))
@@ -177,11 +204,13 @@ def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion
     return scales, degenerate
 
 
-def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion) -> CaseResult:
+def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion,
+              ref_names: tuple[str, ...] | None = None) -> CaseResult:
+    from dlopt import outputs
     from dlopt.export.runtime import TimeLimitError
 
     try:
-        out = _as_tuple(runner(*case.inputs))
+        out = outputs.flatten(runner(*case.inputs))
     except TimeLimitError:  # stops the whole check: the next shape would only wait as long again
         raise
     except Exception as exc:  # the artifact failing at this shape is a verification result, not a crash
@@ -191,7 +220,7 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
     if len(out) != len(ref):
         return CaseResult(case.batch, case.seq, failures={"run": f"{len(out)} outputs, eager gives {len(ref)}"},
                           source=case.source)
-    names = output_names(spec, len(ref))
+    names = output_names(spec, len(ref), ref_names)
     classifier = spec.is_classifier or isinstance(criterion, TopOneAgreement)
     rtol = getattr(criterion, "rtol", spec.tolerance.rtol)
     stats = tuple(compare(n, r, o, rtol, classifier) for n, r, o in zip(names, ref, out, strict=True))
@@ -200,7 +229,8 @@ def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Cr
 
 
 def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchSpec, criterion: Criterion,
-                  artifact: str = "", fmt: str = "", tolerance: dict[str, Any] | None = None) -> VerifyReport:
+                  artifact: str = "", fmt: str = "", tolerance: dict[str, Any] | None = None,
+                  names: tuple[str, ...] | None = None) -> VerifyReport:
     """Judge a callable (an artifact's runner, or any candidate) against precomputed eager outputs.
 
     Inputs that fit the artifact at no shape at all mean the reference is another model: one clear error.
@@ -215,11 +245,11 @@ def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchS
             misfits.append(exc)
             raise
 
-    results = tuple(_run_case(watched, c, r, spec, criterion) for c, r in zip(cases, refs, strict=True))
+    results = tuple(_run_case(watched, c, r, spec, criterion, names) for c, r in zip(cases, refs, strict=True))
     if cases and len(misfits) == len(cases):
         raise InputMismatchError(f"{misfits[0]}; the reference model's inputs fit it at no shape, so it was "
                                  "exported from another model: pass the --checkpoint it came from")
-    scales, degenerate = reference_check(refs, spec, criterion)
+    scales, degenerate = reference_check(refs, spec, criterion, names)
     if tolerance is None and isinstance(criterion, ElementwiseTolerance):
         tolerance = {"atol": criterion.atol, "rtol": criterion.rtol}
     return VerifyReport(artifact, fmt, criterion.name, results, degenerate, scales, tolerance)
@@ -233,12 +263,12 @@ def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, 
     from dlopt.registry import entry_module
 
     cases = cases if cases is not None else make_cases(spec, cfg, config)
-    refs = reference_outputs(entry_module(model, spec).eval(), cases)
+    refs, names = named_references(entry_module(model, spec).eval(), cases, spec.output_names)
     criterion = criterion_for(spec, config)
     reports = {}
     for fmt, path in artifacts.items():
         runner = load_artifact(Path(path), trust_pickle=trust_pickle)
         with time_limit(config.time_limit_s):
             reports[fmt] = verify_runner(runner, cases, refs, spec, criterion, str(path), fmt,
-                                         tolerance_used(spec, config))
+                                         tolerance_used(spec, config), names)
     return reports
