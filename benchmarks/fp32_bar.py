@@ -246,7 +246,8 @@ def earlier_markdown(runs: list[dict[str, Any]]) -> list[str]:
                   "| cell | dlopt best | ms | fastest by hand | ms | ratio | % fp32 peak |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| t{c['threads']} b{c['batch']} | {c['dlopt_best']} | {c['dlopt_best_ms']} | "
-                  f"{c['fastest_by_hand']} | {c['fastest_by_hand_ms']} | {c['ratio']} | {c['pct_peak']} |" for c in run["cells"]]
+                  f"{c['fastest_by_hand']} | {c['fastest_by_hand_ms']} | {c['ratio']} | {c['pct_peak']} |"
+                  for c in run["cells"]]
     return lines
 
 
