@@ -14,7 +14,7 @@ from dlopt import __version__
 from dlopt.errors import InputFileError
 from dlopt.fileio import atomic_path, refuse_pickle, sha256_file, write_json_atomic
 from dlopt.options import config_dict
-from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.registry import create_model, get_spec, make_model_config, spec_for
 from dlopt.schema import read_record as read_record_file
 from dlopt.spec import ArchSpec
 
@@ -160,6 +160,7 @@ def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: 
         raise InputFileError(f"{weights_path} does not match the sha256 in its record: corrupt or replaced")
     spec = record_spec(record, _paths(path)[0])
     cfg = make_model_config(spec, record.get("config", {}))
+    spec = spec_for(spec, cfg)  # a user model's recorded signature (build option `inputs`) picks its spec
     model = create_model(spec, cfg)
     if record.get("structure"):  # a pruned model: reshape the built model to the recorded widths first
         from dlopt.structure import apply

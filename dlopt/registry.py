@@ -65,20 +65,36 @@ def make_model_config(
     sets: dict[str, Any] | None = None,
     *,
     input_size: int | None = None,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: tuple[int, ...] | str | None = None,
     tiny: bool = False,
 ) -> Any:
-    """The spec's config with, in order, its tiny overrides, --input-size/--input-shape, then --set."""
+    """The spec's config with, in order, its tiny overrides, --input-size/--input-shape, then --set.
+    A str input_shape is a user model's signature (NAME:DTYPE:DIMS,...): it sets the `inputs` build option;
+    `spec_for(spec, cfg)` is then the spec with those inputs."""
     overrides: dict[str, Any] = dict(spec.tiny) if tiny else {}
     field_names = set(spec.config.__dataclass_fields__)
-    for flag, key, value in (("--input-size", "input_size", input_size), ("--input-shape", "input_shape", input_shape)):
+    shape_key = "inputs" if isinstance(input_shape, str) else "input_shape"
+    for flag, key, value in (("--input-size", "input_size", input_size), ("--input-shape", shape_key, input_shape)):
         if value is None:
             continue
         if key not in field_names:
             raise ConfigError(f"{spec.name} takes no {flag}; its build options: {', '.join(sorted(field_names))}")
         overrides[key] = value
     overrides.update(sets or {})
+    defaults = {f.name: f.default for f in spec.config.__dataclass_fields__.values()}
+    # a recorded empty list is the empty default (a user model's input_shape when its `inputs` are named)
+    overrides = {k: v for k, v in overrides.items() if not (isinstance(v, (list, tuple)) and not v and defaults.get(k) == ())}
     return make_config(spec.config, overrides)
+
+
+def spec_for(spec: ArchSpec, cfg: Any) -> ArchSpec:
+    """The spec a config builds: a user model's inputs come from its `inputs` build option (--input-shape
+    NAME:DTYPE:DIMS,...), and each signature is its own spec; any other spec is returned as it is."""
+    if spec.kind != "user":
+        return spec
+    from dlopt.zoo.external import with_inputs
+
+    return with_inputs(spec, cfg)
 
 
 def _builder(spec: ArchSpec) -> Callable[[Any], Any]:
@@ -104,6 +120,7 @@ def build_model(name: str, sets: dict[str, Any] | None = None, *, tiny: bool = F
     """Convenience: name -> (model, spec, config)."""
     spec = get_spec(name)
     cfg = make_model_config(spec, sets, tiny=tiny, **opts)
+    spec = spec_for(spec, cfg)
     return create_model(spec, cfg), spec, cfg
 
 
@@ -149,12 +166,13 @@ def make_inputs(spec: ArchSpec, cfg: Any, batch_size: int = 2, seq_len: int | No
         shape = resolve_dims(t.shape, cfg, batch_size, seq)
         low = getattr(cfg, t.low) if isinstance(t.low, str) else t.low
         high = getattr(cfg, t.high) if isinstance(t.high, str) else t.high
-        if t.dtype.startswith("int"):
-            out.append(torch.randint(int(low or 0), int(high), shape, generator=gen, dtype=getattr(torch, t.dtype)))
+        dtype = getattr(torch, t.dtype)
+        if t.dtype.startswith(("int", "uint", "bool")):  # [low, high): bool 0-1 is all False, 1-2 all True
+            out.append(torch.randint(int(low or 0), int(high), shape, generator=gen).to(dtype))
         elif low is not None and high is not None:
-            out.append(torch.rand(shape, generator=gen) * (high - low) + low)
+            out.append((torch.rand(shape, generator=gen) * (high - low) + low).to(dtype))
         else:
-            out.append(torch.randn(shape, generator=gen))
+            out.append(torch.randn(shape, generator=gen).to(dtype))
     return tuple(out)
 
 

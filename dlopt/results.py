@@ -162,6 +162,7 @@ class VerifyReport(Record):
     arch: str | None = None
     stage: str | None = None
     weights_source: dict[str, Any] | None = optional()  # verify --weights: where the reference weights came from
+    inputs: dict[str, Any] | None = optional()  # --inputs FILE.npz compared on: file, sha256, samples, arrays
     passed: bool | None = None
     artifacts: dict[str, VerifiedArtifact] = field(default_factory=dict)
 

@@ -17,7 +17,7 @@ from dlopt.checkpoint import load_checkpoint, save_checkpoint
 from dlopt.errors import InputFileError, UsageError
 from dlopt.fileio import inside, within
 from dlopt.options import config_dict
-from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.registry import create_model, get_spec, make_model_config, spec_for
 from dlopt.runs import DEFAULT_ROOT, MANIFEST, Run, resolve_run
 from dlopt.spec import ArchSpec
 
@@ -96,6 +96,7 @@ def resolve_target(opts: TargetOptions) -> Target:
 
         spec = get_spec(name)
         cfg = make_model_config(spec, opts.sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny)
+        spec = spec_for(spec, cfg)  # a user model's --input-shape NAME:DTYPE:DIMS,... picks its spec
         torch.manual_seed(opts.seed)
         if opts.weights is not None:
             from dlopt.weights import build_with_weights

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from dlopt.errors import ConfigError
 from dlopt.spec import Exporter  # one enum for --exporter in every command (kept importable from here)
@@ -56,9 +57,30 @@ class BenchConfig:
     onnx_exporter: str = "dynamo"  # passed to dlopt.export when a run has no .onnx yet
     variants: bool = True  # also bench the artifacts and variants found in the run directory
     seed: int = 0
+    inputs: str = ""  # --inputs FILE.npz: time on these samples (the first B of them per batch size B)
+    # what the run records of that file, set by use_inputs_file: {"file", "sha256", "samples", "arrays"}
+    inputs_used: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_bench_config(self)
+
+
+def use_inputs_file(source: Any, cfg: BenchConfig) -> tuple[Any, BenchConfig]:
+    """The bench source fed from cfg.inputs (checked against the model: dlopt.inputs_file), and the config that
+    records which file was used; both unchanged without --inputs. A stray .onnx has no spec to check against."""
+    if not cfg.inputs:
+        return source, cfg
+    from dataclasses import replace
+
+    from dlopt.errors import UsageError
+    from dlopt.inputs_file import load_inputs
+
+    if source.spec is None:
+        raise UsageError("--inputs needs a model dlopt knows (an architecture, a run or a file inside one), not a "
+                         "stray .onnx file")
+    data = load_inputs(Path(cfg.inputs), source.spec, source.config)
+    batches = replace(source, make_inputs=lambda b, _seq: data.batch(0, b))
+    return batches, replace(cfg, inputs_used=data.record(source.run.path))
 
 
 def check_bench_config(cfg: BenchConfig) -> None:

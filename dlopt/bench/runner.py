@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
-from dlopt.bench.config import NOISY_IQR, Backend, BenchConfig, Device
+from dlopt.bench.config import NOISY_IQR, Backend, BenchConfig, Device, use_inputs_file
 from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
@@ -246,7 +246,7 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        source = open_source(opts)
+        source, cfg = use_inputs_file(open_source(opts), cfg)  # --inputs FILE.npz: the user's own samples
         with source.run.stage("bench", config=_config_dict(cfg), inputs=measured_files(source)) as rec:
             progress("preparing variants")
             variants = build_variants(source, cfg)

@@ -144,6 +144,10 @@ def bench_cmd(
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
     old_batch_size: OldBatchOpt = None,
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", metavar="FILE.npz", show_default=False,
+        help="Time on your own inputs: an .npz with one array per model input (named, or arr_0, arr_1...), "
+             "samples first; batch B uses the first B samples.")] = None,
 ) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
@@ -169,7 +173,7 @@ def bench_cmd(
     cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=sizes,
                       seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
                       iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
-                      **timing)
+                      inputs=str(inputs) if inputs else "", **timing)
     debug(f"bench config: {cfg}")
     opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size,
                          input_shape=parse_shape(input_shape), tiny=tiny, weights=weights)

@@ -167,13 +167,20 @@ def renamed(new_value: Any, old_value: Any, new: str, old: str, what: str = "") 
     return old_value
 
 
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
+def parse_shape(text: str | None) -> tuple[int, ...] | str | None:
+    """'3,32,32' -> (3, 32, 32), one float32 input; 'ids:int64:16,mask:bool:16' (NAME:DTYPE:DIMS[:LOW-HIGH], any
+    ':') -> that signature's canonical text, which picks a user model's spec (dlopt.zoo.external.parse_signature)."""
     if text is None:
         return None
+    if ":" in text:
+        from dlopt.zoo.external import parse_signature, signature_text
+
+        return signature_text(parse_signature(text))
     try:
         dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
     except ValueError:
-        raise ConfigError(f"--input-shape {text!r} is not a list of integers; use e.g. 3,32,32") from None
+        raise ConfigError(f"--input-shape {text!r} is not a list of integers; use e.g. 3,32,32, or NAME:DTYPE:DIMS "
+                          "per input (e.g. ids:int64:16,mask:bool:16)") from None
     if not dims or min(dims) < 1:
         raise ConfigError(f"--input-shape {text!r} needs positive sizes, e.g. 3,32,32")
     return dims
@@ -185,9 +192,11 @@ def resolve(name: str, sets: list[str] | None, input_size: int | None = None, in
     from dlopt.options import parse_sets
     from dlopt.registry import get_spec, make_model_config
 
+    from dlopt.registry import spec_for
+
     spec = get_spec(name)
     cfg = make_model_config(spec, parse_sets(sets), input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny)
-    return spec, cfg
+    return spec_for(spec, cfg), cfg
 
 
 def _table_width(table: Any) -> int:

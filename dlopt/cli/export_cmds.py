@@ -29,6 +29,10 @@ AtolOpt = Annotated[float | None, typer.Option(
 RtolOpt = Annotated[float | None, typer.Option(
     "--rtol", min=0.0, help="Relative tolerance (see --atol) (default: the architecture's, 1e-4 for most).",
     show_default=False)]
+InputsOpt = Annotated[Path | None, typer.Option(
+    "--inputs", metavar="FILE.npz", show_default=False,
+    help="Verify on your own inputs: an .npz with one array per model input, named after it or positional "
+         "(arr_0, arr_1...), samples first (numpy.savez). Never unpickled.")]
 TimeLimitOpt = Annotated[float, typer.Option("--time-limit-s", min=0.001, help="Stop verifying an artifact whose runs "
                                              "take longer than this many seconds in all (exit 1).")]
 
@@ -83,6 +87,7 @@ def export_cmd(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     time_limit_s: TimeLimitOpt = 300.0,
+    inputs: InputsOpt = None,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
     from dlopt.export import ExportConfig
@@ -104,7 +109,8 @@ def export_cmd(
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
                                 trust_pickle=trust_pickle, weights=weights)
     with status("exporting…") as spinner:
-        target, result, report = run_export(target_opts, config, on_step=lambda msg: spinner.update(msg + "…"))
+        target, result, report = run_export(target_opts, config, on_step=lambda msg: spinner.update(msg + "…"),
+                                            inputs=inputs)
     good = [p for fmt, p in result.artifacts.items() if getattr(result.verification.get(fmt), "passed", True)]
     copies = deliver(dest, good, target.run.path, "export") if good else []  # a failed file stays in the run only
     if as_json:
@@ -197,6 +203,7 @@ def verify_cmd(
     out: OutOpt = Path("artifacts"),
     run: RunOpt = None,
     time_limit_s: TimeLimitOpt = 300.0,
+    inputs: InputsOpt = None,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
     from dlopt.verify import VerifyConfig
@@ -209,7 +216,7 @@ def verify_cmd(
 
         path = resolve_run(out, run).path
     with status(f"verifying {path}…"):
-        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights))
+        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights, inputs))
     if as_json:
         print_json({"arch": outcome.arch, "passed": outcome.passed, "report": str(outcome.report_path),
                     "artifacts": {k: r.to_dict() for k, r in outcome.reports.items()}})

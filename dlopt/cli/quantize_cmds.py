@@ -57,6 +57,10 @@ def quantize_cmd(
     force: ForceOpt = False,
     as_json: JsonOpt = False,
     old_format: Annotated[str | None, old_spelling("--format")] = None,  # --quant-format before issue 18
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", metavar="FILE.npz", show_default=False,
+        help="Calibrate static int8 on your own inputs: an .npz with one array per model input (named, or arr_0, "
+             "arr_1...), samples first. Without it a model with no dataset calibrates on nothing real.")] = None,
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
     from dlopt.options import parse_sets
@@ -85,7 +89,9 @@ def quantize_cmd(
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
                          weights=weights)
-    with status("quantizing…") as spinner:
+    from dlopt.quantize.calibrate import calibrate_on
+
+    with status("quantizing…") as spinner, calibrate_on(inputs):
         outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
     copies = deliver(dest, [outcome.artifact], outcome.run_dir, stage_name) if outcome.passed else []
     if as_json:
@@ -116,9 +122,16 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
         print_table(table, keep=("recipe", "val drop", "ms", "speed-up", "size", "chosen"), wrap=("recipe",))
         note(f"[dim]{r['auto'].get('backends_note', '')}; chosen: {r['auto']['why']}[/dim]", highlight=False)
     size = r["size_bytes"]
-    rows = [("recipe", r["recipe"]["label"]), (r["metric"] + " before / after",
-                                               f"{_fmt(r['metric_before'])} / {_fmt(r['metric_after'])}"),
+    no_metric = r["metric_before"] is None and r["metric_after"] is None
+    metric_row = ("task metric", "not available (no task metric on data for this model): judged by parity with "
+                  "fp32 below") if no_metric else \
+        (r["metric"] + " before / after", f"{_fmt(r['metric_before'])} / {_fmt(r['metric_after'])}")
+    calib = r.get("calibration") or {}
+    rows = [("recipe", r["recipe"]["label"]), metric_row,
             ("drop (points)", _fmt(r["drop_points"])), ("top-1 agreement", _fmt(r["top1_agreement"])),
+            ("relative error vs fp32", _fmt(r.get("relative_error"))),
+            *([("calibration", f"{calib.get('samples', '-')} samples, {calib.get('source', '-')}")]
+              if r.get("method") == "static" else []),
             ("size", f"{fmt_bytes(size['fp32'])} -> {fmt_bytes(size['quantized'])}"),
             ("speed-up vs eager (batch 1)", fmt_speedup(r["speedup_vs_eager_b1"])),
             ("layers int8 / float", f"{r['layers_int8']} / {r.get('layers_float', 0)}"

@@ -12,7 +12,7 @@ from dlopt.export import ExportConfig, ExportResult, check_config, export_model,
 from dlopt.runs import StageRecord
 from dlopt.target import Target, TargetOptions, resolve_target
 from dlopt.verify import VerifyConfig
-from dlopt.verify.realdata import real_cases
+from dlopt.verify.realdata import verify_cases
 from dlopt.verify.report import REPORT, write_report
 
 
@@ -35,16 +35,17 @@ def _precheck(opts: TargetOptions, config: ExportConfig) -> None:
 
 
 def run_export(opts: TargetOptions, config: ExportConfig,
-               on_step: Callable[[str], None] | None = None) -> tuple[Target, ExportResult, Path | None]:
+               on_step: Callable[[str], None] | None = None,
+               inputs: Path | None = None) -> tuple[Target, ExportResult, Path | None]:
     """Export the target into its run directory; returns the target, the result and the report path."""
     _precheck(opts, config)
     target = resolve_target(opts)
     run = target.run
     stage_config = {**asdict(config), "formats": [str(f) for f in config.formats]}
     report_path = None
-    with run.stage("export", stage_config, inputs=[target.checkpoint]) as rec:
-        cases = real_cases(run, target.spec, target.config, VerifyConfig(export_batch=config.batch_size)) \
-            if config.verify else None
+    with run.stage("export", stage_config, inputs=[target.checkpoint, *([inputs] if inputs else [])]) as rec:
+        cases, used = verify_cases(run, target.spec, target.config, VerifyConfig(export_batch=config.batch_size),
+                                   inputs) if config.verify else (None, None)  # --inputs FILE.npz, else the data
         result = export_model(target.model, target.spec, target.config, rec.dir(), config,
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
@@ -55,7 +56,7 @@ def run_export(opts: TargetOptions, config: ExportConfig,
         rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))
         result = to_final(result, rec)
         if result.verification:
-            extra = {"arch": target.spec.name, "stage": "export"}
+            extra = {"arch": target.spec.name, "stage": "export", **({"inputs": used} if used else {})}
             rec.outputs.append(write_report(rec.path(REPORT), result.verification, extra, run.path))
             report_path = run.file(REPORT)
         rec.metrics.update(summary(result))

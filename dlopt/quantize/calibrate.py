@@ -1,5 +1,6 @@
-"""Calibration and probe inputs: real samples from the run's data where they feed the deployed module,
-random valid inputs where the module's input is noise (a GAN's generator) or the family has no data (DQN).
+"""Calibration and probe inputs: the user's --inputs FILE.npz when given (`calibrate_on`), else real samples from
+the run's data where they feed the deployed module, else random valid inputs where the module's input is noise (a
+GAN's generator) or the family has no data (DQN).
 
 Inputs are `Batches`: a sequence that makes each batch when it is read (from the dataset's rows, or from a
 seed), so calibrating on 256 images at 3x224x224 never holds more than one batch of them at a time.
@@ -7,8 +8,11 @@ seed), so calibrating on 256 images at 3x224x224 never holds more than one batch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, overload
 
 from dlopt.errors import UsageError
@@ -108,15 +112,45 @@ def data_free_reason(spec: Any) -> str | None:
     return None
 
 
+# --inputs FILE.npz of `dlopt quantize`: set around run_quantize by `calibrate_on`, read by calibration_inputs
+_INPUTS_FILE: ContextVar[Path | None] = ContextVar("dlopt_calibration_inputs", default=None)
+
+
+@contextlib.contextmanager
+def calibrate_on(path: Path | None) -> Iterator[None]:
+    """Within this block, static int8 calibrates on the samples of `path` (an .npz, dlopt.inputs_file)."""
+    token = _INPUTS_FILE.set(Path(path) if path is not None else None)
+    try:
+        yield
+    finally:
+        _INPUTS_FILE.reset(token)
+
+
+def file_inputs(path: Path, spec: Any, cfg: Any, samples: int) -> Inputs:
+    """Up to `samples` samples of the user's file (checked against the model), in calibration batches."""
+    from dlopt.inputs_file import load_inputs
+
+    data = load_inputs(path, spec, cfg)
+    sizes = _chunks(min(samples, data.samples))
+    record = data.record()
+    return Inputs(Batches(sizes, lambda k: data.batch(k * CALIB_BATCH, sizes[k])),
+                  f"inputs file {record['file']} (sha256 {data.sha256}, {data.samples} samples)")
+
+
 def calibration_inputs(evaluator: Any, spec: Any, cfg: Any, samples: int, seed: int, needed: bool) -> Inputs:
-    """The training split when it feeds the module; else random valid inputs where that is the input
-    distribution; else (a user model, no data) an error when static calibration needs data."""
+    """The user's --inputs file; else the training split when it feeds the module; else random valid inputs where
+    that is the input distribution; else (a user model, no data) an error when static calibration needs data."""
+    path = _INPUTS_FILE.get()
+    if path is not None:
+        return file_inputs(path, spec, cfg, samples)
     got = split_inputs(evaluator, spec, "train", samples, seed)
     if got:
         return Inputs(got, f"train split ({evaluator.data_options.get('source', 'run')} data)")
     why = data_free_reason(spec) or (None if evaluator is None else "its dataset samples do not match the module's "
                                      "inputs")
     if why is None and needed:
-        raise UsageError(f"no calibration data for {spec.name}: it has no dataset dlopt can load; use "
-                         "--method dynamic (no calibration), or train it with dlopt first")
-    return Inputs(random_inputs(spec, cfg, samples, seed), f"random valid inputs: {why or 'no dataset'}")
+        raise UsageError(f"no calibration data for {spec.name}: it has no dataset dlopt can load; give --inputs "
+                         "FILE.npz with your own samples, use --method dynamic (no calibration), or train it with "
+                         "dlopt first")
+    hint = "" if why else " (give --inputs FILE.npz to calibrate on your own samples)"
+    return Inputs(random_inputs(spec, cfg, samples, seed), f"random valid inputs: {why or 'no dataset'}{hint}")

@@ -85,7 +85,7 @@ def _preprocess(raw: Path, notes: list[str]) -> Path:
             quant_pre_process(str(raw), str(pre))
         return pre
     except Exception as exc:  # symbolic shape inference gives up on some graphs (attention masks): keep raw
-        notes.append(f"ORT quant_pre_process skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+        notes.append(f"ORT quant_pre_process skipped: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}")
         return raw
 
 

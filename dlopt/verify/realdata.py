@@ -1,4 +1,5 @@
-"""Verification inputs from the model's real data: the test split of the data a run was trained on.
+"""Verification inputs from the model's real data: the user's --inputs file (dlopt.inputs_file), else the test
+split of the data a run was trained on.
 
 Used when the run holds a finished training stage on a dataset whose samples feed the deployed entry point
 directly (a GAN's generator takes noise, and transformer_seq2seq's decoder input is not in the data: those,
@@ -8,6 +9,7 @@ since a dataset has one sequence length.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from dlopt.runs import Run
@@ -61,3 +63,36 @@ def real_cases(run: Run | None, spec: ArchSpec, cfg: Any, config: VerifyConfig =
         lengths = {c.seq for c in cases}
         cases += [c for c in make_cases(spec, cfg, config) if c.seq not in lengths]
     return cases
+
+
+def file_cases(data: Any, spec: ArchSpec, config: VerifyConfig = VerifyConfig()) -> list[Case]:
+    """Cases from a user's inputs file (an InputsFile): consecutive slices at the planned batch sizes, then the
+    rest of its samples (up to MAX_VERIFY_SAMPLES) in slices of the export batch. A file with fewer samples than a
+    batch wraps around, so every planned batch size still runs."""
+    from dlopt.inputs_file import MAX_VERIFY_SAMPLES
+
+    sizes = list(config.batch_sizes or plan_batches(config.export_batch))
+    total = min(data.samples, MAX_VERIFY_SAMPLES)
+    used = sum(sizes)
+    while used < total:
+        sizes.append(min(config.export_batch, total - used))
+        used += sizes[-1]
+    cases, start = [], 0
+    for b in sizes:
+        inputs = data.batch(start, b)
+        seq = int(inputs[0].shape[1]) if spec.takes_sequences else None
+        cases.append(Case(b, seq, inputs, source="file"))
+        start += b
+    return cases
+
+
+def verify_cases(run: Run | None, spec: ArchSpec, cfg: Any, config: VerifyConfig = VerifyConfig(),
+                 inputs: Path | None = None) -> tuple[list[Case] | None, dict[str, Any] | None]:
+    """The cases to verify on, and the record of the inputs file used (None without --inputs): the user's file,
+    else the trained run's test split, else None (random valid inputs)."""
+    if inputs is None:
+        return real_cases(run, spec, cfg, config), None
+    from dlopt.inputs_file import load_inputs
+
+    data = load_inputs(inputs, spec, cfg)
+    return file_cases(data, spec, config), data.record(run.path if run is not None else None)

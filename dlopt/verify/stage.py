@@ -11,7 +11,7 @@ from dlopt.fileio import within  # paths read from the manifest stay inside the 
 from dlopt.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
 from dlopt.verify.criteria import for_artifact
-from dlopt.verify.realdata import real_cases
+from dlopt.verify.realdata import verify_cases
 
 REPORT = "verify-report.json"
 
@@ -24,6 +24,7 @@ class VerifyOptions:
     config: VerifyConfig = VerifyConfig()
     # --weights: the reference is the architecture the ONNX metadata names, built with these weights (dlopt.weights)
     weights: str | None = None
+    inputs: Path | None = None  # --inputs FILE.npz: compare on the user's inputs (dlopt.inputs_file)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     from dlopt.export.quiet import quiet_deprecations
 
     with quiet_deprecations():
-        cases = real_cases(run, spec, cfg, opts.config)  # the trained run's test data, else random inputs
+        # the user's --inputs file, else the trained run's test data, else random inputs
+        cases, used = verify_cases(run, spec, cfg, opts.config, opts.inputs)
+        loaded.update({"inputs": used} if used else {})
         reports = {}
         for fmt, path in artifacts.items():  # a quantized file is judged by its task's criterion, not elementwise
             quantized = for_artifact(spec.task, meta.get(fmt, {})) if opts.config.criterion is None else None
@@ -162,7 +165,10 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     stage_name = f"verify-{folder.name}" if sub else "verify"
     extra["stage"] = stage_name
     stage_config = {"artifacts": {k: _in_run(v, run.path) for k, v in artifacts.items()}}
-    with run.stage(stage_name, stage_config, inputs=list(artifacts.values())) as rec:
+    files = [*artifacts.values(), *([opts.inputs] if opts.inputs is not None else [])]
+    if used:
+        stage_config["inputs"] = used
+    with run.stage(stage_name, stage_config, inputs=files) as rec:
         write_report(target, reports, extra, run.path)
         rec.outputs.append(target)
         rec.metrics.update({fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()})
