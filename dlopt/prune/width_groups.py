@@ -11,14 +11,17 @@ from typing import Any
 from torch import nn
 
 from dlopt.prune.op_calls import Op, op_for
-from dlopt.prune.widths import ALIGN, MAX_SHIFT, WidthChoice
+from dlopt.prune.widths import ALIGN, MAX_SHIFT, MIN_ROUNDED, WidthChoice
 
 MAX_CANDIDATES = 4  # per group: the multiples of ALIGN nearest the exact width, inside the window
 
 
 def candidates(choice: WidthChoice, ratio: float) -> list[int]:
     """Multiples of ALIGN inside the window (share removed within MAX_SHIFT of the ratio, something pruned), the
-    MAX_CANDIDATES nearest the exact width; the rule's own width always among them."""
+    MAX_CANDIDATES nearest the exact width; the rule's own width always among them. None for a narrow layer (it
+    keeps the exact ratio: a multiple of 8 would move its share by tens of points, e.g. 8 or 16 of 64 at 0.8)."""
+    if choice.exact < MIN_ROUNDED:
+        return []
     lo = math.ceil(choice.before * (1 - ratio - MAX_SHIFT) - 1e-9)
     hi = min(math.floor(choice.before * (1 - ratio + MAX_SHIFT) + 1e-9), choice.before - 1)
     window = [c for c in range(ALIGN * math.ceil(lo / ALIGN), hi + 1, ALIGN) if c >= 1]
