@@ -122,7 +122,8 @@ def run_cli(args: list[str], cwd: Path, timeout_s: float) -> dict:
     rc = proc.returncode
     status = status or ("pass" if rc == 0 else "fail")
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    line = next((ln for ln in reversed(lines) if ln.startswith(("error", "internal error"))), lines[-1] if lines else "")
+    said = [ln for ln in lines if ln.startswith(("error", "internal error"))]
+    line = said[-1] if said else (lines[-1] if lines else "")
     if status == "timeout":
         line = f"killed after {timeout_s:.0f} s"
     elif status == "memory":
@@ -265,6 +266,18 @@ def write(data: dict, path: Path) -> None:
         DOC.write_text(pre + START + "\n" + md + "\n" + END + rest.split(END, 1)[1])
 
 
+def combine(parts: list[Path], output: Path) -> None:
+    """One matrix from runs of disjoint model lists (e.g. two processes on two cores), in the usual order."""
+    runs = [json.loads(p.read_text()) for p in parts]
+    data = {**runs[0], "date": max(r["date"] for r in runs), "parts": [str(p) for p in parts], "results": []}
+    data["requested"] = [m for m in MODELS if any(m in r["requested"] for r in runs)] + \
+        [m for r in runs for m in r["requested"] if m not in MODELS]
+    for r in runs:
+        data["results"] += r["results"]
+    data["results"].sort(key=lambda r: data["requested"].index(r["model"]))
+    write(data, output)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*")
@@ -272,12 +285,16 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=600)
     parser.add_argument("--merge", action="store_true", help="replace these models' rows in the existing JSON")
     parser.add_argument("--output", type=Path, default=RESULTS / "tv_matrix.json")
+    parser.add_argument("--combine", type=Path, nargs="+", help="join the JSON of runs split over processes")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.output)
     import torch
 
     torch.set_num_threads(1)
     names = args.models or list(MODELS)
-    data = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": f"{platform.processor() or platform.machine()}",
+    data = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "input_size": args.input_size,
             "timeout_s": args.timeout_s, "memory_limit_gb": MEMORY_LIMIT_GB, "requested": names, "results": []}
     if args.merge and args.output.is_file():

@@ -26,7 +26,7 @@ DLOPT = [sys.executable, "-m", "dlopt"]
 STRUCTURED = PruneConfig(ratio=0.3, finetune_epochs=0)
 
 
-def _prune(name: str, size: int) -> float:
+def _prune(name: str, size: int) -> tuple[float, str]:
     torch.manual_seed(0)
     model, spec, _ = build_model(name, input_size=size)
     t0 = time.perf_counter()
@@ -68,7 +68,8 @@ def test_an_error_inside_torch_pruning_is_exit_4_naming_the_library():
     from dlopt.prune.structured import prune_structured
 
     model, _, _ = build_model("torchvision:shufflenet_v2_x0_5", input_size=32)
-    with pytest.raises(UnsupportedError, match=r"Torch-Pruning failed on this model \(ZeroDivisionError.*torch_pruning/"):
+    limit = r"Torch-Pruning failed on this model \(ZeroDivisionError.*torch_pruning/"
+    with pytest.raises(UnsupportedError, match=limit):
         with upstream_limits():
             prune_structured(model, (torch.randn(1, 3, 32, 32),), STRUCTURED)
 

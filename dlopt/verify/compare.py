@@ -63,7 +63,8 @@ def compare(name: str, ref: Any, out: Any, rtol: float, classifier: bool = False
         mean_abs=_finite(float(diff.mean())),
         p99_abs=_finite(float(torch.quantile(diff[: 1 << 24], 0.99))),
         cosine=_finite(cosine),
-        needed_atol=_finite(max(0.0, float((diff - rtol * b.abs().nan_to_num(0.0).clamp_min(rms)).max()))),  # criteria.scaled_bound
+        # the rule of criteria.scaled_bound: atol + rtol * max(|ref|, RMS(ref))
+        needed_atol=_finite(max(0.0, float((diff - rtol * b.abs().nan_to_num(0.0).clamp_min(rms)).max()))),
         top1=_top1(out, ref) if classifier else None,
         ref_rms=_finite(rms),
         err_rms=_finite(float(diff.max()) / rms) if rms > 0 else None,

@@ -57,7 +57,8 @@ def needed_atol(ref: Any, out: Any, rtol: float) -> float:
 
     a, b = out.detach().to(torch.float64), ref.detach().to(torch.float64)
     diff = (a - b).abs()
-    diff = torch.where(a.isfinite() & b.isfinite() | (a == b), diff.nan_to_num(0.0), torch.full_like(diff, float("inf")))
+    both = a.isfinite() & b.isfinite() | (a == b)
+    diff = torch.where(both, diff.nan_to_num(0.0), torch.full_like(diff, float("inf")))
     return max(0.0, float((diff - scaled_bound(ref, 0.0, rtol)).max())) if diff.numel() else 0.0
 
 
