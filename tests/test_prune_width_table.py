@@ -174,3 +174,18 @@ def test_real_timing_of_one_geometry_per_runtime_is_positive_and_small(runtime):
     ops = [Op("conv", (8, 16, 8, 8), c, (3, 3), (1, 1), (1, 1), (1, 1), 1) for c in (16, 24)]
     ms = wt.measure_ops(ops, runtime)
     assert set(ms) == {op.key for op in ops} and all(0 < v < 100 for v in ms.values())
+
+
+def test_the_parameters_removed_stay_within_param_shift_of_the_rule():
+    from dlopt.prune.width_groups import Group
+    from dlopt.prune.widths import WidthChoice
+
+    plan = {n: WidthChoice(128, 89.6, 88, "rule") for n in ("x", "y")}
+    heavy = Group(("x",), 128, (80, 88, 96), {c: (Op("linear", (8, 16), c), Op("linear", (8, c), 512))
+                                              for c in (80, 88, 96)})  # x's readers hold 512 weights per channel
+    light = Group(("y",), 128, (80, 88, 96), {c: (Op("linear", (8, 16), c), Op("linear", (8, c), 10))
+                                              for c in (80, 88, 96)})
+    cost = [{80: 0.1, 88: 1.0, 96: 1.0}, {80: 1.0, 88: 1.0, 96: 0.1}]  # x 80 and y 96: 176 kept, as the rule
+    assert wt._within_params(plan, [heavy, light], cost, 0.3, 500_000) == (80, 96)  # ~4,000 moved: 0.8 %
+    assert wt._params_moved(plan, [heavy, light], (80, 96)) == -8 * (16 + 1 + 512) + 8 * (16 + 1 + 10)
+    assert wt._within_params(plan, [heavy, light], cost, 0.3, 50_000) == (88, 88)  # 8 % of 50,000: the rule

@@ -37,6 +37,12 @@ class Op:
     groups: int = 1
 
     @property
+    def params(self) -> int:
+        """Weights and bias of the layer this call stands for."""
+        c_in = self.shape[1] if self.kind == "conv" else self.shape[-1]
+        return self.out * (c_in // self.groups) * math.prod(self.kernel) + self.out
+
+    @property
     def key(self) -> str:
         parts = [self.kind, "x".join(map(str, self.shape)), f"o{self.out}"]
         if self.kind == "conv":

@@ -35,6 +35,7 @@ from dlopt.prune.widths import ALIGN, WidthChoice
 
 SCHEMA = 1
 OVERALL_SHIFT = 0.02  # the chosen widths together remove the ratio +- this share of the planned channels
+PARAM_SHIFT = 0.04  # ... and a share of the model's parameters within this of what the rule's widths remove
 MAX_CACHE_BYTES = 2 << 20
 MAX_ENTRIES = 20_000
 MAX_KEY_CHARS = 200
@@ -158,9 +159,9 @@ class LatencyTable:
 
 
 def knapsack(plan: dict[str, WidthChoice], groups: list[Group], cost: list[dict[int, float]],
-             ratio: float) -> tuple[int, ...]:
-    """Each group's width, minimising the summed time with the overall share removed within OVERALL_SHIFT of
-    the ratio (or of the rule's own share, where that is further): exact over kept-channel totals."""
+             ratio: float, shift: float = OVERALL_SHIFT) -> tuple[int, ...]:
+    """Each group's width, minimising the summed time with the overall share removed within `shift` of the
+    ratio (or of the rule's own share, where that is further): exact over kept-channel totals."""
     grouped = {n for g in groups for n in g.names}
     total = sum(c.before for c in plan.values())
     states: dict[int, tuple[float, tuple[int, ...]]] = {
@@ -174,9 +175,29 @@ def knapsack(plan: dict[str, WidthChoice], groups: list[Group], cost: list[dict[
                     nxt[key] = val
         states = nxt
     rule = 1 - sum(c.kept for c in plan.values()) / total
-    lo, hi = min(ratio - OVERALL_SHIFT, rule) - 1e-9, max(ratio + OVERALL_SHIFT, rule) + 1e-9
+    lo, hi = min(ratio - shift, rule) - 1e-9, max(ratio + shift, rule) + 1e-9
     ok = [(t, abs(1 - k / total - ratio), picks) for k, (t, picks) in states.items() if lo <= 1 - k / total <= hi]
     return min(ok)[2]
+
+
+def _params_moved(plan: dict[str, WidthChoice], groups: list[Group], picks: tuple[int, ...]) -> int:
+    """Parameters the picks keep beyond the rule's widths (summed per group: exact where a layer is touched by
+    one timed group, first-order where by two)."""
+    rule = [plan[g.names[0]].kept for g in groups]
+    return sum(sum(op.params for op in g.ops[c]) - sum(op.params for op in g.ops[k])
+               for g, c, k in zip(groups, picks, rule, strict=True))
+
+
+def _within_params(plan: dict[str, WidthChoice], groups: list[Group], cost: list[dict[int, float]], ratio: float,
+                   total: int) -> tuple[int, ...]:
+    """The knapsack's picks, its channel budget narrowed until the parameters removed move at most PARAM_SHIFT
+    from the rule's widths (a layer loses inputs too, so 2 points of channels can move 4-5 points of parameters:
+    the cnn's 1152 x 512 Linear); at worst the rule's own widths."""
+    for shift in (OVERALL_SHIFT, OVERALL_SHIFT / 2, OVERALL_SHIFT / 4, 0.0):
+        picks = knapsack(plan, groups, cost, ratio, shift)
+        if abs(_params_moved(plan, groups, picks)) <= PARAM_SHIFT * total:
+            return picks
+    return tuple(plan[g.names[0]].kept for g in groups)
 
 
 def _single(choice: WidthChoice, ratio: float) -> WidthChoice:
@@ -199,7 +220,7 @@ def refine(plan: dict[str, WidthChoice], module: nn.Module, example: tuple[Any, 
     for g in groups:  # one group at a time: its candidates interleaved, the memory of one group's tensors
         ms = table.times([op for calls in g.ops.values() for op in calls])
         cost.append({c: sum(ms[op.key] for op in g.ops[c]) for c in g.cands})
-    picks = knapsack(plan, groups, cost, ratio)
+    picks = _within_params(plan, groups, cost, ratio, sum(p.numel() for p in module.parameters()))
     info = table.info.to_json()
     new = dict(plan)
     for g, cst, kept in zip(groups, cost, picks, strict=True):
