@@ -34,9 +34,9 @@ def prune_cmd(
                                                       show_default=False)] = None,
     global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across all layers together.")] = False,
     round_to: Annotated[int | None, typer.Option(
-        "--round-to", help="Default: layers keeping 16+ channels keep the nearest multiple of 16 (under 64) or 8 "
-                           "(fast CPU kernels; each layer's share removed stays within 10 points of the ratio), "
-                           "narrower ones the exact ratio. 1: the exact ratio everywhere; N: round "
+        "--round-to", help="Default: layers keeping 16+ channels keep a multiple of 8 within 10 points of the "
+                           "ratio, the fastest on --target-runtime by a measured per-layer table (cached per "
+                           "machine), narrower ones the exact ratio. 1: the exact ratio everywhere; N: round "
                            "down to multiples of N.", show_default=False)] = None,
     exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = (
         False),
