@@ -1,10 +1,13 @@
 """The single calls the width table times: one Conv (1-3 d) or Linear at a given geometry, eager (torch.nn.functional)
 or in ONNX Runtime (a one-node model built with onnx.helper, no exporter), on one thread, interleaved.
 
-Each geometry's time is the FASTEST of its interleaved samples (each sample averages >= SAMPLE_S of calls), not
-the median: on a shared 2-core machine at load 5-8, the medians of three 3x3 convs of equal cost (64 -> 80 / 88
-/ 96 channels at 7x7, batch 8) came out 0.34 / 0.74 / 1.16 ms in one run, while their fastest samples were
-0.31 / 0.33 / 0.33 ms in every run; a sample is only ever slowed down by other processes, never sped up."""
+Each geometry's time is the FASTEST of its interleaved samples (each sample averages >= SAMPLE_S of calls) in
+this thread's CPU time (`time.thread_time`; with one thread, eager torch and ONNX Runtime compute on the calling
+thread), not the median of wall-clock samples: on this shared 2-core machine at load 5-11, the wall-clock medians
+of three 3x3 convs of equal cost (64 -> 80 / 88 / 96 channels at 7x7, batch 8) came out 0.34 / 0.74 / 1.16 ms,
+and even the fastest wall-clock sample of one geometry was 10x off in one of four repeats (every one of its
+samples landed while the process was descheduled); CPU time does not count the time other processes hold the
+core, and its fastest samples agreed within ~10 % across repeats."""
 
 from __future__ import annotations
 
@@ -52,8 +55,8 @@ class Op:
         return "|".join(parts)
 
 
-def measure_ops(ops: list[Op], runtime: str, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """ms per call of each geometry (fastest sample), one thread, interleaved (round r visits every geometry)."""
+def measure_ops(ops: list[Op], runtime: str, clock: Callable[[], float] = time.thread_time) -> dict[str, float]:
+    """CPU ms per call of each geometry (fastest sample), one thread, interleaved (round r visits every geometry)."""
     import torch
 
     threads = torch.get_num_threads()

@@ -33,7 +33,7 @@ from dlopt.prune.op_calls import THREADS, Op, measure_ops
 from dlopt.prune.width_groups import Group, candidates, groups_of
 from dlopt.prune.widths import ALIGN, WidthChoice
 
-SCHEMA = 1
+SCHEMA = 2  # 2: CPU time (1 held wall-clock times)
 OVERALL_SHIFT = 0.02  # the chosen widths together remove the ratio +- this share of the planned channels
 PARAM_SHIFT = 0.04  # ... and a share of the model's parameters within this of what the rule's widths remove
 MAX_CACHE_BYTES = 2 << 20
@@ -114,7 +114,8 @@ def read_cache(path: Path, runtime: str, notices: list[str]) -> dict[str, float]
 
 
 def _ignored(path: Path, why: str, notices: list[str]) -> dict[str, float]:
-    line = f"width-table cache {path} ignored ({why[:200]}); its timings are measured again and the file rewritten"
+    why = why.removeprefix(f"width-table cache {path} ")
+    line = f"width-table cache {path} ignored: {why[:240]}; its timings are measured again and the file rewritten"
     notices.append(line)
     print(f"dlopt: note: {line}", file=sys.stderr)
     return {}
