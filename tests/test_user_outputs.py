@@ -42,10 +42,17 @@ class DictNet(Base):
         return {"logits": self.fc(h), "embedding": self.emb(h)}
 
 
-class NestedNet(Base):
-    def forward(self, x):  # "aux"'s second tensor is a hidden layer's own width, returned as is
-        h = self.hidden(x)
-        return {"logits": self.fc(h), "aux": (self.emb(h), h * 2.0)}
+class NestedNet(nn.Module):
+    """Images in; "aux"'s second tensor is the pooled feature map of conv2: its channels are an output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc, self.emb = nn.Linear(16, 5), nn.Linear(16, 6)
+
+    def forward(self, x):
+        f = torch.relu(self.conv2(torch.relu(self.conv(x)))).mean(dim=(2, 3))
+        return {"logits": self.fc(f), "aux": (self.emb(f), f)}
 
 
 class NotTensor(Base):
@@ -69,12 +76,13 @@ def not_tensor():
     return NotTensor()
 '''
 
-# kind -> (output names, per-sample shapes): dict keys and nested paths name the outputs
+# kind -> (output names, per-sample output shapes): dict keys and nested paths name the outputs
 KINDS = {
     "tuple": (["output0", "output1"], [[5], [6]]),
     "dict": (["logits", "embedding"], [[5], [6]]),
-    "nested": (["logits", "aux.0", "aux.1"], [[5], [6], [32]]),
+    "nested": (["logits", "aux.0", "aux.1"], [[5], [6], [16]]),
 }
+SHAPE = {"tuple": "8", "dict": "8", "nested": "3,8,8"}  # --input-shape: a vector, or an image
 FORMATS = ("onnx", "torchscript", "pt2")
 
 
@@ -102,7 +110,7 @@ def exported(workdir) -> dict[str, dict]:
 
 def _export(workdir: Path, exported: dict, kind: str) -> dict:
     if kind not in exported:
-        exported[kind] = _json(_invoke("export", f"{workdir}/models.py:{kind}_model", "--input-shape", "8",
+        exported[kind] = _json(_invoke("export", f"{workdir}/models.py:{kind}_model", "--input-shape", SHAPE[kind],
                                        "--format", ",".join(FORMATS), "--out", workdir / "runs", "--json"))
     return exported[kind]
 
@@ -124,6 +132,17 @@ def test_export_verifies_every_output_by_name(workdir, exported, kind):
         assert compared == names and len(rep["cases"]) >= 3  # several batch sizes, every output in each
     graph = onnx.load(data["artifacts"]["onnx"]).graph
     assert [o.name for o in graph.output] == names  # ONNX outputs named after the dict keys / nested paths
+    import torch
+
+    from dlopt.export import load_artifact
+
+    for fmt in FORMATS:  # a runner gives every consumer (bench, quantize, evaluate) the flat tuple of tensors
+        x = torch.randn(3, *map(int, SHAPE[kind].split(",")))
+        got = load_artifact(Path(data["artifacts"][fmt]), trust_pickle=True)(x)
+        assert isinstance(got, tuple) and [list(t.shape[1:]) for t in got] == shapes, (fmt, type(got))
+    if kind == "dict":  # traced with strict=False: the .ts file returns the dict itself, keys in order
+        out = torch.jit.load(data["artifacts"]["torchscript"])(x)
+        assert isinstance(out, dict) and list(out) == names and out["embedding"].shape == (3, 6)
 
 
 def test_export_table_shows_each_output(workdir):
@@ -167,8 +186,8 @@ def test_verification_fails_on_the_one_wrong_output(workdir):
 def test_prune_then_export_the_pruned_copy(workdir, kind):
     names, shapes = KINDS[kind]
     out = workdir / f"prune_{kind}"
-    pruned = _json(_invoke("prune", f"{workdir}/models.py:{kind}_model", "--input-shape", "8", "--ratio", "0.3",
-                           "--out", out, "--json"))
+    pruned = _json(_invoke("prune", f"{workdir}/models.py:{kind}_model", "--input-shape", SHAPE[kind],
+                           "--ratio", "0.3", "--out", out, "--json"))
     assert pruned["params"]["after"] < pruned["params"]["before"]
     ckpt = next(out.rglob("pruned/model.json"))
     data = _json(_invoke("export", "--checkpoint", ckpt, "--trust-code", "--format", ",".join(FORMATS),
@@ -191,7 +210,7 @@ def test_taylor_prune_of_a_dict_model_ranks_by_every_output(workdir):
                                           ("nested", "torch"), ("tuple", "onnxruntime")])
 def test_quantize(workdir, kind, backend):
     names, _ = KINDS[kind]
-    data = _json(_invoke("quantize", f"{workdir}/models.py:{kind}_model", "--input-shape", "8", "--method",
+    data = _json(_invoke("quantize", f"{workdir}/models.py:{kind}_model", "--input-shape", SHAPE[kind], "--method",
                          "dynamic", "--backend", backend, "--out", workdir / f"q_{kind}_{backend}", "--json"))
     assert data["backend"] == backend and data["relative_error"] < 0.1, data
     shapes = data["verification"]["shapes"]
@@ -207,9 +226,9 @@ def test_bench_runs_every_format_of_a_dict_model(workdir, exported):
 
 
 def test_info_lists_the_outputs_the_model_returns(workdir):
-    data = _json(_invoke("info", f"{workdir}/models.py:nested_model", "--input-shape", "8", "--json"))
+    data = _json(_invoke("info", f"{workdir}/models.py:nested_model", "--input-shape", "3,8,8", "--json"))
     assert [(o["name"], o["shape"]) for o in data["outputs"]] == [
-        ("logits", [1, 5]), ("aux.0", [1, 6]), ("aux.1", [1, 32])]
+        ("logits", [1, 5]), ("aux.0", [1, 6]), ("aux.1", [1, 16])]
 
 
 @pytest.mark.parametrize("command", [("export",), ("prune", "--ratio", "0.3"), ("quantize", "--method", "dynamic")])
