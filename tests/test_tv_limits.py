@@ -74,6 +74,21 @@ def test_an_error_inside_torch_pruning_is_exit_4_naming_the_library():
             prune_structured(model, (torch.randn(1, 3, 32, 32),), STRUCTURED)
 
 
+def test_memory_growth_past_the_budget_stops_with_exit_4():
+    """A model kind the pre-check does not know that makes the graph grow (swin_t at 224: past 22 GB) is stopped
+    by the watchdog: here a 64 MB budget and a loop that keeps allocating."""
+    from dlopt.prune.limits import upstream_limits
+
+    hoard, t0 = [], time.perf_counter()
+    with pytest.raises(UnsupportedError, match=r"grew by more than 64 MB .* Torch-Pruning"):
+        with upstream_limits(memory_budget=64 * 2**20):
+            while time.perf_counter() - t0 < 20:
+                hoard.append(bytearray(8 * 2**20))
+                hoard[-1][::4096] = b"x" * len(range(0, 8 * 2**20, 4096))  # touch the pages: resident
+                time.sleep(0.01)
+    assert time.perf_counter() - t0 < 10 and sum(map(len, hoard)) < 512 * 2**20
+
+
 def test_an_error_of_the_model_itself_is_not_called_an_upstream_limit():
     from dlopt.prune.limits import upstream_limits
 
