@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlopt.bench.config import Backend
 from dlopt.errors import InputFileError, UsageError
-from dlopt.spec import ExportFormat
+from dlopt.spec import Backend, ExportFormat
 
 CPU_PROVIDERS = ("CPUExecutionProvider",)
 ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",

@@ -61,6 +61,19 @@ class Exporter(StrEnum):
     LEGACY = "legacy"  # TorchScript based: much faster to export, opset <= 20
 
 
+class Backend(StrEnum):
+    """A bench runtime (`--backend` of bench, `backends` in pipeline.toml); also each artifact format's runtime
+    (dlopt.runtimes), which is why it lives here and not in dlopt.bench."""
+
+    EAGER = "eager"  # fp32, torch.inference_mode
+    TORCHSCRIPT = "torchscript"  # traced (or scripted), frozen, optimize_for_inference
+    COMPILE = "compile"  # torch.compile(inductor) with freezing
+    ONNXRUNTIME = "onnxruntime"  # CPU EP on cpu; CUDA EP on cuda
+    TENSORRT = "tensorrt"  # ONNX Runtime's TensorRT EP (cuda only)
+    OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, f32 precision (dlopt.openvino_rt)
+    PT2 = "pt2"  # the run's torch.export (.pt2) files, run by torch: no live variant, only files the run holds
+
+
 class Task(StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"

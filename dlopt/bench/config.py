@@ -8,17 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.errors import ConfigError
-from dlopt.spec import Exporter  # one enum for --exporter in every command (kept importable from here)
-
-
-class Backend(StrEnum):
-    EAGER = "eager"  # fp32, torch.inference_mode
-    TORCHSCRIPT = "torchscript"  # traced (or scripted), frozen, optimize_for_inference
-    COMPILE = "compile"  # torch.compile(inductor) with freezing
-    ONNXRUNTIME = "onnxruntime"  # CPU EP on cpu; CUDA EP on cuda
-    TENSORRT = "tensorrt"  # ONNX Runtime's TensorRT EP (cuda only)
-    OPENVINO = "openvino"  # OpenVINO CPU plugin, latency hint, f32 precision (dlopt.openvino_rt)
-    PT2 = "pt2"  # the run's torch.export (.pt2) files, run by torch: no live variant, only files the run holds
+from dlopt.spec import Backend, Exporter  # one enum per choice, in dlopt.spec (kept importable from here)
 
 
 class Device(StrEnum):
