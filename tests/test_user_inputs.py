@@ -335,3 +335,16 @@ def test_static_without_data_names_the_inputs_option(tagger_run):
     ref, data, _tmp = tagger_run
     res = _invoke("quantize", data["run"], "--method", "static", "--model-code", ref)
     assert res.exit_code == 2 and "--inputs FILE.npz" in " ".join(res.output.split())
+
+
+def test_pipeline_takes_the_signature(tmp_path):
+    """`dlopt pipeline FILE:build --input-shape NAME:DTYPE:DIMS,...` builds, records and exports the named inputs."""
+    import onnx
+
+    ref = _write(tmp_path, "two")
+    res = _invoke("pipeline", ref, "--input-shape", MODELS["two"][1], "--stages", "export", "--out", tmp_path / "pl",
+                  "--json")
+    assert res.exit_code == 0, res.output
+    run = next((tmp_path / "pl").glob("*/*/manifest.json")).parent
+    assert json.loads((run / "model.json").read_text())["config"]["inputs"] == MODELS["two"][1]
+    assert [i.name for i in onnx.load(run / "model.onnx").graph.input] == ["img", "tab"]

@@ -57,7 +57,8 @@ def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: i
         flags["stages"] = [s.strip() for s in stages.split(",") if s.strip()]
     shape = parse_shape(input_shape)  # a user model's build option, like --set input_shape=[...] (--set wins)
     if sets or shape:
-        flags["sets"] = {**({"input_shape": list(shape)} if shape else {}), **parse_sets(sets)}
+        key, value = ("inputs", shape) if isinstance(shape, str) else ("input_shape", list(shape or ()))  # NAME:DTYPE:DIMS
+        flags["sets"] = {**({key: value} if shape else {}), **parse_sets(sets)}
     if tiny:
         flags["tiny"] = True
     if input_size:
