@@ -189,6 +189,22 @@ def test_core_imports_no_stage(graph: dict[str, set[str]]) -> None:
     assert not bad, "core modules importing a stage: " + ", ".join(f"{a} -> {b}" for a, b in bad)
 
 
+# Training is imported by the train command, the pipeline (it runs the train stage) and pruning's fine-tuning.
+TRAINS = ("dlopt.train", "dlopt.cli", "dlopt.pipeline", "dlopt.prune.finetune")
+
+
+def training_importers(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Modules outside TRAINS that import dlopt.train: a stage measuring a model uses dlopt.tasks instead."""
+    return sorted((a, b) for a, targets in graph.items() if not a.startswith(TRAINS)
+                  for b in targets if unit(b) == "dlopt.train")
+
+
+def test_stages_measure_models_through_tasks_not_training(graph: dict[str, set[str]]) -> None:
+    assert not training_importers(graph), training_importers(graph)
+    broken = import_graph({"dlopt.verify.realdata": "def f():\n    from dlopt.train.family import Family\n"})
+    assert training_importers(broken) == [("dlopt.verify.realdata", "dlopt.train.family")]
+
+
 def test_function_level_imports_count() -> None:
     """The graph sees an import inside a function, and a cycle made of one is found (the rules have teeth)."""
     src = "def f():\n    from dlopt.registry import get_spec\n"
