@@ -80,6 +80,10 @@ def _method_limit(ctx: steps.Context, stage: str, method: str | None) -> str | N
     return None if ctx.spec.supports(stage) and ctx.spec.supports(key) else ctx.spec.why_not(key)
 
 
+def _prune_limit(ctx: steps.Context) -> str | None:
+    return _method_limit(ctx, "prune", ctx.cfg.prune.get("method", "structured"))
+
+
 def _quant_limit(ctx: steps.Context) -> str | None:
     return _method_limit(ctx, "quantize", ctx.cfg.quantize.get("method", "auto"))
 
@@ -110,7 +114,7 @@ TABLE: tuple[StageDef, ...] = (
         comment="dlopt train options; 0 or \"\" = the architecture's / training family's default"),
     StageDef("prune", (
         StepDef("prune", steps.prune, lambda c: c.cfg.prune, lambda c: _weights(c, ""), makes=("pruned",),
-                uses=("fp32",), unsupported=lambda c: _method_limit(c, "prune", c.cfg.prune.get("method", "structured"))),
+                uses=("fp32",), unsupported=_prune_limit),
     ), section=lambda: {"ratio": 0.3}, library=sections.PRUNE_CONFIG,
         build=sections.library_config("prune", sections.PRUNE_CONFIG, "pruned"),
         comment="dlopt prune options (ratio: share of channels/neurons/heads removed per layer)"),

@@ -77,9 +77,10 @@ class GANTask(Task):
                 real = first(x).flatten(1)
                 d_real = model.discriminator(real).float()
                 d_fake = model.discriminator(model.generator(self._z(len(real), gen))).float()
-                sums["generator_loss"] += float(F.binary_cross_entropy(d_fake, torch.ones_like(d_fake), reduction="sum"))
-                sums["discriminator_loss"] += float(F.binary_cross_entropy(d_real, torch.ones_like(d_real), reduction="sum")
-                                                    + F.binary_cross_entropy(d_fake, torch.zeros_like(d_fake), reduction="sum"))
+                bce = F.binary_cross_entropy
+                sums["generator_loss"] += float(bce(d_fake, torch.ones_like(d_fake), reduction="sum"))
+                sums["discriminator_loss"] += float(bce(d_real, torch.ones_like(d_real), reduction="sum")
+                                                    + bce(d_fake, torch.zeros_like(d_fake), reduction="sum"))
                 sums["d_real"] += float(d_real.sum())
                 sums["d_fake"] += float(d_fake.sum())
                 count += len(real)

@@ -1,12 +1,7 @@
-"""Sequence-to-sequence: teacher forcing in training (cross-entropy over target tokens, padding ignored),
-greedy decoding to evaluate (exact match of the whole sequence up to end-of-sequence, token accuracy).
+"""Sequence-to-sequence training: teacher forcing (cross-entropy over target tokens, padding ignored).
 
-Targets y are (B, T) token ids ending in eos and padded with pad. The two zoo models take their
-decoder input differently, so each is driven through a small adapter chosen by the interface the
-model offers, not by its name:
-- token models: forward(src, tgt_in) -> logits and generate(src, bos_id, max_len) -> ids;
-- one-hot models: teacher_forcing(src, tgt_in_onehot) -> logits and forward(src) -> greedy logits,
-  whose decoder starts from a zero vector and reads the one-hot of the previous token.
+Evaluation (greedy decoding: exact match up to end-of-sequence, token accuracy) and the adapters that drive the two
+kinds of zoo model are the task's, in dlopt.tasks.seq2seq.
 """
 
 from __future__ import annotations
