@@ -5,7 +5,8 @@ in interleaved blocks in one process (every variant sees the same machine state)
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/prune_cnn_b8.py [--rounds 12]
 
-Variants: the default rule (24/48/88/360: every layer within 10 points of the ratio), the earlier rule
+Variants: the widths the measured width table chooses (dlopt.prune.width_table; for ONNX Runtime and for eager,
+batch 8), the nearest-multiple rule (24/48/88/360: every layer within 10 points of the ratio), the earlier rule
 (16/48/88/360: the 32-channel layer loses 50 %), the exact ratio (22/44/89/358), and other widths inside the
 10-point window (kept 20-25 of 32, 40-51 of 64, 77-102 of 128). Writes benchmarks/results/prune_cnn_b8.json.
 """
@@ -24,11 +25,27 @@ from types import SimpleNamespace
 from typing import Any
 
 BASE = (32, 64, 128, 512)
-VARIANTS = {"unpruned": BASE, "default (24/48/88/360)": (24, 48, 88, 360),
+VARIANTS = {"unpruned": BASE, "rule (24/48/88/360)": (24, 48, 88, 360),
             "earlier rule, 32->16 (16/48/88/360)": (16, 48, 88, 360), "exact (22/44/89/358)": (22, 44, 89, 358),
             "window: 24/48/80/360": (24, 48, 80, 360), "window: 24/48/96/360": (24, 48, 96, 360),
             "window: 20/48/88/360": (20, 48, 88, 360), "window: 24/40/88/360": (24, 40, 88, 360)}
 BATCH = 8
+
+
+def _table_widths(runtime: str) -> tuple[int, int, int, int]:
+    """The widths `dlopt prune --ratio 0.3` chooses for the cnn from the measured width table of `runtime` (batch 8;
+    the table in DLOPT_CACHE_DIR or ~/.cache/dlopt, measured now where missing)."""
+    from dlopt.prune import PruneConfig
+    from dlopt.prune.model import prune_model
+    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+
+    spec = get_spec("cnn")
+    mcfg = make_model_config(spec)
+    cfg = PruneConfig(ratio=0.3, target_runtime=runtime, target_batch=BATCH)
+    _, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
+    after = info["widths"]["after"]
+    return (after["features.0"]["out"], after["features.4"]["out"], after["features.8"]["out"],
+            after["classifier.1"]["out"])
 
 
 def _model(w: tuple[int, int, int, int]) -> Any:
@@ -36,6 +53,12 @@ def _model(w: tuple[int, int, int, int]) -> Any:
 
     cfg = SimpleNamespace(in_channels=1, input_size=28, num_classes=10, widths=list(w[:3]), hidden=w[3], dropout=0.5)
     return CNN(cfg).eval()
+
+
+def _add_table_variants() -> None:
+    for runtime in ("onnxruntime", "eager"):
+        w = _table_widths(runtime)
+        VARIANTS[f"width table, {runtime} ({'/'.join(map(str, w))})"] = w
 
 
 def _calls(x: Any) -> dict[str, dict[str, Any]]:
@@ -105,13 +128,14 @@ def main() -> None:
 
     torch.set_num_threads(1)
     x = torch.randn(BATCH, 1, 28, 28)
+    _add_table_variants()
     calls = _calls(x)
     load0 = os.getloadavg()
     timings = {rt: _interleaved({n: c[rt] for n, c in calls.items()}, args.rounds, args.block)
                for rt in ("eager", "onnxruntime")}
     speedups = {rt: {n: round(t["unpruned"]["median_ms"] / r["median_ms"], 3) for n, r in t.items()}
                 for rt, t in timings.items()}
-    prof = {n: _profile(calls[n]["eager"]) for n in ("unpruned", "default (24/48/88/360)")}
+    prof = {n: _profile(calls[n]["eager"]) for n in ("unpruned", "rule (24/48/88/360)")}
     run = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rounds": args.rounds, "block": args.block,
            "loadavg_start": list(load0), "loadavg_end": list(os.getloadavg()), "speedup_vs_unpruned": speedups,
            "timings": timings, "eager_profile_ms_per_call": prof}

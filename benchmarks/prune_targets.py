@@ -52,7 +52,11 @@ def _variant(r: dict, latency: dict, base_metric: float, exact: dict) -> dict:
             "accuracy": {"after_prune": m["after_prune"], "after_finetune": m["after_finetune"], "drop_points": drop},
             "latency": latency, "speedup": speed, "checks": checks, "met": all(checks.values()),
             "widths_after": {k: v for k, v in r["widths"]["after"].items()}, "notes": r.get("notes", []),
-            "finetune_epochs": sum(f["epochs"] for f in r["finetune"]), "prune_seconds": r["seconds"]}
+            "finetune_epochs": sum(f["epochs"] for f in r["finetune"]), "prune_seconds": r["seconds"],
+            "width_table": r["achieved"].get("width_table"),
+            "layers": {n: {k: v for k, v in row.items() if k in ("before", "after", "removed", "why", "candidates_ms",
+                                                                  "rule_width", "requested_ratio")}
+                       for n, row in r.get("layers", {}).items()}}
 
 
 def _train_and_prune(arch: str, root: Path, args: argparse.Namespace) -> tuple[Path, dict, dict]:
@@ -74,6 +78,29 @@ def _train_and_prune(arch: str, root: Path, args: argparse.Namespace) -> tuple[P
     return Path(trained.run_dir), info, results
 
 
+def _reprune(arch: str, root: Path, args: argparse.Namespace) -> tuple[Path, dict, dict]:
+    """--reprune: the latest trained run of `arch` under root, its default variant pruned again (replaced: the
+    widths come from today's code) and its exact variant reused when present (its widths do not change)."""
+    from dlopt.prune import PruneConfig
+    from dlopt.prune.stage import run_prune
+    from dlopt.target import TargetOptions
+
+    run_dir = sorted(d for d in (root / arch).iterdir() if (d / "train_result.json").is_file())[-1]
+    tr = json.loads((run_dir / "train_result.json").read_text())
+    info = {"train_seconds": tr.get("seconds"), "train_epochs": tr.get("epochs_run"),
+            "test_samples": tr.get("data", {}).get("sizes", {}).get("test"), "repruned": True}
+    results = {}
+    for name, round_to in VARIANTS.items():
+        report = run_dir / name / "prune_report.json"
+        if name != DEFAULT and report.is_file():
+            results[name] = json.loads(report.read_text())
+            continue
+        cfg = PruneConfig(ratio=args.ratio, finetune_epochs=args.finetune_epochs, round_to=round_to, name=name)
+        results[name] = run_prune(TargetOptions(name=str(run_dir)), cfg, replace=True,
+                                  progress=lambda m, n=name: print(f"  [{arch} {n}] {m}", flush=True)).result
+    return run_dir, info, results
+
+
 def _reuse(arch: str, root: Path) -> tuple[Path, dict, dict]:
     """--reuse: the latest run of `arch` under root that holds every variant (re-timed only)."""
     runs = sorted(d for d in (root / arch).iterdir() if all((d / n / "prune_report.json").is_file() for n in VARIANTS))
@@ -89,7 +116,10 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
     from dlopt.target import TargetOptions, resolve_target
 
     reuse = args.reuse or arch in args.reuse_arch
-    run_dir, info, results = _reuse(arch, root) if reuse else _train_and_prune(arch, root, args)
+    if reuse:
+        run_dir, info, results = _reuse(arch, root)
+    else:
+        run_dir, info, results = (_reprune if args.reprune else _train_and_prune)(arch, root, args)
     target = resolve_target(TargetOptions(name=str(run_dir)))
     lats = []
     for k in range(args.timings):
@@ -125,6 +155,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=8.0, help="bench seconds per batch size")
     ap.add_argument("--root", type=Path, default=None, help="keep the runs here (default: a temporary directory)")
     ap.add_argument("--reuse", action="store_true", help="re-time the runs already under --root (no train, no prune)")
+    ap.add_argument("--reprune", action="store_true", help="prune the latest trained run under --root again "
+                    "(default variant replaced, exact reused; no training)")
     ap.add_argument("--reuse-arch", action="append", default=[], help="re-time this arch's run under --root only")
     ap.add_argument("--timings", type=int, default=3, help="bench calls per arch; speed-ups checked are their median")
     ap.add_argument("--note", action="append", default=[], help="a line for the JSON's notes (how the rows were made)")
