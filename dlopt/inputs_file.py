@@ -76,12 +76,32 @@ def _members(path: Path, data: bytes) -> None:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputFileError(f"--inputs {path} is not an .npz archive ({exc}); save it with numpy.savez") from None
-    unpacked = sum(i.file_size for i in infos)
+    if not infos or any(not i.filename.endswith(".npy") for i in infos):
+        raise InputFileError(f"--inputs {path} holds no arrays or other files than .npy; save it with numpy.savez")
+    declared = [_declared_bytes(path, data, i) for i in infos]  # what the .npy headers would make numpy allocate
+    unpacked = max(sum(i.file_size for i in infos), sum(declared))
     if unpacked > MAX_UNPACKED_BYTES:
         raise InputFileError(f"--inputs {path} unpacks to {unpacked / 2**20:.0f} MiB, over the "
                              f"{MAX_UNPACKED_BYTES >> 20} MiB limit for example inputs; save fewer samples")
-    if not infos or any(not i.filename.endswith(".npy") for i in infos):
-        raise InputFileError(f"--inputs {path} holds no arrays or other files than .npy; save it with numpy.savez")
+
+
+def _declared_bytes(path: Path, data: bytes, info: zipfile.ZipInfo) -> int:
+    """Bytes the array of one member declares in its .npy header (read before numpy allocates anything)."""
+    import math
+
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf, zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _fortran, dtype = read(fh, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputFileError(f"--inputs {path}: {info.filename} is not a .npy array ({exc})") from None
+    if dtype.hasobject:
+        raise UnsafeFileError(f"--inputs {path} holds object arrays, which only pickle can load, and dlopt never "
+                              "unpickles an inputs file; save plain numeric or bool arrays")
+    return math.prod(shape) * dtype.itemsize
 
 
 def _arrays(path: Path, data: bytes) -> dict[str, Any]:

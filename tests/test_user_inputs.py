@@ -293,19 +293,38 @@ def test_a_pickled_npz_is_refused(tagger_run):
 
 
 def test_not_an_npz_and_a_zip_bomb_are_refused(tagger_run, monkeypatch):
+    import io
+
     ref, data, tmp = tagger_run
     path = tmp / "text.npz"
     path.write_text("ids,1,2,3\n")
     res = _invoke("verify", data["run"], "--inputs", path, "--model-code", ref)
     assert res.exit_code == 3 and "not an .npz archive" in _one_line(res)
     bomb = tmp / "bomb.npz"
+    member = io.BytesIO()
+    np.lib.format.write_array(member, np.zeros((1 << 16, 8), "int64"))  # 4 MiB of zeros, a few kB stored
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("ids.npy", b"\0" * (4 << 20))  # 4 MiB of zeros, a few kB stored
+        zf.writestr("ids.npy", member.getvalue())
     import dlopt.inputs_file as inputs_file
 
     monkeypatch.setattr(inputs_file, "MAX_UNPACKED_BYTES", 1 << 20)
     res = _invoke("verify", data["run"], "--inputs", bomb, "--model-code", ref)
     assert res.exit_code == 3 and "unpacks to 4 MiB" in _one_line(res)
+
+
+def test_an_array_header_that_declares_terabytes_is_refused_before_allocation(tagger_run):
+    """A .npy header is read before numpy allocates the array it declares: 2**40 float64 in a 100-byte member."""
+    import io
+
+    ref, data, tmp = tagger_run
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "<i8", "fortran_order": False, "shape": (2**37, 8)})
+    member.write(b"\0" * 8)
+    liar = tmp / "liar.npz"
+    with zipfile.ZipFile(liar, "w") as zf:
+        zf.writestr("ids.npy", member.getvalue())
+    res = _invoke("verify", data["run"], "--inputs", liar, "--model-code", ref)
+    assert res.exit_code == 3 and "MiB limit for example inputs" in _one_line(res)
 
 
 def test_bench_times_on_the_users_inputs(tagger_run):
