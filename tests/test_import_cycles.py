@@ -35,9 +35,6 @@ ARTIFACT_RUNTIME = {"dlopt.runtimes", "dlopt.openvino_rt", "dlopt.export.runtime
                     "dlopt.export.interrupt", "dlopt.export.quiet"}
 # (importer, imported) edges of cycles still in the tree, with the fix each needs:
 KNOWN_EDGES = {
-    # archive <-> runtime call each other inside functions: recorded_by_dlopt and register_quantized_ops belong
-    # in archive.py or a third module (dlopt/export/runtime.py, archive.py)
-    ("dlopt.export.archive", "dlopt.export.runtime"),
     # #17's width table (in progress): widths.refine imports width_table, which takes widths' constants; they
     # belong in a module both import (dlopt/prune/widths.py, width_table.py)
     ("dlopt.prune.widths", "dlopt.prune.width_table"),

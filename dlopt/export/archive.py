@@ -131,12 +131,44 @@ def pickle_reasons(path: Path, fmt: str) -> list[str]:
         return reasons
 
 
+def recorded_by_dlopt(path: Path) -> bool:
+    """True when a manifest in the artifact's directory (or its parent) records this exact file's sha256.
+    A manifest that is not a valid one (dlopt.schema) vouches for nothing."""
+    from dlopt.fileio import sha256_file
+    from dlopt.runs import MANIFEST
+    from dlopt.schema import read_manifest
+
+    path = Path(path).resolve()
+    digest = sha256_file(path)
+    for folder in (path.parent, path.parent.parent):
+        if not (folder / MANIFEST).exists():
+            continue
+        try:
+            manifest = read_manifest(folder / MANIFEST)
+        except InputFileError:
+            continue
+        for stage in manifest.get("stages", {}).values():  # a failed rerun keeps its last done record as previous
+            for record in (stage, stage.get("previous") or {}):
+                if isinstance(record, dict) and any(isinstance(out, dict) and out.get("sha256") == digest
+                                                    for out in record.get("outputs") or []):
+                    return True
+    return False
+
+
+def register_quantized_ops() -> None:
+    """Quantized .pt2 programs (dlopt.quantize's torch path) call ops that are registered on import: the PT2E
+    quantized_decomposed ops (cheap) here, torchao's own ops only when a load needs them (slow import)."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import torch.ao.quantization.fx._decomposed  # noqa: F401
+
+
 def check_trusted(path: Path, fmt: str, trust_pickle: bool = False,
                   remedy: str = "pass --trust-pickle only if you trust its source") -> None:
     """Refuse a file that would unpickle or run code, unless the user trusts it or a dlopt manifest records it.
     `remedy` ends the line: what this command lets the user do about it."""
     from dlopt.errors import UnsafeFileError
-    from dlopt.export.runtime import recorded_by_dlopt
 
     reasons = pickle_reasons(path, fmt)
     if not reasons or trust_pickle or recorded_by_dlopt(path):
@@ -163,8 +195,6 @@ def load_module(path: Path, fmt: str, *, trust_pickle: bool = False, device: str
     try:
         if fmt == "torchscript":
             return torch.jit.load(str(path), map_location=device)
-        from dlopt.export.runtime import register_quantized_ops
-
         register_quantized_ops()
         with _quiet_torch_export():
             return torch.export.load(str(path)).module()  # an ExportedProgram's module runs where it was exported

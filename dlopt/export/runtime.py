@@ -18,9 +18,7 @@ from typing import Any
 
 from dlopt.errors import InputFileError, InputMismatchError, UsageError
 from dlopt.export.interrupt import TimeLimitError, check_deadline, stoppable, time_limit, waiting_for_native_call
-from dlopt.fileio import sha256_file
 from dlopt.outputs import flatten
-from dlopt.runs import MANIFEST
 from dlopt.runtimes import SUFFIXES
 
 Runner = Callable[..., tuple[Any, ...]]
@@ -29,28 +27,6 @@ def artifact_format(path: Path) -> str:
     if fmt is None:
         raise UsageError(f"{path} is not an export artifact; expected a {', '.join(SUFFIXES)} file or a run directory")
     return fmt
-
-
-def recorded_by_dlopt(path: Path) -> bool:
-    """True when a manifest in the artifact's directory (or its parent) records this exact file's sha256.
-    A manifest that is not a valid one (dlopt.schema) vouches for nothing."""
-    from dlopt.schema import read_manifest
-
-    path = Path(path).resolve()
-    digest = sha256_file(path)
-    for folder in (path.parent, path.parent.parent):
-        if not (folder / MANIFEST).exists():
-            continue
-        try:
-            manifest = read_manifest(folder / MANIFEST)
-        except InputFileError:
-            continue
-        for stage in manifest.get("stages", {}).values():  # a failed rerun keeps its last done record as previous
-            for record in (stage, stage.get("previous") or {}):
-                if isinstance(record, dict) and any(isinstance(out, dict) and out.get("sha256") == digest
-                                                    for out in record.get("outputs") or []):
-                    return True
-    return False
 
 
 def check_trusted(path: Path, trust_pickle: bool = False) -> None:
@@ -139,15 +115,6 @@ def _torchscript_runner(path: Path, threads: int | None, trust_pickle: bool = Fa
     from dlopt.export.archive import load_module
 
     return _guarded(path, load_module(path, "torchscript", trust_pickle=trust_pickle))
-
-
-def register_quantized_ops() -> None:
-    """Quantized .pt2 programs (dlopt.quantize's torch path) call ops that are registered on import: the PT2E
-    quantized_decomposed ops (cheap) here, torchao's own ops only when a load needs them (slow import)."""
-    import contextlib
-
-    with contextlib.suppress(ImportError):
-        import torch.ao.quantization.fx._decomposed  # noqa: F401
 
 
 def _pt2_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
