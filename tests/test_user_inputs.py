@@ -176,6 +176,19 @@ def test_each_signature_is_its_own_spec(tmp_path):
     assert a.inputs[0].shape == ("batch", 3, 16, 16) and b.inputs[0].shape == ("batch", 3, 8, 8)
 
 
+def test_an_importable_builder_takes_a_signature_too(tmp_path, monkeypatch):
+    pkg = tmp_path / "mypkg_h1a"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(TWO_INPUTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = _invoke("info", "mypkg_h1a.models:build", "--input-shape", "img:float32:3x16x16,tab:float32:8", "--json")
+    assert res.exit_code == 0, res.output
+    inputs = json.loads(res.stdout)["inputs"]
+    assert [(i["name"], i["shape"], i["dtype"]) for i in inputs] == [("img", [1, 3, 16, 16], "float32"),
+                                                                     ("tab", [1, 8], "float32")]
+
+
 # -- every stage on the three models -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key", list(MODELS))

@@ -117,8 +117,10 @@ ArchArg = Annotated[str, typer.Argument(help="Architecture name (see `dlopt list
                                         show_default=False, callback=_name_trust)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Build option key=value (repeatable), e.g. num_classes=5.")]
 InputSizeOpt = Annotated[int | None, typer.Option("--input-size", min=1, help="The input_size build option: image side for image models, features per step for RNNs.")]
-InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="Per-sample input shape for user models "
-                                                   "(file.py:fn), without the batch, e.g. 3,32,32.")]
+InputShapeOpt = Annotated[str | None, typer.Option("--input-shape", help="A user model's inputs (file.py:fn), "
+                                                   "without the batch: 3,32,32 (one float32 input), or "
+                                                   "NAME:DTYPE:DIMS[:LOW-HIGH] each, e.g. ids:int64:16,mask:bool:16 "
+                                                   "(docs/data.md).")]
 ExporterOpt = Annotated[Exporter, typer.Option("--exporter", help="ONNX exporter: dynamo (torch.export based) or legacy "
                                                "(TorchScript based, faster to export); also used by quantize and bench "
                                                "when they export.")]
