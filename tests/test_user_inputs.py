@@ -231,12 +231,20 @@ def test_bench_and_quantize(tmp_path, key):
     "tagger",
     pytest.param("encoder", marks=pytest.mark.xfail(strict=True, reason="prune's width table hooks read .shape of "
                  "the nested tensors TransformerEncoder's fast path makes: exit 70 (dlopt/prune/width_table.py)")),
-    pytest.param("two", marks=pytest.mark.xfail(strict=True, reason="structured prune of torch.cat of two branches "
-                 "leaves the head's input width wrong (dlopt/prune)")),
 ])
 def test_prune(tmp_path, key):
     ref, data = _export(tmp_path, key)
     res = _invoke("prune", data["run"], "--ratio", "0.3", "--model-code", ref, "--json")
+    assert res.exit_code == 0, res.output
+
+
+def test_prune_of_two_inputs_is_done_or_a_named_limit(tmp_path):
+    """Torch-Pruning itself (MetaPruner on this model, no dlopt) leaves the head 13 wide for 16 concatenated
+    features: structured prune may say so (exit 4, what to do); unstructured prune works on the two inputs."""
+    ref, data = _export(tmp_path, "two")
+    res = _invoke("prune", data["run"], "--ratio", "0.3", "--model-code", ref, "--json")
+    assert res.exit_code == 0 or (res.exit_code == 4 and "--method unstructured" in _one_line(res)), res.output
+    res = _invoke("prune", data["run"], "--ratio", "0.3", "--method", "unstructured", "--model-code", ref, "--json")
     assert res.exit_code == 0, res.output
 
 
