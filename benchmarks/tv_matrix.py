@@ -149,7 +149,7 @@ def _json(stdout: str) -> dict:
         return {}
 
 
-def measure(name: str, size: int, timeout_s: float, work: Path) -> dict:
+def measure(name: str, size: int, timeout_s: float, work: Path, quantize_timeout_s: float | None = None) -> dict:
     arch = f"torchvision:{name}"
     weights = work / f"{name}.safetensors"
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def measure(name: str, size: int, timeout_s: float, work: Path) -> dict:
     stages: dict = {}
 
     def step(stage: str, args: list[str]) -> dict:
-        r = run_cli(args, work, timeout_s)
+        r = run_cli(args, work, quantize_timeout_s if stage == "quantize" and quantize_timeout_s else timeout_s)
         stages[stage] = {k: v for k, v in r.items() if k != "stdout"}
         print(f"  {stage}: {r['status']} ({r['seconds']} s) {r['line']}", flush=True)
         return r
@@ -233,7 +233,8 @@ def markdown(data: dict) -> str:
     head = (f"Measured {data['date']} on {data['machine']} ({data['cpus']} CPUs shared with other jobs, so the "
             f"seconds are loaded-machine figures), torch {data['torch']}, one thread, input {data['input_size']}x"
             f"{data['input_size']}, seeded unit-scale weights, `dlopt` CLI per stage with a {data['timeout_s']:.0f} s "
-            "limit. Cell: verdict (seconds); failures are listed below the table with the line dlopt printed.\n\n")
+            "limit (a timeout's line says the limit it hit). Cell: verdict (seconds); failures are listed below the table "
+            "with the line dlopt printed.\n\n")
     rows = ["| model | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
     fails = []
     for r in data["results"]:
@@ -246,7 +247,10 @@ def markdown(data: dict) -> str:
             secs = "" if c.get("seconds") is None else f" ({c['seconds']:.0f}s)"
             cells.append(("pass" if c["status"] == "pass" else f"**{c['status']}**") + secs)
             if c["status"] != "pass":
-                fails.append(f"- {r['model']} / {s} (exit {c.get('exit_code')}): {c.get('line', '')}")
+                said = c.get("line", "").split("; see ")[0].split("; full report")[0]
+                parity = ", ".join(f"{k} {v:.3g}" for k, v in (c.get("parity") or {}).items())
+                fails.append(f"- {r['model']} / {s} (exit {c.get('exit_code')}): {said}"
+                             + (f" [int8 vs fp32 on random inputs: {parity}]" if parity else ""))
         rows.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     counts = [f"{s} {sum(r['stages'].get(s, {}).get('status') == 'pass' for r in data['results'])}/"
               f"{sum(s in r['stages'] for r in data['results'])}" for s in STAGES]
@@ -283,6 +287,7 @@ def main() -> None:
     parser.add_argument("models", nargs="*")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--timeout-s", type=float, default=600)
+    parser.add_argument("--quantize-timeout-s", type=float, help="a shorter limit for quantize (the slowest stage)")
     parser.add_argument("--merge", action="store_true", help="replace these models' rows in the existing JSON")
     parser.add_argument("--output", type=Path, default=RESULTS / "tv_matrix.json")
     parser.add_argument("--combine", type=Path, nargs="+", help="join the JSON of runs split over processes")
@@ -296,7 +301,8 @@ def main() -> None:
     data = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "input_size": args.input_size,
-            "timeout_s": args.timeout_s, "memory_limit_gb": MEMORY_LIMIT_GB, "requested": names, "results": []}
+            "timeout_s": args.timeout_s, "quantize_timeout_s": args.quantize_timeout_s,
+            "memory_limit_gb": MEMORY_LIMIT_GB, "requested": names, "results": []}
     if args.merge and args.output.is_file():
         old = json.loads(args.output.read_text())
         data["results"] = [r for r in old["results"] if r["model"] not in names]
@@ -305,7 +311,7 @@ def main() -> None:
     try:
         for name in names:
             print(f"{name}", flush=True)
-            data["results"].append(measure(name, args.input_size, args.timeout_s, work))
+            data["results"].append(measure(name, args.input_size, args.timeout_s, work, args.quantize_timeout_s))
             data["results"].sort(key=lambda r: data["requested"].index(r["model"]))
             write(data, args.output)
             shutil.rmtree(work / "runs", ignore_errors=True)
