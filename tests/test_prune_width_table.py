@@ -189,3 +189,13 @@ def test_the_parameters_removed_stay_within_param_shift_of_the_rule():
     assert wt._within_params(plan, [heavy, light], cost, 0.3, 500_000) == (80, 96)  # ~4,000 moved: 0.8 %
     assert wt._params_moved(plan, [heavy, light], (80, 96)) == -8 * (16 + 1 + 512) + 8 * (16 + 1 + 10)
     assert wt._within_params(plan, [heavy, light], cost, 0.3, 50_000) == (88, 88)  # 8 % of 50,000: the rule
+
+
+def test_a_runtime_that_cannot_time_a_call_leaves_the_rule_width_and_says_why(cache, monkeypatch):
+    def refuse(ops, runtime):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : no kernel")
+
+    monkeypatch.setattr(wt, "measure_ops", refuse)
+    model, info = _prune(Mlp(), PruneConfig(ratio=0.3))
+    assert (model.a.out_features, model.b.out_features) == (88, 88)  # the rule's widths, the prune done
+    assert "not timed on onnxruntime (RuntimeError: [ONNXRuntimeError]" in info["width_plan"]["a"]["why"]

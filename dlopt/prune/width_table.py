@@ -217,13 +217,23 @@ def refine(plan: dict[str, WidthChoice], module: nn.Module, example: tuple[Any, 
     if not groups:
         return plan, None
     table = table or LatencyTable(runtime, batch)
-    cost = []
+    cost, timed, failed = [], [], {}
     for g in groups:  # one group at a time: its candidates interleaved, the memory of one group's tensors
-        ms = table.times([op for calls in g.ops.values() for op in calls])
+        try:
+            ms = table.times([op for calls in g.ops.values() for op in calls])
+        except Exception as exc:  # noqa: BLE001 -- a runtime refusing a call (ORT raises its own types): the
+            # group keeps the rule's width and its row says why; a prune never fails over a measurement
+            failed.update({n: f"{type(exc).__name__}: {str(exc)[:120]}" for n in g.names})
+            continue
+        timed.append(g)
         cost.append({c: sum(ms[op.key] for op in g.ops[c]) for c in g.cands})
-    picks = _within_params(plan, groups, cost, ratio, sum(p.numel() for p in module.parameters()))
     info = table.info.to_json()
-    new = dict(plan)
+    new = {n: replace(c, why=f"{c.why}; not timed on {runtime} ({failed[n]})", detail={"table": info})
+           if n in failed else c for n, c in plan.items()}
+    groups = timed
+    if not groups:
+        return new, info
+    picks = _within_params(plan, groups, cost, ratio, sum(p.numel() for p in module.parameters()))
     for g, cst, kept in zip(groups, cost, picks, strict=True):
         fastest = min(cst, key=lambda c: cst[c])
         shown = ", ".join(f"{c}: {cst[c]:.3g} ms" for c in g.cands)
