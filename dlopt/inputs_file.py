@@ -56,17 +56,28 @@ class InputsFile:
         return f"inputs file {self.path.name} ({self.samples} samples, sha256 {self.sha256[:12]})"
 
 
+def precheck(path: Path | None) -> None:
+    """Fail on a missing, unreadable, non-regular or oversized --inputs file before any work (or run) starts."""
+    if path is None:
+        return
+    import stat
+
+    path = Path(path).expanduser()
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputFileError(f"--inputs {path} cannot be read ({exc.strerror}); give an .npz file (numpy.savez)") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(f"--inputs {path} is not a regular file; give an .npz file (numpy.savez)")
+    if st.st_size > MAX_INPUTS_BYTES:
+        raise InputFileError(f"--inputs {path} is {st.st_size / 2**20:.0f} MiB, over the {MAX_INPUTS_BYTES >> 20} MiB "
+                             "limit for example inputs; save fewer samples")
+
+
 def _read(path: Path) -> bytes:
     from dlopt.fileio import read_regular
 
-    try:
-        size = os.stat(path).st_size
-    except OSError as exc:
-        raise InputFileError(f"--inputs {path} cannot be read ({exc.strerror}); give an .npz file "
-                             "(numpy.savez)") from None
-    if size > MAX_INPUTS_BYTES:
-        raise InputFileError(f"--inputs {path} is {size / 2**20:.0f} MiB, over the {MAX_INPUTS_BYTES >> 20} MiB limit "
-                             "for example inputs; save fewer samples")
+    precheck(path)
     return read_regular(path, MAX_INPUTS_BYTES, "--inputs file")
 
 

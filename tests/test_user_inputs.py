@@ -388,3 +388,21 @@ def test_pipeline_takes_the_signature(tmp_path):
     run = next((tmp_path / "pl").glob("*/*/manifest.json")).parent
     assert json.loads((run / "model.json").read_text())["config"]["inputs"] == MODELS["two"][1]
     assert [i.name for i in onnx.load(run / "model.onnx").graph.input] == ["img", "tab"]
+
+
+@pytest.mark.parametrize("command", ["export", "bench", "quantize"])
+def test_a_missing_inputs_file_fails_before_a_run_is_made(tmp_path, command):
+    ref = _write(tmp_path, "tagger")
+    res = _invoke(command, ref, "--input-shape", "ids:int64:12", "--inputs", tmp_path / "nope.npz",
+                  "--out", tmp_path / "art")
+    assert res.exit_code == 3 and "--inputs" in _one_line(res) and "nope.npz cannot be read" in res.output
+    assert not (tmp_path / "art").exists()
+
+
+def test_inputs_without_verification_is_a_usage_error(tmp_path):
+    path = tmp_path / "ids.npz"
+    np.savez(path, ids=_padded_ids(3, 12))
+    res = _invoke("export", _write(tmp_path, "tagger"), "--input-shape", "ids:int64:12", "--no-verify",
+                  "--inputs", path, "--out", tmp_path / "art")
+    assert res.exit_code == 2 and "drop --no-verify" in _one_line(res)
+    assert not (tmp_path / "art").exists()

@@ -165,6 +165,9 @@ def bench_cmd(
         check_path_parent(p, flag)
     if iterations is not None and budget_s is not None:
         raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
+    from dlopt.inputs_file import precheck
+
+    precheck(inputs)  # a missing file fails before a run is made
     old = load_result(compare_to) if compare_to else None
     timing = {k: v for k, v in (("budget_s", budget_s), ("warmup_calls", warmup)) if v is not None}
     batches = renamed(batch_sizes, old_batch_size, "--batch-sizes", "--batch-size", " for lists")

@@ -97,6 +97,11 @@ def export_cmd(
 
     from dlopt.output import deliver, plan_output
 
+    if inputs is not None and no_verify:
+        raise UsageError("--inputs is what verification runs on; drop --no-verify, or drop --inputs")
+    from dlopt.inputs_file import precheck
+
+    precheck(inputs)  # a missing file fails before a run is made
     fmts, explicit = parse_formats(formats)
     dest = plan_output(output, force, tuple(FORMAT_SUFFIX.values()))
     if dest is not None and not dest.is_dir:
@@ -209,6 +214,9 @@ def verify_cmd(
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
 
+    from dlopt.inputs_file import precheck
+
+    precheck(inputs)
     config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None, atol=atol, rtol=rtol,
                           time_limit_s=time_limit_s)
     if path is None:

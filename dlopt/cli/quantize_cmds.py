@@ -89,7 +89,10 @@ def quantize_cmd(
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
                          weights=weights)
+    from dlopt.inputs_file import precheck
     from dlopt.quantize.calibrate import calibrate_on
+
+    precheck(inputs)  # a missing file fails before a run is made
 
     with status("quantizing…") as spinner, calibrate_on(inputs):
         outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
