@@ -8,6 +8,18 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Machine caches (the roofline peak, prune's width table) go to one directory per test session: never the
+    user's ~/.cache, and measured once per session rather than once per test."""
+    import os
+
+    old = os.environ.get("DLOPT_CACHE_DIR")
+    os.environ["DLOPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("dlopt-cache"))
+    yield
+    os.environ.pop("DLOPT_CACHE_DIR") if old is None else os.environ.__setitem__("DLOPT_CACHE_DIR", old)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
