@@ -66,7 +66,8 @@ def precheck(path: Path | None) -> None:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise InputFileError(f"--inputs {path} cannot be read ({exc.strerror}); give an .npz file (numpy.savez)") from None
+        raise InputFileError(f"--inputs {path} cannot be read ({exc.strerror}); give an .npz file "
+                             "(numpy.savez)") from None
     if not stat.S_ISREG(st.st_mode):
         raise InputFileError(f"--inputs {path} is not a regular file; give an .npz file (numpy.savez)")
     if st.st_size > MAX_INPUTS_BYTES:
@@ -162,8 +163,9 @@ def _check(path: Path, spec: ArchSpec, cfg: Any, arrays: tuple[Any, ...]) -> Non
             raise InputMismatchError(f"--inputs {path}: {t.name} is {list(a.shape)}, the model takes "
                                      f"{_shown(want)} (axis {bad[0]} differs)")
     if len(samples) != 1 or 0 in samples:
+        found = ", ".join(f"{n} {list(a.shape)}" for n, a in zip(spec.input_names, arrays))
         raise InputMismatchError(f"--inputs {path}: every array needs the same number (>= 1) of samples on its first "
-                                 f"axis; found {', '.join(f'{n} {list(a.shape)}' for n, a in zip(spec.input_names, arrays))}")
+                                 f"axis; found {found}")
 
 
 def _shown(want: tuple[int, ...]) -> str:

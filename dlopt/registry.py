@@ -83,7 +83,8 @@ def make_model_config(
     overrides.update(sets or {})
     defaults = {f.name: f.default for f in spec.config.__dataclass_fields__.values()}
     # a recorded empty list is the empty default (a user model's input_shape when its `inputs` are named)
-    overrides = {k: v for k, v in overrides.items() if not (isinstance(v, (list, tuple)) and not v and defaults.get(k) == ())}
+    overrides = {k: v for k, v in overrides.items()
+                 if not (isinstance(v, (list, tuple)) and not v and defaults.get(k) == ())}
     return make_config(spec.config, overrides)
 
 

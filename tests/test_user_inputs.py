@@ -363,7 +363,8 @@ def test_quantize_calibrates_on_the_users_inputs(tmp_path):
     ref, data = _export(tmp_path, "two")
     path = tmp_path / "calib.npz"
     rng = np.random.default_rng(2)
-    np.savez(path, img=rng.normal(size=(40, 3, 16, 16)).astype("float32"), tab=rng.normal(size=(40, 8)).astype("float32"))
+    np.savez(path, img=rng.normal(size=(40, 3, 16, 16)).astype("float32"),
+             tab=rng.normal(size=(40, 8)).astype("float32"))
     res = _invoke("quantize", data["run"], "--method", "static", "--exporter", "legacy", "--max-drop", "100",
                   "--inputs", path, "--model-code", ref, "--json")
     assert res.exit_code == 0, res.output

@@ -93,7 +93,6 @@ def quantize_cmd(
     from dlopt.quantize.calibrate import calibrate_on
 
     precheck(inputs)  # a missing file fails before a run is made
-
     with status("quantizing…") as spinner, calibrate_on(inputs):
         outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
     copies = deliver(dest, [outcome.artifact], outcome.run_dir, stage_name) if outcome.passed else []
