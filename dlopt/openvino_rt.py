@@ -69,8 +69,10 @@ def convert_onnx(onnx_path: Path, xml_path: Path, metadata: dict[str, str] | Non
 
 def convert_module(module: Any, inputs: tuple[Any, ...]) -> Any:
     """A torch module -> ov.Model through OpenVINO's PyTorch frontend (traced on the example inputs)."""
+    from dlopt.outputs import flat_if_needed
+
     ov = require_openvino()
-    return ov.convert_model(module, example_input=tuple(inputs))
+    return ov.convert_model(flat_if_needed(module, tuple(inputs)), example_input=tuple(inputs))  # dict outputs too
 
 
 def compile_ir(model: Any, threads: int | None, precision: str | None = DEFAULT_PRECISION) -> Any:

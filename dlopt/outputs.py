@@ -112,6 +112,16 @@ def flat_module(module: Any) -> Any:
     return FlatOutputs(module).train(module.training)
 
 
+def flat_if_needed(module: Any, example: tuple[Any, ...]) -> Any:
+    """`module` itself when it returns a tensor or a flat tuple of them, else flat_module(module) (for tracers that
+    take no dict or nested output, such as OpenVINO's PyTorch frontend)."""
+    import torch
+
+    with torch.no_grad():
+        out = module(*example)
+    return module if is_flat(out) else flat_module(module)
+
+
 def energy(out: Any) -> Any:
     """The mean square of every output tensor, summed: one scalar whose gradient reaches every output."""
     return sum(o.float().pow(2).mean() for o in flatten(out))

@@ -225,6 +225,18 @@ def test_bench_runs_every_format_of_a_dict_model(workdir, exported):
     assert len(rows) >= 3 and all(r["status"] == "ok" for r in rows), rows
 
 
+def test_bench_of_a_new_run_traces_nested_outputs(workdir):
+    """torchscript (traced in memory) and OpenVINO (converted from the module) take a nested output too."""
+    import importlib.util
+
+    backends = ["eager", "torchscript", "compile", "onnxruntime"] + \
+        (["openvino"] if importlib.util.find_spec("openvino") else [])
+    data = _json(_invoke("bench", f"{workdir}/models.py:nested_model", "--input-shape", SHAPE["nested"], "--backend",
+                         ",".join(backends), "--batch-sizes", "2", "--iterations", "3", "--warmup", "1",
+                         "--out", workdir / "bench", "--json"))
+    assert {r["backend"]: r["status"] for r in data["rows"]} == dict.fromkeys(backends, "ok"), data["rows"]
+
+
 def test_info_lists_the_outputs_the_model_returns(workdir):
     data = _json(_invoke("info", f"{workdir}/models.py:nested_model", "--input-shape", "3,8,8", "--json"))
     assert [(o["name"], o["shape"]) for o in data["outputs"]] == [

@@ -59,6 +59,8 @@ def prepare_eager(v: Variant, inputs: tuple[Any, ...], device: Device, threads: 
 def prepare_torchscript(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     import torch
 
+    from dlopt.export.torchscript import trace_module
+
     t0 = time.perf_counter()
     if v.path is not None:  # through the same trust check as dlopt verify
         from dlopt.export.archive import load_module
@@ -67,7 +69,7 @@ def prepare_torchscript(v: Variant, inputs: tuple[Any, ...], device: Device, thr
         return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, artifact_bytes(v.path), "file")
     module = v.module.to(device.value)
     with torch.no_grad():
-        ts = torch.jit.script(module) if v.script else torch.jit.trace(module, inputs, check_trace=False)
+        ts = torch.jit.script(module) if v.script else trace_module(module, inputs)  # dict/nested outputs too
         ts = torch.jit.optimize_for_inference(torch.jit.freeze(ts.eval()))
     # the frozen module's size on disk is not its size: optimize_for_inference prepacks conv weights
     # into opaque objects that torch.jit.save leaves out; the weights themselves are the eager ones

@@ -20,7 +20,7 @@ def export_torchscript(module: Any, example: tuple, spec: ArchSpec, path: Path,
         if method == "script":
             scripted = torch.jit.script(module)
         else:
-            scripted = _trace(module, example, notes)
+            scripted = trace_module(module, example, notes)
     frozen, note = _freeze(scripted)
     with torch_archive(path) as buffer:
         torch.jit.save(frozen, buffer, _extra_files={k: v.encode() for k, v in (metadata or {}).items()})
@@ -28,7 +28,7 @@ def export_torchscript(module: Any, example: tuple, spec: ArchSpec, path: Path,
             **({"notes": notes} if notes else {})}
 
 
-def _trace(module: Any, example: tuple, notes: list[str]) -> Any:
+def trace_module(module: Any, example: tuple, notes: list[str] | None = None) -> Any:
     """Trace with check_trace=False (verification compares at several shapes, the stronger check). A dict of tensors
     is traced with strict=False (its keys are fixed, not input-dependent); an output TorchScript cannot type (a
     nested or mixed structure) is traced flattened to a tuple, and a note names the order."""
@@ -42,7 +42,7 @@ def _trace(module: Any, example: tuple, notes: list[str]) -> Any:
     if outputs.is_tensor_dict(out):
         return torch.jit.trace(module, example, check_trace=False, strict=False)
     order = ", ".join(outputs.names(out))
-    notes.append(f"torchscript: the model returns a {outputs.structure(out)}, which TorchScript cannot type; the .ts "
+    (notes if notes is not None else []).append(f"torchscript: the model returns a {outputs.structure(out)}, which TorchScript cannot type; the .ts "
                  f"file returns its tensors as a flat tuple, in this order: {order}")
     return torch.jit.trace(outputs.flat_module(module), example, check_trace=False)
 
