@@ -229,8 +229,7 @@ def test_bench_and_quantize(tmp_path, key):
 
 @pytest.mark.parametrize("key", [
     "tagger",
-    pytest.param("encoder", marks=pytest.mark.xfail(strict=True, reason="prune's width table hooks read .shape of "
-                 "the nested tensors TransformerEncoder's fast path makes: exit 70 (dlopt/prune/width_table.py)")),
+    "encoder",
 ])
 def test_prune(tmp_path, key):
     ref, data = _export(tmp_path, key)

@@ -47,7 +47,9 @@ def _input_shapes(module: nn.Module, example: tuple[Any, ...]) -> dict[nn.Module
     shapes: dict[nn.Module, tuple[int, ...]] = {}
 
     def hook(mod: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
-        if args and isinstance(args[0], torch.Tensor):
+        # a nested tensor (TransformerEncoder's fast path with a padding mask) has no fixed shape: the layer keeps
+        # the rule's width (op_for gets None)
+        if args and isinstance(args[0], torch.Tensor) and not args[0].is_nested:
             shapes.setdefault(mod, tuple(args[0].shape))
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, ROOT_TYPES)]
