@@ -130,8 +130,9 @@ def test_export_verifies_every_output_by_name(workdir, exported, kind):
         assert all(o["passed"] and o["max_abs"] is not None for o in rep["outputs"].values())
         compared = [o["name"] for o in rep["cases"][0]["outputs"]]
         assert compared == names and len(rep["cases"]) >= 3  # several batch sizes, every output in each
-    graph = onnx.load(data["artifacts"]["onnx"]).graph
-    assert [o.name for o in graph.output] == names  # ONNX outputs named after the dict keys / nested paths
+    proto = onnx.load(data["artifacts"]["onnx"])
+    assert [o.name for o in proto.graph.output] == names  # ONNX outputs named after the dict keys / nested paths
+    assert {p.key: p.value for p in proto.metadata_props}["outputs"] == ",".join(names)
     import torch
 
     from dlopt.export import load_artifact

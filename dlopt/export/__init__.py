@@ -98,7 +98,7 @@ def check_config(config: ExportConfig) -> None:
                          "verification still checks batch 1")
 
 
-def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None) -> dict[str, str]:
+def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None, outputs: tuple[str, ...] = ()) -> dict[str, str]:
     import json
 
     from dlopt.options import config_dict
@@ -106,7 +106,7 @@ def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None) -> dict[st
     tol = spec.tolerance
     meta = {"dlopt_version": __version__, "arch": spec.name, "config": json.dumps(config_dict(cfg)),
             "tolerance": json.dumps({"atol": tol.atol, "rtol": tol.rtol}),
-            "inputs": ",".join(spec.input_names), "outputs": ",".join(spec.output_names)}
+            "inputs": ",".join(spec.input_names), "outputs": ",".join(outputs or spec.output_names)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
     return meta
 
@@ -192,13 +192,17 @@ def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: Ex
     An exporter failure is recorded in `failures` and the other formats still run. `on_step` hears progress.
     `cases` are verification inputs (dlopt.verify.Case); default: random valid inputs at the planned shapes.
     """
-    from dlopt.registry import entry_module
+    from dlopt.registry import entry_module, make_inputs
 
     check_config(config)
     formats, notes = supported_formats(spec, config.formats, config.strict_formats)
     step = on_step or (lambda _msg: None)
     module = entry_module(model, spec).eval()
-    result = _export_formats(formats, module, spec, cfg, out_dir, stem, config, _metadata(spec, cfg, metadata), step)
+    from dlopt.export.shapes import recorded_output_names  # dict keys and nested paths, before any exporter runs
+
+    names = recorded_output_names(module, make_inputs(spec, cfg, config.batch_size), spec) if formats else ()
+    result = _export_formats(formats, module, spec, cfg, out_dir, stem, config, _metadata(spec, cfg, metadata, names),
+                             step)
     result.notes[:0] = notes
     if config.verify and result.artifacts:
         from dlopt.verify import VerifyConfig, verify_artifacts

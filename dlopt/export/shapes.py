@@ -35,3 +35,16 @@ def output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple
         out = module(*example)
     outputs.flatten(out)
     return outputs.names(out, spec.output_names)
+
+
+def recorded_output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple[str, ...]:
+    """output_names for an artifact's metadata; () when the model cannot run the example at all (each exporter then
+    records that failure itself). A non-tensor output is refused here, before any exporter starts."""
+    from dlopt.errors import DloptError
+
+    try:
+        return output_names(module, example, spec)
+    except DloptError:
+        raise
+    except Exception:  # user code may raise anything; the exporters report it per format
+        return ()
