@@ -227,8 +227,8 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{'met' if c.get('peak_60pct_now') else 'missed'} |")
     over = any((c.get("pct_peak_now") or 0) > 100 for c in cells)
     caveat = ("Shares over 100% of the in-cell peak mean the load slowed the matmul more than the model: under load "
-              "the in-cell peak is a lower bound and those shares are upper bounds; only a quiet machine decides the 60% "
-              "target." if over else "")
+              "the in-cell peak is a lower bound and those shares are upper bounds; only a quiet machine decides the "
+              "60% target." if over else "")
     lines += ["", r["summary"], caveat, "", noise_floor(cells), *earlier_markdown(r.get("earlier", [])), ""]
     return "\n".join(lines)
 
