@@ -34,14 +34,22 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from dlopt.environment import fingerprint
 
+    import os
+
     rows = {}
+    load_start = list(os.getloadavg())
     for label, cmd in COMMANDS.items():
         times = time_command(cmd)
         rows[label] = {"median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
                        "max_s": round(max(times), 3), "n": len(times)}
         print(f"{label:40s} median {rows[label]['median_s']:.3f} s  (min {rows[label]['min_s']:.3f}, max {rows[label]['max_s']:.3f})")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"results": rows, "environment": fingerprint()}, indent=2) + "\n")
+    torch_s = rows["python -c 'import torch' (for scale)"]["median_s"]
+    share = round(rows["dlopt --help"]["median_s"] / torch_s, 3)  # the load slows both: the share is steadier
+    print(f"dlopt --help / import torch: {share}; load average {load_start} -> {list(os.getloadavg())}")
+    RESULTS.write_text(json.dumps({"results": rows, "help_over_import_torch": share,
+                                   "loadavg": {"start": load_start, "end": list(os.getloadavg())},
+                                   "environment": fingerprint()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
