@@ -97,11 +97,23 @@ def is_flat(out: Any) -> bool:
         type(out) in (tuple, list) and all(isinstance(v, torch.Tensor) for v in out))
 
 
+def plain_containers(out: Any) -> bool:
+    """Only builtin dicts, lists and tuples around the tensors (no namedtuple or registered class), as torch.export
+    can save without the user's classes registered."""
+    if type(out) in (tuple, list):
+        return all(plain_containers(v) for v in out)
+    if type(out) is dict:
+        return all(plain_containers(v) for v in out.values())
+    return not isinstance(out, (tuple, list, dict))
+
+
 def flat_module(module: Any) -> Any:
     """`module` with forward returning flatten(out): a tuple of tensors every tracer and runtime accepts."""
     import torch
 
     class FlatOutputs(torch.nn.Module):
+        varargs = True  # forward(*inputs): torch.export takes the inputs' dynamic shapes as one tuple
+
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner

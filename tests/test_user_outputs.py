@@ -55,6 +55,15 @@ class NestedNet(nn.Module):
         return {"logits": self.fc(f), "aux": (self.emb(f), f)}
 
 
+Out = collections.namedtuple("Out", "logits embedding")
+
+
+class NamedNet(Base):
+    def forward(self, x):
+        h = self.hidden(x)
+        return Out(self.fc(h), self.emb(h))
+
+
 class NotTensor(Base):
     def forward(self, x):
         return {"logits": self.fc(self.hidden(x)), "count": 3}
@@ -72,6 +81,10 @@ def nested_model():
     return NestedNet()
 
 
+def namedtuple_model():
+    return NamedNet()
+
+
 def not_tensor():
     return NotTensor()
 '''
@@ -81,8 +94,9 @@ KINDS = {
     "tuple": (["output0", "output1"], [[5], [6]]),
     "dict": (["logits", "embedding"], [[5], [6]]),
     "nested": (["logits", "aux.0", "aux.1"], [[5], [6], [16]]),
+    "namedtuple": (["logits", "embedding"], [[5], [6]]),  # saved as a flat tuple: its class is the user's
 }
-SHAPE = {"tuple": "8", "dict": "8", "nested": "3,8,8"}  # --input-shape: a vector, or an image
+SHAPE = {"tuple": "8", "dict": "8", "nested": "3,8,8", "namedtuple": "8"}  # --input-shape: a vector, or an image
 FORMATS = ("onnx", "torchscript", "pt2")
 
 
@@ -146,9 +160,14 @@ def test_export_verifies_every_output_by_name(workdir, exported, kind):
         assert isinstance(out, dict) and list(out) == names and out["embedding"].shape == (3, 6)
 
 
-def test_export_table_shows_each_output(workdir):
-    res = _invoke("export", f"{workdir}/models.py:dict_model", "--input-shape", "8", "--format", "pt2",
-                  "--out", workdir / "runs")
+def test_export_and_verify_tables_show_each_output(workdir):
+    out = workdir / "tables"
+    res = _invoke("export", f"{workdir}/models.py:dict_model", "--input-shape", "8", "--format", "pt2", "--out", out)
+    assert res.exit_code == 0, res.output
+    table = res.output.split("per output", 1)[1]
+    assert "logits" in table and "embedding" in table and table.count("pass") == 2, res.output
+    run = next(out.rglob("model.pt2")).parent
+    res = _invoke("verify", run, "--model-code", f"{workdir}/models.py:dict_model")  # as a user re-checks a run
     assert res.exit_code == 0, res.output
     table = res.output.split("per output", 1)[1]
     assert "logits" in table and "embedding" in table and table.count("pass") == 2, res.output
@@ -157,6 +176,11 @@ def test_export_table_shows_each_output(workdir):
 def test_nested_torchscript_says_it_returns_a_flat_tuple(workdir, exported):
     notes = " ".join(_export(workdir, exported, "nested")["notes"])
     assert "flat tuple, in this order: logits, aux.0, aux.1" in notes, notes
+
+
+def test_a_namedtuple_output_is_saved_as_a_flat_tuple_and_says_so(workdir, exported):
+    notes = " ".join(_export(workdir, exported, "namedtuple")["notes"])
+    assert "the .pt2 program returns its tensors as a flat tuple, in this order: logits, embedding" in notes, notes
 
 
 def test_verification_fails_on_the_one_wrong_output(workdir):
@@ -208,7 +232,7 @@ def test_taylor_prune_of_a_dict_model_ranks_by_every_output(workdir):
 
 
 @pytest.mark.parametrize("kind,backend", [("dict", "onnxruntime"), ("dict", "torch"), ("nested", "onnxruntime"),
-                                          ("nested", "torch"), ("tuple", "onnxruntime")])
+                                          ("nested", "torch"), ("tuple", "onnxruntime"), ("namedtuple", "torch")])
 def test_quantize(workdir, kind, backend):
     names, _ = KINDS[kind]
     data = _json(_invoke("quantize", f"{workdir}/models.py:{kind}_model", "--input-shape", SHAPE[kind], "--method",

@@ -42,8 +42,9 @@ def trace_module(module: Any, example: tuple, notes: list[str] | None = None) ->
     if outputs.is_tensor_dict(out):
         return torch.jit.trace(module, example, check_trace=False, strict=False)
     order = ", ".join(outputs.names(out))
-    (notes if notes is not None else []).append(f"torchscript: the model returns a {outputs.structure(out)}, which TorchScript cannot type; the .ts "
-                 f"file returns its tensors as a flat tuple, in this order: {order}")
+    if notes is not None:
+        notes.append(f"torchscript: the model returns a {outputs.structure(out)} (the tracer takes tensors, tuples and "
+                     f"dicts of tensors); the .ts file returns its tensors as a flat tuple, in this order: {order}")
     return torch.jit.trace(outputs.flat_module(module), example, check_trace=False)
 
 
