@@ -55,10 +55,10 @@ def test_named_artifact_benches_it_and_eager_only(tmp_path):
 
 
 def test_one_failing_backend_is_a_failed_row(tmp_path, monkeypatch):
-    def broken(v, inputs, device):
+    def broken(v, inputs, device, threads):
         raise RuntimeError("inductor needs a C++ compiler\nmore detail")
 
-    monkeypatch.setattr(backends, "_compile", broken)
+    monkeypatch.setattr(backends, "prepare_compile", broken)  # the runtime record names it; resolved at each call
     cfg = BenchConfig(backends=(Backend.EAGER, Backend.COMPILE), batch_sizes=(1,), budget_s=0.05, min_calls=5,
                       threads=1)
     out = bench(TargetOptions(name="dqn", tiny=True, root=tmp_path), cfg)

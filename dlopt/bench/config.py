@@ -30,8 +30,9 @@ DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
 
 @dataclass(frozen=True)
 class BenchConfig:
+    # OpenVINO is a default: on x86 CPUs it is often the fastest fp32 runtime (benchmarks/fp32_bar.py)
     backends: tuple[Backend, ...] = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.COMPILE, Backend.ONNXRUNTIME,
-                                     Backend.PT2)
+                                     Backend.OPENVINO, Backend.PT2)
     batch_sizes: tuple[int, ...] = (1, 8)
     seq_lens: tuple[int, ...] = ()  # () = the config's default sequence length (sequence models only)
     threads: int | None = None  # None = torch's current setting; always recorded

@@ -22,7 +22,7 @@ TargetArg = Annotated[str | None, typer.Argument(
 BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt, openvino, pt2 (the run's "
                       ".pt2 files); or all. Only these are measured (default: eager, torchscript, compile, "
-                      "onnxruntime, pt2).")]
+                      "onnxruntime, openvino, pt2).")]
 BatchesOpt = Annotated[str | None, typer.Option("--batch-sizes", metavar="N,N,...", show_default=False,
                                                 help="Comma list of batch sizes (default 1,8).")]
 OldBatchOpt = Annotated[str | None, old_spelling("--batch-size")]  # the list option's name before issue 18
