@@ -51,7 +51,8 @@ MEMORY_LIMIT_GB = 8.0  # the machine has 23 GB shared by everyone: a stage above
 
 
 def seeded_weights(model_name: str, size: int, path: Path) -> dict:
-    """torchvision init (seed 0), BatchNorm statistics from random inputs, logits scaled to RMS 1."""
+    """torchvision init (seed 0; a zero-initialised head gets a seeded normal one), BatchNorm statistics from random
+    inputs, logits scaled to RMS 1."""
     import torch
     from safetensors.torch import save_file
 
@@ -71,6 +72,9 @@ def seeded_weights(model_name: str, size: int, path: Path) -> dict:
                 model(chunk)
         model.eval()
         last = _last_layer(model, x[:2])
+        if not last.weight.any():  # vit_b_16's head starts at zero (all logits 0): a seeded normal init instead
+            seeded = torch.Generator().manual_seed(3)
+            torch.nn.init.normal_(last.weight, std=last.weight[0].numel() ** -0.5, generator=seeded)
         out = model(x)
         rms_before = float(out.float().pow(2).mean().sqrt())
         last.weight.mul_(1.0 / rms_before)
@@ -232,9 +236,10 @@ def _ratio(worst: dict) -> float | None:
 def markdown(data: dict) -> str:
     head = (f"Measured {data['date']} on {data['machine']} ({data['cpus']} CPUs shared with other jobs, so the "
             f"seconds are loaded-machine figures), torch {data['torch']}, one thread, input {data['input_size']}x"
-            f"{data['input_size']}, seeded unit-scale weights, `dlopt` CLI per stage with a {data['timeout_s']:.0f} s "
-            "limit (a timeout's line says the limit it hit). Cell: verdict (seconds); failures are listed below the table "
-            "with the line dlopt printed.\n\n")
+            f"{data['input_size']}, seeded unit-scale weights, `dlopt` CLI per stage with a "
+            f"{data['timeout_s']:.0f} s limit" + (f" ({data['limits']})" if data.get("limits") else "") +
+            " (a timeout's line says the limit it hit). Cell: verdict (seconds); failures are listed below "
+            "the table with the line dlopt printed.\n\n")
     rows = ["| model | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
     fails = []
     for r in data["results"]:
@@ -274,6 +279,8 @@ def combine(parts: list[Path], output: Path) -> None:
     """One matrix from runs of disjoint model lists (e.g. two processes on two cores), in the usual order."""
     runs = [json.loads(p.read_text()) for p in parts]
     data = {**runs[0], "date": max(r["date"] for r in runs), "parts": [str(p) for p in parts], "results": []}
+    data["limits"] = "; ".join(f"{', '.join(x['model'] for x in r['results'])}: {r['timeout_s']:.0f} s per stage, "
+                               f"quantize {r.get('quantize_timeout_s') or r['timeout_s']:.0f} s" for r in runs)
     data["requested"] = [m for m in MODELS if any(m in r["requested"] for r in runs)] + \
         [m for r in runs for m in r["requested"] if m not in MODELS]
     for r in runs:
