@@ -14,6 +14,7 @@ minutes and grew past 22 GB in `get_pruning_group` (the index mappings of the sh
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -126,7 +127,8 @@ def _memory_watchdog(budget: int | None) -> Iterator[None]:
             rss = _rss()
             if rss is not None and rss - start > budget:
                 fired.set()
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                # no OS signal: Python runs the handler below in the main thread at its next bytecode
+                _thread.interrupt_main(signal.SIGUSR1)
                 return
 
     def on_signal(signum: int, frame: Any) -> None:
