@@ -21,11 +21,11 @@ from typing import Any
 from dlopt import __version__
 from dlopt.errors import InputFileError, OutputError
 from dlopt.fileio import DISK_ERRNOS, inside, safe_name, sha256_file, write_error, write_json_atomic
+from dlopt.layout import DEFAULT_ROOT
 from dlopt.staging import (STAGING, clean_dead, commit, new_staging, owner_alive, pause_point, sigint_deferred,
                            this_process)
 from dlopt.trust import LIVE, ArtifactStatus, candidates, classify, effective_status
 
-DEFAULT_ROOT = Path("artifacts")
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 

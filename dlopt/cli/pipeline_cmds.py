@@ -11,7 +11,7 @@ from rich.table import Table
 from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, _name_trust,
                               console, err_console, note, parse_shape, print_json, print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
-from dlopt.runs import DEFAULT_ROOT
+from dlopt.layout import DEFAULT_ROOT
 
 def config_comments() -> dict[str, str]:
     """--print-config's comment above each section, from the stage table."""

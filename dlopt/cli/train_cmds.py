@@ -11,7 +11,7 @@ from rich.table import Table
 from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console,
                               err_console, parse_shape, print_json, verbosity)
 from dlopt.errors import CheckFailedError
-from dlopt.runs import DEFAULT_ROOT
+from dlopt.layout import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
 
 TORCHRUN_HELP = "Passed to torchrun for multi-node runs (with --nproc-per-node)."

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dlopt.runs import DEFAULT_ROOT
+from dlopt.layout import DEFAULT_ROOT
 
 RESULT = "train_result.json"  # a TrainResult (dlopt.results), which train() also returns and the launcher reads
 
