@@ -307,7 +307,7 @@ def main() -> None:
               "loadavg": {"start": load_start, "end": list(os.getloadavg())},
               "note": "Interleaved round-robin in one process (dlopt.bench.timing), every runtime at the same thread "
                       "count, with a 1024^3 fp32 torch.mm (the roofline's peak kernel) timed in the same rotation. "
-                      "count. The 2-core machine was shared with other agents' jobs while this ran (see the load "
+                      "The 2-core machine was shared with other agents' jobs while this ran (see the load "
                       "averages): absolute times are noisy; ratios within a cell are what to read. The peak is the "
                       "cached `dlopt bench` roofline peak (fastest single 1024^3 torch.mm).",
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
