@@ -106,3 +106,10 @@ def test_unloadable_checkpoint_is_an_unavailable_row(tmp_path):
     assert set(rows) == {"eager", "eager:broken"}
     assert rows["eager"]["status"] == "ok"
     assert rows["eager:broken"]["status"] == "unavailable" and "cannot load broken.json" in rows["eager:broken"]["reason"]
+
+
+
+def test_openvino_is_measured_by_default():
+    """issue 16: `dlopt bench` without --backend measures OpenVINO beside ONNX Runtime (the best fp32 runtime a CPU
+    user can get must be among the rows)."""
+    assert {Backend.ONNXRUNTIME, Backend.OPENVINO} <= set(BenchConfig().backends)
