@@ -66,6 +66,7 @@ class CheckpointRecord(_Open):
     metrics: dict[StrictStr, Any] = {}
     structure: Structure | None = None
     code: CodeSource | None = None
+    state_versions: dict[StrictStr, StrictInt] | None = None  # submodule prefix -> state-dict layout version
 
 
 class FileEntry(_Open):

@@ -113,6 +113,19 @@ def test_mnasnet_checkpoint_round_trip_keeps_the_state_versions(tmp_path):
     _same(model, load_checkpoint(record).model, 64)
 
 
+@pytest.mark.parametrize("bad", ["2", {"": "2"}, [2]])
+def test_a_hostile_state_versions_entry_is_refused_in_one_line(tmp_path, bad):
+    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.errors import InputFileError
+
+    model, spec, cfg = build_model("mlp", tiny=True)
+    record = save_checkpoint(model, spec, cfg, tmp_path / "model.json")
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "state_versions": bad}))
+    with pytest.raises(InputFileError, match="state_versions"):
+        load_checkpoint(record)
+
+
 def test_pruned_mnasnet_reloads(tmp_path):
     from dlopt.checkpoint import load_checkpoint, save_checkpoint
     from dlopt.registry import create_model
