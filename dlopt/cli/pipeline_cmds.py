@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, _name_trust,
-                              console, err_console, note, parse_shape, print_json, print_table, verbosity)
+from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, ModelCodeOpt, OutOpt, SetOpt, TinyOpt,
+                              TrustCodeOpt, _name_trust, console, err_console, note, parse_shape, print_json, print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.layout import DEFAULT_ROOT
 
@@ -35,6 +35,10 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
         cfg = apply(cfg, {k: v for k, v in stored.items() if k != "verify"}, origin=f"{resume}'s manifest")
     if config is not None:
         cfg = load_config(config, cfg)
+        if not name:  # the file's arch is data: user model code it names runs only when named on the command line
+            from dlopt.codetrust import require_trusted_name
+
+            require_trusted_name(cfg.arch, Path(config))
     cfg = apply(cfg, flags, origin="the command line")
     if name:
         cfg = apply(cfg, {"arch": name}, origin="the command line")
@@ -98,6 +102,8 @@ def pipeline_cmd(
     tiny: TinyOpt = False,
     input_size: InputSizeOpt = None,
     input_shape: InputShapeOpt = None,
+    trust_code: TrustCodeOpt = False,
+    model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
