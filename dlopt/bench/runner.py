@@ -18,10 +18,10 @@ from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
-from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source
+from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source, source_of
 from dlopt.environment import fingerprint
 from dlopt.errors import UnsupportedError
-from dlopt.target import TargetOptions
+from dlopt.target import Target, TargetOptions
 
 SCHEMA = "dlopt.bench/1"
 RESULT_FILE = "bench.json"
@@ -234,8 +234,13 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
             for k, v in dataclasses.asdict(cfg).items()}
 
 
-def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _msg: None) -> BenchOutcome:
-    """Benchmark every variant of the target; writes `bench.json` in its run and records the stage."""
+def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
+          progress: Progress = lambda _msg: None) -> BenchOutcome:
+    """Benchmark every variant of the target; writes `bench.json` in its run and records the stage.
+
+    The caller resolves the target: a Target (a run's model), or a Source (`open_source`: a target or an exported
+    file named directly), after `check_measurable(cfg)` so that a bench that would measure nothing makes no run.
+    Options (the older call) are opened here, after that check."""
     import torch
 
     from dlopt.bench.report import write_results
@@ -246,7 +251,9 @@ def bench(opts: TargetOptions, cfg: BenchConfig, progress: Progress = lambda _ms
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        source, cfg = use_inputs_file(open_source(opts), cfg)  # --inputs FILE.npz: the user's own samples
+        source = target if isinstance(target, Source) else \
+            open_source(target) if isinstance(target, TargetOptions) else source_of(target, cfg.seed)
+        source, cfg = use_inputs_file(source, cfg)  # --inputs FILE.npz: the user's own samples
         with source.run.stage("bench", config=_config_dict(cfg), inputs=measured_files(source)) as rec:
             progress("preparing variants")
             variants = build_variants(source, cfg)

@@ -15,10 +15,10 @@ from typing import Any
 from dlopt.bench.backends import Variant
 from dlopt.bench.config import Backend, BenchConfig
 from dlopt.errors import DloptError, InputFileError
-from dlopt.runtimes import ARTIFACT_SUFFIXES, check_trusted, format_of, is_artifact, ort_session
+from dlopt.runtimes import ARTIFACT_SUFFIXES, check_trusted, format_of, ort_session
 from dlopt.runs import MANIFEST, Run
 from dlopt.spec import ArchSpec, ExportFormat
-from dlopt.target import MODEL_RECORD, TargetOptions, resolve_target
+from dlopt.target import MODEL_RECORD, Kind, Target, TargetOptions, locate, open_located, resolve_target
 
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(bool)": "bool", "tensor(double)": "float64"}
@@ -52,14 +52,14 @@ def _found_artifacts(run: Run) -> tuple[tuple[Path, ...], tuple[Any, ...]]:
             tuple(s for s in skipped if not s.path.is_relative_to(own)))
 
 
-def _from_target(opts: TargetOptions) -> Source:
+def source_of(t: Target, seed: int = 0) -> Source:
+    """A resolved target as a bench source: its model, and every artifact its run holds."""
     from dlopt.registry import entry_module, make_inputs
 
-    t = resolve_target(opts)
     module = entry_module(t.model, t.spec)
     found, skipped = _found_artifacts(t.run)
     return Source(t.spec.name, t.run, t.spec, t.config, t.model, module, found,
-                  lambda b, s: make_inputs(t.spec, t.config, b, s, seed=opts.seed), skipped=skipped)
+                  lambda b, s: make_inputs(t.spec, t.config, b, s, seed=seed), skipped=skipped)
 
 
 def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> tuple[Any, ...]:
@@ -89,7 +89,7 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
         if not status.trusted:
             raise InputFileError(f"{path} is not a finished result of its run ({status.reason}); rerun the stage "
                                  "that writes it, or copy the file out of the run to bench it as a stray file")
-        src = _from_target(replace(opts, name=str(run_dir)))
+        src = source_of(resolve_target(replace(opts, name=str(run_dir))), opts.seed)
         return replace(src, label=str(path), artifacts=(path.resolve(),), single=True, skipped=())
     if format_of(path).format != ExportFormat.ONNX:
         raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
@@ -101,12 +101,14 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
 
 
 def open_source(opts: TargetOptions) -> Source:
-    if opts.name and is_artifact(opts.name):
-        path = Path(opts.name)
-        if not path.is_file():
-            raise InputFileError(f"artifact {path} not found; give an existing {', '.join(ARTIFACT_SUFFIXES)} file")
-        return _from_artifact(path, opts)
-    return _from_target(opts)
+    """What bench times: the target dlopt.target locates, or (bench only) an exported file named directly."""
+    found = locate(opts)
+    if found.kind != Kind.ARTIFACT:
+        return source_of(open_located(found, opts), opts.seed)
+    assert found.path is not None
+    if not found.path.is_file():
+        raise InputFileError(f"artifact {found.path} not found; give an existing {', '.join(ARTIFACT_SUFFIXES)} file")
+    return _from_artifact(found.path, opts)
 
 
 def _export_onnx(source: Source, cfg: BenchConfig) -> Path | str:

@@ -154,7 +154,8 @@ def bench_cmd(
     from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends, parse_percentiles
     from dlopt.options import parse_int_list
     from dlopt.bench.report import load_result, write_csv, write_plot
-    from dlopt.bench.runner import bench
+    from dlopt.bench.runner import bench, check_measurable
+    from dlopt.bench.variants import open_source
     from dlopt.errors import ConfigError
     from dlopt.options import parse_sets
     from dlopt.target import TargetOptions
@@ -181,7 +182,8 @@ def bench_cmd(
     opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size,
                          input_shape=parse_shape(input_shape), tiny=tiny, weights=weights)
     with status("benchmarking", silent=as_json) as spinner:
-        outcome = bench(opts, cfg, progress=lambda msg: spinner.update(msg))
+        check_measurable(cfg)  # a bench that would measure nothing makes no run
+        outcome = bench(open_source(opts), cfg, progress=lambda msg: spinner.update(msg))
     deltas = compare(outcome.result, old) if old else []
     if csv_path:
         write_csv(outcome.result, csv_path)

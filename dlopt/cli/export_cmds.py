@@ -91,9 +91,9 @@ def export_cmd(
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
     from dlopt.export import ExportConfig
-    from dlopt.export.stage import run_export
+    from dlopt.export.stage import export_check, run_export
     from dlopt.options import parse_sets
-    from dlopt.target import TargetOptions
+    from dlopt.target import TargetOptions, resolve_target
 
     from dlopt.output import deliver, plan_output
 
@@ -114,8 +114,9 @@ def export_cmd(
                                 input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
                                 trust_pickle=trust_pickle, weights=weights)
     with status("exporting…") as spinner:
-        target, result, report = run_export(target_opts, config, on_step=lambda msg: spinner.update(msg + "…"),
-                                            inputs=inputs)
+        resolved = resolve_target(target_opts, export_check(config))  # bad options: no run directory is made
+        outcome = run_export(resolved, config, on_step=lambda msg: spinner.update(msg + "…"), inputs=inputs)
+    target, result, report = outcome.target, outcome.result, outcome.report
     good = [p for fmt, p in result.artifacts.items() if getattr(result.verification.get(fmt), "passed", True)]
     copies = deliver(dest, good, target.run.path, "export") if good else []  # a failed file stays in the run only
     if as_json:

@@ -73,7 +73,7 @@ def prune_cmd(
     from dlopt.options import parse_sets
     from dlopt.output import deliver, plan_output
     from dlopt.prune import PruneConfig
-    from dlopt.target import TargetOptions
+    from dlopt.target import TargetOptions, resolve_target
 
     if exact and round_to not in (None, 1):
         raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
@@ -86,10 +86,11 @@ def prune_cmd(
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, seed=seed,
                          weights=weights)
-    from dlopt.prune.stage import run_prune
+    from dlopt.prune.stage import prune_check, run_prune
 
     with status("pruning…") as spinner:
-        outcome = run_prune(opts, cfg, lambda msg: spinner.update(msg + "…"))
+        target = resolve_target(opts, prune_check(cfg))  # a method the spec rules out: no run directory is made
+        outcome = run_prune(target, cfg, lambda msg: spinner.update(msg + "…"))
     copies = deliver(dest, [outcome.record], outcome.run_dir, stage_name)
     if as_json:
         print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})

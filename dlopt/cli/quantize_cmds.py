@@ -72,7 +72,7 @@ def quantize_cmd(
 
     dest = plan_output(output, force, tuple(FORMAT_SUFFIX[f] for f in (ExportFormat.ONNX, ExportFormat.PT2,
                                                                       ExportFormat.OPENVINO)))
-    from dlopt.target import TargetOptions
+    from dlopt.target import TargetOptions, resolve_target
 
     qformat = renamed(quant_format, old_format, "--quant-format", "--format", " for qdq/qoperator")
     if old_format is not None:  # checked here so that the message names the spelling used
@@ -93,8 +93,11 @@ def quantize_cmd(
     from dlopt.quantize.calibrate import calibrate_on
 
     precheck(inputs)  # a missing file fails before a run is made
+    from dlopt.quantize.stage import quantize_check
+
     with status("quantizing…") as spinner, calibrate_on(inputs):
-        outcome = run_quantize(opts, cfg, lambda msg: spinner.update(msg + "…"))
+        target = resolve_target(opts, quantize_check(cfg))  # a method the spec rules out: no run directory is made
+        outcome = run_quantize(target, cfg, lambda msg: spinner.update(msg + "…"))
     copies = deliver(dest, [outcome.artifact], outcome.run_dir, stage_name) if outcome.passed else []
     if as_json:
         print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})

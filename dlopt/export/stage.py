@@ -1,16 +1,19 @@
-"""The export stage on a run: resolve the target, export into the run directory, verify, record it all."""
+"""The export stage on a run: export the target's model into the run directory, verify, record it all.
+
+The one export stage: `dlopt export` and the pipeline's export steps (fp32 and pruned) both run `run_export`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
 from dlopt.runs import StageRecord
-from dlopt.target import Target, TargetOptions, resolve_target
+from dlopt.spec import ArchSpec
+from dlopt.target import Check, Target, TargetOptions, as_target
 from dlopt.verify import VerifyConfig
 from dlopt.verify.realdata import verify_cases
 from dlopt.verify.report import REPORT, write_report
@@ -24,29 +27,40 @@ def checkpoint_sha256(record: Path) -> str:
         return ""
 
 
-def _precheck(opts: TargetOptions, config: ExportConfig) -> None:
-    """Bad options and formats an architecture rules out fail before a run directory is created."""
+def export_check(config: ExportConfig) -> Check:
+    """Bad options fail now; the returned check refuses a format the architecture rules out (--format named it).
+    Given to `resolve_target`, both fail before a run directory is created."""
     check_config(config)
-    name = opts.name
-    if config.strict_formats and name and opts.checkpoint is None and not Path(name).exists():
-        from dlopt.registry import get_spec
 
-        supported_formats(get_spec(name), config.formats, strict=True)
+    def check(spec: ArchSpec) -> None:
+        if config.strict_formats:
+            supported_formats(spec, config.formats, strict=True)
+
+    return check
 
 
-def run_export(opts: TargetOptions, config: ExportConfig,
-               on_step: Callable[[str], None] | None = None,
-               inputs: Path | None = None) -> tuple[Target, ExportResult, Path | None]:
-    """Export the target into its run directory; returns the target, the result and the report path."""
-    _precheck(opts, config)
-    target = resolve_target(opts)
-    run = target.run
-    stage_config = {**asdict(config), "formats": [str(f) for f in config.formats]}
+@dataclass(frozen=True)
+class ExportOutcome:
+    target: Target
+    result: ExportResult
+    report: Path | None  # the verification report, where it landed (None without verification)
+    outputs: tuple[Path, ...]  # every file the stage wrote (artifacts, their companions, the report), where it landed
+
+
+def run_export(target: Target | TargetOptions, config: ExportConfig, on_step: Callable[[str], None] | None = None,
+               inputs: Path | None = None, *, folder: str = "", stage: str = "export",
+               recorded: dict[str, Any] | None = None) -> ExportOutcome:
+    """Export the target's model into `<run>/<folder>/`, verify each file, and record the stage `stage`.
+
+    `recorded`: the config the manifest records for the stage (default: the whole ExportConfig)."""
+    target = as_target(target, export_check(config))
+    run, where = target.run, (folder,) if folder else ()
+    recorded = recorded if recorded is not None else {**asdict(config), "formats": [str(f) for f in config.formats]}
     report_path = None
-    with run.stage("export", stage_config, inputs=[target.checkpoint, *([inputs] if inputs else [])]) as rec:
+    with run.stage(stage, recorded, inputs=[target.checkpoint, *([inputs] if inputs else [])]) as rec:
         cases, used = verify_cases(run, target.spec, target.config, VerifyConfig(export_batch=config.batch_size),
                                    inputs) if config.verify else (None, None)  # --inputs FILE.npz, else the data
-        result = export_model(target.model, target.spec, target.config, rec.dir(), config,
+        result = export_model(target.model, target.spec, target.config, rec.dir(*where), config,
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
         rec.outputs.extend(result.artifacts.values())
@@ -56,11 +70,11 @@ def run_export(opts: TargetOptions, config: ExportConfig,
         rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))
         result = to_final(result, rec)
         if result.verification:
-            extra = {"arch": target.spec.name, "stage": "export", **({"inputs": used} if used else {})}
-            rec.outputs.append(write_report(rec.path(REPORT), result.verification, extra, run.path))
-            report_path = run.file(REPORT)
+            extra = {"arch": target.spec.name, "stage": stage, **({"inputs": used} if used else {})}
+            rec.outputs.append(write_report(rec.path(*where, REPORT), result.verification, extra, run.path))
+            report_path = run.file(*where, REPORT)
         rec.metrics.update(summary(result))
-    return target, result, report_path
+    return ExportOutcome(target, result, report_path, tuple(rec.final(p) for p in rec.outputs))
 
 
 def to_final(result: ExportResult, rec: StageRecord) -> ExportResult:

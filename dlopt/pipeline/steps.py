@@ -81,55 +81,39 @@ def build(ctx: Context) -> list[Path]:
 
 def prune(ctx: Context) -> list[Path]:
     from dlopt.prune import PruneConfig, run_prune
-    from dlopt.target import TargetOptions
+    from dlopt.target import Target
 
     cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
     # The step is rerun (its inputs or config changed): the new pruned model is staged and swapped in whole,
     # so a failed or killed rerun leaves the previous one in place.
-    run_prune(TargetOptions(open_run=ctx.run, seed=ctx.cfg.seed), cfg, ctx.progress, replace=True)
+    run_prune(Target.of_run(ctx.run), cfg, ctx.progress, replace=True)
     return ctx.files(PRUNED)
 
 
 def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
+    from dlopt.target import Target
 
     cfg = QuantizeConfig(**{**ctx.cfg.quantize, "seed": ctx.cfg.seed, "name": name})
-    run_quantize(TargetOptions(open_run=ctx.run, variant=variant, seed=ctx.cfg.seed), cfg, ctx.progress)
+    run_quantize(Target.of_run(ctx.run, variant), cfg, ctx.progress)
     return ctx.files(name)
 
 
 def export(ctx: Context, folder: str, stage: str) -> list[Path]:
-    """Export one checkpoint variant (and verify each file against it) into its folder of the run."""
-    from dlopt.checkpoint import load_checkpoint
-    from dlopt.export import ExportConfig, export_model
-    from dlopt.export.stage import checkpoint_sha256, summary, to_final
-    from dlopt.verify.report import REPORT, write_report
+    """Export one checkpoint variant (and verify each file against it) into its folder of the run: the export
+    stage itself (dlopt.export.stage.run_export), recording the pipeline's [export] section as its config."""
+    from dlopt.export import ExportConfig
+    from dlopt.export.stage import run_export
     from dlopt.spec import ExportFormat
-    from dlopt.verify import VerifyConfig
-    from dlopt.verify.realdata import real_cases
+    from dlopt.target import Target
 
-    record = ctx.path(folder, MODEL) if folder else ctx.path(MODEL)
-    ck = load_checkpoint(record)
     e = ctx.cfg.export
     config = ExportConfig(formats=tuple(ExportFormat(f) for f in e.formats), exporter=e.exporter,
                           batch_size=e.batch_size, verify=ctx.cfg.has("verify"))
-    folder_parts = (folder,) if folder else ()
-    with ctx.run.stage(stage, {"formats": e.formats, "exporter": e.exporter, "verify": config.verify},
-                       inputs=[record]) as rec:
-        cases = real_cases(ctx.run, ck.spec, ck.config, VerifyConfig(export_batch=e.batch_size)) if config.verify else None
-        result = export_model(ck.model, ck.spec, ck.config, rec.dir(*folder_parts), config, on_step=ctx.progress,
-                              cases=cases, metadata={"checkpoint_sha256": checkpoint_sha256(record)})
-        from dlopt.runtimes import format_of
-
-        rec.outputs.extend(result.artifacts.values())  # with companion files (IR .bin, ONNX external data)
-        rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))
-        result = to_final(result, rec)
-        if result.verification:
-            rec.outputs.append(write_report(rec.path(*folder_parts, REPORT), result.verification,
-                                            {"arch": ck.spec.name, "stage": stage}, ctx.run.path))
-        rec.metrics.update(summary(result))
-    return [rec.final(p) for p in rec.outputs]
+    target = Target.of_run(ctx.run, f"{folder}/{MODEL}" if folder else MODEL)
+    outcome = run_export(target, config, ctx.progress, folder=folder, stage=stage,
+                         recorded={"formats": e.formats, "exporter": e.exporter, "verify": config.verify})
+    return list(outcome.outputs)
 
 
 def evaluate(ctx: Context) -> list[Path]:
@@ -147,7 +131,7 @@ def evaluate(ctx: Context) -> list[Path]:
 def bench(ctx: Context) -> list[Path]:
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench as bench_fn
-    from dlopt.target import TargetOptions
+    from dlopt.target import Target
 
     b = ctx.cfg.bench
     backends = tuple(Backend(x) for x in b.backends)
@@ -156,7 +140,7 @@ def bench(ctx: Context) -> list[Path]:
         ctx.progress("bench: the run has OpenVINO IR files; adding the openvino backend")
     cfg = BenchConfig(backends=backends, batch_sizes=tuple(b.batch_sizes),
                       threads=b.threads or None, budget_s=b.budget_s, seed=ctx.cfg.seed)
-    outcome = bench_fn(TargetOptions(open_run=ctx.run, seed=ctx.cfg.seed), cfg, ctx.progress)
+    outcome = bench_fn(Target.of_run(ctx.run), cfg, ctx.progress)  # inputs seeded with cfg.seed
     return [outcome.path]
 
 

@@ -1,4 +1,4 @@
-"""`run_prune`: the prune stage on a run. Resolve the target, measure, prune, fine-tune, save
+"""`run_prune`: the prune stage on a run's model (a Target its caller resolved). Measure, prune, fine-tune, save
 `<run>/<name>/model.json + model.safetensors` (with the pruned structure), write `prune_report.json`."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from dlopt.errors import ConfigError
 from dlopt.prune.config import PruneConfig
 from dlopt.results import PruneReport, write_result
-from dlopt.target import Target, TargetOptions, resolve_target
+from dlopt.target import Check, Target, TargetOptions, as_target
 from dlopt.warn import count
 
 REPORT = "prune_report.json"
@@ -34,15 +34,14 @@ class PruneOutcome:
         return {"run_dir": str(self.run_dir), "record": str(self.record), **self.result}
 
 
-def _precheck(opts: TargetOptions, cfg: PruneConfig) -> None:
-    """An architecture that cannot be pruned fails before a run directory is created."""
-    name = opts.name
-    is_file = Path(name or "").suffix in {".json", ".safetensors"}
-    if name and opts.checkpoint is None and not Path(name).exists() and not is_file:
+def prune_check(cfg: PruneConfig) -> Check:
+    """The support check `resolve_target` runs before a run directory is created: the spec allows this method."""
+    def check(spec: Any) -> None:
         from dlopt.prune.model import check_supported
-        from dlopt.registry import get_spec
 
-        check_supported(get_spec(name), cfg)
+        check_supported(spec, cfg)
+
+    return check
 
 
 def _score(evaluator: Any, model: Any) -> float | None:
@@ -104,7 +103,7 @@ def _taylor(cfg: PruneConfig, evaluator: Any) -> Any:
     return taylor_loss(evaluator) if cfg.importance == Importance.TAYLOR and evaluator is not None else None
 
 
-def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None = None,
+def run_prune(target: Target | TargetOptions, cfg: PruneConfig, progress: Progress | None = None,
               replace: bool = False) -> PruneOutcome:
     """Prune the target's model into `<run>/<cfg.name>/`; returns the outcome (also written as prune_report.json).
 
@@ -113,11 +112,7 @@ def run_prune(opts: TargetOptions, cfg: PruneConfig, progress: Progress | None =
     import torch
 
     say = progress or (lambda _msg: None)
-    _precheck(opts, cfg)
-    target = resolve_target(opts)
-    from dlopt.prune.model import check_supported
-
-    check_supported(target.spec, cfg)
+    target = as_target(target, prune_check(cfg))  # the caller resolved it with prune_check (or passes options)
     run, spec = target.run, target.spec
     final_dir = run.file(cfg.name)
     if (final_dir / "model.json").exists() and not replace:

@@ -1,4 +1,4 @@
-"""`run_quantize`: the quantize stage on a run. Resolves the target (a run's model or one of its variants),
+"""`run_quantize`: the quantize stage on a run's model or one of its variants (a Target its caller resolved),
 builds the int8 (or half) artifact by measurement, keeps layers in float until the accuracy budget holds,
 verifies it, and writes <run>/<name>/model.onnx|.pt2 with quantize_report.json."""
 
@@ -16,7 +16,7 @@ from dlopt.errors import UnsupportedError
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.session import Session, open_session
 from dlopt.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
-from dlopt.target import Target, TargetOptions, resolve_target
+from dlopt.target import Check, Target, TargetOptions, as_target
 
 if TYPE_CHECKING:
     from dlopt.results import QuantizeReport
@@ -44,21 +44,17 @@ class QuantizeOutcome:
                 "report": str(self.report_path)}
 
 
-def _precheck(opts: TargetOptions, cfg: QuantizeConfig) -> None:
-    """An architecture that rules the stage or method out fails before a run directory is made."""
-    name = opts.name
-    if name and opts.checkpoint is None and not Path(name).exists():
-        from dlopt.registry import get_spec
+def quantize_check(cfg: QuantizeConfig) -> Check:
+    """The support check `resolve_target` runs before a run directory is created: the spec allows quantize, and
+    the method asked for (auto: the search picks among the methods the spec allows)."""
+    def check(spec: Any) -> None:
+        if not spec.supports("quantize"):
+            raise UnsupportedError(f"{spec.name} cannot be quantized: {spec.why_not('quantize')}")
+        if cfg.method != Method.AUTO and not spec.supports(f"quantize:{cfg.method}"):
+            raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: "
+                                   f"{spec.why_not(f'quantize:{cfg.method}')}")
 
-        _check_spec(get_spec(name), cfg)
-
-
-def _check_spec(spec: Any, cfg: QuantizeConfig) -> None:
-    if not spec.supports("quantize"):
-        raise UnsupportedError(f"{spec.name} cannot be quantized: {spec.why_not('quantize')}")
-    if cfg.method != Method.AUTO and not spec.supports(f"quantize:{cfg.method}"):
-        raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: "
-                               f"{spec.why_not(f'quantize:{cfg.method}')}")
+    return check
 
 
 def _backends(cfg: QuantizeConfig) -> tuple[QBackend, ...]:
@@ -206,15 +202,13 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
         seconds=round(seconds, 2))
 
 
-def run_quantize(opts: TargetOptions, cfg: QuantizeConfig,
+def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
                  progress: Callable[[str], None] | None = None) -> QuantizeOutcome:
     """Quantize the target into <run>/<cfg.name>/ and record the stage `cfg.name` in the run's manifest."""
     from dlopt.results import write_result
 
     step = progress or (lambda _msg: None)
-    _precheck(opts, cfg)
-    target: Target = resolve_target(opts)
-    _check_spec(target.spec, cfg)
+    target = as_target(target, quantize_check(cfg))  # the caller resolved it with quantize_check (or passes options)
     run, t0 = target.run, time.perf_counter()
     final_dir = run.file(cfg.name)
     clean_quantize_scratch()  # scratch that killed quantize processes left in $TMPDIR
