@@ -1,5 +1,7 @@
 """Latency before/after pruning through the bench stage: the run's model and the pruned checkpoint, each
-eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both)."""
+eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both); and, where
+OpenVINO is installed, their ONNX files on OpenVINO's CPU plugin, interleaved with the same round-robin loop
+(`dlopt bench` runs a run's .onnx files on ONNX Runtime only, so these rows are timed here)."""
 
 from __future__ import annotations
 
@@ -72,6 +74,50 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
                 table[f"{backend}@b{b}"] = {"before_ms": before, "after_ms": after,
                                             "speedup": round(before / after, 3) if before and after else None}
         tables[name] = table
+    ov_rows, ov_problem = _openvino_rows(run, spec, target, names, budget_s, batch_sizes, threads)
+    for name in names:
+        tables[name].update(ov_rows.get(name, {}))
+    problems.append(ov_problem)
     return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"],
             "bench_json": outcome.path.name,  # in the run, beside the report (paths in run files are run-relative)
             "budget_s": budget_s, "rows_by_variant": tables, "problems": [p for p in problems if p]}
+
+
+def _openvino_rows(run: Run, spec: ArchSpec, target: Target, names: tuple[str, ...], budget_s: float,
+                   batch_sizes: tuple[int, ...], threads: int) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """{name: {"openvino@bB": before/after ms and speed-up}}: the run's ONNX export and each pruned ONNX file on
+    OpenVINO (CPU, fp32, `threads` threads), all of them interleaved per batch size (dlopt.bench's round-robin
+    loop, the same budget and min_calls); ({}, why) when OpenVINO is not installed or a file will not compile."""
+    import importlib.util
+
+    from dlopt.bench.config import BenchConfig
+    from dlopt.bench.stats import summarize
+    from dlopt.bench.timing import round_robin, warm_up
+    from dlopt.bench.variants import EXPORT_DIR
+    from dlopt.registry import make_inputs
+
+    if importlib.util.find_spec("openvino") is None:
+        return {}, "openvino is not installed (pip install openvino): no OpenVINO rows"
+    from dlopt.openvino_rt import bench_callable
+
+    files = {"": run.path / EXPORT_DIR / "model.onnx", **{n: run.path / n / "model.onnx" for n in names}}
+    cfg = BenchConfig(budget_s=budget_s, min_calls=MIN_CALLS, threads=threads)
+    medians: dict[int, dict[str, float]] = {}
+    for b in batch_sizes:
+        inputs = make_inputs(spec, target.config, b, seed=0)
+        fns, est = {}, {}
+        try:
+            for key, path in files.items():
+                fns[key] = bench_callable(path, inputs, threads)[0]
+                est[key] = warm_up(fns[key], cfg.warmup_calls).estimate_s
+        except Exception as exc:  # noqa: BLE001 -- OpenVINO raises its own types; the other rows still count
+            return {}, f"OpenVINO could not run {path.relative_to(run.path)}: {type(exc).__name__}: {str(exc)[:160]}"
+        series = round_robin(fns, est, cfg)
+        medians[b] = {k: summarize(s.times, cfg.percentiles).median_ms for k, s in series.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for b, ms in medians.items():
+            before, after = round(ms[""], 5), round(ms[name], 5)
+            out.setdefault(name, {})[f"openvino@b{b}"] = {"before_ms": before, "after_ms": after,
+                                                           "speedup": round(before / after, 3)}
+    return out, None
