@@ -278,7 +278,7 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
                       "environment": fingerprint(), "peak": peak, "rows": rows, "notes": ctx["notes"]}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
-            staged = [rec.path(target.name) for target in (dated, path)]  # replace the old ones when done
+            staged = [rec.path(p.name) for p in (dated, path)]  # replace the old ones when done
             result = write_results(result, staged)  # as a dlopt.results.BenchResult, type-checked
             result = {**result, "run": str(source.run.path)}  # the caller gets the full path; the file says "."
             rec.outputs += staged
