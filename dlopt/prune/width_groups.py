@@ -11,22 +11,40 @@ from typing import Any
 from torch import nn
 
 from dlopt.prune.op_calls import Op, op_for
-from dlopt.prune.widths import ALIGN, MAX_SHIFT, MIN_ROUNDED, WidthChoice
+from dlopt.prune.widths import ALIGN, MAX_SHIFT, MIN_ROUNDED, SMALL_ALIGN, WIDE_FROM, WidthChoice
 
 MAX_CANDIDATES = 4  # per group: the multiples of ALIGN nearest the exact width, inside the window
+BLOCK_SHIFT = 0.20  # ... plus the multiples of SMALL_ALIGN either side of the exact width, up to this far
+
+
+def _window(choice: WidthChoice, ratio: float, shift: float, align: int) -> list[int]:
+    """Multiples of `align` whose share removed is within `shift` of the ratio, pruning something."""
+    lo = math.ceil(choice.before * (1 - ratio - shift) - 1e-9)
+    hi = min(math.floor(choice.before * (1 - ratio + shift) + 1e-9), choice.before - 1)
+    return [c for c in range(align * math.ceil(lo / align), hi + 1, align) if c >= MIN_ROUNDED]
 
 
 def candidates(choice: WidthChoice, ratio: float) -> list[int]:
     """Multiples of ALIGN inside the window (share removed within MAX_SHIFT of the ratio, something pruned), the
-    MAX_CANDIDATES nearest the exact width; the rule's own width always among them. None for a narrow layer (it
-    keeps the exact ratio: a multiple of 8 would move its share by tens of points, e.g. 8 or 16 of 64 at 0.8)."""
+    MAX_CANDIDATES nearest the exact width, the rule's own width always among them; and, where the exact width is
+    under WIDE_FROM (64) and the window holds no multiple of SMALL_ALIGN, the nearest multiple of SMALL_ALIGN below
+    and above it up to BLOCK_SHIFT from the ratio. Such a window can hold one multiple of 8 that runs no faster
+    than the unpruned width: the cnn's 32-channel first layer has 24 alone in its window (20-25), and on AVX-512
+    kernels, which block channels by 16, 24 channels cost what 32 do (eager and ONNX Runtime both), 16 about
+    half (benchmarks/prune_eager_b8.py).
+    A width outside the window is kept only when the table measures it faster and the knapsack holds the whole
+    model's share of channels within OVERALL_SHIFT of the ratio (dlopt.prune.width_table). None for a narrow
+    layer (it keeps the exact ratio: a multiple of 8 would move its share by tens of points, e.g. 8 or 16 of 64
+    at 0.8)."""
     if choice.exact < MIN_ROUNDED:
         return []
-    lo = math.ceil(choice.before * (1 - ratio - MAX_SHIFT) - 1e-9)
-    hi = min(math.floor(choice.before * (1 - ratio + MAX_SHIFT) + 1e-9), choice.before - 1)
-    window = [c for c in range(ALIGN * math.ceil(lo / ALIGN), hi + 1, ALIGN) if c >= 1]
+    window = _window(choice, ratio, MAX_SHIFT, ALIGN)
     near = sorted(window, key=lambda c: (abs(c - choice.exact), c))[:MAX_CANDIDATES]
-    return sorted(set(near) | ({choice.kept} if choice.kept in window else set()))
+    blocked = choice.exact < WIDE_FROM and not any(c % SMALL_ALIGN == 0 for c in window)
+    wide = _window(choice, ratio, BLOCK_SHIFT, SMALL_ALIGN) if blocked else []
+    below = [c for c in wide if c <= choice.exact][-1:]
+    above = [c for c in wide if c > choice.exact][:1]
+    return sorted(set(near) | set(below) | set(above) | ({choice.kept} if choice.kept in window else set()))
 
 
 @dataclass(frozen=True)

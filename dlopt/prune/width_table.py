@@ -31,7 +31,7 @@ from torch import nn
 
 from dlopt.prune.op_calls import THREADS, Op, measure_ops
 from dlopt.prune.width_groups import Group, candidates, groups_of
-from dlopt.prune.widths import ALIGN, WidthChoice
+from dlopt.prune.widths import ALIGN, MAX_SHIFT, SMALL_ALIGN, WidthChoice
 
 SCHEMA = 2  # 2: CPU time (1 held wall-clock times)
 OVERALL_SHIFT = 0.02  # the chosen widths together remove the ratio +- this share of the planned channels
@@ -165,20 +165,23 @@ def knapsack(plan: dict[str, WidthChoice], groups: list[Group], cost: list[dict[
     ratio (or of the rule's own share, where that is further): exact over kept-channel totals."""
     grouped = {n for g in groups for n in g.names}
     total = sum(c.before for c in plan.values())
-    states: dict[int, tuple[float, tuple[int, ...]]] = {
-        sum(c.kept for n, c in plan.items() if n not in grouped): (0.0, ())}
+    # kept-channel total -> (summed time, channels away from the rule's widths: ties go to the rule, picks)
+    states: dict[int, tuple[float, int, tuple[int, ...]]] = {
+        sum(c.kept for n, c in plan.items() if n not in grouped): (0.0, 0, ())}
     for g, cst in zip(groups, cost, strict=True):
-        nxt: dict[int, tuple[float, tuple[int, ...]]] = {}
-        for kept, (t, picks) in states.items():
+        rule_width = plan[g.names[0]].kept
+        nxt: dict[int, tuple[float, int, tuple[int, ...]]] = {}
+        for kept, (t, away, picks) in states.items():
             for c in g.cands:
-                key, val = kept + c * len(g.names), (t + cst[c], (*picks, c))
-                if key not in nxt or val[0] < nxt[key][0]:
+                key, val = kept + c * len(g.names), (t + cst[c], away + abs(c - rule_width), (*picks, c))
+                if key not in nxt or val[:2] < nxt[key][:2]:
                     nxt[key] = val
         states = nxt
     rule = 1 - sum(c.kept for c in plan.values()) / total
     lo, hi = min(ratio - shift, rule) - 1e-9, max(ratio + shift, rule) + 1e-9
-    ok = [(t, abs(1 - k / total - ratio), picks) for k, (t, picks) in states.items() if lo <= 1 - k / total <= hi]
-    return min(ok)[2]
+    ok = [(t, abs(1 - k / total - ratio), away, picks) for k, (t, away, picks) in states.items()
+          if lo <= 1 - k / total <= hi]
+    return min(ok)[3]  # ties: the share nearest the ratio, then the widths nearest the rule's
 
 
 def _params_moved(plan: dict[str, WidthChoice], groups: list[Group], picks: tuple[int, ...]) -> int:
@@ -206,6 +209,15 @@ def _single(choice: WidthChoice, ratio: float) -> WidthChoice:
     if "rounded to the nearest" in choice.why and candidates(choice, ratio) == [choice.kept]:
         return replace(choice, why=f"{choice.why}; the only multiple of {ALIGN} in the window, so not timed")
     return choice
+
+
+def _outside(before: int, kept: int, ratio: float) -> str:
+    """The reason a chosen width lies outside the 10-point window (a multiple of SMALL_ALIGN: width_groups)."""
+    removed = 1 - kept / before
+    if abs(removed - ratio) <= MAX_SHIFT + 1e-9:
+        return ""
+    return (f"; removes {removed:.0%} of this layer, outside the {MAX_SHIFT * 100:g}-point window: a multiple of "
+            f"{SMALL_ALIGN}, the AVX-512 channel block, timed faster, the overall share held near the ratio")
 
 
 def refine(plan: dict[str, WidthChoice], module: nn.Module, example: tuple[Any, ...], runtime: str, batch: int,
@@ -240,7 +252,7 @@ def refine(plan: dict[str, WidthChoice], module: nn.Module, example: tuple[Any, 
         how = "fastest in the window" if kept == fastest else \
             f"in the window, for the lowest total time with the overall share within {OVERALL_SHIFT * 100:g} " \
             f"points of the ratio (fastest alone: {fastest})"
-        why = f"{how} on {runtime} at batch {batch} (measured {shown})"
+        why = f"{how} on {runtime} at batch {batch} (measured {shown}){_outside(g.before, kept, ratio)}"
         detail = {"requested_ratio": ratio, "candidates_ms": {str(c): round(cst[c], 4) for c in g.cands},
                   "chosen_by": "measured latency table", "rule_width": plan[g.names[0]].kept}
         for name in g.names:
