@@ -45,10 +45,12 @@ class InputsFile:
         return tuple(torch.from_numpy(np.ascontiguousarray(a[rows])) for a in self.arrays)
 
     def record(self, run_dir: Path | None = None) -> dict[str, Any]:
-        """What the JSON reports and manifests say was used: the file (relative to the run when inside it)."""
+        """What the JSON reports and manifests say was used: the file relative to the run when inside it, else its
+        name alone (an absolute path says where one machine kept it, and is stale once the run is copied; the
+        sha256 identifies the content)."""
         p = self.path.resolve()
         inside = run_dir is not None and p.is_relative_to(Path(run_dir).resolve())
-        return {"file": str(p.relative_to(Path(run_dir).resolve())) if inside else str(p), "sha256": self.sha256,
+        return {"file": str(p.relative_to(Path(run_dir).resolve())) if inside else p.name, "sha256": self.sha256,
                 "samples": self.samples,
                 "arrays": {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in zip(self.names, self.arrays)}}
 

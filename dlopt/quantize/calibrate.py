@@ -126,23 +126,75 @@ def calibrate_on(path: Path | None) -> Iterator[None]:
         _INPUTS_FILE.reset(token)
 
 
-def file_inputs(path: Path, spec: Any, cfg: Any, samples: int) -> Inputs:
+def inputs_file() -> Path | None:
+    """The --inputs file of this `dlopt quantize` (None without one)."""
+    return _INPUTS_FILE.get()
+
+
+def _rows(data: Any, start: int, count: int) -> Batches:
+    """Rows [start, start + count) of an InputsFile in CALIB_BATCH batches, made when read."""
+    sizes = _chunks(count)
+    return Batches(sizes, lambda k: data.batch(start + k * CALIB_BATCH, sizes[k]))
+
+
+def _named(data: Any, run_dir: Path | None) -> str:
+    """The file as the report names it: run-relative inside the run, else its name (the sha256 pins it)."""
+    return f"inputs file {data.record(run_dir)['file']} (sha256 {data.sha256}, {data.samples} samples)"
+
+
+def file_inputs(path: Path, spec: Any, cfg: Any, samples: int, run_dir: Path | None = None) -> Inputs:
     """Up to `samples` samples of the user's file (checked against the model), in calibration batches."""
     from dlopt.inputs_file import load_inputs
 
     data = load_inputs(path, spec, cfg)
-    sizes = _chunks(min(samples, data.samples))
-    record = data.record()
-    return Inputs(Batches(sizes, lambda k: data.batch(k * CALIB_BATCH, sizes[k])),
-                  f"inputs file {record['file']} (sha256 {data.sha256}, {data.samples} samples)")
+    return Inputs(_rows(data, 0, min(samples, data.samples)), _named(data, run_dir))
 
 
-def calibration_inputs(evaluator: Any, spec: Any, cfg: Any, samples: int, seed: int, needed: bool) -> Inputs:
+MIN_SPLIT = 8  # a file with fewer samples is used whole for calibration and judging alike (said in a note)
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """The user's file split three ways when the run has no data of its own: calibration, the search's probe and
+    the held-out inputs the agreement verdict is judged on (disjoint rows, unless the file is too small)."""
+
+    calib: Inputs
+    probe: Batches
+    held: Batches
+    basis: str  # what the verdict is judged on, for the report
+    note: str
+
+
+def file_split(path: Path, spec: Any, cfg: Any, samples: int, limits: tuple[int, int],
+               run_dir: Path | None = None) -> FileSplit:
+    """Rows [0, c) calibrate, the next p rows probe, the last h rows are held out (p, h: a quarter of the file
+    each, at most `limits` = (probe, held) samples); a file under MIN_SPLIT samples is reused whole."""
+    from dlopt.inputs_file import load_inputs
+
+    data = load_inputs(path, spec, cfg)
+    n, name = data.samples, _named(data, run_dir)
+    if n < MIN_SPLIT:
+        every = _rows(data, 0, n)
+        basis = f"{name}, all {n} samples (the same ones calibration used)"
+        return FileSplit(Inputs(every, name), every, every, basis,
+                         f"agreement judged on {basis}: under {MIN_SPLIT} samples, none could be held out (save "
+                         f"{MIN_SPLIT} or more to judge on samples calibration did not see)")
+    held, probe = min(n // 4, limits[1]), min(n // 4, limits[0])
+    calib = min(samples, n - held - probe)
+    basis = f"{name}, rows {n - held}-{n - 1} ({held} samples held out from calibration)"
+    note = (f"agreement judged on {basis}; calibrated on rows 0-{calib - 1}, the search probed rows "
+            f"{n - held - probe}-{n - held - 1}")
+    return FileSplit(Inputs(_rows(data, 0, calib), f"{name}, rows 0-{calib - 1}"), _rows(data, n - held - probe, probe),
+                     _rows(data, n - held, held), basis, note)
+
+
+def calibration_inputs(evaluator: Any, spec: Any, cfg: Any, samples: int, seed: int, needed: bool,
+                       run_dir: Path | None = None) -> Inputs:
     """The user's --inputs file; else the training split when it feeds the module; else random valid inputs where
     that is the input distribution; else (a user model, no data) an error when static calibration needs data."""
     path = _INPUTS_FILE.get()
     if path is not None:
-        return file_inputs(path, spec, cfg, samples)
+        return file_inputs(path, spec, cfg, samples, run_dir)
     got = split_inputs(evaluator, spec, "train", samples, seed)
     if got:
         return Inputs(got, f"train split ({evaluator.data_options.get('source', 'run')} data)")

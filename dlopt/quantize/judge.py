@@ -81,8 +81,9 @@ class Judge:
     reference: Any  # the fp32 entry module
     probe: Sequence[tuple[Any, ...]]  # calibrate.Batches: made when read
     held: Sequence[tuple[Any, ...]]
-    basis: str = ""
+    basis: str = ""  # what `held` is when it is neither a data split nor random: the user's inputs file, which rows
     _refs: dict[int, list[tuple[Any, ...]]] = field(default_factory=dict)
+    _drops: dict[tuple[int, int], tuple[Any, float]] = field(default_factory=dict)  # (runner, inputs) -> drop
     metric_broken: str | None = None  # why the family's evaluation cannot run an artifact (seq2seq decoding)
 
     @property
@@ -151,10 +152,25 @@ class Judge:
         return {"top1_agreement": sums.agreement() if classify else None, "relative_error": sums.relative_error()}
 
     def parity_drop(self, runner: Any, inputs: Sequence[tuple[Any, ...]]) -> float:
-        """Without a metric: points of disagreement (classifiers, Q-networks) or of relative error."""
+        """Without a metric: points of disagreement (classifiers, Q-networks) or of relative error. Kept per
+        (runner, inputs): auto scores the chosen candidate on the probe, then the search starts from that score."""
+        hit = self._drops.get((id(runner), id(inputs)))
+        if hit is not None and hit[0] is runner:  # the runner is held, so its id cannot be reused meanwhile
+            return hit[1]
         p = self.parity(runner, inputs)
         value = 1.0 - p["top1_agreement"] if p["top1_agreement"] is not None else p["relative_error"]
-        return round(100.0 * float(value), 4)
+        self._drops[(id(runner), id(inputs))] = (runner, round(100.0 * float(value), 4))
+        return self._drops[(id(runner), id(inputs))][1]
+
+    def cannot_exceed(self, max_drop: float) -> bool:
+        """Whether no candidate can lose more than `max_drop`: the loss is top-1 disagreement (a classifier-shaped
+        output: at most 100 points) and any metric is a fraction (accuracy: at most 100 points). The search's
+        probe pass then decides nothing (at 224x224 it was half of the stage's time); the held-out verdict stays."""
+        if max_drop < 100.0 or (self.uses_metric and not self.fraction) or \
+                self.spec.task not in ("classification", "reinforcement", "seq2seq"):
+            return False
+        ref = self._reference(self.held)  # needed for the held-out verdict anyway (kept)
+        return bool(ref) and top1_matches(ref[0][0], ref[0][0]) is not None
 
     def loss(self, runner: Any, split: str, before: float | None) -> float:
         """The search's drop on the probe split: metric points when possible, else parity points."""

@@ -47,10 +47,12 @@ class Fp32Onnx:
     """The fp32 ONNX file of the model (exported once per exporter), pre-processed for quantization."""
 
     def __init__(self, module: Any, spec: Any, cfg: Any, work: Path, notes: list[str],
-                 exporter: str = "dynamo") -> None:
+                 exporter: str = "dynamo", exported: Path | None = None) -> None:
         self.module, self.spec, self.cfg, self.work, self.notes = module, spec, cfg, work, notes
         self.exporter = exporter
         self._paths: dict[str, Path] = {}
+        if exported is not None:  # the run's own verified export of this very checkpoint (session.run_export)
+            self._paths[exporter] = exported
 
     def raw(self, exporter: str | None = None) -> Path:
         return self._export(exporter)[0]
@@ -60,6 +62,8 @@ class Fp32Onnx:
 
     def _export(self, exporter: str | None) -> tuple[Path, Path]:
         exporter = exporter or self.exporter
+        if exporter + "-pre" in self._paths:
+            return self._paths[exporter], self._paths[exporter + "-pre"]
         if exporter not in self._paths:
             from dlopt.export.onnx import export_onnx
             from dlopt.export.quiet import quiet_deprecations
@@ -70,18 +74,19 @@ class Fp32Onnx:
                 example = make_inputs(self.spec, self.cfg, 2)
                 export_onnx(self.module, example, self.spec, self.cfg, raw, exporter=exporter)
             self._paths[exporter] = raw
-            self._paths[exporter + "-pre"] = _preprocess(raw, self.notes)
+        self._paths[exporter + "-pre"] = _preprocess(self._paths[exporter], self.work, self.notes)
         return self._paths[exporter], self._paths[exporter + "-pre"]
 
 
-def _preprocess(raw: Path, notes: list[str]) -> Path:
-    """ORT's quant_pre_process (symbolic shape inference + graph optimisation); the raw file if it cannot."""
+def _preprocess(raw: Path, work: Path, notes: list[str]) -> Path:
+    """ORT's quant_pre_process (symbolic shape inference + graph optimisation) into `work`; the raw file if it
+    cannot."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = raw.with_name(raw.stem + "-pre.onnx")
+    pre = work / f"{raw.stem}-{len(list(work.glob('*-pre.onnx')))}-pre.onnx"
     try:
         # onnx leaves <uuid>.data files in the working directory when shape inference fails
-        with contextlib.chdir(raw.parent), _quiet_root_logger():
+        with contextlib.chdir(work), _quiet_root_logger():
             quant_pre_process(str(raw), str(pre))
         return pre
     except Exception as exc:  # symbolic shape inference gives up on some graphs (attention masks): keep raw

@@ -132,7 +132,8 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
 
     from dlopt.quantize.accuracy import Search, within
 
-    if controlled_applies(s.judge, built.recipe) is not None or s.cfg.max_fallback_layers == 0:
+    if controlled_applies(s.judge, built.recipe) is not None or s.cfg.max_fallback_layers == 0 or \
+            s.judge.cannot_exceed(s.cfg.max_drop):
         return None
     t0 = time.monotonic()
     search = Search(initial_drop=s.judge.loss(built.runner, "val", before_val))

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.quantize.calibrate import Batches, Inputs, calibration_inputs, random_inputs, split_inputs
+from dlopt.quantize.calibrate import (Batches, Inputs, calibration_inputs, file_split, inputs_file, random_inputs,
+                                     split_inputs)
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.judge import Judge
 from dlopt.quantize.recipe import Built, Recipe
@@ -96,8 +97,8 @@ def head_mismatch(module: Any, spec: Any, evaluator: Any, batches: Any) -> str |
     classes = (getattr(evaluator.data, "info", None) or {}).get("num_classes") if evaluator is not None else None
     if spec.task != Task.CLASSIFICATION or not isinstance(classes, int) or not batches:
         return None
-    with torch.inference_mode():
-        out = module(*batches[0])
+    with torch.inference_mode():  # one sample tells the head's width (a 224x224 batch of 32 took seconds)
+        out = module(*(t[:1] for t in batches[0]))
     out = out[0] if isinstance(out, tuple | list) else out
     width = out.shape[-1] if isinstance(out, torch.Tensor) and out.ndim >= 2 else None
     if width is None or width == classes or (classes == 2 and width == 1):
@@ -124,17 +125,27 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
     progress("loading data")
     evaluator = evaluator_for(target.run, target.spec, target.config)
     spec, mcfg, seed = target.spec, target.config, cfg.seed
-    if evaluator is not None and _fits(s.module, split_inputs(evaluator, spec, "val", 2, seed)) is None \
-            and spec.entry is None:
-        s.notes.append(f"the {spec.dataset} data does not fit this model's inputs: judged on random valid inputs")
+    few = _fits(s.module, split_inputs(evaluator, spec, "val", 2, seed))
+    if evaluator is not None and few is None and spec.entry is None:
+        s.notes.append(f"the {spec.dataset} data does not fit this model's inputs: judged on "
+                       f"{'your inputs file' if inputs_file() else 'random valid inputs'}")
         evaluator = None
-    s.calib = calibration_inputs(evaluator, spec, mcfg, cfg.calibration_samples, seed, needs_calibration)
-    probe = split_inputs(evaluator, spec, "val", PROBE_SAMPLES, seed) or \
-        random_inputs(spec, mcfg, random_samples(PROBE_SAMPLES, s.example()), seed + 1)
-    held = split_inputs(evaluator, spec, "test", HELD_SAMPLES, seed) or \
-        random_inputs(spec, mcfg, random_samples(HELD_SAMPLES, s.example()), seed + 2)
-    s.judge = Judge(evaluator, spec, target.model, s.module, probe, held)
-    mismatch = head_mismatch(s.module, spec, evaluator, probe)
+    mismatch = head_mismatch(s.module, spec, evaluator, few)
+    probe = split_inputs(evaluator, spec, "val", PROBE_SAMPLES, seed)
+    held = split_inputs(evaluator, spec, "test", HELD_SAMPLES, seed)
+    run_dir, basis = target.run.path, ""
+    # no data of its own, or data without a metric for this head (digits for a 1000-class model): the user's file
+    if inputs_file() is not None and (mismatch or not (probe and held)):
+        probe = held = None
+        split = file_split(inputs_file(), spec, mcfg, cfg.calibration_samples, (PROBE_SAMPLES, HELD_SAMPLES), run_dir)
+        s.calib, probe, held, basis = split.calib, split.probe, split.held, split.basis
+        s.notes.append(split.note)
+    else:
+        s.calib = calibration_inputs(evaluator, spec, mcfg, cfg.calibration_samples, seed, needs_calibration,
+                                     run_dir)
+    probe = probe or random_inputs(spec, mcfg, random_samples(PROBE_SAMPLES, s.example()), seed + 1)
+    held = held or random_inputs(spec, mcfg, random_samples(HELD_SAMPLES, s.example()), seed + 2)
+    s.judge = Judge(evaluator, spec, target.model, s.module, probe, held, basis=basis)
     if mismatch:  # the metric would be a number about nothing (a 1000-class head scored on digits' 10 classes)
         s.judge.metric_broken = mismatch
         s.notes.append(f"{mismatch}; judged by agreement with the fp32 model instead (top-1 agreement, error)")
@@ -142,5 +153,36 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
             ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
         from dlopt.quantize.ort_quant import Fp32Onnx
 
-        s.fp32 = Fp32Onnx(s.module, spec, mcfg, work, s.notes, cfg.exporter)
+        exported = run_export(target, str(cfg.exporter))
+        s.notes += [f"int8 built from the run's verified fp32 export {exported.name} (not exported again)"] \
+            if exported else []
+        s.fp32 = Fp32Onnx(s.module, spec, mcfg, work, s.notes, cfg.exporter, exported)
     return s
+
+
+def run_export(target: Any, exporter: str) -> Path | None:
+    """The run's model.onnx when the export stage made it from this very checkpoint (same file hashes now as
+    recorded) with this exporter, dynamic batch, the default opset, weights inline, and verified it: an export
+    of the same module the quantizer would repeat (resnet50 at 224: ~25 s); else None."""
+    from dlopt.fileio import sha256_file
+
+    if target.spec.entry is not None:
+        return None
+    try:
+        stage = target.run.manifest().get("stages", {}).get("export") or {}
+    except Exception:  # a manifest that cannot be read: export again, as without one
+        return None
+    config, onnx = stage.get("config") or {}, (stage.get("metrics") or {}).get("onnx") or {}
+    details, base = onnx.get("details") or {}, target.run.path
+    if stage.get("status") != "done" or not onnx.get("verified") or details.get("exporter") != exporter or \
+            details.get("external_data") or not config.get("dynamic") or config.get("opset") is not None:
+        return None
+    files = {str(f.get("path")): f.get("sha256") for f in (*stage.get("inputs", []), *stage.get("outputs", []))}
+    checkpoint = Path(target.checkpoint).resolve()
+    if not checkpoint.is_relative_to(base.resolve()):
+        return None
+    record, model = str(checkpoint.relative_to(base.resolve())), base / "model.onnx"
+    if record not in files or "model.onnx" not in files or not model.is_file():
+        return None
+    same = sha256_file(checkpoint) == files[record] and sha256_file(model) == files["model.onnx"]
+    return model if same else None

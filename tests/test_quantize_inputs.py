@@ -1,0 +1,150 @@
+"""Issue 15: `dlopt quantize --inputs FILE.npz` on a model with no data judges int8 against fp32 on the user's own
+samples (held out from calibration), not on random inputs, and records the file by name and sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlopt.cli.app import app
+
+runner = CliRunner()
+
+# Inputs in [0, 0.1): static int8 calibrated on them clips random N(0,1) inputs (values 10-30x over the range), so
+# the same artifact agrees with fp32 on the file's held-out rows and not on random inputs. No biases: the output
+# scales with the input and cannot hide an error behind a constant.
+NARROW = '''
+import torch
+from torch import nn
+
+class Narrow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.head = nn.Linear(8, 1, bias=False)
+
+    def forward(self, x):  # (B, 3, 8, 8) -> (B, 1)
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+def build():
+    torch.manual_seed(0)
+    return Narrow()
+'''
+SHAPE = "x:float32:3x8x8"
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, str, str]:
+    tmp = tmp_path_factory.mktemp("narrow")
+    (tmp / "narrow.py").write_text(NARROW)
+    ref = f"{tmp / 'narrow.py'}:build"
+    res = _invoke("export", ref, "--input-shape", SHAPE, "--exporter", "legacy", "--format", "onnx",
+                  "--out", tmp / "art", "--json")
+    assert res.exit_code == 0, res.output
+    return tmp, ref, json.loads(res.stdout)["run"]
+
+
+def _file(path: Path, samples: int) -> Path:
+    rng = np.random.default_rng(3)
+    x = (0.1 * rng.random((samples, 3, 8, 8))).astype("float32")
+    x[:, 0, 0, 0] = np.arange(samples) / 1e4  # row i is recognisable by its first value
+    np.savez(path, x=x)
+    return path
+
+
+def _quantize(run: str, ref: str, path: Path, name: str) -> tuple[int, dict]:
+    res = _invoke("quantize", run, "--method", "static", "--exporter", "legacy", "--max-drop", "100",
+                  "--inputs", path, "--model-code", ref, "--name", name, "--json")
+    return res.exit_code, (json.loads(res.stdout) if res.stdout.lstrip().startswith("{") else {"output": res.output})
+
+
+def test_agreement_is_judged_on_held_out_rows_of_the_users_file(exported):
+    tmp, ref, run = exported
+    path = _file(tmp / "mine.npz", 40)
+    code, out = _quantize(run, ref, path, "q40")
+    assert code == 0 and out["verified"], out
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    note = next(n for n in out["notes"] if n.startswith("agreement judged on"))
+    assert "inputs file mine.npz" in note and digest in note and "rows 30-39 (10 samples held out" in note, note
+    assert out["calibration"]["samples"] == 20 and "rows 0-19" in out["calibration"]["source"]
+    assert out["relative_error"] < 0.1  # the verdict's figure, on the file's rows
+    assert str(tmp) not in json.dumps(out["calibration"]) + json.dumps(out["notes"])  # the name, not where it lay
+
+
+def test_the_same_int8_file_fails_on_random_inputs(exported):
+    """What makes the test above discriminating: judged on random N(0,1) inputs (what quantize used before),
+    the artifact calibrated on the file is far off fp32."""
+    import torch
+
+    from dlopt.quantize.calibrate import random_inputs
+    from dlopt.quantize.ort_quant import runner_for
+
+    tmp, ref, run = exported
+    path = _file(tmp / "mine2.npz", 40)
+    code, out = _quantize(run, ref, path, "q40b")
+    assert code == 0 and out["relative_error"] < 0.1, out
+    model, spec, cfg = _user_model(tmp)  # build() seeds its weights: the run's model
+    int8 = runner_for(Path(out["artifact"]))
+    errors = []
+    for (x,) in random_inputs(spec, cfg, 64, 7):
+        with torch.inference_mode():
+            want = model(x)
+        errors.append(float((int8(x)[0] - want).norm() / want.norm()))
+    assert min(errors) > 0.1, errors
+
+
+def test_a_file_too_small_to_split_is_reused_and_says_so(exported):
+    tmp, ref, run = exported
+    code, out = _quantize(run, ref, _file(tmp / "few.npz", 5), "q5")
+    assert code == 0, out
+    note = next(n for n in out["notes"] if n.startswith("agreement judged on"))
+    assert "all 5 samples (the same ones calibration used)" in note and "none could be held out" in note
+    assert out["calibration"]["samples"] == 5
+
+
+def test_split_rows_are_disjoint_and_are_the_files_rows(tmp_path):
+    from dlopt.quantize.calibrate import file_split
+
+    spec, cfg = _user_spec(tmp_path)
+    path = _file(tmp_path / "rows.npz", 40)
+    split = file_split(path, spec, cfg, 256, (256, 1024), tmp_path)
+    firsts = {k: [round(float(v) * 1e4) for b in batches for v in b[0][:, 0, 0, 0]]
+              for k, batches in (("calib", split.calib.batches), ("probe", split.probe), ("held", split.held))}
+    assert firsts == {"calib": list(range(20)), "probe": list(range(20, 30)), "held": list(range(30, 40))}
+    assert split.calib.source.startswith("inputs file rows.npz (sha256 ")  # inside the run: run-relative
+    capped = file_split(path, spec, cfg, 8, (256, 1024), None)
+    assert capped.calib.samples == 8 and "inputs file rows.npz" in capped.basis
+
+
+def test_the_record_is_run_relative_inside_the_run_else_the_name(tmp_path):
+    from dlopt.inputs_file import load_inputs
+
+    spec, cfg = _user_spec(tmp_path)
+    (tmp_path / "run" / "data").mkdir(parents=True)
+    inside = _file(tmp_path / "run" / "data" / "in.npz", 3)
+    outside = _file(tmp_path / "out.npz", 3)
+    assert load_inputs(inside, spec, cfg).record(tmp_path / "run")["file"] == "data/in.npz"
+    rec = load_inputs(outside, spec, cfg).record(tmp_path / "run")
+    assert rec["file"] == "out.npz" and rec["sha256"] == hashlib.sha256(outside.read_bytes()).hexdigest()
+
+
+def _user_model(tmp_path: Path):
+    from dlopt.cli.common import parse_shape
+    from dlopt.registry import build_model
+
+    (tmp_path / "narrow.py").write_text(NARROW)
+    model, spec, cfg = build_model(f"{tmp_path / 'narrow.py'}:build", input_shape=parse_shape(SHAPE))
+    return model.eval(), spec, cfg
+
+
+def _user_spec(tmp_path: Path):
+    return _user_model(tmp_path)[1:]
