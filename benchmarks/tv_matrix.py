@@ -182,12 +182,43 @@ def measure(name: str, size: int, timeout_s: float, work: Path, quantize_timeout
         step("export_pruned", ["export", "--checkpoint", pruned, "--format", "onnx",
                                "--json", *common[:2]])
     if run:
-        q = step("quantize", ["quantize", run, "--method", "static", "--backend", "onnxruntime",
-                              "--calibration-samples", "8", "--max-drop", "100", "--json"])
-        stages["quantize"]["parity"] = _parity(_json(q["stdout"]))
+        q = step("quantize", ["quantize", run, *QUANTIZE_ARGS])
+        stages["quantize"].update(parity=_parity(_json(q["stdout"])), checks=_failed_checks(_json(q["stdout"])))
         step("bench", ["bench", run, "--backend", "eager,onnxruntime", "--batch-sizes", "1", "--iterations", "5",
                        "--warmup", "1", "--threads", "1", "--json"])
     return {"model": name, "weights": info, "stages": stages}
+
+
+QUANTIZE_ARGS = ["--method", "static", "--backend", "onnxruntime", "--calibration-samples", "8", "--max-drop", "100",
+                 "--json"]
+
+
+def measure_int8(name: str, size: int, timeout_s: float, work: Path, quantize_timeout_s: float) -> dict:
+    """The quantize column alone, one model: seeded weights, `export --format onnx` (verified: the run quantize
+    starts from, whose ONNX it reuses), then quantize with its own limit. Returns the stage cells."""
+    arch, weights = f"torchvision:{name}", work / f"{name}.safetensors"
+    seeded_weights(name, size, weights)
+    exp = run_cli(["export", arch, "--weights", str(weights), "--format", "onnx", "--json", "--out",
+                   str(work / "runs"), "--input-size", str(size)], work, timeout_s)
+    print(f"  export onnx: {exp['status']} ({exp['seconds']} s) {exp['line']}", flush=True)
+    run = _json(exp["stdout"]).get("run")
+    if not run:
+        return {"export_onnx": {k: v for k, v in exp.items() if k != "stdout"}}
+    q = run_cli(["quantize", run, *QUANTIZE_ARGS], work, quantize_timeout_s)
+    cell = {k: v for k, v in q.items() if k != "stdout"}
+    report = _json(q["stdout"])
+    cell.update(parity=_parity(report), checks=_failed_checks(report), notes=report.get("notes"),
+                basis=report.get("accuracy_basis"), stage_seconds=report.get("seconds"))
+    print(f"  quantize: {q['status']} ({q['seconds']} s) {q['line']} {cell['checks']}", flush=True)
+    return {"export_onnx": {k: v for k, v in exp.items() if k != "stdout"}, "quantize": cell}
+
+
+def _failed_checks(report: dict) -> list[str]:
+    """The verification checks the quantize JSON says failed: "criterion: measured" each."""
+    ver = report.get("verification") or {}
+    out = [f"{c.get('criterion')}: {c['failure']}" for c in (ver.get("task") or {}).values() if c.get("failure")]
+    shapes = ver.get("shapes") or {}
+    return out + ([f"shape sweep: {shapes.get('failures') or 'failed'}"] if shapes and not shapes.get("passed") else [])
 
 
 def _parity(report: dict) -> dict:
@@ -239,7 +270,7 @@ def markdown(data: dict) -> str:
             f"{data['input_size']}, seeded unit-scale weights, `dlopt` CLI per stage with a "
             f"{data['timeout_s']:.0f} s limit" + (f" ({data['limits']})" if data.get("limits") else "") +
             " (a timeout's line says the limit it hit). Cell: verdict (seconds); failures are listed below "
-            "the table with the line dlopt printed.\n\n")
+            "the table with the line dlopt printed.\n\n" + _rerun_note(data))
     rows = ["| model | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
     fails = []
     for r in data["results"]:
@@ -253,9 +284,12 @@ def markdown(data: dict) -> str:
             cells.append(("pass" if c["status"] == "pass" else f"**{c['status']}**") + secs)
             if c["status"] != "pass":
                 said = c.get("line", "").split("; see ")[0].split("; full report")[0]
-                parity = ", ".join(f"{k} {v:.3g}" for k, v in (c.get("parity") or {}).items())
+                parity = ", ".join(f"{k} {v:.3g}" for k, v in (c.get("parity") or {}).items()
+                                   if k in ("top1_agreement", "relative_error"))
+                checks = "; ".join(c.get("checks") or [])
                 fails.append(f"- {r['model']} / {s} (exit {c.get('exit_code')}): {said}"
-                             + (f" [int8 vs fp32 on random inputs: {parity}]" if parity else ""))
+                             + (f" [failed check: {checks}]" if checks else "")
+                             + (f" [int8 vs fp32 on {_basis(c)}: {parity}]" if parity else ""))
         rows.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     counts = [f"{s} {sum(r['stages'].get(s, {}).get('status') == 'pass' for r in data['results'])}/"
               f"{sum(s in r['stages'] for r in data['results'])}" for s in STAGES]
@@ -263,6 +297,21 @@ def markdown(data: dict) -> str:
     missing = [n for n in data["requested"] if n not in {r["model"] for r in data["results"]}]
     tail = f"\n\nNot run in this measurement: {', '.join(missing)}." if missing else ""
     return head + body + ("\n\nFailures:\n" + "\n".join(fails) if fails else "") + tail
+
+
+def _basis(cell: dict) -> str:
+    basis = cell.get("basis") or ""
+    return "held-out digits resized to the input size" if "held-out data" in basis else (basis or "held-out inputs")
+
+
+def _rerun_note(data: dict) -> str:
+    rerun = data.get("int8_rerun")
+    if not rerun:
+        return ""
+    return (f"The quantize column was measured again on {rerun['date']} by `tv_matrix.py --int8-only` (one model at a "
+            f"time: export onnx, then quantize with a {rerun['quantize_timeout_s']:.0f} s limit; "
+            f"`{rerun['file']}`), for {len(rerun['models'])} model(s): "
+            f"{', '.join(rerun['models'])}. Its cells show the quantize stage's wall seconds.\n\n")
 
 
 def write(data: dict, path: Path) -> None:
@@ -298,9 +347,14 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="replace these models' rows in the existing JSON")
     parser.add_argument("--output", type=Path, default=RESULTS / "tv_matrix.json")
     parser.add_argument("--combine", type=Path, nargs="+", help="join the JSON of runs split over processes")
+    parser.add_argument("--int8-only", action="store_true",
+                        help="rerun the quantize column alone (export onnx + quantize per model, --quantize-timeout-s "
+                             "each) into tv_matrix_int8.json, and put its cells into --output's rows")
     args = parser.parse_args()
     if args.combine:
         return combine(args.combine, args.output)
+    if args.int8_only:
+        return int8_only(args)
     import torch
 
     torch.set_num_threads(1)
@@ -324,6 +378,44 @@ def main() -> None:
             shutil.rmtree(work / "runs", ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def int8_only(args: argparse.Namespace) -> None:
+    """One model at a time; after each, tv_matrix_int8.json and the quantize cell of --output's row are rewritten
+    (a cut-off run keeps what finished)."""
+    import torch
+
+    torch.set_num_threads(1)
+    limit = args.quantize_timeout_s or args.timeout_s
+    names, path = args.models or list(MODELS), RESULTS / "tv_matrix_int8.json"
+    own = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.processor() or
+           platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "input_size": args.input_size,
+           "export_timeout_s": args.timeout_s, "quantize_timeout_s": limit, "quantize_args": QUANTIZE_ARGS,
+           "requested": names, "results": []}
+    work = Path(tempfile.mkdtemp(prefix="dlopt-tv-int8-"))
+    try:
+        for name in names:
+            print(name, flush=True)
+            own["results"].append({"model": name, "stages": measure_int8(name, args.input_size, args.timeout_s,
+                                                                          work, limit)})
+            path.write_text(json.dumps(own, indent=2, default=str) + "\n")
+            _merge_int8(own, args.output)
+            shutil.rmtree(work / "runs", ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _merge_int8(own: dict, output: Path) -> None:
+    if not output.is_file():
+        return
+    data = json.loads(output.read_text())
+    cells = {r["model"]: r["stages"]["quantize"] for r in own["results"] if "quantize" in r["stages"]}
+    for r in data["results"]:
+        if r["model"] in cells:
+            r["stages"]["quantize"] = cells[r["model"]]
+    data["int8_rerun"] = {"date": own["date"], "quantize_timeout_s": own["quantize_timeout_s"],
+                          "models": list(cells), "file": "tv_matrix_int8.json"}
+    write(data, output)
 
 
 if __name__ == "__main__":
