@@ -148,3 +148,47 @@ def _user_model(tmp_path: Path):
 
 def _user_spec(tmp_path: Path):
     return _user_model(tmp_path)[1:]
+
+
+# -- what the 224x224 profile cut: no second export, no probe pass that decides nothing, no probe scored twice ----
+
+def test_the_runs_verified_onnx_is_reused_only_while_it_is_the_same_file(exported, tmp_path):
+    import shutil
+    from types import SimpleNamespace
+
+    from dlopt.quantize.session import run_export
+    from dlopt.runs import Run
+
+    _tmp, _ref, run = exported
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    target = SimpleNamespace(spec=SimpleNamespace(entry=None), run=Run.open(copy), checkpoint=copy / "model.json")
+    assert run_export(target, "legacy") == copy / "model.onnx"
+    assert run_export(target, "dynamo") is None  # another exporter's graph: exported again
+    with (copy / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")  # not the file the export stage verified
+    assert run_export(target, "legacy") is None
+
+
+def test_no_probe_pass_when_no_drop_can_exceed_the_budget():
+    from types import SimpleNamespace
+
+    import torch
+
+    from dlopt.quantize.judge import Judge
+
+    calls = []
+
+    def runner(x):
+        calls.append(1)
+        return (x + 0.01,)
+
+    held = [(torch.randn(4, 10),)]
+    judge = Judge(None, SimpleNamespace(task="classification", metric="none"), None, lambda x: x, held, held)
+    assert judge.cannot_exceed(100.0) and not judge.cannot_exceed(99.0)
+    judge.loss(runner, "val", None)
+    judge.loss(runner, "val", None)
+    assert len(calls) == 1  # the chosen candidate's probe score is not measured again by the search
+    flat = Judge(None, SimpleNamespace(task="classification", metric="none"), None, lambda x: x,
+                 [(torch.randn(4, 1),)], [(torch.randn(4, 1),)])
+    assert not flat.cannot_exceed(100.0)  # relative error has no ceiling: the search may still be needed
