@@ -192,3 +192,21 @@ def test_no_probe_pass_when_no_drop_can_exceed_the_budget():
     flat = Judge(None, SimpleNamespace(task="classification", metric="none"), None, lambda x: x,
                  [(torch.randn(4, 1),)], [(torch.randn(4, 1),)])
     assert not flat.cannot_exceed(100.0)  # relative error has no ceiling: the search may still be needed
+
+
+def test_a_failed_verdict_says_which_check_on_what_and_what_to_try():
+    from dlopt.quantize.judge import failure_line
+
+    report = {"verification": {"task": {"top1_agreement": {"criterion": "top-1 agreement >= 0.95", "failure": "0.663"}},
+                               "shapes": {"passed": True}},
+              "top1_agreement": 0.663, "relative_error": 0.198, "accuracy_basis": "parity with fp32 on held-out data",
+              "search": {"stopped": "not searched: a drop cannot exceed 100 points"}, "kept_float": [],
+              "calibration": {"source": "random valid inputs: no dataset"}}
+    line = failure_line(report)
+    assert line.startswith("top-1 agreement >= 0.95 failed: 0.663 (top1 agreement 0.663, relative error 0.198; "
+                           "parity with fp32 on held-out data)")
+    assert "--max-drop 1" in line and "--inputs FILE.npz" in line and "--method fp16" in line
+    searched = {**report, "search": {"stopped": "best of 3 attempts"}, "kept_float": ["a", "b"],
+                "calibration": {"source": "train split"}}
+    line = failure_line(searched)
+    assert "2 layer(s) were already kept in float" in line and "--max-drop" not in line and "--inputs" not in line

@@ -60,7 +60,7 @@ def fallback(build: Builder, built: Built, judge: Judge, before_val: float | Non
              max_layers: int, budget_s: float, progress: Callable[[str], None]) -> tuple[Built, Search]:
     """Keep the most sensitive layers in float until the validation drop is within `max_drop`."""
     t0 = time.monotonic()
-    if judge.cannot_exceed(max_drop):
+    if max_drop >= 100.0 and judge.cannot_exceed(max_drop):  # (no point can be lost beyond 100)
         return built, Search(stopped=f"not searched: a drop cannot exceed 100 points, within the --max-drop of "
                              f"{max_drop:g} (the held-out agreement check still applies)")
     search = Search(initial_drop=judge.loss(built.runner, "val", before_val))

@@ -179,3 +179,28 @@ class Judge:
             if drop is not None:
                 return drop
         return self.parity_drop(runner, self.probe)
+
+
+def failure_line(report: dict[str, Any]) -> str:
+    """One line for a quantize report that failed verification: which check, the figures, what they were judged
+    on, and what to try next (the CLI's error line; the matrix quotes it)."""
+    ver = report.get("verification") or {}
+    failed = [f"{c.get('criterion')} failed: {c['failure']}" for c in (ver.get("task") or {}).values()
+              if c.get("failure")]
+    shapes = ver.get("shapes") or {}
+    if shapes and not shapes.get("passed", True):
+        failed.append("the shape sweep failed (outputs not finite or not produced)")
+    figures = ", ".join(f"{k.replace('_', ' ')} {report[k]:.3g}" for k in ("top1_agreement", "relative_error")
+                        if isinstance(report.get(k), int | float))
+    said = "; ".join(failed) or "verification failed"
+    said += f" ({figures}" + (f"; {report['accuracy_basis']}" if report.get("accuracy_basis") else "") + ")"
+    search = report.get("search") or {}
+    tries = []
+    if str(search.get("stopped", "")).startswith("not searched"):
+        tries.append("--max-drop 1 (the accuracy-aware search keeps the most sensitive layers in float)")
+    elif report.get("kept_float"):
+        said += f"; {len(report['kept_float'])} layer(s) were already kept in float"
+    if str((report.get("calibration") or {}).get("source", "")).startswith("random"):
+        tries.append("--inputs FILE.npz (calibrate on real inputs, not random ones)")
+    tries.append("--method fp16, or deploy the fp32 export")
+    return f"{said}; try {', or '.join(tries)}"
