@@ -6,12 +6,14 @@
 Trains each model with its defaults (dlopt.train), prunes with dlopt.prune.run_prune twice: at the defaults
 (widths rounded to the nearest multiple of 8 where a layer keeps 16+ channels, fine-tuned 3 epochs on the run's
 data) and with --round-to 1 (the exact ratio, same fine-tuning) for comparison; then benches the run's model and
-both pruned checkpoints in one dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved),
-`--timings` times over (default 3: on a shared machine one timing can land in a load spike); each speed-up
+both pruned checkpoints in one dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved;
+their ONNX files on OpenVINO right after, interleaved the same way: dlopt.prune.latency), then eager at batch 8
+once more in this thread's CPU time beside wall-clock time (`eager-cpu@b8`, `eager-wall@b8`: not targets; what
+the process computes, without the time other processes hold the core), `--timings` times over (default 3: on a shared machine one timing can land in a load spike); each speed-up
 checked is the MEDIAN over those timings (all of them are in the JSON, `speedup_timings`).
 Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under `previous_run`, and the
 run before that under `previous_run.previous_run`).
-Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, test accuracy within 1 point of the
+Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, OpenVINO b8 >= 1.3x, test accuracy within 1 point of the
 unpruned model, the share of channels removed within 5 points of the ratio, and the parameters removed within
 5 points of what the exact ratio removes (a ratio of 0.3 per layer removes ~half the parameters, since each
 layer loses inputs as well as outputs).
@@ -125,6 +127,8 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
     for k in range(args.timings):
         print(f"  [{arch}] timing {k + 1}/{args.timings}: the model and {', '.join(VARIANTS)} interleaved", flush=True)
         lats.append(measure_latency(target.run, target.spec, target, tuple(VARIANTS), args.budget))
+        for name, rows in _eager_cpu(run_dir, tuple(VARIANTS), args.budget).items():
+            lats[-1]["rows_by_variant"][name].update(rows)
     before = results["pruned"]["metric"]["before"]
     return {"arch": arch, **info, "run_dir": str(run_dir),
             "model_config": json.loads((run_dir / "model.json").read_text())["config"],
@@ -132,6 +136,44 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
             "bench_loadavg": [lat["loadavg"] for lat in lats], "export_problems": lats[0]["problems"],
             "retimed": reuse, "variants": {n: _variant(results[n], _latency(lats, n), before, results["pruned-exact"])
                                            for n in VARIANTS}}
+
+
+def _eager_cpu(run_dir: Path, names: tuple[str, ...], budget_s: float, batch: int = 8) -> dict[str, dict]:
+    """Eager at `batch` timed apart from dlopt.bench, in this thread's CPU time AND wall-clock time per call (the
+    same calls), interleaved blocks of CALLS: `eager-cpu@bB` and `eager-wall@bB` rows. Not a target: on a shared
+    machine a wall-clock call also counts the time other processes hold the core, which CPU time leaves out."""
+    import statistics
+
+    import torch
+
+    from dlopt.checkpoint import load_checkpoint
+    from dlopt.registry import entry_module, make_inputs
+
+    base = load_checkpoint(run_dir / "model.json")
+    models = {"": base.model, **{n: load_checkpoint(run_dir / n / "model.json").model for n in names}}
+    models = {k: entry_module(m, base.spec).eval() for k, m in models.items()}
+    x = make_inputs(base.spec, base.config, batch, seed=0)
+    cpu: dict[str, list[float]] = {k: [] for k in models}
+    wall: dict[str, list[float]] = {k: [] for k in models}
+    keys, end, r = list(models), time.perf_counter() + budget_s, 0
+    with torch.inference_mode():
+        for m in models.values():
+            m(*x)
+        while time.perf_counter() < end or min(map(len, cpu.values())) < 50:
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                for _ in range(5):
+                    c0, w0 = time.thread_time(), time.perf_counter()
+                    models[k](*x)
+                    cpu[k].append((time.thread_time() - c0) * 1e3)
+                    wall[k].append((time.perf_counter() - w0) * 1e3)
+            r += 1
+    out: dict[str, dict] = {}
+    for name in names:
+        for label, t in (("cpu", cpu), ("wall", wall)):
+            before, after = statistics.median(t[""]), statistics.median(t[name])
+            out.setdefault(name, {})[f"eager-{label}@b{batch}"] = {
+                "before_ms": round(before, 5), "after_ms": round(after, 5), "speedup": round(before / after, 3)}
+    return out
 
 
 def _latency(lats: list[dict], name: str) -> dict:
