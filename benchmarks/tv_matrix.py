@@ -208,9 +208,17 @@ def measure_int8(name: str, size: int, timeout_s: float, work: Path, quantize_ti
     cell = {k: v for k, v in q.items() if k != "stdout"}
     report = _json(q["stdout"])
     cell.update(parity=_parity(report), checks=_failed_checks(report), notes=report.get("notes"),
-                basis=report.get("accuracy_basis"), stage_seconds=report.get("seconds"))
+                basis=report.get("accuracy_basis"), stage_seconds=report.get("seconds"),
+                reason=_reason(report) if q["status"] == "fail" and report else None)
     print(f"  quantize: {q['status']} ({q['seconds']} s) {q['line']} {cell['checks']}", flush=True)
     return {"export_onnx": {k: v for k, v in exp.items() if k != "stdout"}, "quantize": cell}
+
+
+def _reason(report: dict) -> str:
+    """dlopt.quantize.judge.failure_line: the check, figures, basis and what to try, from the report."""
+    from dlopt.quantize.judge import failure_line
+
+    return failure_line(report)
 
 
 def _failed_checks(report: dict) -> list[str]:
