@@ -9,9 +9,10 @@ or 32) far more than a wide one (88, 360: as fast as 96, 368). benchmarks/prune_
 hold the measurements. Rounding never moves a layer's share removed more than `MAX_SHIFT` (10 points) from
 the ratio: where the multiple of 16 would (a 32-wide layer at 0.3: 16 kept is 50 % removed), the nearest
 multiple of 8 is tried (24: 25 %), and where that would too, the layer keeps the exact ratio. That has a cost
-where no multiple of 16 lies within the window: the cnn's 32-channel first layer keeps 24, off ONNX Runtime's
-AVX-512 blocked path (ORT b8 1.2-1.3x instead of 2x with 16; benchmarks/prune_cnn_b8.py). A narrow layer
-(exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16 channels) keeps the exact ratio as well.
+where no multiple of 16 lies within the window: the rule keeps 24 of the cnn's 32-channel first layer, off the
+AVX-512 blocked path (ORT b8 1.2-1.4x instead of 2x with 16; benchmarks/prune_cnn_b8.py); the measured table
+(dlopt.prune.width_groups) times the nearest multiples of 16 beside it and keeps 16 where it is faster. A
+narrow layer (exact kept width under `MIN_ROUNDED`, e.g. LeNet-5's 6 and 16 channels) keeps the exact ratio.
 `round_to=1` is the exact ratio everywhere (`floor(width * (1 - ratio))`), and
 `round_to=N` rounds that down to a multiple of N (Torch-Pruning's `round_to`).
 """
