@@ -3,14 +3,15 @@
 The rule in `widths.choose` gives each wide layer the multiple of 16 or 8 nearest to its exact kept width. That
 is a guess about the hardware; here the guess is checked. For every group of coupled layers (one Torch-Pruning
 dependency group: the layers whose outputs share the channels, e.g. a ResNet stage's residual stream, and the
-layers reading them), a handful of candidate widths inside the allowed window (multiples of 8 that move the
-layer's share removed at most `MAX_SHIFT` from the ratio) are timed as the single Conv / Linear calls that width
-makes -- producers with that many outputs, readers with that many inputs -- on the target runtime (eager torch
-or ONNX Runtime, one thread) at the target batch size, interleaved, a few rounds, fastest sample. The choice over all
+layers reading them), a handful of candidate widths (multiples of 8 that move the layer's share removed at most
+`MAX_SHIFT` from the ratio; for a layer under 64 channels whose window holds no multiple of 16, also the nearest
+multiples of 16: width_groups.candidates) are timed as the single Conv / Linear calls that width makes --
+producers with that many outputs, readers with that many inputs -- on the target runtime (eager torch or ONNX
+Runtime, one thread) at the target batch size, interleaved, a few rounds, fastest sample. The choice over all
 groups minimises the summed time while the overall share of channels removed stays within `OVERALL_SHIFT` of
-the ratio (a small knapsack), so a fast width in one layer is paid for by a slower one elsewhere, never by
-pruning much more than asked. Narrow layers, single-candidate windows and layers that cannot be timed alone
-(recurrent, attention heads, grouped convs) keep the rule's width.
+the ratio (a small knapsack; equal times go to the widths nearest the rule's), so a fast width in one layer is
+paid for by a slower one elsewhere, never by pruning much more than asked. Narrow layers, single-candidate
+windows and layers that cannot be timed alone (recurrent, attention heads, grouped convs) keep the rule's width.
 
 Times are cached per machine and runtime in `<DLOPT_CACHE_DIR or ~/.cache/dlopt>/width-table-*.json`, keyed by
 CPU model, runtime and version, thread count and each call's geometry (batch included). The cache is read as
