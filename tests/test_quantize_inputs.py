@@ -210,3 +210,22 @@ def test_a_failed_verdict_says_which_check_on_what_and_what_to_try():
                 "calibration": {"source": "train split"}}
     line = failure_line(searched)
     assert "2 layer(s) were already kept in float" in line and "--max-drop" not in line and "--inputs" not in line
+
+
+def test_flat_held_out_inputs_are_said_to_be_flat():
+    """A classifier whose output is a large common offset plus a little per-input variation (resnet50 with seeded
+    weights on digits: RMS 54, 4 between images): the note says so; varied outputs get no note."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from dlopt.quantize.judge import Judge
+
+    gen = torch.Generator().manual_seed(0)
+    offset = 50.0 * torch.randn(1, 10, generator=gen)
+    spec = SimpleNamespace(task="classification", metric="none")
+    flat = [(offset + torch.randn(32, 10, generator=gen),)]
+    note = Judge(None, spec, None, lambda x: x, flat, flat).flat_inputs_note()
+    assert note and "barely move the fp32 output" in note and "distinct top-1 class(es) over 32 inputs" in note
+    varied = [(torch.randn(32, 10, generator=gen),)]
+    assert Judge(None, spec, None, lambda x: x, varied, varied).flat_inputs_note() is None

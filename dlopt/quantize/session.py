@@ -149,6 +149,8 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
     if mismatch:  # the metric would be a number about nothing (a 1000-class head scored on digits' 10 classes)
         s.judge.metric_broken = mismatch
         s.notes.append(f"{mismatch}; judged by agreement with the fp32 model instead (top-1 agreement, error)")
+    flat = s.judge.flat_inputs_note() if not s.judge.uses_metric else None
+    s.notes += [flat] if flat else []
     if cfg.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC, Method.FP16) and \
             ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
         from dlopt.quantize.ort_quant import Fp32Onnx
