@@ -4,19 +4,19 @@
         [--root DIR [--reuse | --reuse-arch resnet18]] [cnn resnet18]
 
 Trains each model with its defaults (dlopt.train), prunes with dlopt.prune.run_prune twice: at the defaults
-(widths rounded to the nearest multiple of 8 where a layer keeps 16+ channels, fine-tuned 3 epochs on the run's
-data) and with --round-to 1 (the exact ratio, same fine-tuning) for comparison; then benches the run's model and
-both pruned checkpoints in one dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved;
-their ONNX files on OpenVINO right after, interleaved the same way: dlopt.prune.latency), then eager at batch 8
-once more in this thread's CPU time beside wall-clock time (`eager-cpu@b8`, `eager-wall@b8`: not targets; what
-the process computes, without the time other processes hold the core), `--timings` times over (default 3: on a shared machine one timing can land in a load spike); each speed-up
-checked is the MEDIAN over those timings (all of them are in the JSON, `speedup_timings`).
-Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under `previous_run`, and the
-run before that under `previous_run.previous_run`).
-Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, OpenVINO b8 >= 1.3x, test accuracy within 1 point of the
-unpruned model, the share of channels removed within 5 points of the ratio, and the parameters removed within
-5 points of what the exact ratio removes (a ratio of 0.3 per layer removes ~half the parameters, since each
-layer loses inputs as well as outputs).
+(widths from the measured width table, fine-tuned 3 epochs on the run's data) and with --round-to 1 (the exact
+ratio, same fine-tuning) for comparison; then benches the run's model and both pruned checkpoints in one
+dlopt.bench call (eager and ONNX Runtime, batch 1 and 8, one thread, interleaved; their ONNX files on OpenVINO
+right after, interleaved the same way: dlopt.prune.latency), then eager at batch 8 once more in this thread's CPU
+time beside wall-clock time (`eager-cpu@b8`, `eager-wall@b8`: not targets; what the process computes, without
+the time other processes hold the core), `--timings` times over (default 3: on a shared machine one timing can
+land in a load spike); each speed-up checked is the MEDIAN over those timings (all of them are in the JSON,
+`speedup_timings`). Writes benchmarks/results/prune_targets.json (the previous file's rows are kept under
+`previous_run`, and the run before that under `previous_run.previous_run`).
+Targets (for the default variant): eager b8 >= 1.5x, ONNX Runtime b8 >= 1.3x, OpenVINO b8 >= 1.3x, test
+accuracy within 1 point of the unpruned model, the share of channels removed within 5 points of the ratio, and
+the parameters removed within 5 points of what the exact ratio removes (a ratio of 0.3 per layer removes ~half
+the parameters, since each layer loses inputs as well as outputs).
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
     lats = []
     for k in range(args.timings):
         print(f"  [{arch}] timing {k + 1}/{args.timings}: the model and {', '.join(VARIANTS)} interleaved", flush=True)
-        lats.append(measure_latency(target.run, target.spec, target, tuple(VARIANTS), args.budget))
+        lats.append(measure_latency(target.run, target.spec, target, tuple(VARIANTS), args.budget,
+                                    openvino=True))
         for name, rows in _eager_cpu(run_dir, tuple(VARIANTS), args.budget).items():
             lats[-1]["rows_by_variant"][name].update(rows)
     before = results["pruned"]["metric"]["before"]

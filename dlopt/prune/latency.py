@@ -1,6 +1,6 @@
 """Latency before/after pruning through the bench stage: the run's model and the pruned checkpoint, each
-eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both); and, where
-OpenVINO is installed, their ONNX files on OpenVINO's CPU plugin, interleaved with the same round-robin loop
+eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both); and, when
+asked and OpenVINO is installed, their ONNX files on OpenVINO's CPU plugin, interleaved with the same round-robin loop
 (`dlopt bench` runs a run's .onnx files on ONNX Runtime only, so these rows are timed here)."""
 
 from __future__ import annotations
@@ -50,9 +50,11 @@ def _median(rows: list[dict], variant: str, batch: int) -> float | None:
 
 
 def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, ...], budget_s: float,
-                    batch_sizes: tuple[int, ...] = (1, 8), threads: int = 1) -> dict[str, Any]:
+                    batch_sizes: tuple[int, ...] = (1, 8), threads: int = 1, openvino: bool = False
+                    ) -> dict[str, Any]:
     """Median ms of the run's model and of each pruned checkpoint `<run>/<name>/model.json`, eager and in ONNX
-    Runtime, per batch size, with speed-ups (before / after); all timed interleaved in one bench call."""
+    Runtime, per batch size, with speed-ups (before / after); all timed interleaved in one bench call. With
+    `openvino`, their ONNX files on OpenVINO too (`openvino@bB` rows, timed after, interleaved among themselves)."""
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
     from dlopt.bench.variants import EXPORT_DIR
@@ -74,10 +76,11 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
                 table[f"{backend}@b{b}"] = {"before_ms": before, "after_ms": after,
                                             "speedup": round(before / after, 3) if before and after else None}
         tables[name] = table
-    ov_rows, ov_problem = _openvino_rows(run, spec, target, names, budget_s, batch_sizes, threads)
-    for name in names:
-        tables[name].update(ov_rows.get(name, {}))
-    problems.append(ov_problem)
+    if openvino:
+        ov_rows, ov_problem = _openvino_rows(run, spec, target, names, budget_s, batch_sizes, threads)
+        for name in names:
+            tables[name].update(ov_rows.get(name, {}))
+        problems.append(ov_problem)
     return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"],
             "bench_json": outcome.path.name,  # in the run, beside the report (paths in run files are run-relative)
             "budget_s": budget_s, "rows_by_variant": tables, "problems": [p for p in problems if p]}
