@@ -297,7 +297,9 @@ def markdown(data: dict) -> str:
                 checks = "; ".join(c.get("checks") or [])
                 fails.append(f"- {r['model']} / {s} (exit {c.get('exit_code')}): {said}"
                              + (f" [failed check: {checks}]" if checks else "")
-                             + (f" [int8 vs fp32 on {_basis(c)}: {parity}]" if parity else ""))
+                             + (f" [int8 vs fp32 on {_basis(c)}: {parity}]" if parity else "")
+                             + (f" [flat inputs: {_flat(c)}]" if _flat(c) else "")
+                             + (f" [failure_line: {c['reason']}]" if c.get("reason") else ""))
         rows.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     counts = [f"{s} {sum(r['stages'].get(s, {}).get('status') == 'pass' for r in data['results'])}/"
               f"{sum(s in r['stages'] for r in data['results'])}" for s in STAGES]
@@ -305,6 +307,12 @@ def markdown(data: dict) -> str:
     missing = [n for n in data["requested"] if n not in {r["model"] for r in data["results"]}]
     tail = f"\n\nNot run in this measurement: {', '.join(missing)}." if missing else ""
     return head + body + ("\n\nFailures:\n" + "\n".join(fails) if fails else "") + tail
+
+
+def _flat(cell: dict) -> str:
+    """The figures of quantize's flat-inputs note (RMS between inputs, in all, distinct top-1), if it wrote one."""
+    note = next((n for n in cell.get("notes") or [] if n.startswith("the held-out inputs barely move")), "")
+    return note[note.find("(") + 1:note.find(")")] if note else ""
 
 
 def _basis(cell: dict) -> str:
@@ -358,6 +366,8 @@ def main() -> None:
     parser.add_argument("--int8-only", action="store_true",
                         help="rerun the quantize column alone (export onnx + quantize per model, --quantize-timeout-s "
                              "each) into tv_matrix_int8.json, and put its cells into --output's rows")
+    parser.add_argument("--int8-json", type=Path, default=RESULTS / "tv_matrix_int8.json",
+                        help="where --int8-only writes its own JSON")
     args = parser.parse_args()
     if args.combine:
         return combine(args.combine, args.output)
@@ -395,11 +405,11 @@ def int8_only(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     limit = args.quantize_timeout_s or args.timeout_s
-    names, path = args.models or list(MODELS), RESULTS / "tv_matrix_int8.json"
+    names, path = args.models or list(MODELS), args.int8_json
     own = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.processor() or
            platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "input_size": args.input_size,
            "export_timeout_s": args.timeout_s, "quantize_timeout_s": limit, "quantize_args": QUANTIZE_ARGS,
-           "requested": names, "results": []}
+           "requested": names, "results": [], "file": path.name}
     work = Path(tempfile.mkdtemp(prefix="dlopt-tv-int8-"))
     try:
         for name in names:
@@ -422,7 +432,7 @@ def _merge_int8(own: dict, output: Path) -> None:
         if r["model"] in cells:
             r["stages"]["quantize"] = cells[r["model"]]
     data["int8_rerun"] = {"date": own["date"], "quantize_timeout_s": own["quantize_timeout_s"],
-                          "models": list(cells), "file": "tv_matrix_int8.json"}
+                          "models": list(cells), "file": own.get("file", "tv_matrix_int8.json")}
     write(data, output)
 
 
