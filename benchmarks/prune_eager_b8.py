@@ -40,7 +40,8 @@ def _models(arch: str) -> tuple[dict[str, Any], Any, dict[str, list[int]]]:
         mcfg = dataclasses.replace(mcfg, in_channels=3, input_size=32, num_classes=10)
     models, widths = {"unpruned": create_model(spec, mcfg).eval()}, {}
     for name, over in VARIANTS.items():
-        m, info = prune_model(create_model(spec, mcfg), spec, PruneConfig(ratio=0.3, **over), make_inputs(spec, mcfg, 1))
+        cfg = PruneConfig(ratio=0.3, **over)
+        m, info = prune_model(create_model(spec, mcfg), spec, cfg, make_inputs(spec, mcfg, 1))
         models[name] = m.eval()
         widths[name] = sorted({v["out"] for v in info["widths"]["after"].values()})
     return models, make_inputs(spec, mcfg, BATCH)[0], widths
