@@ -107,7 +107,7 @@ def test_bench_measures_before_and_after_through_the_bench_stage(tmp_path):
     out = run_prune(TargetOptions(name="mlp", tiny=True, root=tmp_path),
                     PruneConfig(ratio=0.5, data_limit=64, bench=True, bench_budget_s=0.2))
     rows = out.result["latency"]["rows"]
-    assert set(rows) == {"eager@b1", "eager@b8", "onnxruntime@b1", "onnxruntime@b8"}
+    assert set(rows) == {"eager@b1", "eager@b8", "onnxruntime@b1", "onnxruntime@b8", "openvino@b1", "openvino@b8"}
     assert all(r["before_ms"] > 0 and r["after_ms"] > 0 and r["speedup"] > 0 for r in rows.values())
     assert (out.run_dir / "pruned" / "model.onnx").is_file() and out.result["latency"]["problems"] == []
     assert json.loads((out.record.parent / REPORT).read_text())["latency"]["rows"] == rows

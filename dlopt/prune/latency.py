@@ -10,7 +10,7 @@ from typing import Any
 
 from dlopt.runs import Run
 from dlopt.spec import ArchSpec, ExportFormat
-from dlopt.target import Target, TargetOptions
+from dlopt.target import Target
 
 
 MIN_CALLS = 50  # on a shared machine, 10 calls can "converge" inside a load spike; 50 spans several round-robin blocks
@@ -63,7 +63,7 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
     problems += [_export_variant(run, spec, target.config, n) for n in names]
     bcfg = BenchConfig(backends=(Backend.EAGER, Backend.ONNXRUNTIME), batch_sizes=batch_sizes, threads=threads,
                        budget_s=budget_s, min_calls=MIN_CALLS)
-    outcome = bench(TargetOptions(name=str(run.path)), bcfg)
+    outcome = bench(Target.of_run(run), bcfg)
     rows = outcome.result["rows"]
     tables: dict[str, Any] = {}
     for name in names:

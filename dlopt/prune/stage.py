@@ -164,7 +164,7 @@ def _bench(target: Target, cfg: PruneConfig, out_dir: Path, report: PruneReport,
     from dlopt.prune.latency import measure_latency
 
     say("benchmarking before/after (eager and ONNX Runtime)")
-    latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s)
+    latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s, openvino=True)
     latency = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
     slower = [f"{key} {row['speedup']:.2f}x" for key, row in latency["rows"].items()
               if row.get("speedup") is not None and row["speedup"] < 1]
