@@ -1,7 +1,8 @@
 """Quantization: int8 (static, dynamic) and half precision through ONNX Runtime or torchao, chosen by
 measurement and held to an accuracy budget (`docs/quantize.md`).
 
-    outcome = run_quantize(TargetOptions(name="artifacts/resnet18/<run>"), QuantizeConfig(method="auto"))
+    cfg = QuantizeConfig(method="auto")
+    outcome = run_quantize(resolve_target(TargetOptions(name="artifacts/resnet18/<run>"), quantize_check(cfg)), cfg)
 """
 
 from __future__ import annotations
