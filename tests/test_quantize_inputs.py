@@ -77,6 +77,7 @@ def test_agreement_is_judged_on_held_out_rows_of_the_users_file(exported):
     assert "inputs file mine.npz" in note and digest in note and "rows 30-39 (10 samples held out" in note, note
     assert out["calibration"]["samples"] == 20 and "rows 0-19" in out["calibration"]["source"]
     assert out["relative_error"] < 0.1  # the verdict's figure, on the file's rows
+    assert "inputs file mine.npz" in out["accuracy_basis"] and "random" not in out["accuracy_basis"], out
     assert str(tmp) not in json.dumps(out["calibration"]) + json.dumps(out["notes"])  # the name, not where it lay
 
 
@@ -229,3 +230,19 @@ def test_flat_held_out_inputs_are_said_to_be_flat():
     assert note and "barely move the fp32 output" in note and "distinct top-1 class(es) over 32 inputs" in note
     varied = [(torch.randn(32, 10, generator=gen),)]
     assert Judge(None, spec, None, lambda x: x, varied, varied).flat_inputs_note() is None
+
+
+def test_a_failed_verdict_on_the_cli_is_one_line_naming_the_check_and_its_basis(exported):
+    """Calibration rows in [0, 0.1), held-out rows 100x wider: the int8 file clips them, the verdict fails, and the
+    command's one line says which check failed, its figures, that it was judged on the user's file, what to try."""
+    tmp, ref, run = exported
+    path = _file(tmp / "wide.npz", 40)
+    x = np.load(path)["x"]
+    x[20:] *= 100.0
+    np.savez(path, x=x)
+    res = _invoke("quantize", run, "--method", "static", "--exporter", "legacy", "--max-drop", "100",
+                  "--inputs", path, "--model-code", ref, "--name", "qwide")
+    assert res.exit_code == 1, res.output
+    line = next(ln for ln in res.output.splitlines() if "failed verification" in ln)
+    assert "Traceback" not in res.output
+    assert "relative error" in line and "inputs file wide.npz" in line and "try " in line, line

@@ -83,7 +83,8 @@ def quantize_cmd(
     if backend is not None:
         extra.update(backend=backend, auto_backends=(backend,))
     cfg = QuantizeConfig(method=method, calibration_samples=calibration_samples, calibration_method=calibration_method,
-                         per_channel=per_channel, quant_format=qformat or QuantFormat.QDQ, max_drop=max_drop, name=stage_name,
+                         per_channel=per_channel, quant_format=qformat or QuantFormat.QDQ, max_drop=max_drop,
+                         name=stage_name,
                          exporter=exporter,
                          **extra)
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
@@ -106,7 +107,10 @@ def quantize_cmd(
         for p in copies:
             note(f"[dim]wrote {p}[/dim]", highlight=False)
     if not outcome.passed:
-        raise CheckFailedError(f"the quantized model failed verification; see {outcome.report_path}")
+        from dlopt.quantize.judge import failure_line
+
+        raise CheckFailedError(f"the quantized model failed verification: {failure_line(outcome.result)}; "
+                               f"see {outcome.report_path}")
 
 
 def _fmt(x: Any, spec: str = ".4g") -> str:

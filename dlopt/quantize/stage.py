@@ -181,7 +181,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
     latency = measure({"quantized": built}, s.module, s.example(), s.cfg.timing_budget_s, _references(s))
     fp32_bytes = _fp32_bytes(s)
     basis = (f"{s.spec.metric} on the held-out test split" if s.judge.uses_metric else
-             f"parity with fp32 on {'held-out data' if s.calib.source.startswith('train') else 'random valid inputs'}"
+             f"parity with fp32 on {s.judge.basis or _held_basis(s.calib.source)}"
              + _why_no_metric(s.judge.metric_broken))
     verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
     counts = layer_counts(built)
@@ -235,6 +235,11 @@ def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
                            layers_float=result.layers_float)
     out, report = final_dir / out.name, final_dir / REPORT
     return QuantizeOutcome(run.path, out, report, result)
+
+
+def _held_basis(calibration_source: str) -> str:
+    """What the agreement verdict was judged on when no inputs file says it: the data's held-out split, or random."""
+    return "held-out data" if calibration_source.startswith("train") else "random valid inputs"
 
 
 def _why_no_metric(broken: str | None) -> str:
