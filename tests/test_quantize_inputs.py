@@ -157,18 +157,18 @@ def test_the_runs_verified_onnx_is_reused_only_while_it_is_the_same_file(exporte
     import shutil
     from types import SimpleNamespace
 
-    from dlopt.quantize.session import run_export
+    from dlopt.quantize.session import verified_export
     from dlopt.runs import Run
 
     _tmp, _ref, run = exported
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     target = SimpleNamespace(spec=SimpleNamespace(entry=None), run=Run.open(copy), checkpoint=copy / "model.json")
-    assert run_export(target, "legacy") == copy / "model.onnx"
-    assert run_export(target, "dynamo") is None  # another exporter's graph: exported again
+    assert verified_export(target, "legacy") == copy / "model.onnx"
+    assert verified_export(target, "dynamo") is None  # another exporter's graph: exported again
     with (copy / "model.onnx").open("ab") as fh:
         fh.write(b"\0")  # not the file the export stage verified
-    assert run_export(target, "legacy") is None
+    assert verified_export(target, "legacy") is None
 
 
 def test_no_probe_pass_when_no_drop_can_exceed_the_budget():

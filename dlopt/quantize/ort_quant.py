@@ -51,7 +51,7 @@ class Fp32Onnx:
         self.module, self.spec, self.cfg, self.work, self.notes = module, spec, cfg, work, notes
         self.exporter = exporter
         self._paths: dict[str, Path] = {}
-        if exported is not None:  # the run's own verified export of this very checkpoint (session.run_export)
+        if exported is not None:  # the run's own verified export of this very checkpoint (session.verified_export)
             self._paths[exporter] = exported
 
     def raw(self, exporter: str | None = None) -> Path:

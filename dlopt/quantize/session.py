@@ -155,14 +155,14 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
             ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
         from dlopt.quantize.ort_quant import Fp32Onnx
 
-        exported = run_export(target, str(cfg.exporter))
+        exported = verified_export(target, str(cfg.exporter))
         s.notes += [f"int8 built from the run's verified fp32 export {exported.name} (not exported again)"] \
             if exported else []
         s.fp32 = Fp32Onnx(s.module, spec, mcfg, work, s.notes, cfg.exporter, exported)
     return s
 
 
-def run_export(target: Any, exporter: str) -> Path | None:
+def verified_export(target: Any, exporter: str) -> Path | None:
     """The run's model.onnx when the export stage made it from this very checkpoint (same file hashes now as
     recorded) with this exporter, dynamic batch, the default opset, weights inline, and verified it: an export
     of the same module the quantizer would repeat (resnet50 at 224: ~25 s); else None."""
