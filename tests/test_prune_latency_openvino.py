@@ -4,17 +4,12 @@ read costs the rows and says why, it never fails the measurement."""
 
 from __future__ import annotations
 
-import importlib.util
 from types import SimpleNamespace
 
-import pytest
 import torch
 from torch import nn
 
 from dlopt.prune.latency import _openvino_rows
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
-
 
 def _export(model: nn.Module, x: torch.Tensor, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
