@@ -166,6 +166,11 @@ def test_the_runs_verified_onnx_is_reused_only_while_it_is_the_same_file(exporte
     target = SimpleNamespace(spec=SimpleNamespace(entry=None), run=Run.open(copy), checkpoint=copy / "model.json")
     assert verified_export(target, "legacy") == copy / "model.onnx"
     assert verified_export(target, "dynamo") is None  # another exporter's graph: exported again
+    with (copy / "model.json").open("ab") as fh:
+        fh.write(b" ")  # not the checkpoint the export was made from
+    assert verified_export(target, "legacy") is None
+    shutil.rmtree(copy)
+    shutil.copytree(run, copy)
     with (copy / "model.onnx").open("ab") as fh:
         fh.write(b"\0")  # not the file the export stage verified
     assert verified_export(target, "legacy") is None

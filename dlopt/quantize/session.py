@@ -163,28 +163,24 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
 
 
 def verified_export(target: Any, exporter: str) -> Path | None:
-    """The run's model.onnx when the export stage made it from this very checkpoint (same file hashes now as
-    recorded) with this exporter, dynamic batch, the default opset, weights inline, and verified it: an export
-    of the same module the quantizer would repeat (resnet50 at 224: ~25 s); else None."""
+    """The run's model.onnx when the export stage made it from this very checkpoint (its sha256 as recorded) with
+    this exporter, dynamic batch, the default opset, weights inline, verified it, and vouches for it still (the
+    run's trust rule, `Run.artifact_status`): an export of the same module the quantizer would repeat (resnet50 at
+    224: ~25 s); else None."""
     from dlopt.fileio import sha256_file
 
-    if target.spec.entry is not None:
-        return None
-    try:
-        stage = target.run.manifest().get("stages", {}).get("export") or {}
-    except Exception:  # a manifest that cannot be read: export again, as without one
-        return None
+    run = target.run
+    stages = run.manifest().get("stages", {})  # schema-checked; the quantize stage has just read it too
+    stage = stages.get("export") or {}
     config, onnx = stage.get("config") or {}, (stage.get("metrics") or {}).get("onnx") or {}
-    details, base = onnx.get("details") or {}, target.run.path
-    if stage.get("status") != "done" or not onnx.get("verified") or details.get("exporter") != exporter or \
-            details.get("external_data") or not config.get("dynamic") or config.get("opset") is not None:
+    details, model = onnx.get("details") or {}, run.path / "model.onnx"
+    if target.spec.entry is not None or stage.get("status") != "done" or not onnx.get("verified") or \
+            details.get("exporter") != exporter or details.get("external_data") or not config.get("dynamic") or \
+            config.get("opset") is not None or not model.is_file():
         return None
-    files = {str(f.get("path")): f.get("sha256") for f in (*stage.get("inputs", []), *stage.get("outputs", []))}
+    status = run.artifact_status(model, stages)
     checkpoint = Path(target.checkpoint).resolve()
-    if not checkpoint.is_relative_to(base.resolve()):
+    if not status.trusted or status.stage != "export" or not checkpoint.is_relative_to(run.path.resolve()):
         return None
-    record, model = str(checkpoint.relative_to(base.resolve())), base / "model.onnx"
-    if record not in files or "model.onnx" not in files or not model.is_file():
-        return None
-    same = sha256_file(checkpoint) == files[record] and sha256_file(model) == files["model.onnx"]
-    return model if same else None
+    recorded = {str(f.get("path")): f.get("sha256") for f in stage.get("inputs", [])}
+    return model if recorded.get(str(checkpoint.relative_to(run.path.resolve()))) == sha256_file(checkpoint) else None
