@@ -107,6 +107,21 @@ def plain_containers(out: Any) -> bool:
     return not isinstance(out, (tuple, list, dict))
 
 
+def savable(module: Any, example: tuple) -> tuple[Any, list[str]]:
+    """A module torch.export can save and dlopt load without the user's classes: when the output sits in a
+    namedtuple (or any class of its own), the module returning its tensors as a flat tuple instead, and a note
+    naming their order (the order verification compares them in); else the module itself and no note."""
+    import torch
+
+    with torch.no_grad():
+        out = module(*example)
+    if plain_containers(out):
+        return module, []
+    return flat_module(module), [
+        f"pt2: the model returns a {structure(out)}, whose class torch.export cannot save; the .pt2 program "
+        f"returns its tensors as a flat tuple, in this order: {', '.join(names(out))}"]
+
+
 def flat_module(module: Any) -> Any:
     """`module` with forward returning flatten(out): a tuple of tensors every tracer and runtime accepts."""
     import torch

@@ -9,7 +9,8 @@ import typer
 from rich.table import Table
 
 from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, ModelCodeOpt, OutOpt, SetOpt, TinyOpt,
-                              TrustCodeOpt, _name_trust, console, err_console, note, parse_shape, print_json, print_table, verbosity)
+                              TrustCodeOpt, _name_trust, console, err_console, note, parse_shape, print_json,
+                              print_table, verbosity)
 from dlopt.errors import CheckFailedError, UsageError
 from dlopt.layout import DEFAULT_ROOT
 

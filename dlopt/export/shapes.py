@@ -24,6 +24,13 @@ def dynamic_shapes(spec: ArchSpec, cfg: Any, dynamic: bool = True) -> tuple[dict
     return shapes if any(shapes) else None
 
 
+def module_dynamic_shapes(module: Any, spec: ArchSpec, cfg: Any, dynamic: bool = True) -> Any:
+    """`dynamic_shapes` for torch.export of `module`: a forward(*inputs) module (dlopt.outputs.flat_module) takes
+    them grouped into one tuple, as torch.export groups such inputs into one argument."""
+    shapes = dynamic_shapes(spec, cfg, dynamic)
+    return (shapes,) if getattr(module, "varargs", False) and shapes is not None else shapes
+
+
 def output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple[str, ...]:
     """The names the exported graph's outputs get: one per output tensor (dict keys and nested paths for dict or
     nested outputs, the spec's names for a tensor or flat tuple; dlopt.outputs). Refuses non-tensor outputs."""

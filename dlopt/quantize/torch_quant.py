@@ -36,12 +36,10 @@ def quantizable(module: Any, method: Method) -> list[str]:
 def _exported(module: Any, spec: Any, cfg: Any) -> Any:
     import torch
 
-    from dlopt.export.shapes import dynamic_shapes
+    from dlopt.export.shapes import module_dynamic_shapes
     from dlopt.registry import make_inputs
 
-    shapes = dynamic_shapes(spec, cfg, True)
-    if getattr(module, "varargs", False) and shapes is not None:
-        shapes = (shapes,)  # forward(*xs): torch.export groups the inputs into one tuple argument
+    shapes = module_dynamic_shapes(module, spec, cfg)
     return torch.export.export(module, make_inputs(spec, cfg, 2), dynamic_shapes=shapes)
 
 
@@ -98,19 +96,6 @@ def _half(module: Any, method: Method) -> Any:
     return Cast(copy.deepcopy(module).to(dtype)).eval()
 
 
-def _savable(module: Any, spec: Any, cfg: Any) -> Any:
-    """The module, or (when its output sits in a namedtuple or another class torch.export cannot save) the module
-    returning its tensors as a flat tuple, in the order verification compares them (dlopt.outputs)."""
-    import torch
-
-    from dlopt import outputs
-    from dlopt.registry import make_inputs
-
-    with torch.no_grad():
-        plain = outputs.plain_containers(module(*make_inputs(spec, cfg, 2)))
-    return module if plain else outputs.flat_module(module)
-
-
 def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[Any, ...]], dst: Path) -> Built:
     """Quantize (or cast) a copy of the entry module and save it as a .pt2 program at `dst`."""
     import torch
@@ -119,7 +104,10 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
     from dlopt.fileio import torch_archive
     from dlopt.outputs import flatten
 
-    module = _savable(module, spec, cfg)
+    from dlopt.outputs import savable
+    from dlopt.registry import make_inputs
+
+    module = savable(module, make_inputs(spec, cfg, 2))[0]  # a namedtuple output saved as a flat tuple
     with quiet_deprecations():
         if recipe.method == Method.STATIC:
             qmodel = _pt2e(module, spec, cfg, recipe, calib)
