@@ -49,6 +49,15 @@ def ref_key(ref: str, file: str | None = None) -> tuple[str, str] | None:
     return target, attr
 
 
+def absolute_ref(ref: str) -> str:
+    """A file.py:fn reference with the file made absolute (as the current directory resolves it), so a run that
+    records it finds the same file from any other directory; other names unchanged."""
+    if not is_user_ref(ref):
+        return ref
+    target, _, attr = ref.rpartition(":")
+    return f"{Path(target).expanduser().resolve()}:{attr}" if target.endswith(".py") else ref
+
+
 def current() -> CodeTrust:
     return _TRUST.get()
 

@@ -69,3 +69,21 @@ def test_trust_code_runs_what_the_toml_names(tmp_path):
     res = _invoke("pipeline", "--config", toml, "--trust-code", "--out", tmp_path / "out", "--json")
     assert res.exit_code == 0, res.output
     assert marker.exists()
+
+
+def test_a_relative_reference_resumes_from_another_directory(tmp_path, monkeypatch):
+    """The run records the code's file absolute: `--resume` from elsewhere finds the same file, not a namesake."""
+    _ref, toml, _marker = _setup(tmp_path)
+    toml.write_text(toml.read_text().replace(f'arch = "{_ref}"', 'arch = "net.py:build"'))
+    monkeypatch.chdir(tmp_path)
+    res = _invoke("pipeline", "--config", toml.name, "--model-code", "net.py:build", "--out", "out", "--json")
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.stdout)["run_dir"]
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "net.py").write_text("raise SystemExit('the wrong file ran')\n")  # a namesake where the user now is
+    monkeypatch.chdir(other)
+    res = _invoke("pipeline", "--resume", run, "--model-code", str(tmp_path / "net.py") + ":build", "--out",
+                  tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    assert {s["name"]: s["status"] for s in json.loads(res.stdout)["steps"]}["export"] == "skipped"

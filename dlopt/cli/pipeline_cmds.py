@@ -45,6 +45,9 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
         cfg = apply(cfg, {"arch": name}, origin="the command line")
     if not cfg.arch:
         raise UsageError("name an architecture (see dlopt list), or give --resume RUN_DIR or a --config with arch = ...")
+    from dlopt.codetrust import absolute_ref
+
+    cfg = apply(cfg, {"arch": absolute_ref(cfg.arch)}, origin="the command line")  # the run records it: any cwd
     from dlopt.registry import get_spec
 
     from dlopt.pipeline.config import validate
