@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[hf,dev]'
+	$(PY) -m pip install -q -e '.[hf,timm,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

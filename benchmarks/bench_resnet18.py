@@ -17,7 +17,7 @@ from pathlib import Path
 from dlopt.bench.config import Backend, BenchConfig
 from dlopt.bench.report import machine_tag
 from dlopt.bench.runner import bench
-from dlopt.target import TargetOptions
+from dlopt.contract.target import TargetOptions
 
 RESULTS = Path(__file__).parent / "results"
 

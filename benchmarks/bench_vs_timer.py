@@ -29,7 +29,7 @@ from dlopt.bench.config import Backend, BenchConfig, Device
 from dlopt.bench.report import machine_tag
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import round_robin, warm_up
-from dlopt.registry import build_model, entry_module, make_inputs
+from dlopt.models.registry import build_model, entry_module, make_inputs
 
 RESULTS = Path(__file__).parent / "results"
 # (arch, build options, batch, backends): from ~0.05 ms to ~30 ms per call
@@ -42,7 +42,7 @@ def _onnx_case(arch: str, sets: dict, batch: int, tmp: Path) -> Variant:
     model, spec, cfg = build_model(arch, sets)
     path = tmp / f"{arch}.onnx"
     from dlopt.export import ExportConfig, export_model
-    from dlopt.spec import ExportFormat
+    from dlopt.models.spec import ExportFormat
 
     export_model(model, spec, cfg, tmp, ExportConfig(formats=(ExportFormat.ONNX,), exporter="legacy", verify=False),
                  stem=arch)

@@ -25,8 +25,8 @@ from pathlib import Path
 from dlopt.bench.config import Backend, BenchConfig
 from dlopt.bench.report import machine_tag
 from dlopt.bench.runner import bench
-from dlopt.registry import list_names
-from dlopt.target import TargetOptions
+from dlopt.contract.target import TargetOptions
+from dlopt.models.registry import list_names
 
 RESULTS = Path(__file__).parent / "results"
 BACKENDS = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.ONNXRUNTIME)
@@ -36,7 +36,7 @@ def _one_call_s(name: str) -> float:
     """Seconds of one eager call at batch 8 (after one warm-up call)."""
     import torch
 
-    from dlopt.registry import build_model, entry_module, make_inputs
+    from dlopt.models.registry import build_model, entry_module, make_inputs
 
     model, spec, cfg = build_model(name)
     net, x = entry_module(model, spec), make_inputs(spec, cfg, 8)

@@ -21,10 +21,10 @@ from typing import Any
 
 
 def variants(run: Path, ratios: list[float], finetune: int, backends: list[str], log: Any) -> dict[str, Path]:
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune.config import PruneConfig
     from dlopt.prune.stage import run_prune
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
 
     files = {}
     for ratio in ratios:
@@ -47,8 +47,8 @@ def time_all(run: Path, files: dict[str, Path], budget_s: float) -> dict[str, di
     from dlopt.bench.backends import Variant, prepare
     from dlopt.bench.config import Backend, BenchConfig, Device
     from dlopt.bench.timing import round_robin, warm_up
-    from dlopt.checkpoint import load_checkpoint
-    from dlopt.registry import entry_module
+    from dlopt.models.checkpoint import load_checkpoint
+    from dlopt.models.registry import entry_module
 
     torch.set_num_threads(1)
     ck = load_checkpoint(run / "model.json")

@@ -29,7 +29,7 @@ def measure(name: str, tiny: bool, exporter: str) -> dict:
     import torch
 
     from dlopt.export import ExportConfig, export_model
-    from dlopt.registry import build_model
+    from dlopt.models.registry import build_model
 
     torch.manual_seed(0)
     model, spec, cfg = build_model(name, tiny=tiny)
@@ -97,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from dlopt.registry import list_names
+    from dlopt.models.registry import list_names
 
     torch.set_num_threads(args.threads)
     names = args.names or list_names()

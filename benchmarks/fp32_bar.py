@@ -16,7 +16,7 @@ dlopt's exporter (dynamo). Rows, each at the same thread count:
   torch._inductor.config.freezing = True. Its compilation (autotuning) has --autotune-timeout-s per cell (SIGALRM);
   a compile that does not finish is recorded as such.
 Verdict per cell: dlopt best / fastest by-hand fp32 (target <= 1.10) and dlopt best's GFLOP/s (FLOPs by
-dlopt.summary.count_flops at the median latency) as a share of machine_peak(cpu, threads)["fp32_gflops"]
+dlopt.models.summary.count_flops at the median latency) as a share of machine_peak(cpu, threads)["fp32_gflops"]
 (target >= 60%). Writes benchmarks/results/fp32_bar.json and .md.
 """
 
@@ -51,10 +51,10 @@ class CompileTimeout(Exception):
 
 
 def build(root: Path, log: Any) -> dict[str, Any]:
+    from dlopt.contract.target import TargetOptions, resolve_target
     from dlopt.export import ExportConfig, export_model
-    from dlopt.registry import entry_module
-    from dlopt.spec import ExportFormat
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.models.registry import entry_module
+    from dlopt.models.spec import ExportFormat
 
     target = resolve_target(TargetOptions(name="resnet18", root=root, sets={"input_size": 224, "num_classes": 10}))
     module = entry_module(target.model, target.spec).eval()
@@ -93,7 +93,7 @@ def plans(a: dict[str, Any], inputs: tuple, threads: int, timeout_s: int) -> dic
 
     from dlopt.bench.backends import Variant, prepare
     from dlopt.bench.config import Backend, Device
-    from dlopt.openvino_rt import as_arrays, require_openvino
+    from dlopt.runtime.openvino import as_arrays, require_openvino
 
     def dlopt_row(backend: Backend) -> Any:
         uses_file = backend in (Backend.ONNXRUNTIME, Backend.OPENVINO)
@@ -140,7 +140,7 @@ def measure_cell(a: dict[str, Any], threads: int, batch: int, budget_s: float, t
     from dlopt.bench.roofline import machine_peak, roofline
     from dlopt.bench.stats import summarize
     from dlopt.bench.timing import round_robin, warm_up
-    from dlopt.summary import count_flops
+    from dlopt.models.summary import count_flops
 
     torch.set_num_threads(threads)
     torch._dynamo.reset()  # inductor bakes the thread count and shapes into its kernels: compile per cell

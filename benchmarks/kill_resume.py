@@ -88,7 +88,7 @@ def state_epoch(run: Path) -> int | None:
 
 def check_files(run: Path) -> dict[str, Any]:
     """Every final-named file complete; temporary files listed; checkpoint records checked against weights."""
-    from dlopt.fileio import sha256_file
+    from dlopt.core.fileio import sha256_file
 
     corrupt, temps, stale_records = [], [], []
     for path in sorted(p for p in run.rglob("*") if p.is_file()):

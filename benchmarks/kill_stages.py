@@ -12,7 +12,7 @@ cost no interpreter and torch start-up): the manifest passes its schema and no s
 a SIGINT that landed exited 130 and a SIGKILL -9, the stage reads `interrupted` (or `done` when the signal came
 after it finished); every file a done stage vouched for before the kill is unchanged and still trusted (or
 replaced by a finished rerun); `dlopt bench --json` measures and `dlopt report --json` reports no file that
-dlopt.trust rejects; `dlopt runs --json` lists the run; rerunning the command (`--resume` for train and
+dlopt.core.trust rejects; `dlopt runs --json` lists the run; rerunning the command (`--resume` for train and
 pipeline) succeeds, leaves the stage `done`, and bench/report on the result again use only trusted files.
 Writes benchmarks/results/kill_stages.json after every kill. Run it with OMP_NUM_THREADS=1: the machine is
 shared with other jobs, and the load average is recorded with each kill.
@@ -247,8 +247,8 @@ def start(case: Case, work: Path) -> Any:
 
 
 def trusted(run_dir: Path | None) -> dict[str, str]:
-    from dlopt.fileio import sha256_file
-    from dlopt.runs import Run
+    from dlopt.core.fileio import sha256_file
+    from dlopt.core.runs import Run
 
     if run_dir is None:
         return {}
@@ -257,9 +257,9 @@ def trusted(run_dir: Path | None) -> dict[str, str]:
 
 
 def stale_in(run_dir: Path, bench: bool = True) -> dict[str, Any]:
-    """bench (unless told not to) and report on the run: what they used that dlopt.trust rejects (and their
+    """bench (unless told not to) and report on the run: what they used that dlopt.core.trust rejects (and their
     exit codes)."""
-    from dlopt.runs import Run
+    from dlopt.core.runs import Run
 
     run, out = Run(run_dir), {}
     if bench:
@@ -290,9 +290,9 @@ def finished_before(stages: dict[str, Any], names: list[str], when: float) -> bo
 
 def after_kill(case: Case, sig: str, landed: bool, rc: int | None, before: dict[str, str],
                sent_at: float) -> dict[str, Any]:
-    from dlopt.errors import InputFileError
-    from dlopt.runs import Run
-    from dlopt.trust import effective_status
+    from dlopt.core.errors import InputFileError
+    from dlopt.core.runs import Run
+    from dlopt.core.trust import effective_status
 
     run_dir = case.run_dir()
     if run_dir is None:  # killed before its run directory existed: nothing to check but a clean rerun
@@ -328,7 +328,7 @@ def after_kill(case: Case, sig: str, landed: bool, rc: int | None, before: dict[
 
 
 def after_rerun(case: Case, status: str | None) -> dict[str, Any]:
-    from dlopt.runs import Run
+    from dlopt.core.runs import Run
 
     run_dir = case.run_dir()
     args = case.rerun(run_dir, status or "") if run_dir is not None else case.command()

@@ -119,7 +119,7 @@ def command_line(command: str, arch: str, run: Path | None, work: Path, dlopt: l
 
 
 def machine(code: Path | None) -> dict:
-    from dlopt.environment import fingerprint
+    from dlopt.core.environment import fingerprint
 
     mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
                 if ln.startswith("MemTotal")), "0")

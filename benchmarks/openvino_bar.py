@@ -51,8 +51,8 @@ def samples(target: Any, split: str, n: int) -> Any:
     """(n, 3, 224, 224): the run's data (digits upscaled, as dlopt quantize calibrates on it)."""
     import torch
 
-    from dlopt.evaluate import evaluator_for
     from dlopt.quantize.calibrate import split_inputs
+    from dlopt.tasks.evaluator import evaluator_for
 
     batches = split_inputs(evaluator_for(target.run, target.spec, target.config), target.spec, split, n, 0)
     return torch.cat([b[0] for b in batches])[:n]
@@ -63,8 +63,8 @@ def dlopt_int8(target: Any, reuse: bool, log: Any, backend: str = "onnxruntime")
     --backend, auto measures its default backends (ONNX Runtime and OpenVINO together) and ships the fastest."""
     import json
 
+    from dlopt.contract.target import TargetOptions
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
 
     name = "int8" if backend == "onnxruntime" else f"int8-{backend}"
     old = next(iter(sorted((target.run.path / name).glob("model.*[!n]"))), None)  # model.onnx / model.xml
@@ -84,12 +84,12 @@ def build_artifacts(root: Path, reuse: bool, log: Any) -> dict[str, Any]:
     """The run, its model, the ONNX file, and the three int8 files (ORT static, NNCF, dlopt auto)."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
+    from dlopt.contract.target import TargetOptions, resolve_target
+    from dlopt.core.runs import latest_run
     from dlopt.export import ExportConfig, export_model
-    from dlopt.openvino_rt import quantize_ir
-    from dlopt.registry import entry_module
-    from dlopt.runs import latest_run
-    from dlopt.spec import ExportFormat
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.models.registry import entry_module
+    from dlopt.models.spec import ExportFormat
+    from dlopt.runtime.openvino import quantize_ir
 
     prev = latest_run(root) if reuse and root.is_dir() else None
     name = str(prev.path) if prev else "resnet18"
@@ -133,7 +133,7 @@ def agreement(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from dlopt.export import load_artifact
-    from dlopt.openvino_rt import ir_runner
+    from dlopt.runtime.openvino import ir_runner
 
     x = a["test"]
     with torch.inference_mode():
@@ -166,7 +166,7 @@ def prepare_all(a: dict[str, Any], inputs: tuple, threads: int) -> dict[str, Any
     """name -> (callable, setup s, first-call s); a variant that fails is recorded as its error string."""
     from dlopt.bench.backends import Prepared, Variant, prepare
     from dlopt.bench.config import Backend, Device
-    from dlopt.openvino_rt import as_arrays, compile_ir
+    from dlopt.runtime.openvino import as_arrays, compile_ir
 
     def ov_default() -> Prepared:
         t0 = time.perf_counter()

@@ -81,7 +81,7 @@ def main() -> None:
     arch, config = sys.argv[1], Path(sys.argv[2])
     cfg = tomllib.loads(config.read_text())
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from dlopt.registry import get_spec
+    from dlopt.models.registry import get_spec
 
     metric = get_spec(arch).metric
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Why the cnn's eager batch-8 speed-up at `--ratio 0.3` is what it is: the cnn (dlopt.models.conv.CNN, 1x28x28,
+"""Why the cnn's eager batch-8 speed-up at `--ratio 0.3` is what it is: the cnn (dlopt.models.nets.conv.CNN, 1x28x28,
 widths 32/64/128, hidden 512) and pruned widths of it, timed eager and in ONNX Runtime at batch 8, one thread,
 in interleaved blocks in one process (every variant sees the same machine state), plus where eager time goes
 (torch.profiler, self CPU per op) and the page faults per call.
@@ -35,9 +35,9 @@ BATCH = 8
 def _table_widths(runtime: str) -> tuple[int, int, int, int]:
     """The widths `dlopt prune --ratio 0.3` chooses for the cnn from the measured width table of `runtime` (batch 8;
     the table in DLOPT_CACHE_DIR or ~/.cache/dlopt, measured now where missing)."""
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune import PruneConfig
     from dlopt.prune.model import prune_model
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     spec = get_spec("cnn")
     mcfg = make_model_config(spec)
@@ -49,7 +49,7 @@ def _table_widths(runtime: str) -> tuple[int, int, int, int]:
 
 
 def _model(w: tuple[int, int, int, int]) -> Any:
-    from dlopt.models.conv import CNN
+    from dlopt.models.nets.conv import CNN
 
     cfg = SimpleNamespace(in_channels=1, input_size=28, num_classes=10, widths=list(w[:3]), hidden=w[3], dropout=0.5)
     return CNN(cfg).eval()
@@ -64,7 +64,7 @@ def _add_table_variants() -> None:
 def _calls(x: Any) -> dict[str, dict[str, Any]]:
     import torch
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     out = {}
     for name, w in VARIANTS.items():

@@ -31,9 +31,9 @@ VARIANTS = {"default": {}, "rule": {"width_table": False}, "exact": {"round_to":
 
 
 def _models(arch: str) -> tuple[dict[str, Any], Any, dict[str, list[int]]]:
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune import PruneConfig
     from dlopt.prune.model import prune_model
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     spec, mcfg = get_spec(arch), make_model_config(get_spec(arch))
     if arch == "resnet18":  # the digits run's shapes (prune_targets.json model_config)
@@ -96,7 +96,7 @@ def _cpu_ms(fn: Any, n: int) -> float:
 def _speedups(models: dict[str, Any], x: Any, rounds: int) -> dict[str, Any]:
     import torch
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     fns = {}
     for name, m in models.items():

@@ -62,9 +62,9 @@ def _variant(r: dict, latency: dict, base_metric: float, exact: dict) -> dict:
 
 
 def _train_and_prune(arch: str, root: Path, args: argparse.Namespace) -> tuple[Path, dict, dict]:
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune import PruneConfig
     from dlopt.prune.stage import run_prune
-    from dlopt.target import TargetOptions
     from dlopt.train import TrainConfig, train
 
     t0 = time.perf_counter()
@@ -83,9 +83,9 @@ def _train_and_prune(arch: str, root: Path, args: argparse.Namespace) -> tuple[P
 def _reprune(arch: str, root: Path, args: argparse.Namespace) -> tuple[Path, dict, dict]:
     """--reprune: the latest trained run of `arch` under root, its default variant pruned again (replaced: the
     widths come from today's code) and its exact variant reused when present (its widths do not change)."""
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune import PruneConfig
     from dlopt.prune.stage import run_prune
-    from dlopt.target import TargetOptions
 
     run_dir = sorted(d for d in (root / arch).iterdir() if (d / "train_result.json").is_file())[-1]
     tr = json.loads((run_dir / "train_result.json").read_text())
@@ -114,8 +114,8 @@ def _reuse(arch: str, root: Path) -> tuple[Path, dict, dict]:
 
 
 def run_one(arch: str, root: Path, args: argparse.Namespace) -> dict:
+    from dlopt.contract.target import TargetOptions, resolve_target
     from dlopt.prune.latency import measure_latency
-    from dlopt.target import TargetOptions, resolve_target
 
     reuse = args.reuse or arch in args.reuse_arch
     if reuse:
@@ -147,8 +147,8 @@ def _eager_cpu(run_dir: Path, names: tuple[str, ...], budget_s: float, batch: in
 
     import torch
 
-    from dlopt.checkpoint import load_checkpoint
-    from dlopt.registry import entry_module, make_inputs
+    from dlopt.models.checkpoint import load_checkpoint
+    from dlopt.models.registry import entry_module, make_inputs
 
     base = load_checkpoint(run_dir / "model.json")
     models = {"": base.model, **{n: load_checkpoint(run_dir / n / "model.json").model for n in names}}

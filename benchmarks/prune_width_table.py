@@ -30,9 +30,9 @@ CASES = {"cnn": {}, "resnet18": {"input_size": 32}, "torchvision:resnet50": "siz
 
 
 def _prune(arch: str, kw: dict, width_table: bool, runtime: str) -> tuple[Any, dict, float, Any]:
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune import PruneConfig
     from dlopt.prune.model import prune_model
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     spec = get_spec(arch)
     mcfg = make_model_config(spec, **kw)
@@ -49,8 +49,8 @@ def _moved(info: dict) -> dict[str, str]:
 
 
 def _costs(arch: str, kw: dict, runtime: str) -> tuple[dict, Any]:
-    from dlopt.prune.report import explain
     from dlopt.prune import PruneConfig
+    from dlopt.prune.report import explain
 
     _, rule, rule_s, _ = _prune(arch, kw, False, runtime)
     with tempfile.TemporaryDirectory(prefix="width-table-") as cache:
@@ -83,7 +83,7 @@ def _share(info: dict) -> float:
 def _session(module: Any, x: Any) -> Any:
     import torch
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     buf = io.BytesIO()
     torch.onnx.export(module.eval(), (x,), buf, dynamo=False)
@@ -94,7 +94,7 @@ def _session(module: Any, x: Any) -> Any:
 
 def _speed(models: dict[str, Any], x: Any, rounds: int) -> dict[str, Any]:
     """ORT batch-8 median ms per variant (per-round medians of 3 calls, rounds interleaved, start rotating)."""
-    from dlopt.registry import entry_module
+    from dlopt.models.registry import entry_module
 
     calls = {n: _session(entry_module(m, spec), x) for n, (m, spec) in models.items()}
     for fn in calls.values():
@@ -152,7 +152,7 @@ def main() -> None:
 
 
 def make_shape(spec: Any, mcfg: Any) -> list[int]:
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     return list(make_inputs(spec, mcfg, 1)[0].shape[1:])
 

@@ -36,7 +36,7 @@ def _median_ms(fn, calls: int = 60) -> float:
 def _one(spatial: int, w: int) -> dict:
     import torch
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     m = torch.nn.Sequential(torch.nn.Conv2d(w, w, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(w, w, 3, padding=1))
     x = torch.randn(8, w, spatial, spatial)
@@ -55,7 +55,7 @@ def _one(spatial: int, w: int) -> dict:
 def _pair(c1: int, c2: int) -> dict:
     import torch
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     nn = torch.nn
     m = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(c1, c2, 3, padding=1),

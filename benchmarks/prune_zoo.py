@@ -38,9 +38,9 @@ def _row(r: dict, lat: dict) -> dict:
 
 def run_unstructured(spec, root: Path, budget: float) -> dict:
     """Global magnitude pruning at 0.5: half the weights are zero, and dense kernels take as long as before."""
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune import PruneConfig
     from dlopt.prune.stage import run_prune
-    from dlopt.target import TargetOptions
 
     sets = _sets(spec)
     out = run_prune(TargetOptions(name=spec.name, root=root, sets=sets or None),
@@ -53,11 +53,11 @@ def run_unstructured(spec, root: Path, budget: float) -> dict:
 
 
 def run_one(spec, root: Path, budget: float) -> dict:
-    from dlopt.errors import ConfigError
+    from dlopt.contract.target import TargetOptions, resolve_target
+    from dlopt.core.errors import ConfigError
     from dlopt.prune import PruneConfig
     from dlopt.prune.latency import measure_latency
     from dlopt.prune.stage import run_prune
-    from dlopt.target import TargetOptions, resolve_target
 
     sets = _sets(spec)
     t0 = time.perf_counter()
@@ -87,8 +87,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from dlopt.errors import DloptError
-    from dlopt.registry import list_specs
+    from dlopt.core.errors import DloptError
+    from dlopt.models.registry import list_specs
 
     torch.set_num_threads(1)
     names = args.names or (["cnn", "resnet18"] if args.unstructured else [])

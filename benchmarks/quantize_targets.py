@@ -26,8 +26,8 @@ RESULTS = Path(__file__).parent / "results"
 def one(arch: str, root: Path, budget_s: float) -> dict:
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
+    from dlopt.contract.target import TargetOptions
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
     from dlopt.train.api import train
     from dlopt.train.config import TrainConfig
 
@@ -63,8 +63,8 @@ def speed_224(root: Path, budget_s: float) -> dict:
     its latency does."""
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
+    from dlopt.contract.target import TargetOptions
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
 
     opts = TargetOptions(name="resnet18", root=root, sets={"input_size": 224, "num_classes": 10})
     q = run_quantize(opts, QuantizeConfig(method="auto", max_drop=100.0, max_fallback_layers=0,

@@ -23,8 +23,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def one(spec, root: Path, epochs: int) -> dict:
+    from dlopt.contract.target import TargetOptions
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
     from dlopt.train.api import train
     from dlopt.train.config import TrainConfig
 
@@ -53,7 +53,7 @@ def one(spec, root: Path, epochs: int) -> dict:
 def main() -> None:
     import torch
 
-    from dlopt.registry import list_specs
+    from dlopt.models.registry import list_specs
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)

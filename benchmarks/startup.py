@@ -32,9 +32,9 @@ def time_command(cmd: list[str], repeats: int = 7) -> list[float]:
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from dlopt.environment import fingerprint
-
     import os
+
+    from dlopt.core.environment import fingerprint
 
     rows = {}
     load_start = list(os.getloadavg())

@@ -67,7 +67,7 @@ def run_one(name: str) -> dict:
 
 
 def _environment() -> dict:
-    from dlopt.environment import fingerprint
+    from dlopt.core.environment import fingerprint
 
     env = fingerprint()
     import torch
@@ -76,7 +76,7 @@ def _environment() -> dict:
 
 
 def table() -> str:
-    from dlopt.registry import get_spec
+    from dlopt.models.registry import get_spec
 
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("train-*.json"))]
     order = {n: i for i, n in enumerate(PRIORITY)}
@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.table_only:
-        from dlopt.registry import list_specs
+        from dlopt.models.registry import list_specs
 
         trainable = [s.name for s in list_specs(stage="train") if s.trainer]
         names = args.names or [*PRIORITY, *(n for n in [*trainable, *VARIANTS] if n not in PRIORITY)]

@@ -56,7 +56,7 @@ def seeded_weights(model_name: str, size: int, path: Path) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from dlopt.registry import build_model
+    from dlopt.models.registry import build_model
 
     torch.manual_seed(0)
     model, _, _ = build_model(f"torchvision:{model_name}", input_size=size)

@@ -41,7 +41,7 @@ def measure(name: str) -> dict:
     from safetensors.torch import load_file
     from tv_matrix import seeded_weights
 
-    from dlopt.registry import build_model
+    from dlopt.models.registry import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w.safetensors"

@@ -1,7 +1,7 @@
 """dlopt: train, prune, quantize, export, verify and benchmark PyTorch models.
 
 The top-level package stays free of torch so that `dlopt --help` and `dlopt list` start fast;
-import the stage modules (``dlopt.models``, ``dlopt.checkpoint``) when you need them. The registry functions
+import the stage modules (``dlopt.models``, ``dlopt.models.checkpoint``) when you need them. The registry functions
 below are imported on first use (``dlopt.build_model``): the model table is not read to print the CLI's help.
 """
 
@@ -11,16 +11,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from dlopt.errors import DloptError  # noqa: E402
+from dlopt.core.errors import DloptError  # noqa: E402
 
 _REGISTRY = ("build_model", "get_spec", "list_specs", "make_inputs")
 __all__ = ["DloptError", "__version__", *_REGISTRY]
 
 
 def __getattr__(name: str) -> Any:
-    """`dlopt.build_model` and friends, from dlopt.registry when first asked for (PEP 562)."""
+    """`dlopt.build_model` and friends, from dlopt.models.registry when first asked for (PEP 562)."""
     if name in _REGISTRY:
-        from dlopt import registry
+        from dlopt.models import registry
 
         return getattr(registry, name)
     raise AttributeError(f"module 'dlopt' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import EXIT_CODES, InputMismatchError
+from dlopt.core.errors import EXIT_CODES, InputMismatchError
 
 runner = CliRunner()
 
@@ -37,8 +37,8 @@ def _fails(result, code: int, *fragments: str) -> str:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
     """A tiny mlp checkpoint (record + weights), written without training."""
-    from dlopt.checkpoint import save_checkpoint
-    from dlopt.registry import create_model, get_spec, make_model_config
+    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.registry import create_model, get_spec, make_model_config
 
     spec = get_spec("mlp")
     cfg = make_model_config(spec, {}, tiny=True)
@@ -135,7 +135,7 @@ def test_resume_of_a_missing_or_damaged_run(tmp_path: Path):
     from dlopt.train.state import load_state
 
     (tmp_path / "train_state.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
-    from dlopt.errors import InputFileError
+    from dlopt.core.errors import InputFileError
 
     with pytest.raises(InputFileError, match="corrupt or truncated"):
         load_state(tmp_path)
@@ -167,8 +167,8 @@ def test_artifact_runner_refuses_inputs_of_the_wrong_shape_or_dtype(onnx_run: Pa
 
 
 def test_verify_with_the_checkpoint_of_another_configuration(onnx_run: Path, tmp_path: Path):
-    from dlopt.checkpoint import save_checkpoint
-    from dlopt.registry import create_model, get_spec, make_model_config
+    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.registry import create_model, get_spec, make_model_config
 
     spec = get_spec("mlp")
     cfg = make_model_config(spec, {"in_features": 30}, tiny=True)
@@ -203,7 +203,7 @@ def test_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
     import errno
     import os
 
-    import dlopt.fileio
+    import dlopt.core.fileio
 
     real_replace = os.replace
 
@@ -212,7 +212,7 @@ def test_full_disk_leaves_no_half_written_file(tmp_path: Path, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_replace(src, dst, *a, **k)
 
-    monkeypatch.setattr(dlopt.fileio.os, "replace", full)
+    monkeypatch.setattr(dlopt.core.fileio.os, "replace", full)
     result = _invoke("train", "mlp", "--tiny", "--epochs", "1", "--limit", "32", "--out", tmp_path, "--json")
     _fails(result, 5, "the disk is full", "train_state.safetensors")
     [run] = list(tmp_path.glob("mlp/*"))

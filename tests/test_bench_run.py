@@ -14,9 +14,9 @@ from dlopt.bench.config import Backend, BenchConfig, Device
 from dlopt.bench.report import CSV_COLUMNS, load_result, schema_errors
 from dlopt.bench.runner import RESULT_FILE, SCHEMA, bench
 from dlopt.cli.app import app
-from dlopt.errors import InputFileError
-from dlopt.registry import list_specs
-from dlopt.target import TargetOptions
+from dlopt.contract.target import TargetOptions
+from dlopt.core.errors import InputFileError
+from dlopt.models.registry import list_specs
 
 runner = CliRunner()
 FAST = BenchConfig(backends=(Backend.EAGER,), batch_sizes=(1,), budget_s=0.05, min_calls=5, warmup_calls=1, threads=1)

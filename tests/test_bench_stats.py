@@ -8,9 +8,9 @@ import pytest
 from dlopt.bench import timing
 from dlopt.bench.compare import check_regressions, compare
 from dlopt.bench.config import Backend, BenchConfig, StopReason, parse_backends
-from dlopt.options import parse_int_list
 from dlopt.bench.stats import converged, percentile, summarize
-from dlopt.errors import CheckFailedError, ConfigError
+from dlopt.core.errors import CheckFailedError, ConfigError
+from dlopt.models.options import parse_int_list
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 75, 90, 99, 100])

@@ -9,9 +9,9 @@ import pytest
 from dlopt.bench import backends
 from dlopt.bench.config import Backend, BenchConfig
 from dlopt.bench.runner import bench
-from dlopt.checkpoint import save_checkpoint
-from dlopt.spec import ExportFormat
-from dlopt.target import TargetOptions, resolve_target
+from dlopt.contract.target import TargetOptions, resolve_target
+from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.spec import ExportFormat
 
 CFG = BenchConfig(backends=(Backend.EAGER, Backend.TORCHSCRIPT, Backend.PT2), batch_sizes=(3,), budget_s=0.05,
                   min_calls=5, warmup_calls=1, threads=1)

@@ -8,9 +8,9 @@ import pickle
 import pytest
 import torch
 
-from dlopt.checkpoint import load_checkpoint, save_checkpoint
-from dlopt.errors import InputFileError, UnsafeFileError
-from dlopt.registry import build_model, entry_module, list_specs, make_inputs
+from dlopt.core.errors import InputFileError, UnsafeFileError
+from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
+from dlopt.models.registry import build_model, entry_module, list_specs, make_inputs
 
 NAMES = [s.name for s in list_specs()]
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.registry import list_specs
+from dlopt.models.registry import list_specs
 
 runner = CliRunner()
 

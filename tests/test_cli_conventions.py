@@ -87,7 +87,7 @@ def test_prune_output_directory_gets_the_checkpoint(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert sorted(p.name for p in dest.iterdir()) == ["model.json", "model.safetensors"]
-    from dlopt.checkpoint import load_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(dest / "model.json").spec.name == "mlp"  # the copy is a loadable checkpoint
     assert {c["from"] for c in _manifest_copies(data["run_dir"], "pruned")} == {"pruned/model.json",
@@ -232,7 +232,7 @@ def test_one_number_format_per_quantity() -> None:
 def test_bench_result_carries_the_budget_note(tmp_path) -> None:
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
-    from dlopt.target import TargetOptions
+    from dlopt.contract.target import TargetOptions
 
     cfg = BenchConfig(backends=(Backend.EAGER,), batch_sizes=(1,), budget_s=0.01, min_calls=30_000, max_calls=30_000,
                       warmup_calls=1, threads=1)

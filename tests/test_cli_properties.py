@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dlopt.cli.app import INTERNAL_ERROR_EXIT, app
-from dlopt.errors import EXIT_CODES
+from dlopt.core.errors import EXIT_CODES
 
 runner = CliRunner()
 names = st.sampled_from(["mlp", "lenet5", "lstm", "gan", "resnet18", "nope", "", "torchvision:x", "a.py:f"])

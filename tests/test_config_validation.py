@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import ConfigError, DloptError
+from dlopt.core.errors import ConfigError, DloptError
 
 runner = CliRunner()
 BIG = "1" + "0" * 400  # an integer of 401 digits
@@ -189,8 +189,8 @@ def test_the_estimate_uses_no_memory(monkeypatch):
     """10**10 float32 weights would be 40 GB: sized on the meta device, it takes no time and no memory."""
     import time
 
-    from dlopt.options import check_model_size, estimate_size, set_max_params
-    from dlopt.registry import _builder, get_spec, make_model_config
+    from dlopt.models.options import check_model_size, estimate_size, set_max_params
+    from dlopt.models.registry import _builder, get_spec, make_model_config
 
     set_max_params(None)  # as a command without --max-params leaves it
     spec = get_spec("mlp")
@@ -307,8 +307,8 @@ def test_a_checkpoint_record_asking_for_a_huge_model_is_refused_before_it_is_bui
     """A record is data: its config goes through the same ceiling as --set (10 GB of weights are never allocated)."""
     import json
 
-    from dlopt.checkpoint import save_checkpoint
-    from dlopt.registry import create_model, get_spec, make_model_config
+    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.registry import create_model, get_spec, make_model_config
 
     spec = get_spec("mlp")
     cfg = make_model_config(spec, {}, tiny=True)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from dlopt.core.errors import DloptError, UnsupportedError, UsageError
 from dlopt.data import list_datasets, load_data
-from dlopt.errors import DloptError, UnsupportedError, UsageError
-from dlopt.registry import create_model, get_spec, list_specs, make_model_config
-from dlopt.spec import Task
+from dlopt.models.registry import create_model, get_spec, list_specs, make_model_config
+from dlopt.models.spec import Task
 
 TRAINABLE = [s.name for s in list_specs() if s.trainer and s.dataset not in ("cartpole", "none")]
 

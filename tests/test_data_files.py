@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from dlopt.core.errors import InputFileError
 from dlopt.data import load_data
-from dlopt.errors import InputFileError
-from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.models.registry import create_model, get_spec, make_model_config
 
 
 def _load(model: str, data: str, path, **kwargs):

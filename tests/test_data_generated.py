@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dlopt.data import load_data
-from dlopt.registry import get_spec, make_model_config
+from dlopt.models.registry import get_spec, make_model_config
 
 # The documented grammar, re-implemented here from docs/data.md rather than imported.
 STRENGTH = {"good": 1, "nice": 1, "fine": 1, "decent": 1, "pleasant": 1, "great": 2, "superb": 2, "brilliant": 2,

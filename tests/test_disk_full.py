@@ -240,8 +240,8 @@ def test_read_only_tmpfs_under_a_run_exits_5_and_a_rerun_works_when_writable(bas
 def test_a_library_write_on_a_full_disk_in_any_stage_is_exit_5_and_the_stage_failed(tmp_path, monkeypatch):
     """The stage machinery's safety net: a writer that is not dlopt's own (a library's save) raising ENOSPC, and a
     staging directory that cannot be made, both end as OutputError (exit 5) with the stage recorded `failed`."""
-    from dlopt.errors import OutputError
-    from dlopt.runs import Run
+    from dlopt.core.errors import OutputError
+    from dlopt.core.runs import Run
 
     run = Run.create(tmp_path, "mlp", {})
     with pytest.raises(OutputError, match="disk is full"), run.stage("export", {}):
@@ -251,7 +251,7 @@ def test_a_library_write_on_a_full_disk_in_any_stage_is_exit_5_and_the_stage_fai
     def no_space(*_a: object) -> Path:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run.path / ".staging"))
 
-    monkeypatch.setattr("dlopt.runs.new_staging", no_space)
+    monkeypatch.setattr("dlopt.core.runs.new_staging", no_space)
     with pytest.raises(OutputError, match="disk is full"), run.stage("prune", {}):
         pass
     assert _stage(run.path, "prune")["status"] == "failed"

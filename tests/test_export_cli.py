@@ -15,10 +15,10 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.export import supported_formats
-from dlopt.registry import get_spec
-from dlopt.spec import ExportFormat
+from dlopt.models.registry import get_spec
+from dlopt.models.spec import ExportFormat
 
 runner = CliRunner()
 FAST = ["--tiny", "--exporter", "legacy"]
@@ -159,7 +159,7 @@ def test_unsupported_format_is_refused_with_the_specs_reason():
 
 
 def test_cli_refuses_a_format_the_spec_rules_out(monkeypatch, tmp_path):
-    import dlopt.registry as registry
+    import dlopt.models.registry as registry
 
     limited = replace(get_spec("mlp"), formats=frozenset({ExportFormat.ONNX}),
                       limits={"torchscript": "measured: tracing loses it"})

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from dlopt.export import ExportConfig, export_model
-from dlopt.registry import build_model, list_names
+from dlopt.models.registry import build_model, list_names
 
 
 def _export(name: str, tmp_path, exporter: str):

@@ -44,11 +44,11 @@ def _refused(result, code: int, *fragments: str) -> str:
 def _make_run(root: Path, name: str, **opts) -> Path:
     """A run as dlopt writes it (model record + a TorchScript and a .pt2 file recorded with their sha256), made
     through the library so these tests do not depend on the export stage's own code."""
+    from dlopt.contract.target import TargetOptions, resolve_target
+    from dlopt.core.runs import file_entry
     from dlopt.export.pt2 import export_pt2
     from dlopt.export.torchscript import export_torchscript
-    from dlopt.registry import make_inputs
-    from dlopt.runs import file_entry
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.models.registry import make_inputs
 
     target = resolve_target(TargetOptions(name=name, root=root, **opts))
     example = make_inputs(target.spec, target.config, 2)
@@ -270,7 +270,7 @@ def _bench_prepare(path: Path) -> None:
 @pytest.mark.parametrize("kind", HOSTILE_PT2)
 @pytest.mark.parametrize("command", ["verify", "bench"])
 def test_a_pt2_that_would_unpickle_is_refused(kind, command, mlp_run: Path, tmp_path: Path):
-    from dlopt.errors import UnsafeFileError
+    from dlopt.core.errors import UnsafeFileError
 
     marker = tmp_path / "pwned"
     evil = _hostile_pt2(kind, mlp_run / "model.pt2", tmp_path / "evil.pt2", marker)
@@ -299,7 +299,7 @@ def test_the_pt2_traps_are_armed(kind, mlp_run: Path, tmp_path: Path):
 
 
 def test_a_torchscript_file_no_run_records_is_refused_by_verify_and_bench(mlp_run: Path, tmp_path: Path):
-    from dlopt.errors import UnsafeFileError
+    from dlopt.core.errors import UnsafeFileError
 
     stray = tmp_path / "copy.ts"
     stray.write_bytes((mlp_run / "model.ts").read_bytes())
@@ -318,7 +318,7 @@ def test_trust_pickle_is_the_users_explicit_opt_in(mlp_run: Path, tmp_path: Path
 
 
 def test_dlopt_own_pt2_and_trusted_files_still_load(mlp_run: Path, tmp_path: Path):
-    from dlopt.export.runtime import load_artifact
+    from dlopt.runtime.loader import load_artifact
 
     stray = tmp_path / "copy.pt2"
     stray.write_bytes((mlp_run / "model.pt2").read_bytes())

@@ -17,11 +17,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dlopt.checkpoint import save_checkpoint
 from dlopt.cli.app import app
-from dlopt.errors import UsageError
-from dlopt.export.runtime import TimeLimitError, load_artifact, time_limit
-from dlopt.registry import build_model
+from dlopt.core.errors import UsageError
+from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.registry import build_model
+from dlopt.runtime.loader import TimeLimitError, load_artifact, time_limit
 
 FEATURES = 20  # the tiny mlp's input width: the loop model takes the reference's inputs
 
@@ -151,7 +151,7 @@ def test_export_verification_has_the_same_time_limit(files, tmp_path):
 
 TS_DRIVER = """
 import sys, pathlib
-import dlopt.export.archive as archive
+import dlopt.runtime.archive as archive
 marker, args = pathlib.Path(sys.argv[1]), sys.argv[2:]
 load = archive.load_module
 def load_module(*a, **k):  # says when the native call has begun, so the signals land inside it

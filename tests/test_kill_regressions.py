@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import dlopt.runs as runs
-from dlopt.runs import Run
+import dlopt.core.runs as runs
+from dlopt.core.runs import Run
 
 
 @pytest.fixture()
@@ -85,7 +85,7 @@ def test_ctrl_c_inside_an_import_outside_any_stage(monkeypatch, from_ctrl_c, cod
     reads its options) is an interrupt at the CLI too (130), while a genuine ImportError stays an internal error."""
     from typer.testing import CliRunner
 
-    import dlopt.registry
+    import dlopt.models.registry
     from dlopt.cli.app import app
 
     def failing(name):
@@ -96,7 +96,7 @@ def test_ctrl_c_inside_an_import_outside_any_stage(monkeypatch, from_ctrl_c, cod
         except KeyboardInterrupt:
             raise ImportError("initialization failed")  # noqa: B904 - as pybind11 does: context, no cause
 
-    monkeypatch.setattr(dlopt.registry, "get_spec", failing)
+    monkeypatch.setattr(dlopt.models.registry, "get_spec", failing)
     result = CliRunner().invoke(app, ["info", "mlp"])
     assert result.exit_code == code, result.output
     assert ("interrupted" if from_ctrl_c else "internal error") in result.output

@@ -23,8 +23,8 @@ RESIZED_SPLIT_BYTES = 269 * 3 * SIDE * SIDE * 4  # the smallest digits split (va
 @pytest.fixture(scope="module")
 def evaluator():
     """resnet18 at 224 x 224 on digits: the data and training family only (no model is built)."""
-    from dlopt.evaluate import evaluator_for
-    from dlopt.registry import get_spec, make_model_config
+    from dlopt.models.registry import get_spec, make_model_config
+    from dlopt.tasks.evaluator import evaluator_for
 
     spec = get_spec("resnet18")
     return evaluator_for(None, spec, make_model_config(spec, {"input_size": SIDE}))

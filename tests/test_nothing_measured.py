@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.runs import Run
+from dlopt.core.runs import Run
 
 runner = CliRunner()
 FAST = ["--batch-sizes", "1", "--budget-s", "0.05", "--threads", "1", "--exporter", "legacy"]

@@ -8,18 +8,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import openvino  # noqa: E402,F401  a default dependency: missing it is a failed install, not a skip
 import pytest
 import torch
 
-import openvino  # noqa: E402,F401  a default dependency: missing it is a failed install, not a skip
-
 from dlopt.bench.backends import BackendUnavailable, Variant, prepare  # noqa: E402
 from dlopt.bench.config import Backend, BenchConfig, Device  # noqa: E402
-from dlopt.errors import InputFileError, InputMismatchError, UsageError  # noqa: E402
+from dlopt.core.errors import InputFileError, InputMismatchError, UsageError  # noqa: E402
 from dlopt.export import ExportConfig, export_model, load_artifact  # noqa: E402
-from dlopt.openvino_rt import compile_ir, ir_runner, quantize_ir, read_ir_metadata  # noqa: E402
-from dlopt.registry import build_model, entry_module, make_inputs  # noqa: E402
-from dlopt.spec import ExportFormat  # noqa: E402
+from dlopt.models.registry import build_model, entry_module, make_inputs  # noqa: E402
+from dlopt.models.spec import ExportFormat  # noqa: E402
+from dlopt.runtime.openvino import compile_ir, ir_runner, quantize_ir, read_ir_metadata  # noqa: E402
 from dlopt.verify import verify_artifacts  # noqa: E402
 
 
@@ -109,7 +108,7 @@ def test_bench_backend_runs_module_and_ir(exported):
 
 def test_bench_row_is_ok(tmp_path):
     from dlopt.bench.runner import bench
-    from dlopt.target import TargetOptions
+    from dlopt.contract.target import TargetOptions
 
     cfg = BenchConfig(backends=(Backend.EAGER, Backend.OPENVINO), batch_sizes=(1,), budget_s=0.1, min_calls=5,
                       warmup_calls=1, threads=1)
@@ -188,8 +187,8 @@ def test_quantize_backend_openvino(tmp_path):
 
     import openvino as ov
 
+    from dlopt.contract.target import TargetOptions
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
 
     q = run_quantize(TargetOptions(name="cnn", tiny=True, root=tmp_path),
                      QuantizeConfig(method="static", backend="openvino", calibration_samples=32))
@@ -205,7 +204,7 @@ def test_quantize_backend_openvino(tmp_path):
 
 
 def test_openvino_keep_float_and_static_only(exported, tmp_path):
-    from dlopt.errors import UnsupportedError
+    from dlopt.core.errors import UnsupportedError
     from dlopt.quantize.config import Method, QBackend
     from dlopt.quantize.ov_quant import build
     from dlopt.quantize.recipe import Recipe
@@ -231,9 +230,9 @@ def test_nncf_accuracy_control_restores_the_budget(tmp_path):
     """A trained MLP whose hidden activation has one channel x1000 (BatchNorm scaled up, the next Linear's weights
     scaled down: the same fp32 function). NNCF's per-tensor activation int8 of that Linear's input zeroes every
     other channel: plain NNCF int8 breaks the 1-point budget, accuracy control reverts that layer and meets it."""
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.contract.target import TargetOptions
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import TargetOptions
     from dlopt.train.api import train
     from dlopt.train.config import TrainConfig
 

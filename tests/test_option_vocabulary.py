@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 
 runner = CliRunner()
 GROUP = typer.main.get_command(app)
@@ -32,7 +32,7 @@ def _shown_options(command: str) -> list:
 
 
 def _type_name(annotation: object) -> str:
-    """`dlopt.spec.Exporter`, `builtins.int`, `list[str]`: two enums of the same name are two types."""
+    """`dlopt.models.spec.Exporter`, `builtins.int`, `list[str]`: two enums of the same name are two types."""
     return f"{annotation.__module__}.{annotation.__qualname__}" if isinstance(annotation, type) else repr(annotation)
 
 
@@ -63,8 +63,8 @@ def test_the_help_shows_the_new_names_and_never_the_old_spellings():
 
 def test_exporter_is_one_enum_everywhere():
     from dlopt.bench.config import Exporter as BenchExporter
+    from dlopt.models.spec import Exporter
     from dlopt.quantize.config import QuantizeConfig
-    from dlopt.spec import Exporter
 
     typed = {cmd: p.type_descriptor.annotation for cmd in COMMANDS for p in _shown_options(cmd) if p.name == "exporter"}
     assert set(typed) >= {"export", "quantize", "bench"} and set(typed.values()) == {Exporter}, typed
@@ -74,9 +74,9 @@ def test_exporter_is_one_enum_everywhere():
 
 
 def test_quantization_method_is_one_enum_for_spec_config_and_cli():
+    from dlopt.models.registry import get_spec
+    from dlopt.models.spec import QuantMethod
     from dlopt.quantize.config import Method, QuantizeConfig
-    from dlopt.registry import get_spec
-    from dlopt.spec import QuantMethod
 
     assert Method is QuantMethod and QuantizeConfig(method="dynamic").method is QuantMethod.DYNAMIC
     assert all(isinstance(m, QuantMethod) for m in get_spec("mlp").quant_methods)

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlopt.errors import ConfigError, DloptError, UnknownArchError
-from dlopt.options import parse_sets
-from dlopt.registry import create_model, get_spec, make_model_config
+from dlopt.core.errors import ConfigError, DloptError, UnknownArchError
+from dlopt.models.options import parse_sets
+from dlopt.models.registry import create_model, get_spec, make_model_config
 
 
 def test_parse_sets_and_types() -> None:

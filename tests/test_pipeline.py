@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import ConfigError
+from dlopt.core.errors import ConfigError
+from dlopt.core.runs import Run
 from dlopt.pipeline import PipelineConfig, apply, load_config, run_pipeline
-from dlopt.runs import Run
 
 runner = CliRunner()
 
@@ -128,7 +128,7 @@ def test_missing_config_and_unknown_arch(tmp_path: Path) -> None:
 
 
 def test_unsupported_stage_is_recorded_with_the_spec_reason(tmp_path: Path) -> None:
-    from dlopt.registry import get_spec
+    from dlopt.models.registry import get_spec
 
     cfg = apply(PipelineConfig(arch="perceptron"), {"stages": ["train", "prune"], "train": {"epochs": 1}})
     outcome = run_pipeline(cfg, tmp_path, show_bars=False)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dlopt.errors import UsageError
+from dlopt.contract.target import TargetOptions, resolve_target
+from dlopt.core.errors import UsageError
+from dlopt.core.runs import Run
 from dlopt.pipeline import PipelineConfig, apply, run_pipeline
-from dlopt.runs import Run
-from dlopt.target import TargetOptions, resolve_target
 
 
 def _built_run(tmp_path: Path) -> Run:

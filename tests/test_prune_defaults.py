@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from dlopt.errors import ConfigError
+from dlopt.contract.target import TargetOptions
+from dlopt.core.errors import ConfigError
+from dlopt.models.registry import list_specs
 from dlopt.prune import PruneConfig
 from dlopt.prune.stage import REPORT, run_prune
-from dlopt.registry import list_specs
-from dlopt.target import TargetOptions
 
 STRUCTURED = list_specs(stage="prune:structured")
 
@@ -56,7 +56,7 @@ class Recurrent(nn.Module):
 
 
 def _user_model(tmp_path, name, shape):
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
 
     path = tmp_path / "user_models.py"
     path.write_text(WIDE)
@@ -93,9 +93,9 @@ def test_kept_widths_by_rounding_mode(tmp_path, round_to, widths):
 
 
 def test_narrow_layers_keep_the_exact_ratio_and_recurrent_layers_follow_the_plan(tmp_path):
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune.model import prune_model
     from dlopt.prune.report import explain
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     spec = get_spec("lenet5")
     mcfg = make_model_config(spec)
@@ -158,9 +158,9 @@ def build():
 
 
 def test_layernorm_groups_are_pruned_through_or_kept_with_the_reason(tmp_path):
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
+    from dlopt.models.structure import apply, describe
     from dlopt.prune.model import prune_model
-    from dlopt.structure import apply, describe
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     (tmp_path / "normed.py").write_text(NORMED)
     spec = get_spec(f"{tmp_path / 'normed.py'}:build")

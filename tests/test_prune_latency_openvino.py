@@ -11,6 +11,7 @@ from torch import nn
 
 from dlopt.prune.latency import _openvino_rows
 
+
 def _export(model: nn.Module, x: torch.Tensor, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, input_names=["x"],
@@ -18,7 +19,7 @@ def _export(model: nn.Module, x: torch.Tensor, path) -> None:
 
 
 def _target():
-    from dlopt.registry import get_spec, make_inputs, make_model_config
+    from dlopt.models.registry import get_spec, make_inputs, make_model_config
 
     spec = get_spec("lenet5")
     cfg = make_model_config(spec)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+from dlopt.core.results import PruneReport
 from dlopt.prune import stage
-from dlopt.results import PruneReport
 
 
 def test_a_slower_pruned_model_gets_a_note(tmp_path, monkeypatch) -> None:

@@ -63,9 +63,9 @@ def trained_cnn(tmp_path_factory):
 
 
 def test_the_stage_writes_and_lists_the_png_with_one_point_per_step(trained_cnn, monkeypatch):
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune import plots, speedup
     from dlopt.prune.stage import REPORT, run_prune
-    from dlopt.target import TargetOptions
 
     # latency proportional to the parameter count: the steps are deterministic, no timing noise
     monkeypatch.setattr(speedup, "speedup", lambda base, cand: (base(), cand()))
@@ -100,8 +100,8 @@ def test_the_stage_writes_and_lists_the_png_with_one_point_per_step(trained_cnn,
 
 
 def test_a_plain_prune_draws_no_path(trained_cnn):
+    from dlopt.contract.target import TargetOptions
     from dlopt.prune.stage import REPORT, run_prune
-    from dlopt.target import TargetOptions
 
     out = run_prune(TargetOptions(name=str(trained_cnn)), PruneConfig(finetune_epochs=0, name="plain"))
     report = json.loads((out.record.parent / REPORT).read_text())

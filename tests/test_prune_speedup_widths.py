@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from dlopt.models.registry import list_specs
 from dlopt.prune import PruneConfig
 from dlopt.prune.widths import MAX_SHIFT, choose
-from dlopt.registry import list_specs
 
 STRUCTURED = list_specs(stage="prune:structured")
 RATIOS = (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7, 0.9)
@@ -41,9 +41,9 @@ def test_a_32_wide_layer_at_0_3_keeps_24_not_16():
 @pytest.mark.parametrize("ratio", (0.2, 0.3))
 @pytest.mark.parametrize("spec", STRUCTURED, ids=lambda s: s.name)
 def test_every_structured_arch_keeps_planned_layers_near_the_ratio(spec, ratio):
+    from dlopt.models.registry import create_model, make_inputs, make_model_config
     from dlopt.prune.model import prune_model
     from dlopt.prune.report import explain
-    from dlopt.registry import create_model, make_inputs, make_model_config
 
     mcfg = make_model_config(spec, tiny=True)
     cfg = PruneConfig(ratio=ratio)
@@ -56,9 +56,9 @@ def test_every_structured_arch_keeps_planned_layers_near_the_ratio(spec, ratio):
 
 
 def test_vit_tiny_default_prune_removes_about_the_ratio_per_layer():
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune.model import prune_model
     from dlopt.prune.report import explain
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     spec = get_spec("vit")
     mcfg = make_model_config(spec, tiny=True)
@@ -76,9 +76,9 @@ def build():
 
 
 def test_the_report_says_a_layer_was_kept_exact_on_purpose(tmp_path):
+    from dlopt.models.registry import create_model, get_spec, make_inputs, make_model_config
     from dlopt.prune.model import prune_model
     from dlopt.prune.report import explain
-    from dlopt.registry import create_model, get_spec, make_inputs, make_model_config
 
     path = tmp_path / "narrowish.py"
     path.write_text(NARROWISH)

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from dlopt.checkpoint import load_checkpoint
-from dlopt.errors import ConfigError, InputFileError, UnsupportedError
+from dlopt.contract.target import TargetOptions, resolve_target
+from dlopt.core.errors import ConfigError, InputFileError, UnsupportedError
+from dlopt.models.checkpoint import load_checkpoint
+from dlopt.models.registry import entry_module, make_inputs
 from dlopt.prune import PruneConfig
 from dlopt.prune.stage import REPORT, run_prune
-from dlopt.registry import entry_module, make_inputs
-from dlopt.target import TargetOptions, resolve_target
 
 FAST = {"data_limit": 64, "finetune_epochs": 2, "iterative_steps": 2}
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlopt.checkpoint import load_checkpoint, save_checkpoint
-from dlopt.errors import ConfigError, UnsupportedError
+from dlopt.core.errors import ConfigError, UnsupportedError
 from dlopt.export import ExportConfig, export_model
+from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
+from dlopt.models.registry import create_model, entry_module, list_specs, make_inputs, make_model_config
+from dlopt.models.spec import ExportFormat
+from dlopt.models.structure import describe
 from dlopt.prune import PruneConfig
 from dlopt.prune.model import prune_model
-from dlopt.structure import describe
-from dlopt.registry import create_model, entry_module, list_specs, make_inputs, make_model_config
-from dlopt.spec import ExportFormat
 
 SPECS = list_specs()
 STRUCTURED = [s for s in SPECS if s.supports("prune:structured")]
@@ -87,7 +87,7 @@ def test_round_to_keeps_multiples_and_refuses_emptying_a_layer():
 
 
 def test_a_model_with_nothing_prunable_is_refused(tmp_path):
-    from dlopt.registry import get_spec
+    from dlopt.models.registry import get_spec
 
     (tmp_path / "one_layer.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 3)\n")
     spec = get_spec(f"{tmp_path / 'one_layer.py'}:build")

@@ -12,14 +12,14 @@ import onnx
 import pytest
 import torch
 
-from dlopt.errors import UnsupportedError
+from dlopt.contract.target import TargetOptions
+from dlopt.core.errors import UnsupportedError
+from dlopt.models.registry import get_spec, list_specs
 from dlopt.quantize import QuantizeConfig, run_quantize
 from dlopt.quantize.accuracy import fallback
 from dlopt.quantize.config import Method, QBackend
 from dlopt.quantize.recipe import Built, Recipe
 from dlopt.quantize.torch_quant import bf16_supported
-from dlopt.registry import get_spec, list_specs
-from dlopt.target import TargetOptions
 from dlopt.verify.criteria import FiniteOutputs, MetricChange, RelativeError, task_criterion
 
 # Tiny, untrained models: accuracy thresholds mean little here (the zoo benchmark checks trained models), so the
@@ -95,7 +95,7 @@ def test_torch_backend(arch, method, marker, out_root):
     r = _quantize(arch, out_root, method=method, backend="torch")
     assert r.artifact.suffix == ".pt2" and r.result["backend"] == "torch"
     run = load_artifact(r.artifact)  # trusted: the run's manifest records its sha256
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     spec = get_spec(arch)
     ck = json.loads((r.run_dir / "model.json").read_text())
@@ -112,7 +112,7 @@ def test_torch_backend(arch, method, marker, out_root):
 
 
 def _cfg(run_dir: Path):
-    from dlopt.checkpoint import load_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "model.json").config
 
@@ -143,7 +143,7 @@ def test_auto_measures_every_candidate(out_root):
 
 
 def test_variant_goes_to_its_own_stage(out_root):
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
 
     first = _quantize("mlp", out_root, method="dynamic")
     ck = load_checkpoint(first.run_dir / "model.json")
@@ -158,7 +158,7 @@ def test_variant_goes_to_its_own_stage(out_root):
 def test_fallback_keeps_the_sensitive_layer_in_float(out_root):
     """A trained MLP whose first layer is rescaled (one neuron x1000, undone by its BatchNorm): per-tensor int8
     of that layer zeroes every other neuron. The search must find it and keep it in float."""
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
     from dlopt.train.api import train
     from dlopt.train.config import TrainConfig
 

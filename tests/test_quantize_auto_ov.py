@@ -10,8 +10,8 @@ import onnx
 import pytest
 import torch.nn as nn
 
+from dlopt.contract.target import TargetOptions
 from dlopt.quantize import QuantizeConfig, run_quantize
-from dlopt.target import TargetOptions
 
 FAST = dict(exporter="legacy", max_drop=100.0, max_fallback_layers=0, timing_budget_s=0.05, calibration_samples=32,
             min_agreement=0.0, max_rel_error=10.0)
@@ -55,7 +55,7 @@ def test_dynamic_int8_conv_net_counts_int8_and_float_layers_from_the_graph(out_r
                      QuantizeConfig(**{**FAST, "method": "dynamic", "backend": "onnxruntime",
                                        "auto_backends": ("onnxruntime",)}))
     r = q.result
-    from dlopt.checkpoint import load_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(q.run_dir / "model.json").model
     linears = sum(isinstance(m, nn.Linear) for m in model.modules())
@@ -80,9 +80,9 @@ def ov_int8_run(tmp_path_factory):
 
 
 def test_pipeline_evaluates_an_openvino_ir_variant(ov_int8_run):
+    from dlopt.core.runs import Run
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline.evaluate import evaluate_variants
-    from dlopt.registry import get_spec
-    from dlopt.runs import Run
 
     out = evaluate_variants(Run(ov_int8_run), get_spec("cnn"))
     rows = {(r["variant"], r["runtime"]): r for r in out["rows"]}
@@ -92,10 +92,10 @@ def test_pipeline_evaluates_an_openvino_ir_variant(ov_int8_run):
 
 
 def test_pipeline_bench_adds_openvino_when_the_run_has_an_ir(ov_int8_run):
+    from dlopt.core.runs import Run
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline import PipelineConfig, apply
     from dlopt.pipeline.steps import Context, bench
-    from dlopt.registry import get_spec
-    from dlopt.runs import Run
 
     cfg = apply(PipelineConfig(arch="cnn", tiny=True),
                 {"bench": {"backends": ["eager"], "batch_sizes": [1], "budget_s": 0.05, "threads": 1}})

@@ -127,7 +127,7 @@ def test_split_rows_are_disjoint_and_are_the_files_rows(tmp_path):
 
 
 def test_the_record_is_run_relative_inside_the_run_else_the_name(tmp_path):
-    from dlopt.inputs_file import load_inputs
+    from dlopt.data.inputs_file import load_inputs
 
     spec, cfg = _user_spec(tmp_path)
     (tmp_path / "run" / "data").mkdir(parents=True)
@@ -140,7 +140,7 @@ def test_the_record_is_run_relative_inside_the_run_else_the_name(tmp_path):
 
 def _user_model(tmp_path: Path):
     from dlopt.cli.common import parse_shape
-    from dlopt.registry import build_model
+    from dlopt.models.registry import build_model
 
     (tmp_path / "narrow.py").write_text(NARROW)
     model, spec, cfg = build_model(f"{tmp_path / 'narrow.py'}:build", input_shape=parse_shape(SHAPE))
@@ -157,8 +157,8 @@ def test_the_runs_verified_onnx_is_reused_only_while_it_is_the_same_file(exporte
     import shutil
     from types import SimpleNamespace
 
+    from dlopt.core.runs import Run
     from dlopt.quantize.session import verified_export
-    from dlopt.runs import Run
 
     _tmp, _ref, run = exported
     copy = tmp_path / "run"

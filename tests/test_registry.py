@@ -8,8 +8,16 @@ import importlib
 import pytest
 import torch
 
-from dlopt.registry import create_model, entry_module, get_spec, list_specs, make_inputs, make_model_config, resolve_dims
-from dlopt.spec import BATCH, SEQ, ExportFormat, PruneMethod, QuantMethod, Stage
+from dlopt.models.registry import (
+    create_model,
+    entry_module,
+    get_spec,
+    list_specs,
+    make_inputs,
+    make_model_config,
+    resolve_dims,
+)
+from dlopt.models.spec import BATCH, SEQ, ExportFormat, PruneMethod, QuantMethod, Stage
 
 SPECS = list_specs()
 NAMES = [s.name for s in SPECS]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import OutputError
-from dlopt.runs import Run
+from dlopt.core.errors import OutputError
+from dlopt.core.runs import Run
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def test_names_inside_a_run_cannot_escape(out_root: Path, tmp_path: Path):
 
 
 def test_a_variant_path_cannot_leave_its_run(out_root: Path):
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.contract.target import TargetOptions, resolve_target
 
     run = Run.create(out_root, "mlp", {"arch": "mlp", "checkpoint": "model.json"})
     with pytest.raises(OutputError, match="outside"):
@@ -232,7 +232,7 @@ def test_run_killed_before_its_first_epoch_resumes_to_the_same_weights(tmp_path:
 
 
 def test_non_finite_loss_stops_with_a_message_and_keeps_the_last_good_epoch(tmp_path: Path, monkeypatch):
-    from dlopt.registry import get_spec
+    from dlopt.models.registry import get_spec
     from dlopt.train.families import get_family
     from dlopt.train.family import NonFiniteLoss
 
@@ -271,10 +271,10 @@ def test_two_trainings_on_one_root_never_share_a_directory(tmp_path: Path):
 
 
 def test_a_generated_run_id_that_is_taken_is_drawn_again(out_root: Path, monkeypatch):
-    import dlopt.runs
+    import dlopt.core.runs
 
     ids = iter(["20260101-000000-aaaa", "20260101-000000-aaaa", "20260101-000000-bbbb"])
-    monkeypatch.setattr(dlopt.runs, "new_run_id", lambda: next(ids))
+    monkeypatch.setattr(dlopt.core.runs, "new_run_id", lambda: next(ids))
     first = Run.create(out_root, "mlp", {})
     second = Run.create(out_root, "mlp", {})  # same second, same random part: a real race, made certain here
     assert first.path != second.path and second.run_id.endswith("bbbb")

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.fileio import sha256_file
-from dlopt.results import BenchResult, QuantizeReport, ResultError, TrainResult
-from dlopt.runs import Run
+from dlopt.core.fileio import sha256_file
+from dlopt.core.results import BenchResult, QuantizeReport, ResultError, TrainResult
+from dlopt.core.runs import Run
 
 runner = CliRunner()
 

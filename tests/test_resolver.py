@@ -1,4 +1,4 @@
-"""One resolver (issue 18): dlopt/target.py alone decides what a name is, and every stage takes a Target.
+"""One resolver (issue 18): dlopt/contract/target.py alone decides what a name is, and every stage takes a Target.
 
 The structural tests read the source, so a stage that grows its own name parsing again (a `_precheck` looking at
 `opts.name`, a `Path(name).is_dir()`, its own `resolve_target`) fails here; the others check `locate` itself and
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from dlopt.checkpoint import save_checkpoint
-from dlopt.errors import UnsupportedError, UsageError
-from dlopt.registry import create_model, get_spec, make_model_config
-from dlopt.target import Kind, Located, Target, TargetOptions, locate, resolve_target
+from dlopt.contract.target import Kind, Located, Target, TargetOptions, locate, resolve_target
+from dlopt.core.errors import UnsupportedError, UsageError
+from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.registry import create_model, get_spec, make_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dlopt"
@@ -41,7 +41,7 @@ def _options_params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
 
 
 def naming_reads(tree: ast.Module) -> list[str]:
-    """`opts.name`-like reads of a TargetOptions parameter: deciding what the name is, outside dlopt/target.py."""
+    """`opts.name`-like reads of a TargetOptions parameter: deciding what the name is, outside dlopt/contract/target.py."""
     out = []
     for fn in ast.walk(tree):
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and (params := _options_params(fn)):
@@ -52,7 +52,7 @@ def naming_reads(tree: ast.Module) -> list[str]:
 
 def test_only_the_resolver_reads_what_a_target_names():
     found = {str(p.relative_to(ROOT)): bad for p, tree in _sources().items() if (bad := naming_reads(tree))}
-    assert not found, f"decide what a name is in dlopt/target.py (locate), not here: {found}"
+    assert not found, f"decide what a name is in dlopt/contract/target.py (locate), not here: {found}"
 
 
 def test_the_scan_sees_a_stage_parsing_names():

@@ -1,4 +1,4 @@
-"""Every stage writes its result file through the typed record dlopt.results declares (train_result.json,
+"""Every stage writes its result file through the typed record dlopt.core.results declares (train_result.json,
 prune_report.json, quantize_report.json, verify-report.json, bench.json): the file reads back strictly as that
 record (no key the record does not know, no value of the wrong type), the CLI's --json shows the same record,
 and a writer that builds a wrong record is refused at write time with nothing written."""
@@ -15,9 +15,17 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.records import RecordWriteError
-from dlopt.results import (BenchResult, Evaluation, PruneReport, QuantizeReport, TrainResult, VerifyReport,
-                           read_result, write_result)
+from dlopt.core.records import RecordWriteError
+from dlopt.core.results import (
+    BenchResult,
+    Evaluation,
+    PruneReport,
+    QuantizeReport,
+    TrainResult,
+    VerifyReport,
+    read_result,
+    write_result,
+)
 
 runner = CliRunner()
 
@@ -101,9 +109,9 @@ def test_cli_json_shows_the_record_it_wrote(built, kind: type, rel: str) -> None
 
 def test_the_pipeline_evaluation_is_exactly_its_record(built, tmp_path: Path) -> None:
     """evaluation.json (the pipeline's evaluate step) on this run: every variant, eager and ONNX Runtime rows."""
+    from dlopt.core.runs import Run
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline.evaluate import evaluate_variants
-    from dlopt.registry import get_spec
-    from dlopt.runs import Run
 
     data = evaluate_variants(Run(built[0]), get_spec("lenet5"), lambda _m: None)
     back = read_result(Evaluation, write_result(Evaluation.of(data), tmp_path / "evaluation.json"))

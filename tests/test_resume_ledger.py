@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.fileio import sha256_file
+from dlopt.core.fileio import sha256_file
+from dlopt.core.runs import Run
 from dlopt.pipeline import PipelineConfig, apply, ledger, run_pipeline
-from dlopt.runs import Run
 
 runner = CliRunner()
 
@@ -152,9 +152,9 @@ def test_a_killed_resume_still_reruns_downstream_next_time(base: Path, tmp_path:
     """prune reran, then the process died before quantize-pruned: the next resume must not trust it."""
     run = _copy(base, tmp_path)
     cfg = apply(PipelineConfig(), tomllib.loads(SMALL.replace("ratio = 0.3", "ratio = 0.4")))
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline import runner as prunner
     from dlopt.pipeline import steps as psteps
-    from dlopt.registry import get_spec
 
     spec = get_spec("lenet5")
     ctx = psteps.Context(Run(run), cfg, spec, lambda _m: None, False)

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from dlopt.errors import InputFileError, OutputError
-from dlopt.fileio import atomic_path, safe_name
-from dlopt.runs import Run, latest_run, list_runs, resolve_run
+from dlopt.core.errors import InputFileError, OutputError
+from dlopt.core.fileio import atomic_path, safe_name
+from dlopt.core.runs import Run, latest_run, list_runs, resolve_run
 
 
 def test_create_and_manifest(out_root) -> None:
@@ -104,7 +104,7 @@ def test_damaged_manifests_are_named_not_silently_skipped(out_root) -> None:
     from typer.testing import CliRunner
 
     from dlopt.cli.app import app
-    from dlopt.runs import scan_runs
+    from dlopt.core.runs import scan_runs
 
     good = Run.create(out_root, "mlp", {})
     bad = Run.create(out_root, "lenet5", {})

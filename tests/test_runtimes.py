@@ -1,4 +1,4 @@
-"""dlopt.runtimes: one record per artifact format, the only suffix map in dlopt, one ONNX Runtime session factory,
+"""dlopt.runtime.formats: one record per artifact format, the only suffix map in dlopt, one ONNX Runtime session factory,
 and `dlopt bench` held to the same trust rule as `dlopt verify` for files that would unpickle."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 import dlopt
-from dlopt import runtimes
 from dlopt.cli.app import app
-from dlopt.errors import InputFileError, UnsafeFileError, UsageError
-from dlopt.runtimes import FORMATS, artifact_bytes, find_format, format_of, get_format, ort_session
-from dlopt.spec import ExportFormat
+from dlopt.core.errors import InputFileError, UnsafeFileError, UsageError
+from dlopt.models.spec import ExportFormat
+from dlopt.runtime import formats as runtimes
+from dlopt.runtime.formats import FORMATS, artifact_bytes, find_format, format_of, get_format, ort_session
 
 SOURCE = Path(dlopt.__file__).parent
 
@@ -99,7 +99,7 @@ def test_no_module_but_runtimes_maps_artifact_suffixes():
     assert len(files) > 50 and SOURCE / "runtimes.py" in files
     found = {str(f.relative_to(SOURCE)): lines for f in files
              if f != SOURCE / "runtimes.py" and (lines := suffix_maps(f.read_text()))}
-    assert found == {}, f"suffix maps outside dlopt/runtimes.py (use its records): {found}"
+    assert found == {}, f"suffix maps outside dlopt/runtime/formats.py (use its records): {found}"
 
 
 # -- the ONNX Runtime session factory ------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_bench_refuses_an_unrecorded_torchscript_file_like_verify(foreign_ts, tm
 
 
 def test_bench_refuses_an_unrecorded_file_inside_a_run(foreign_ts, tmp_path):
-    from dlopt.runs import Run
+    from dlopt.core.runs import Run
 
     run = Run.create(tmp_path / "runs", "mlp", {})
     planted = run.path / "model.ts"
@@ -258,7 +258,7 @@ def test_help_imports_no_model_table_nor_runtime():
     code = ("import sys; from dlopt.cli.app import app; from typer.testing import CliRunner; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'openvino', 'onnxruntime', 'nncf') "
-            "or m.startswith(('dlopt.registry', 'dlopt.zoo')) or m in ('dlopt.runs', 'dlopt.staging')]; "
+            "or m.startswith(('dlopt.models.registry', 'dlopt.models.zoo')) or m in ('dlopt.core.runs', 'dlopt.core.staging')]; "
             "assert not bad, bad; "
             "from dlopt import build_model, list_specs; assert callable(build_model) and list_specs(); "
             "import dlopt; assert 'build_model' in dir(dlopt)")

@@ -13,12 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.errors import ConfigError
+from dlopt.core.errors import ConfigError
+from dlopt.models.registry import get_spec
 from dlopt.pipeline import PipelineConfig, apply, run_pipeline
 from dlopt.pipeline import stages as table
 from dlopt.pipeline.config import validate
 from dlopt.pipeline.stages import VARIANTS, StageDef, StepDef, plan, stage_names
-from dlopt.registry import get_spec
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,8 @@ def test_an_added_stage_runs_and_resumes(with_distill: None, tmp_path: Path) -> 
 
 
 def test_every_step_name_is_reserved_for_variants() -> None:
-    """dlopt.options (the core) cannot import the table, so RESERVED_NAMES is checked against it here: a variant
+    """dlopt.contract.names cannot import the table, so RESERVED_NAMES is checked against it here: a variant
     named like a step would take that step's record in the manifest."""
-    from dlopt.options import RESERVED_NAMES
+    from dlopt.contract.names import RESERVED_NAMES
 
     assert {d.name for s in table.TABLE for d in s.steps} | set(stage_names()) <= RESERVED_NAMES

@@ -1,7 +1,7 @@
 """A killed, failed or interrupted stage never leaves results that later stages use.
 
 Each kill test starts the real CLI as a subprocess, pauses it at a named point with the test-only hook
-DLOPT_TEST_PAUSE_AT (dlopt.staging.pause_point), kills it there, then checks what `bench`, `report` and `runs`
+DLOPT_TEST_PAUSE_AT (dlopt.core.staging.pause_point), kills it there, then checks what `bench`, `report` and `runs`
 make of the run: nothing stale used or listed, nothing done before lost, the stage shown as interrupted, and
 a rerun that works.
 """
@@ -22,9 +22,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dlopt.cli.app import app
-from dlopt.fileio import sha256_file
-from dlopt.runs import Run
-from dlopt.staging import clean_quantize_scratch
+from dlopt.core.fileio import sha256_file
+from dlopt.core.runs import Run
+from dlopt.core.staging import clean_quantize_scratch
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +219,7 @@ def test_a_failed_export_keeps_the_earlier_files_usable(run: Run, monkeypatch):
     """A rerun that fails leaves the last done outputs in place and trusted (issue 21: a failed export used to
     wipe the earlier export record)."""
     import dlopt.export.stage as export_stage
-    from dlopt.errors import OutputError
+    from dlopt.core.errors import OutputError
 
     def full_disk(*_a, **_k):
         raise OutputError("cannot write model.onnx: the disk is full")
@@ -288,7 +288,7 @@ def test_two_prunes_of_one_name_at_once_the_second_is_refused(run: Run, tmp_path
 
 
 def test_a_new_variant_made_meanwhile_by_another_process_is_kept(run: Run):
-    from dlopt.errors import OutputError
+    from dlopt.core.errors import OutputError
 
     with pytest.raises(OutputError, match="created by another process"):
         with run.stage("mine", {}, fresh=("mine",)) as rec:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlopt.checkpoint import save_checkpoint
-from dlopt.errors import InputFileError
-from dlopt.registry import build_model, make_inputs
-from dlopt.target import TargetOptions, resolve_target
+from dlopt.contract.target import TargetOptions, resolve_target
+from dlopt.core.errors import InputFileError
+from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.registry import build_model, make_inputs
 
 
 def _same(a, b, spec, cfg) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlopt.warn import count
+from dlopt.core.warn import count
 
 
 @pytest.mark.parametrize(("n", "text"), [(0, "0 epochs"), (1, "1 epoch"), (3, "3 epochs")])

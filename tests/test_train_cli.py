@@ -24,7 +24,7 @@ def test_train_json_then_export_target_is_the_trained_run(tmp_path: Path):
     out = json.loads(res.stdout)
     assert out["arch"] == "mlp" and out["epochs_run"] == 2 and 0.0 <= out["test"]["accuracy"] <= 1.0
     assert out["hparams"]["optimizer"] == "sgd" and out["hparams"]["lr"] == 0.05 and out["hparams"]["batch_size"] == 16
-    from dlopt.runs import latest_run
+    from dlopt.core.runs import latest_run
 
     assert str(latest_run(tmp_path).path) == out["run_dir"]
     assert (Path(out["run_dir"]) / "model.json").is_file()
@@ -65,7 +65,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     import torch
 
     from dlopt.data import load_data
-    from dlopt.registry import get_spec, make_model_config
+    from dlopt.models.registry import get_spec, make_model_config
     from dlopt.train import TrainConfig, train
 
     spec = get_spec("rnn")

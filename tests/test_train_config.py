@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dlopt.errors import ConfigError
+from dlopt.core.errors import ConfigError
 from dlopt.train.config import HParams, OptimizerName, TrainConfig, build_defaults, resolve_hparams
 from dlopt.train.distributed import node_rank, torchrun_command
 

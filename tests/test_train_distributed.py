@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dlopt.registry import build_model
+from dlopt.models.registry import build_model
 from dlopt.train import TrainConfig, train
 
 

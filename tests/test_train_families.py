@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dlopt.registry import list_specs
+from dlopt.models.registry import list_specs
 from dlopt.train import TrainConfig, list_families, train
 
 TRAINABLE = [s for s in list_specs(stage="train") if s.trainer]
@@ -46,7 +46,7 @@ def test_trained_run_is_what_later_stages_load(tmp_path: Path):
     import torch
     from safetensors.torch import load_file
 
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.contract.target import TargetOptions, resolve_target
 
     result = train(TrainConfig(arch="lenet5", epochs=1, limit=64, out=tmp_path, progress=False))
     target = resolve_target(TargetOptions(name=result.run_dir))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dlopt.fileio import looks_like_pickle
+from dlopt.core.fileio import looks_like_pickle
 from dlopt.train import TrainConfig, train
 from dlopt.train.state import _flatten, _unflatten
 
@@ -77,8 +77,8 @@ def test_flatten_round_trips_optimizer_state():
 
 
 def test_resume_of_a_run_without_state_is_a_clear_error(tmp_path: Path):
-    from dlopt.errors import InputFileError
-    from dlopt.runs import Run
+    from dlopt.core.errors import InputFileError
+    from dlopt.core.runs import Run
 
     run = Run.create(tmp_path, "lenet5", {"arch": "lenet5"})
     with pytest.raises(InputFileError, match="no dlopt train stage"):

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
+from dlopt.models.registry import build_model
 from dlopt.prune.config import PruneConfig
 from dlopt.prune.limits import check_structured
 from dlopt.prune.model import prune_model
-from dlopt.registry import build_model
 from dlopt.verify.compare import compare
 from dlopt.verify.criteria import ElementwiseTolerance
 
@@ -104,7 +104,7 @@ def _same(a: nn.Module, b: nn.Module, size: int) -> None:
 
 
 def test_mnasnet_checkpoint_round_trip_keeps_the_state_versions(tmp_path):
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model, spec, cfg = build_model("torchvision:mnasnet0_5", input_size=64)
@@ -115,8 +115,8 @@ def test_mnasnet_checkpoint_round_trip_keeps_the_state_versions(tmp_path):
 
 @pytest.mark.parametrize("bad", ["2", {"": "2"}, [2]])
 def test_a_hostile_state_versions_entry_is_refused_in_one_line(tmp_path, bad):
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
-    from dlopt.errors import InputFileError
+    from dlopt.core.errors import InputFileError
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
 
     model, spec, cfg = build_model("mlp", tiny=True)
     record = save_checkpoint(model, spec, cfg, tmp_path / "model.json")
@@ -127,9 +127,9 @@ def test_a_hostile_state_versions_entry_is_refused_in_one_line(tmp_path, bad):
 
 
 def test_pruned_mnasnet_reloads(tmp_path):
-    from dlopt.checkpoint import load_checkpoint, save_checkpoint
-    from dlopt.registry import create_model
-    from dlopt.structure import describe
+    from dlopt.models.checkpoint import load_checkpoint, save_checkpoint
+    from dlopt.models.registry import create_model
+    from dlopt.models.structure import describe
 
     torch.manual_seed(0)
     model, spec, cfg = build_model("torchvision:mnasnet0_5", input_size=64)
@@ -142,8 +142,8 @@ def test_pruned_mnasnet_reloads(tmp_path):
 def test_mnasnet_weights_file_loads(tmp_path):
     from safetensors.torch import save_model
 
-    from dlopt.registry import get_spec, make_model_config
-    from dlopt.weights import build_with_weights
+    from dlopt.models.registry import get_spec, make_model_config
+    from dlopt.models.weights import build_with_weights
 
     torch.manual_seed(1)
     model, spec, cfg = build_model("torchvision:mnasnet0_5", input_size=64)

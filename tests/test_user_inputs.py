@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dlopt.cli.app import app
 from dlopt.cli.common import parse_shape
-from dlopt.errors import ConfigError
+from dlopt.core.errors import ConfigError
 
 runner = CliRunner()
 
@@ -146,7 +146,7 @@ def test_bad_signature_through_the_cli(tmp_path):
 
 
 def test_example_inputs_have_the_signature_dtypes_and_ranges(tmp_path):
-    from dlopt.registry import get_spec, make_inputs, make_model_config, spec_for
+    from dlopt.models.registry import get_spec, make_inputs, make_model_config, spec_for
 
     ref = _write(tmp_path, "tagger")
     base = get_spec(ref)
@@ -163,7 +163,7 @@ def test_example_inputs_have_the_signature_dtypes_and_ranges(tmp_path):
 
 
 def test_each_signature_is_its_own_spec(tmp_path):
-    from dlopt.registry import get_spec, make_model_config, spec_for
+    from dlopt.models.registry import get_spec, make_model_config, spec_for
 
     ref = _write(tmp_path, "two")
     base = get_spec(ref)
@@ -202,8 +202,8 @@ def test_export_verifies_every_format_with_named_typed_inputs(tmp_path, key):
     types = {i.name: i.type.tensor_type.elem_type for i in graph.input}
     assert types == MODELS[key][2]
     assert all(i.type.tensor_type.shape.dim[0].dim_param for i in graph.input), "the batch axis is not dynamic"
-    from dlopt.checkpoint import load_checkpoint
-    from dlopt.codetrust import trusted_code
+    from dlopt.core.user_code import trusted_code
+    from dlopt.models.checkpoint import load_checkpoint
 
     with trusted_code(ref):  # the run's record rebuilds the same signature
         ck = load_checkpoint(f"{data['run']}/model.json")
@@ -325,7 +325,7 @@ def test_not_an_npz_and_a_zip_bomb_are_refused(tagger_run, monkeypatch):
     np.lib.format.write_array(member, np.zeros((1 << 16, 8), "int64"))  # 4 MiB of zeros, a few kB stored
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("ids.npy", member.getvalue())
-    import dlopt.inputs_file as inputs_file
+    import dlopt.data.inputs_file as inputs_file
 
     monkeypatch.setattr(inputs_file, "MAX_UNPACKED_BYTES", 1 << 20)
     res = _invoke("verify", data["run"], "--inputs", bomb, "--model-code", ref)

@@ -187,7 +187,7 @@ def test_verification_fails_on_the_one_wrong_output(workdir):
     """A wrong second output fails verification, named; the first output still passes."""
     import torch
 
-    from dlopt.registry import build_model
+    from dlopt.models.registry import build_model
     from dlopt.verify import ElementwiseTolerance, make_cases, verify_runner
     from dlopt.verify.core import named_references
 

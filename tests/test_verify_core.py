@@ -10,10 +10,20 @@ import torch
 from onnx import numpy_helper
 
 from dlopt.export import ExportConfig, export_model
-from dlopt.registry import build_model
-from dlopt.spec import ExportFormat
-from dlopt.verify import (ElementwiseTolerance, TopOneAgreement, VerifyConfig, compare, make_cases, plan_batches,
-                          plan_seqs, reference_outputs, verify_artifacts, verify_runner)
+from dlopt.models.registry import build_model
+from dlopt.models.spec import ExportFormat
+from dlopt.verify import (
+    ElementwiseTolerance,
+    TopOneAgreement,
+    VerifyConfig,
+    compare,
+    make_cases,
+    plan_batches,
+    plan_seqs,
+    reference_outputs,
+    verify_artifacts,
+    verify_runner,
+)
 
 ONNX_ONLY = ExportConfig(formats=(ExportFormat.ONNX,), exporter="legacy", verify=False)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dlopt.contract.target import TargetOptions
 from dlopt.export import ExportConfig
 from dlopt.export.stage import run_export
-from dlopt.spec import ExportFormat
-from dlopt.target import TargetOptions
+from dlopt.models.spec import ExportFormat
 from dlopt.train import TrainConfig, train
 from dlopt.verify.stage import VerifyOptions, verify_path
 

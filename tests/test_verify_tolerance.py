@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dlopt.checkpoint import save_checkpoint
 from dlopt.cli.app import app
-from dlopt.registry import build_model
+from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.registry import build_model
 from dlopt.verify import ElementwiseTolerance, VerifyConfig, make_cases, reference_outputs, verify_runner
 from dlopt.verify.compare import reference_scale
 from dlopt.verify.core import criterion_for

@@ -11,12 +11,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dlopt.checkpoint import load_checkpoint
 from dlopt.cli.app import app
-from dlopt.errors import InputFileError, UnsafeFileError, UsageError
-from dlopt.fileio import sha256_file
-from dlopt.registry import build_model
-from dlopt.target import TargetOptions, resolve_target
+from dlopt.contract.target import TargetOptions, resolve_target
+from dlopt.core.errors import InputFileError, UnsafeFileError, UsageError
+from dlopt.core.fileio import sha256_file
+from dlopt.models.checkpoint import load_checkpoint
+from dlopt.models.registry import build_model
 
 runner = CliRunner()
 TV = "torchvision:squeezenet1_1"  # 1.2M parameters: the smallest torchvision classifier with published weights

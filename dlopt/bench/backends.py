@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.config import Backend, Device
-from dlopt.runtimes import artifact_bytes, bench_runtime, check_trusted, ort_call, ort_session, resolve
+from dlopt.runtime.formats import artifact_bytes, bench_runtime, check_trusted, ort_call, ort_session, resolve
 
 
 class BackendUnavailable(Exception):
@@ -47,7 +47,7 @@ def _weights_bytes(module: Any) -> int:
 
 def prepare_eager(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
     if v.path is not None:  # a .pt2 exported program, loaded through the same trust check as dlopt verify
-        from dlopt.export.archive import load_module
+        from dlopt.runtime.archive import load_module
 
         t0 = time.perf_counter()
         module = load_module(v.path, "pt2", trust_pickle=v.trust_pickle)
@@ -63,7 +63,7 @@ def prepare_torchscript(v: Variant, inputs: tuple[Any, ...], device: Device, thr
 
     t0 = time.perf_counter()
     if v.path is not None:  # through the same trust check as dlopt verify
-        from dlopt.export.archive import load_module
+        from dlopt.runtime.archive import load_module
 
         ts = load_module(v.path, "torchscript", trust_pickle=v.trust_pickle, device=device.value)
         return Prepared(functools.partial(ts, *inputs), time.perf_counter() - t0, artifact_bytes(v.path), "file")
@@ -127,8 +127,8 @@ def prepare_onnxruntime(v: Variant, inputs: tuple[Any, ...], device: Device, thr
 
 
 def prepare_openvino(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
-    from dlopt.errors import MissingDependencyError
-    from dlopt.openvino_rt import INSTALL_HINT, bench_callable
+    from dlopt.core.errors import MissingDependencyError
+    from dlopt.runtime.openvino import INSTALL_HINT, bench_callable
 
     if device != Device.CPU:
         raise BackendUnavailable("dlopt runs OpenVINO on its CPU plugin only; pass --device cpu")
@@ -140,7 +140,7 @@ def prepare_openvino(v: Variant, inputs: tuple[Any, ...], device: Device, thread
 
 
 def prepare(v: Variant, inputs: tuple[Any, ...], device: Device, threads: int) -> Prepared:
-    """The callable for one variant at one input shape, from its backend's record in dlopt.runtimes.BENCH_RUNTIMES.
+    """The callable for one variant at one input shape, from its backend's record in dlopt.runtime.formats.BENCH_RUNTIMES.
     Raises BackendUnavailable, UnsafeFileError for an untrusted pickle-based file, or whatever the backend itself
     raised (the caller records that as a failed row)."""
     if device == Device.CUDA:

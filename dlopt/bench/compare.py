@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dlopt.errors import CheckFailedError
+from dlopt.core.errors import CheckFailedError
 
 
 @dataclass(frozen=True)

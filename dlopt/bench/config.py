@@ -7,8 +7,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import ConfigError
-from dlopt.spec import Backend, Exporter  # one enum per choice, in dlopt.spec (kept importable from here)
+from dlopt.core.errors import ConfigError
+from dlopt.models.spec import Backend, Exporter  # one enum per choice, in dlopt.models.spec (kept importable from here)
 
 
 class Device(StrEnum):
@@ -57,14 +57,14 @@ class BenchConfig:
 
 
 def use_inputs_file(source: Any, cfg: BenchConfig) -> tuple[Any, BenchConfig]:
-    """The bench source fed from cfg.inputs (checked against the model: dlopt.inputs_file), and the config that
+    """The bench source fed from cfg.inputs (checked against the model: dlopt.data.inputs_file), and the config that
     records which file was used; both unchanged without --inputs. A stray .onnx has no spec to check against."""
     if not cfg.inputs:
         return source, cfg
     from dataclasses import replace
 
-    from dlopt.errors import UsageError
-    from dlopt.inputs_file import load_inputs
+    from dlopt.core.errors import UsageError
+    from dlopt.data.inputs_file import load_inputs
 
     if source.spec is None:
         raise UsageError("--inputs needs a model dlopt knows (an architecture, a run or a file inside one), not a "
@@ -76,7 +76,7 @@ def use_inputs_file(source: Any, cfg: BenchConfig) -> tuple[Any, BenchConfig]:
 
 def check_bench_config(cfg: BenchConfig) -> None:
     """The one rule set for `dlopt bench` options and the [bench] table of pipeline.toml (strings become enums)."""
-    from dlopt.options import check_choice, check_float, check_int, check_seed
+    from dlopt.models.options import check_choice, check_float, check_int, check_seed
 
     for key, enum in (("backends", Backend), ("batch_sizes", None), ("seq_lens", None)):
         items = getattr(cfg, key)

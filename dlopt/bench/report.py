@@ -1,4 +1,4 @@
-"""Result files: bench.json written and checked as a dlopt.results.BenchResult, CSV rows, and a PNG chart
+"""Result files: bench.json written and checked as a dlopt.core.results.BenchResult, CSV rows, and a PNG chart
 (matplotlib, Agg)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError
-from dlopt.fileio import atomic_path
+from dlopt.core.errors import InputFileError
+from dlopt.core.fileio import atomic_path
 
 REQUIRED = {"schema": str, "created": str, "target": str, "device": str, "threads": int, "config": dict,
             "loadavg": dict, "environment": dict, "peak": dict, "rows": list}
@@ -41,7 +41,7 @@ def schema_errors(data: Any) -> list[str]:
 def write_results(result: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
     """Write `result` (what bench measured) to each of `paths` as a BenchResult; returns what the files hold.
     A key BenchResult does not declare, or a value of the wrong type, is refused before anything is written."""
-    from dlopt.results import BenchResult, write_result
+    from dlopt.core.results import BenchResult, write_result
 
     record = BenchResult.of(result)
     for path in paths:
@@ -57,7 +57,7 @@ def load_result(path: Path) -> dict[str, Any]:
         raise InputFileError(f"{path} not found; give a bench.json written by `dlopt bench`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputFileError(f"cannot read {path} as JSON ({exc}); give a bench.json written by `dlopt bench`") from None
-    from dlopt.results import BenchResult, ResultError
+    from dlopt.core.results import BenchResult, ResultError
 
     errs = schema_errors(data)
     if not errs:
@@ -130,7 +130,7 @@ def machine_tag() -> str:
     import os
     import re
 
-    from dlopt.environment import cpu_info
+    from dlopt.core.environment import cpu_info
 
     model = re.sub(r"[^a-z0-9]+", "-", cpu_info()["model"].lower()).strip("-") or "cpu"
     return f"{model}-{os.cpu_count()}c"

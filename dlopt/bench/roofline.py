@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dlopt.environment import cpu_info
-from dlopt.fileio import safe_name, write_json_atomic
+from dlopt.core.environment import cpu_info
+from dlopt.core.fileio import safe_name, write_json_atomic
 
 CACHE_SCHEMA = 2
 MATMUL_N = 1024  # large enough to be compute-bound on a CPU, small enough to measure in ~a second

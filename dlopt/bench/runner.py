@@ -19,9 +19,9 @@ from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
 from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source, source_of
-from dlopt.environment import fingerprint
-from dlopt.errors import UnsupportedError
-from dlopt.target import Target, TargetOptions
+from dlopt.contract.target import Target, TargetOptions
+from dlopt.core.environment import fingerprint
+from dlopt.core.errors import UnsupportedError
 
 SCHEMA = "dlopt.bench/1"
 RESULT_FILE = "bench.json"
@@ -55,7 +55,7 @@ def _sync(device: Device) -> Sync:
 
 
 def _flops(module: Any, inputs: tuple[Any, ...]) -> int | None:
-    from dlopt.summary import count_flops
+    from dlopt.models.summary import count_flops
 
     if module is None:
         return None
@@ -244,7 +244,7 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
     import torch
 
     from dlopt.bench.report import write_results
-    from dlopt.options import config_dict
+    from dlopt.models.options import config_dict
 
     check_measurable(cfg)
     before = torch.get_num_threads()
@@ -279,7 +279,7 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
             staged = [rec.path(p.name) for p in (dated, path)]  # replace the old ones when done
-            result = write_results(result, staged)  # as a dlopt.results.BenchResult, type-checked
+            result = write_results(result, staged)  # as a dlopt.core.results.BenchResult, type-checked
             result = {**result, "run": str(source.run.path)}  # the caller gets the full path; the file says "."
             rec.outputs += staged
             rec.outputs += [v.path for v in variants if isinstance(v.path, Path) and v.path.parent.name == EXPORT_DIR]

@@ -14,11 +14,11 @@ from typing import Any
 
 from dlopt.bench.backends import Variant
 from dlopt.bench.config import Backend, BenchConfig
-from dlopt.errors import DloptError, InputFileError
-from dlopt.runtimes import ARTIFACT_SUFFIXES, check_trusted, format_of, ort_session
-from dlopt.runs import MANIFEST, Run
-from dlopt.spec import ArchSpec, ExportFormat
-from dlopt.target import MODEL_RECORD, Kind, Target, TargetOptions, locate, open_located, resolve_target
+from dlopt.contract.target import MODEL_RECORD, Kind, Target, TargetOptions, locate, open_located, resolve_target
+from dlopt.core.errors import DloptError, InputFileError
+from dlopt.core.runs import MANIFEST, Run
+from dlopt.models.spec import ArchSpec, ExportFormat
+from dlopt.runtime.formats import ARTIFACT_SUFFIXES, check_trusted, format_of, ort_session
 
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(bool)": "bool", "tensor(double)": "float64"}
@@ -36,7 +36,7 @@ class Source:
     artifacts: tuple[Path, ...]
     make_inputs: Callable[[int, int | None], tuple[Any, ...]]
     single: bool = False  # TARGET was one artifact file: bench it (and eager, for the speed-up) only
-    skipped: tuple[Any, ...] = ()  # dlopt.trust.ArtifactStatus of files no done stage vouches for
+    skipped: tuple[Any, ...] = ()  # dlopt.core.trust.ArtifactStatus of files no done stage vouches for
 
 
 def _enclosing_run(path: Path) -> Path | None:
@@ -44,7 +44,7 @@ def _enclosing_run(path: Path) -> Path | None:
 
 
 def _found_artifacts(run: Run) -> tuple[tuple[Path, ...], tuple[Any, ...]]:
-    """The run's exported files a done stage vouches for (dlopt.trust), and the others with the reason.
+    """The run's exported files a done stage vouches for (dlopt.core.trust), and the others with the reason.
     bench's own export (bench-export/) is a cache it remakes, not one of the run's variants."""
     trusted, skipped = run.scan_artifacts(ARTIFACT_SUFFIXES)
     own = run.path / EXPORT_DIR
@@ -54,7 +54,7 @@ def _found_artifacts(run: Run) -> tuple[tuple[Path, ...], tuple[Any, ...]]:
 
 def source_of(t: Target, seed: int = 0) -> Source:
     """A resolved target as a bench source: its model, and every artifact its run holds."""
-    from dlopt.registry import entry_module, make_inputs
+    from dlopt.models.registry import entry_module, make_inputs
 
     module = entry_module(t.model, t.spec)
     found, skipped = _found_artifacts(t.run)
@@ -101,7 +101,7 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
 
 
 def open_source(opts: TargetOptions) -> Source:
-    """What bench times: the target dlopt.target locates, or (bench only) an exported file named directly."""
+    """What bench times: the target dlopt.contract.target locates, or (bench only) an exported file named directly."""
     found = locate(opts)
     if found.kind != Kind.ARTIFACT:
         return source_of(open_located(found, opts), opts.seed)
@@ -159,8 +159,8 @@ def quantized_precision(path: Path) -> str:
 
 def _checkpoint_variants(source: Source) -> list[Variant]:
     """Other dlopt checkpoints in the run (pruned or quantized copies) as eager rows."""
-    from dlopt.checkpoint import RECORD_FORMAT, load_checkpoint
-    from dlopt.registry import entry_module
+    from dlopt.models.checkpoint import RECORD_FORMAT, load_checkpoint
+    from dlopt.models.registry import entry_module
 
     out = []
     trusted, _ = source.run.scan_artifacts((".json", ".safetensors"))

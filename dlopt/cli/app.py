@@ -11,12 +11,13 @@ from rich.markup import escape
 from typer.core import TyperGroup, TyperOption
 
 from dlopt import __version__
+
 try:  # typer >= 0.22 vendors click, and raises its exceptions; typer exports no public base class
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer runs on click itself
     from click.exceptions import ClickException
 
-from dlopt.errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, DloptError
+from dlopt.core.errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, DloptError
 
 INTERNAL_ERROR_EXIT = 70
 _type_of = TyperOption.display_type_rich
@@ -67,8 +68,8 @@ class DloptGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         from dlopt.cli.common import QUIET, err_console, verbosity
-        from dlopt.codetrust import code_trust_scope
-        from dlopt.warn import calm_warnings
+        from dlopt.core.user_code import code_trust_scope
+        from dlopt.core.warn import calm_warnings
 
         def warn(line: str) -> None:
             if verbosity() > QUIET:
@@ -158,7 +159,7 @@ def root(
                                                      "than this (default 2e9, or half the RAM).")] = None,
 ) -> None:
     ctx.obj = {"debug": debug}
-    from dlopt.options import set_max_params
+    from dlopt.models.options import set_max_params
 
     set_max_params(max_params)  # None: the default ceiling (or DLOPT_MAX_PARAMS) for this command
 

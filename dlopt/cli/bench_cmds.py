@@ -9,12 +9,37 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device
-from dlopt.cli.common import (QUIET, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, RunOpt, SetOpt, TinyOpt,
-                              console, debug, err_console, fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, note, old_spelling,
-                              parse_shape, print_json, print_table, renamed, sig3, status, verbosity)
-from dlopt.spec import Exporter
-from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
-from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
+from dlopt.cli.common import (  # user model code a record may run (issue 21)
+    QUIET,
+    ExporterOpt,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    OutOpt,
+    RunOpt,
+    SetOpt,
+    TinyOpt,
+    TrustCodeOpt,
+    WeightsOpt,  # --weights for a model built by name (issue 15)
+    console,
+    debug,
+    err_console,
+    fmt_bytes,
+    fmt_ms,
+    fmt_rate,
+    fmt_speedup,
+    note,
+    old_spelling,
+    parse_shape,
+    print_json,
+    print_table,
+    renamed,
+    sig3,
+    status,
+    verbosity,
+)
+from dlopt.models.spec import Exporter
 
 TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
@@ -152,13 +177,12 @@ def bench_cmd(
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
     from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends, parse_percentiles
-    from dlopt.options import parse_int_list
     from dlopt.bench.report import load_result, write_csv, write_plot
     from dlopt.bench.runner import bench, check_measurable
     from dlopt.bench.variants import open_source
-    from dlopt.errors import ConfigError
-    from dlopt.options import parse_sets
-    from dlopt.target import TargetOptions
+    from dlopt.contract.target import TargetOptions
+    from dlopt.core.errors import ConfigError
+    from dlopt.models.options import parse_int_list, parse_sets
 
     if fail_pct is not None and compare_to is None:
         raise ConfigError("--fail-on-regression needs --compare OLD.json to compare against")
@@ -166,7 +190,7 @@ def bench_cmd(
         check_path_parent(p, flag)
     if iterations is not None and budget_s is not None:
         raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
-    from dlopt.inputs_file import precheck
+    from dlopt.data.inputs_file import precheck
 
     precheck(inputs)  # a missing file fails before a run is made
     old = load_result(compare_to) if compare_to else None

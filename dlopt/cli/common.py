@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from dlopt.errors import ConfigError, UsageError
-from dlopt.spec import Exporter
+from dlopt.core.errors import ConfigError, UsageError
+from dlopt.models.spec import Exporter
 
 console = Console()  # its width is set for each invocation (configure_width): COLUMNS, the terminal, or unbounded
 err_console = Console(stderr=True)
@@ -90,14 +90,14 @@ def status(message: str, silent: bool = False) -> Any:
 
 def _name_trust(value: str | None) -> str | None:
     """A user model NAME on the command line is the user's own choice: records naming the same code may run it."""
-    from dlopt.codetrust import is_user_ref, set_cli
+    from dlopt.core.user_code import is_user_ref, set_cli
 
     set_cli(name=value if value and is_user_ref(value) else None)
     return value
 
 
 def _model_code_trust(values: list[str] | None) -> list[str] | None:
-    from dlopt.codetrust import is_user_ref, set_cli
+    from dlopt.core.user_code import is_user_ref, set_cli
 
     bad = [v for v in values or [] if not is_user_ref(v)]
     if bad:
@@ -107,7 +107,7 @@ def _model_code_trust(values: list[str] | None) -> list[str] | None:
 
 
 def _trust_code(value: bool) -> bool:
-    from dlopt.codetrust import set_cli
+    from dlopt.core.user_code import set_cli
 
     set_cli(everything=bool(value))
     return value
@@ -171,11 +171,11 @@ def renamed(new_value: Any, old_value: Any, new: str, old: str, what: str = "") 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | str | None:
     """'3,32,32' -> (3, 32, 32), one float32 input; 'ids:int64:16,mask:bool:16' (NAME:DTYPE:DIMS[:LOW-HIGH], any
-    ':') -> that signature's canonical text, which picks a user model's spec (dlopt.zoo.external.parse_signature)."""
+    ':') -> that signature's canonical text, which picks a user model's spec (dlopt.models.zoo.external.parse_signature)."""
     if text is None:
         return None
     if ":" in text:
-        from dlopt.zoo.external import parse_signature, signature_text
+        from dlopt.models.zoo.external import parse_signature, signature_text
 
         return signature_text(parse_signature(text))
     try:
@@ -191,10 +191,8 @@ def parse_shape(text: str | None) -> tuple[int, ...] | str | None:
 def resolve(name: str, sets: list[str] | None, input_size: int | None = None, input_shape: str | None = None,
             tiny: bool = False) -> tuple[Any, Any]:
     """CLI options -> (spec, config), with every error typed."""
-    from dlopt.options import parse_sets
-    from dlopt.registry import get_spec, make_model_config
-
-    from dlopt.registry import spec_for
+    from dlopt.models.options import parse_sets
+    from dlopt.models.registry import get_spec, make_model_config, spec_for
 
     spec = get_spec(name)
     cfg = make_model_config(spec, parse_sets(sets), input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny)

@@ -8,15 +8,36 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (BatchOpt, CheckpointOpt, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
-                              SetOpt, TinyOpt, console, debug, err_console, note, parse_shape, print_json, print_table,
-                              status)
-from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
-from dlopt.cli.common import ForceOpt, OutputOpt, WeightsOpt
-from dlopt.errors import CheckFailedError, UsageError
-from dlopt.options import parse_int_list
-from dlopt.runtimes import FORMAT_SUFFIX
-from dlopt.spec import Exporter, ExportFormat
+from dlopt.cli.common import (  # user model code a record may run (issue 21)
+    BatchOpt,
+    CheckpointOpt,
+    ExporterOpt,
+    ForceOpt,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    NameArg,
+    OutOpt,
+    OutputOpt,
+    RunOpt,
+    SetOpt,
+    TinyOpt,
+    TrustCodeOpt,
+    WeightsOpt,
+    console,
+    debug,
+    err_console,
+    note,
+    parse_shape,
+    print_json,
+    print_table,
+    status,
+)
+from dlopt.core.errors import CheckFailedError, UsageError
+from dlopt.models.options import parse_int_list
+from dlopt.models.spec import Exporter, ExportFormat
+from dlopt.runtime.formats import FORMAT_SUFFIX
 
 FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
 
@@ -90,16 +111,15 @@ def export_cmd(
     inputs: InputsOpt = None,
 ) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
+    from dlopt.contract.deliver import deliver, plan_output
+    from dlopt.contract.target import TargetOptions, resolve_target
     from dlopt.export import ExportConfig
     from dlopt.export.stage import export_check, run_export
-    from dlopt.options import parse_sets
-    from dlopt.target import TargetOptions, resolve_target
-
-    from dlopt.output import deliver, plan_output
+    from dlopt.models.options import parse_sets
 
     if inputs is not None and no_verify:
         raise UsageError("--inputs is what verification runs on; drop --no-verify, or drop --inputs")
-    from dlopt.inputs_file import precheck
+    from dlopt.data.inputs_file import precheck
 
     precheck(inputs)  # a missing file fails before a run is made
     fmts, explicit = parse_formats(formats)
@@ -212,16 +232,15 @@ def verify_cmd(
     inputs: InputsOpt = None,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
+    from dlopt.data.inputs_file import precheck
     from dlopt.verify import VerifyConfig
     from dlopt.verify.stage import VerifyOptions, verify_path
-
-    from dlopt.inputs_file import precheck
 
     precheck(inputs)
     config = VerifyConfig(batch_sizes=parse_int_list(batch_sizes, "--batch-sizes") or None, atol=atol, rtol=rtol,
                           time_limit_s=time_limit_s)
     if path is None:
-        from dlopt.runs import resolve_run
+        from dlopt.core.runs import resolve_run
 
         path = resolve_run(out, run).path
     with status(f"verifying {path}…"):

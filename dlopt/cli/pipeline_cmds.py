@@ -8,11 +8,28 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, ModelCodeOpt, OutOpt, SetOpt, TinyOpt,
-                              TrustCodeOpt, _name_trust, console, err_console, note, parse_shape, print_json,
-                              print_table, verbosity)
-from dlopt.errors import CheckFailedError, UsageError
-from dlopt.layout import DEFAULT_ROOT
+from dlopt.cli.common import (
+    QUIET,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    OutOpt,
+    SetOpt,
+    TinyOpt,
+    TrustCodeOpt,
+    _name_trust,
+    console,
+    err_console,
+    note,
+    parse_shape,
+    print_json,
+    print_table,
+    verbosity,
+)
+from dlopt.core.errors import CheckFailedError, UsageError
+from dlopt.core.layout import DEFAULT_ROOT
+
 
 def config_comments() -> dict[str, str]:
     """--print-config's comment above each section, from the stage table."""
@@ -23,21 +40,23 @@ def config_comments() -> dict[str, str]:
 
 def _effective(name: str | None, config: Path | None, resume: Path | None, flags: dict[str, Any]) -> Any:
     """Defaults < the resumed run's stored config < --config file < command-line flags."""
+    from dlopt.core.runs import Run
     from dlopt.pipeline import PipelineConfig, apply, load_config
     from dlopt.pipeline.ledger import stored_config
-    from dlopt.runs import Run
 
     cfg = PipelineConfig()
     if resume is not None:
         stored = stored_config(Run.open(resume)) or {}
-        from dlopt.codetrust import require_trusted_name  # the manifest's arch is data, not code to import (issue 21)
+        from dlopt.core.user_code import (
+            require_trusted_name,  # the manifest's arch is data, not code to import (issue 21)
+        )
 
         require_trusted_name(stored.get("arch"), Path(resume) / "manifest.json")
         cfg = apply(cfg, {k: v for k, v in stored.items() if k != "verify"}, origin=f"{resume}'s manifest")
     if config is not None:
         cfg = load_config(config, cfg)
         if not name:  # the file's arch is data: user model code it names runs only when named on the command line
-            from dlopt.codetrust import require_trusted_name
+            from dlopt.core.user_code import require_trusted_name
 
             require_trusted_name(cfg.arch, Path(config))
     cfg = apply(cfg, flags, origin="the command line")
@@ -45,11 +64,10 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
         cfg = apply(cfg, {"arch": name}, origin="the command line")
     if not cfg.arch:
         raise UsageError("name an architecture (see dlopt list), or give --resume RUN_DIR or a --config with arch = ...")
-    from dlopt.codetrust import absolute_ref
+    from dlopt.core.user_code import absolute_ref
 
     cfg = apply(cfg, {"arch": absolute_ref(cfg.arch)}, origin="the command line")  # the run records it: any cwd
-    from dlopt.registry import get_spec
-
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline.config import validate
 
     get_spec(cfg.arch)  # unknown names fail here, with suggestions, before a run is created
@@ -58,7 +76,7 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
 
 def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: int | None, epochs: int | None,
            ratio: float | None, budget_s: float | None, input_shape: str | None = None) -> dict[str, Any]:
-    from dlopt.options import parse_sets
+    from dlopt.models.options import parse_sets
 
     flags: dict[str, Any] = {}
     if stages:
@@ -79,7 +97,6 @@ def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: i
 
 def _printable(cfg: Any) -> dict[str, Any]:
     from dlopt.pipeline.config import library_fields
-
     from dlopt.pipeline.stages import TABLE
 
     data = cfg.to_json()
@@ -162,8 +179,8 @@ def report_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Regenerate report.md / report.html / report.json of a run from the files in it."""
+    from dlopt.core.runs import resolve_run
     from dlopt.report import write_report
-    from dlopt.runs import resolve_run
 
     paths = write_report(resolve_run(out, run))
     data = _read_json(paths[2]) or {}

@@ -8,12 +8,30 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (CheckpointOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt, SetOpt,
-                              TinyOpt, console, fmt_bytes, fmt_ms, human, note, parse_shape, print_json, status)
-from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
-from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
-from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
-
+from dlopt.cli.common import (  # user model code a record may run (issue 21)  # -o/--output (issue 19)
+    CheckpointOpt,
+    ForceOpt,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    NameArg,
+    OutOpt,
+    OutputOpt,
+    RunOpt,
+    SetOpt,
+    TinyOpt,
+    TrustCodeOpt,
+    WeightsOpt,  # --weights for a model built by name (issue 15)
+    console,
+    fmt_bytes,
+    fmt_ms,
+    human,
+    note,
+    parse_shape,
+    print_json,
+    status,
+)
 
 
 def prune_cmd(
@@ -69,11 +87,11 @@ def prune_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
-    from dlopt.errors import ConfigError
-    from dlopt.options import parse_sets
-    from dlopt.output import deliver, plan_output
+    from dlopt.contract.deliver import deliver, plan_output
+    from dlopt.contract.target import TargetOptions, resolve_target
+    from dlopt.core.errors import ConfigError
+    from dlopt.models.options import parse_sets
     from dlopt.prune import PruneConfig
-    from dlopt.target import TargetOptions, resolve_target
 
     if exact and round_to not in (None, 1):
         raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
@@ -132,7 +150,7 @@ def _render(r: dict[str, Any], record: Path) -> None:
         console.print(_path_table(r["speedup_path"], r["config"]))
     for line in r.get("notes", []):
         note(f"[yellow]note:[/yellow] {line}")
-    note(f"[dim]saved {record} (load with dlopt.checkpoint.load_checkpoint, or --variant "
+    note(f"[dim]saved {record} (load with dlopt.models.checkpoint.load_checkpoint, or --variant "
                   f"{record.parent.name}/model.json); report {record.parent / 'prune_report.json'}[/dim]")
 
 

@@ -8,14 +8,36 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (CheckpointOpt, ExporterOpt, InputShapeOpt, InputSizeOpt, JsonOpt, NameArg, OutOpt, RunOpt,
-                              SetOpt, TinyOpt, console, fmt_bytes, fmt_ms, fmt_speedup, note, old_spelling,
-                              parse_shape, print_json, print_table, renamed, status)
-from dlopt.cli.common import ModelCodeOpt, TrustCodeOpt  # user model code a record may run (issue 21)
-from dlopt.cli.common import WeightsOpt  # --weights for a model built by name (issue 15)
-from dlopt.cli.common import ForceOpt, OutputOpt  # -o/--output (issue 19)
-from dlopt.errors import CheckFailedError
-from dlopt.spec import Exporter, QuantFormat, QuantMethod
+from dlopt.cli.common import (  # user model code a record may run (issue 21)  # -o/--output (issue 19)
+    CheckpointOpt,
+    ExporterOpt,
+    ForceOpt,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModelCodeOpt,
+    NameArg,
+    OutOpt,
+    OutputOpt,
+    RunOpt,
+    SetOpt,
+    TinyOpt,
+    TrustCodeOpt,
+    WeightsOpt,  # --weights for a model built by name (issue 15)
+    console,
+    fmt_bytes,
+    fmt_ms,
+    fmt_speedup,
+    note,
+    old_spelling,
+    parse_shape,
+    print_json,
+    print_table,
+    renamed,
+    status,
+)
+from dlopt.core.errors import CheckFailedError
+from dlopt.models.spec import Exporter, QuantFormat, QuantMethod
 
 METHODS = ", ".join(QuantMethod)  # the one enum: spec.quant_methods, QuantizeConfig.method and this option
 
@@ -63,20 +85,19 @@ def quantize_cmd(
              "arr_1...), samples first. Without it a model with no dataset calibrates on nothing real.")] = None,
 ) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
-    from dlopt.options import parse_sets
-    from dlopt.output import deliver, plan_output
+    from dlopt.contract.deliver import deliver, plan_output
+    from dlopt.models.options import parse_sets
+    from dlopt.models.spec import ExportFormat
     from dlopt.quantize import QuantizeConfig, run_quantize
-
-    from dlopt.runtimes import FORMAT_SUFFIX
-    from dlopt.spec import ExportFormat
+    from dlopt.runtime.formats import FORMAT_SUFFIX
 
     dest = plan_output(output, force, tuple(FORMAT_SUFFIX[f] for f in (ExportFormat.ONNX, ExportFormat.PT2,
                                                                       ExportFormat.OPENVINO)))
-    from dlopt.target import TargetOptions, resolve_target
+    from dlopt.contract.target import TargetOptions, resolve_target
 
     qformat = renamed(quant_format, old_format, "--quant-format", "--format", " for qdq/qoperator")
     if old_format is not None:  # checked here so that the message names the spelling used
-        from dlopt.options import check_choice
+        from dlopt.models.options import check_choice
 
         check_choice("quantize", "quant_format", old_format, QuantFormat, flag="--format")
     extra: dict[str, Any] = {}
@@ -90,7 +111,7 @@ def quantize_cmd(
     opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
                          input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
                          weights=weights)
-    from dlopt.inputs_file import precheck
+    from dlopt.data.inputs_file import precheck
     from dlopt.quantize.calibrate import calibrate_on
 
     precheck(inputs)  # a missing file fails before a run is made

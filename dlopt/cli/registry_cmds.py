@@ -7,9 +7,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (ArchArg, BatchOpt, InputShapeOpt, InputSizeOpt, JsonOpt, SetOpt, TinyOpt, console,
-                              human, note, print_json, print_table, resolve)
-from dlopt.spec import ExportFormat, Stage, Task
+from dlopt.cli.common import (
+    ArchArg,
+    BatchOpt,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    SetOpt,
+    TinyOpt,
+    console,
+    human,
+    note,
+    print_json,
+    print_table,
+    resolve,
+)
+from dlopt.models.spec import ExportFormat, Stage, Task
 
 FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2",
                 ExportFormat.OPENVINO: "ov"}
@@ -21,7 +34,7 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List the architectures in the zoo."""
-    from dlopt.registry import list_specs
+    from dlopt.models.registry import list_specs
 
     specs = list_specs(task=task, stage=stage)
     if as_json:
@@ -57,8 +70,8 @@ def info_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Parameters, FLOPs/MACs, signature, size and supported stages of one architecture."""
-    from dlopt.registry import create_model
-    from dlopt.summary import describe
+    from dlopt.models.registry import create_model
+    from dlopt.models.summary import describe
 
     spec, cfg = resolve(name, sets, input_size, input_shape, tiny)
     info = describe(spec, cfg, create_model(spec, cfg), batch_size)

@@ -15,8 +15,8 @@ def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
     """The bench row with the best speed-up over eager at the smallest batch measured, among rows whose file a
     done stage still vouches for (a killed or replaced variant's old timing is not listed) and whose timing is
     not too noisy to compare (the report's rule)."""
+    from dlopt.core.results import BenchResult
     from dlopt.report.collect import NOISY_IQR, bench_key
-    from dlopt.results import BenchResult
 
     bench = trust.result(BenchResult, "bench.json")
     rows = [r for r in (bench.rows if bench else ()) if r.status == "ok" and r.speedup_vs_eager and r.stats
@@ -32,9 +32,9 @@ def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
 
 
 def summarize(run: Any) -> dict[str, Any]:
+    from dlopt.core.trust import effective_status
     from dlopt.report.collect import Trust
     from dlopt.report.stagewise import train_metric
-    from dlopt.trust import effective_status
 
     m = run.manifest()
     report = run.path / "report.html"
@@ -50,7 +50,7 @@ def summarize(run: Any) -> dict[str, Any]:
 
 def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
     """List runs (newest last): stages done, test metric, fastest variant, report."""
-    from dlopt.runs import scan_runs
+    from dlopt.core.runs import scan_runs
 
     runs, damaged = scan_runs(out)
     for path, why in damaged:  # on stderr, so --json output stays a plain list

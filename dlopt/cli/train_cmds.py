@@ -8,10 +8,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (QUIET, InputShapeOpt, InputSizeOpt, JsonOpt, OutOpt, SetOpt, TinyOpt, console,
-                              err_console, parse_shape, print_json, verbosity)
-from dlopt.errors import CheckFailedError
-from dlopt.layout import DEFAULT_ROOT
+from dlopt.cli.common import (
+    QUIET,
+    InputShapeOpt,
+    InputSizeOpt,
+    JsonOpt,
+    OutOpt,
+    SetOpt,
+    TinyOpt,
+    console,
+    err_console,
+    parse_shape,
+    print_json,
+    verbosity,
+)
+from dlopt.core.errors import CheckFailedError
+from dlopt.core.layout import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
 
 TORCHRUN_HELP = "Passed to torchrun for multi-node runs (with --nproc-per-node)."
@@ -55,7 +67,7 @@ def train_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Train NAME on its data: best checkpoint, metrics.jsonl, learning curve and test metric in a new run."""
-    from dlopt.errors import UsageError
+    from dlopt.core.errors import UsageError
     from dlopt.train import train
 
     if name is None and resume is None:
@@ -78,12 +90,12 @@ def train_cmd(
 def _build_sets(name: str | None, sets: list[str] | None, input_size: int | None,
                 input_shape: str | None) -> dict[str, object]:
     """--set plus --input-size/--input-shape (the same build options as in every other command; --set wins)."""
-    from dlopt.codetrust import is_user_ref
-    from dlopt.options import parse_sets
+    from dlopt.core.user_code import is_user_ref
+    from dlopt.models.options import parse_sets
 
     given = {k: v for k, v in (("input_size", input_size), ("input_shape", parse_shape(input_shape))) if v is not None}
     if given and name and not is_user_ref(name):  # "mlp takes no --input-shape" before anything starts
-        from dlopt.registry import get_spec, make_model_config
+        from dlopt.models.registry import get_spec, make_model_config
 
         make_model_config(get_spec(name), input_size=input_size, input_shape=parse_shape(input_shape))
     return {**given, **parse_sets(sets)}

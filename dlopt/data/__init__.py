@@ -14,9 +14,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from dlopt.core.errors import UnsupportedError, UsageError
 from dlopt.data.types import DataRequest, DataSplits, InputKind, input_kind
-from dlopt.errors import UnsupportedError, UsageError
-from dlopt.spec import ArchSpec
+from dlopt.models.spec import ArchSpec
 
 # name -> "module:function" of its loader, imported lazily; files.py loads the user's formats.
 _LOADERS: dict[str, str] = {

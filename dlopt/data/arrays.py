@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlopt.core.errors import InputFileError
 from dlopt.data.common import (
     DataRequest,
     DataSplits,
@@ -35,8 +36,7 @@ from dlopt.data.common import (
 from dlopt.data.images import image_splits
 from dlopt.data.text import encode_splits
 from dlopt.data.tokens import model_inputs, pad_left, text_vocab
-from dlopt.errors import InputFileError
-from dlopt.spec import Task
+from dlopt.models.spec import Task
 
 CSV_MAX_TOKENS = 256  # longer texts keep their last 256 words
 NPZ_MAX_BYTES = 8 * 2**30  # X and y as loaded; checked from the .npy headers before anything is decompressed

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dlopt.core.errors import ConfigError, UsageError
 from dlopt.data.types import DataRequest, DataSplits, InputKind, data_tensor, input_kind  # noqa: F401 (re-export)
-from dlopt.errors import ConfigError, UsageError
-from dlopt.spec import ArchSpec, Task
+from dlopt.models.spec import ArchSpec, Task
 
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train / validation / test
 BATCH_INPUT_BYTES = 16 * 2**20  # inputs of one evaluation batch: all 256 of 3x32x32, 27 of 3x224x224

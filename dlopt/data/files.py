@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dlopt.core.errors import InputFileError
 from dlopt.data.common import DataRequest, DataSplits, split_indices
 from dlopt.data.images import image_geometry, image_splits
-from dlopt.errors import InputFileError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 TORCHVISION_SETS = {  # name -> (torchvision class, folder under the root, what it holds)

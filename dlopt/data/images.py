@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from dlopt.core.errors import ConfigError
 from dlopt.data.common import (
     DataRequest,
     DataSplits,
@@ -30,9 +31,8 @@ from dlopt.data.common import (
     require_kind,
     sizes_of,
 )
-from dlopt.errors import ConfigError
-from dlopt.registry import resolve_dims
-from dlopt.spec import Task
+from dlopt.models.registry import resolve_dims
+from dlopt.models.spec import Task
 
 FLAT_SIDE = 28  # flat models that do not say their side get 28 x 28 = 784 features, as in MNIST
 STATS_BYTES = 256 * 2**20  # standardisation uses the first training images whose converted size fits here...

@@ -16,7 +16,7 @@ from dlopt.data.common import (
     require_kind,
     split_indices,
 )
-from dlopt.spec import Task
+from dlopt.models.spec import Task
 
 TABULAR_SAMPLES, TABULAR_FEATURES = 1000, 20  # the articles' make_classification call
 SINE_SAMPLES = 2000  # the articles use 1000; twice that leaves 300 windows each for validation and test

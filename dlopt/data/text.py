@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dlopt.core.errors import ConfigError
 from dlopt.data.common import DataRequest, DataSplits, InputKind, PairDataset, make_splits, require_kind, split_indices
 from dlopt.data.tokens import Vocab, model_inputs, pad_left
-from dlopt.errors import ConfigError
-from dlopt.spec import Task
+from dlopt.models.spec import Task
 
 PREFIXES = ((), ("honestly",), ("overall",), ("i", "think"), ("in", "short"))  # no sentiment
 SUBJECTS = ("movie", "plot", "acting", "music", "ending", "cast", "script", "story")

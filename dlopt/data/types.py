@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlopt.spec import BATCH, SEQ, ArchSpec, Task, TensorSpec
+from dlopt.models.spec import BATCH, SEQ, ArchSpec, Task, TensorSpec
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from dlopt import __version__
-from dlopt.errors import OutputError, UnsupportedError, UsageError
-from dlopt.export.quiet import DEPRECATION_NOTES, quiet_deprecations
-from dlopt.export.runtime import artifact_format, load_artifact, read_metadata
-from dlopt.runtimes import FORMAT_SUFFIX as SUFFIX
-from dlopt.runtimes import SUFFIXES, get_format, resolve
-from dlopt.spec import ArchSpec, ExportFormat
+from dlopt.core.errors import OutputError, UnsupportedError, UsageError
+from dlopt.models.spec import ArchSpec, ExportFormat
+from dlopt.runtime.formats import FORMAT_SUFFIX as SUFFIX
+from dlopt.runtime.formats import SUFFIXES, get_format, resolve
+from dlopt.runtime.loader import artifact_format, load_artifact, read_metadata
+from dlopt.runtime.quiet import DEPRECATION_NOTES, quiet_deprecations
 
 # openvino is asked for by name (or "all") until every zoo architecture is verified on it
 DEFAULT_FORMATS = (ExportFormat.ONNX, ExportFormat.TORCHSCRIPT, ExportFormat.PT2)
@@ -80,7 +80,7 @@ def check_config(config: ExportConfig) -> None:
     """Refuse bad options before any work (or any run directory) is made: the one rule set for `dlopt export`
     options and the [export] table of pipeline.toml."""
     from dlopt.export.onnx import check_options
-    from dlopt.options import check_choice, check_int
+    from dlopt.models.options import check_choice, check_int
 
     if isinstance(config.formats, str) or not isinstance(config.formats, (tuple, list)) or not config.formats:
         raise UsageError(f"export.formats = {config.formats!r:.60} is not allowed: expected a non-empty list from "
@@ -101,7 +101,7 @@ def check_config(config: ExportConfig) -> None:
 def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None, outputs: tuple[str, ...] = ()) -> dict[str, str]:
     import json
 
-    from dlopt.options import config_dict
+    from dlopt.models.options import config_dict
 
     tol = spec.tolerance
     meta = {"dlopt_version": __version__, "arch": spec.name, "config": json.dumps(config_dict(cfg)),
@@ -113,7 +113,7 @@ def _metadata(spec: ArchSpec, cfg: Any, extra: dict[str, Any] | None, outputs: t
 
 @dataclass(frozen=True)
 class WriteJob:
-    """What a format's writer (dlopt.runtimes record `writer`) gets: one module to write to one file."""
+    """What a format's writer (dlopt.runtime.formats record `writer`) gets: one module to write to one file."""
 
     module: Any  # the entry module, in eval mode
     example: tuple[Any, ...]  # example inputs at config.batch_size
@@ -155,7 +155,7 @@ def write_pt2(job: WriteJob) -> dict[str, Any]:
 def _export_formats(formats: list[ExportFormat], module: Any, spec: ArchSpec, cfg: Any, out_dir: Path, stem: str,
                     config: ExportConfig, meta: dict[str, str], step: Callable[[str], None]) -> ExportResult:
     """Export each format in turn; an exporter failure is recorded and the other formats still run."""
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     example = make_inputs(spec, cfg, config.batch_size)
     result = ExportResult({}, {})
@@ -192,7 +192,7 @@ def export_model(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path, config: Ex
     An exporter failure is recorded in `failures` and the other formats still run. `on_step` hears progress.
     `cases` are verification inputs (dlopt.verify.Case); default: random valid inputs at the planned shapes.
     """
-    from dlopt.registry import entry_module, make_inputs
+    from dlopt.models.registry import entry_module, make_inputs
 
     check_config(config)
     formats, notes = supported_formats(spec, config.formats, config.strict_formats)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import UsageError
+from dlopt.core.errors import UsageError
+from dlopt.core.fileio import atomic_path
 from dlopt.export.shapes import dynamic_shapes, output_names
-from dlopt.fileio import atomic_path
-from dlopt.spec import ArchSpec
+from dlopt.models.spec import ArchSpec
 
 TWO_GB = 2**31 - 2**20  # protobuf's limit, less headroom: above it weights go to external data
 DYNAMO_OPSETS = (18, 23)  # onnxscript translates from opset 18 up to torch's newest

@@ -1,6 +1,6 @@
 """The openvino export format: the ONNX export (same exporter, opset, dynamic axes) converted to OpenVINO IR.
 
-The writer sits with the other writers in dlopt.export; dlopt.openvino_rt (the runtime: convert, compile, run)
+The writer sits with the other writers in dlopt.export; dlopt.runtime.openvino (the runtime: convert, compile, run)
 imports no export code, so the artifact runtime stays below export and verify (tests/test_import_cycles.py).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.export.onnx import export_onnx
-from dlopt.openvino_rt import convert_onnx, require_openvino
+from dlopt.runtime.openvino import convert_onnx, require_openvino
 
 
 def export_openvino(module: Any, example: tuple[Any, ...], spec: Any, cfg: Any, path: Path, *, exporter: str,

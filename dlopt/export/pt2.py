@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt import outputs
+from dlopt.core.fileio import torch_archive
 from dlopt.export.shapes import module_dynamic_shapes
-from dlopt.fileio import torch_archive
-from dlopt.spec import ArchSpec
+from dlopt.models import outputs
+from dlopt.models.spec import ArchSpec
 
 
 def export_pt2(module: Any, example: tuple, spec: ArchSpec, cfg: Any, path: Path, dynamic: bool = True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlopt.spec import BATCH, SEQ, ArchSpec
+from dlopt.models.spec import BATCH, SEQ, ArchSpec
 
 
 def dims(spec: ArchSpec, cfg: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def dynamic_shapes(spec: ArchSpec, cfg: Any, dynamic: bool = True) -> tuple[dict
 
 
 def module_dynamic_shapes(module: Any, spec: ArchSpec, cfg: Any, dynamic: bool = True) -> Any:
-    """`dynamic_shapes` for torch.export of `module`: a forward(*inputs) module (dlopt.outputs.flat_module) takes
+    """`dynamic_shapes` for torch.export of `module`: a forward(*inputs) module (dlopt.models.outputs.flat_module) takes
     them grouped into one tuple, as torch.export groups such inputs into one argument."""
     shapes = dynamic_shapes(spec, cfg, dynamic)
     return (shapes,) if getattr(module, "varargs", False) and shapes is not None else shapes
@@ -33,10 +33,10 @@ def module_dynamic_shapes(module: Any, spec: ArchSpec, cfg: Any, dynamic: bool =
 
 def output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple[str, ...]:
     """The names the exported graph's outputs get: one per output tensor (dict keys and nested paths for dict or
-    nested outputs, the spec's names for a tensor or flat tuple; dlopt.outputs). Refuses non-tensor outputs."""
+    nested outputs, the spec's names for a tensor or flat tuple; dlopt.models.outputs). Refuses non-tensor outputs."""
     import torch
 
-    from dlopt import outputs
+    from dlopt.models import outputs
 
     with torch.no_grad():
         out = module(*example)
@@ -47,7 +47,7 @@ def output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple
 def recorded_output_names(module: Any, example: tuple[Any, ...], spec: ArchSpec) -> tuple[str, ...]:
     """output_names for an artifact's metadata; () when the model cannot run the example at all (each exporter then
     records that failure itself). A non-tensor output is refused here, before any exporter starts."""
-    from dlopt.errors import DloptError
+    from dlopt.core.errors import DloptError
 
     try:
         return output_names(module, example, spec)

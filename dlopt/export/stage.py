@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dlopt.contract.target import Check, Target, TargetOptions, as_target
+from dlopt.core.runs import StageRecord
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
-from dlopt.runs import StageRecord
-from dlopt.spec import ArchSpec
-from dlopt.target import Check, Target, TargetOptions, as_target
+from dlopt.models.spec import ArchSpec
 from dlopt.verify import VerifyConfig
 from dlopt.verify.realdata import verify_cases
 from dlopt.verify.report import REPORT, write_report
@@ -64,7 +64,7 @@ def run_export(target: Target | TargetOptions, config: ExportConfig, on_step: Ca
                               metadata={"checkpoint_sha256": checkpoint_sha256(target.checkpoint)}, on_step=on_step,
                               cases=cases)
         rec.outputs.extend(result.artifacts.values())
-        from dlopt.runtimes import format_of
+        from dlopt.runtime.formats import format_of
 
         # companion files (an IR's .bin, ONNX external data over 2 GB) are recorded and hashed with their artifact
         rec.outputs.extend(c for p in result.artifacts.values() for c in format_of(p).companions(p))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.fileio import torch_archive
-from dlopt.spec import ArchSpec
+from dlopt.core.fileio import torch_archive
+from dlopt.models.spec import ArchSpec
 
 
 def export_torchscript(module: Any, example: tuple, spec: ArchSpec, path: Path,
@@ -34,7 +34,7 @@ def trace_module(module: Any, example: tuple, notes: list[str] | None = None) ->
     nested or mixed structure) is traced flattened to a tuple, and a note names the order."""
     import torch
 
-    from dlopt import outputs
+    from dlopt.models import outputs
 
     out = module(*example)
     if outputs.is_flat(out):

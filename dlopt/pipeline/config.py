@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import ConfigError, InputFileError
-from dlopt.options import shown
+from dlopt.core.errors import ConfigError, InputFileError
+from dlopt.models.options import shown
 from dlopt.pipeline import stages as table
 from dlopt.pipeline.sections import library_defaults
 from dlopt.pipeline.stages import StageDef, stage_names
@@ -163,7 +163,7 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Build every stage's own config now (the rules and messages of its command), so a bad value fails before
     the first step runs and before a run directory exists; then size the model on the meta device."""
-    from dlopt.options import check_int, check_seed
+    from dlopt.models.options import check_int, check_seed
 
     check_seed("", cfg.seed)
     check_int("", "input_size", cfg.input_size, 0, 1 << 16)
@@ -179,9 +179,9 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def _check_model_size(cfg: PipelineConfig) -> None:
-    """The model the build or train step would make, sized without memory (dlopt.options.check_model_size)."""
-    from dlopt.options import check_model_size
-    from dlopt.registry import _builder, get_spec, make_model_config
+    """The model the build or train step would make, sized without memory (dlopt.models.options.check_model_size)."""
+    from dlopt.models.options import check_model_size
+    from dlopt.models.registry import _builder, get_spec, make_model_config
     from dlopt.train.config import build_defaults
 
     spec = get_spec(cfg.arch)

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import DloptError
-from dlopt.runs import MANIFEST, Run
-from dlopt.runtimes import ARTIFACT_SUFFIXES, format_of
-from dlopt.spec import ArchSpec
+from dlopt.core.errors import DloptError
+from dlopt.core.runs import MANIFEST, Run
+from dlopt.models.spec import ArchSpec
+from dlopt.runtime.formats import ARTIFACT_SUFFIXES, format_of
 
 
 def variant_of(run: Run, path: Path) -> str:
@@ -26,7 +26,7 @@ def variant_of(run: Run, path: Path) -> str:
 
 def checkpoint_records(run: Run) -> list[Path]:
     """The run's model and every checkpoint record (with its weights) that a done stage vouches for."""
-    from dlopt.checkpoint import RECORD_FORMAT
+    from dlopt.models.checkpoint import RECORD_FORMAT
 
     trusted, _ = run.scan_artifacts((".json", ".safetensors"))
     out = []
@@ -45,7 +45,7 @@ def checkpoint_records(run: Run) -> list[Path]:
 
 
 def artifacts(run: Run) -> list[Path]:
-    """Exported files a done stage vouches for (dlopt.trust); see skipped_artifacts for the others."""
+    """Exported files a done stage vouches for (dlopt.core.trust); see skipped_artifacts for the others."""
     return run.scan_artifacts(ARTIFACT_SUFFIXES)[0]
 
 
@@ -60,8 +60,8 @@ def _row(run: Run, path: Path, runtime: str, metrics: dict[str, float] | None, e
 
 def size_of(ck: Any) -> dict[str, int]:
     """Parameters and MACs (batch 1) of the deployed network of a loaded checkpoint."""
-    from dlopt.registry import entry_module, make_inputs
-    from dlopt.summary import count_flops
+    from dlopt.models.registry import entry_module, make_inputs
+    from dlopt.models.summary import count_flops
 
     net = entry_module(ck.model, ck.spec)
     return {"parameters": sum(p.numel() for p in net.parameters()),
@@ -75,8 +75,8 @@ def _training_metric(run: Run, spec: ArchSpec) -> dict[str, float] | None:
 
 
 def evaluate_variants(run: Run, spec: ArchSpec, progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    from dlopt.checkpoint import load_checkpoint
-    from dlopt.evaluate import evaluate_artifact, evaluator_for
+    from dlopt.models.checkpoint import load_checkpoint
+    from dlopt.tasks.evaluator import evaluate_artifact, evaluator_for
 
     base = load_checkpoint(run.path / "model.json")
     ev = evaluator_for(run, base.spec, base.config)

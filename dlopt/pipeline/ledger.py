@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlopt.fileio import sha256_file
-from dlopt.runs import Run
+from dlopt.core.fileio import sha256_file
+from dlopt.core.runs import Run
 
 KEY = "pipeline"
 SHOWN = 3  # file names quoted in a reason

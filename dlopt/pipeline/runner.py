@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import DloptError
+from dlopt.core.errors import DloptError
+from dlopt.core.runs import Run
+from dlopt.models.spec import ArchSpec
 from dlopt.pipeline import ledger, steps
 from dlopt.pipeline.config import PipelineConfig
 from dlopt.pipeline.stages import Step, plan
-from dlopt.runs import Run
-from dlopt.spec import ArchSpec
 
 __all__ = ["PipelineOutcome", "Step", "StepOutcome", "plan", "run_pipeline"]
 
@@ -83,8 +83,8 @@ def open_run(cfg: PipelineConfig, spec: ArchSpec, root: Path, resume: Path | Non
 def run_pipeline(cfg: PipelineConfig, root: Path, resume: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None, show_bars: bool = True) -> PipelineOutcome:
     """Run (or resume) the pipeline for `cfg.arch`; returns what each step did and where the report is."""
+    from dlopt.models.registry import get_spec
     from dlopt.pipeline.config import validate
-    from dlopt.registry import get_spec
 
     spec = get_spec(cfg.arch)
     validate(cfg)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError
-from dlopt.options import shown
+from dlopt.core.errors import InputFileError
+from dlopt.models.options import shown
 
 PIPELINE_OWNED = {"name", "seed", "bench", "progress"}  # library config fields the pipeline sets itself
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlopt.models.spec import ArchSpec
 from dlopt.pipeline import sections, steps
-from dlopt.spec import ArchSpec
 
 EVERY = "*"  # in `uses`: every step planned before this one (the report)
 VARIANTS = ("fp32", "pruned", "int8", "pruned-int8", "fp32-files", "pruned-files")  # every model and exported file

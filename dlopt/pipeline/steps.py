@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlopt.runs import Run
-from dlopt.spec import ArchSpec
+from dlopt.core.runs import Run
+from dlopt.models.spec import ArchSpec
 
 MODEL = "model.json"
 PRUNED = "pruned"
@@ -58,7 +58,7 @@ def train(ctx: Context) -> list[Path]:
         sets=sets, tiny=ctx.cfg.tiny, limit=t.limit or None,
         progress=ctx.show_bars, run_dir=ctx.run.path))  # run_dir: trains into the pipeline's run, no new one
     if result.stopped and result.stopped.startswith("non-finite"):
-        from dlopt.errors import CheckFailedError
+        from dlopt.core.errors import CheckFailedError
 
         raise CheckFailedError(f"training stopped: {result.stopped}; lower [train] lr in the pipeline config")
     names = ("model.json", "model.safetensors", "metrics.jsonl", "learning_curve.png", "train_result.json")
@@ -69,8 +69,8 @@ def build(ctx: Context) -> list[Path]:
     """No training asked for: the fresh model (seeded), so later steps have weights to work on."""
     import torch
 
-    from dlopt.checkpoint import save_checkpoint
-    from dlopt.registry import create_model, make_model_config
+    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.registry import create_model, make_model_config
 
     mcfg = make_model_config(ctx.spec, model_overrides(ctx), tiny=ctx.cfg.tiny)
     torch.manual_seed(ctx.cfg.seed)
@@ -80,8 +80,8 @@ def build(ctx: Context) -> list[Path]:
 
 
 def prune(ctx: Context) -> list[Path]:
+    from dlopt.contract.target import Target
     from dlopt.prune import PruneConfig, run_prune
-    from dlopt.target import Target
 
     cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
     # The step is rerun (its inputs or config changed): the new pruned model is staged and swapped in whole,
@@ -91,8 +91,8 @@ def prune(ctx: Context) -> list[Path]:
 
 
 def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
+    from dlopt.contract.target import Target
     from dlopt.quantize import QuantizeConfig, run_quantize
-    from dlopt.target import Target
 
     cfg = QuantizeConfig(**{**ctx.cfg.quantize, "seed": ctx.cfg.seed, "name": name})
     run_quantize(Target.of_run(ctx.run, variant), cfg, ctx.progress)
@@ -102,10 +102,10 @@ def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
 def export(ctx: Context, folder: str, stage: str) -> list[Path]:
     """Export one checkpoint variant (and verify each file against it) into its folder of the run: the export
     stage itself (dlopt.export.stage.run_export), recording the pipeline's [export] section as its config."""
+    from dlopt.contract.target import Target
     from dlopt.export import ExportConfig
     from dlopt.export.stage import run_export
-    from dlopt.spec import ExportFormat
-    from dlopt.target import Target
+    from dlopt.models.spec import ExportFormat
 
     e = ctx.cfg.export
     config = ExportConfig(formats=tuple(ExportFormat(f) for f in e.formats), exporter=e.exporter,
@@ -118,8 +118,8 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
 
 def evaluate(ctx: Context) -> list[Path]:
     """The spec's metric on the held-out test split for every variant x runtime in the run."""
+    from dlopt.core.results import Evaluation, write_result
     from dlopt.pipeline.evaluate import evaluate_variants
-    from dlopt.results import Evaluation, write_result
 
     with ctx.run.stage("evaluate", {}) as rec:  # a stage, so report trusts evaluation.json only when complete
         data = evaluate_variants(ctx.run, ctx.spec, ctx.progress)
@@ -131,7 +131,7 @@ def evaluate(ctx: Context) -> list[Path]:
 def bench(ctx: Context) -> list[Path]:
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench as bench_fn
-    from dlopt.target import Target
+    from dlopt.contract.target import Target
 
     b = ctx.cfg.bench
     backends = tuple(Backend(x) for x in b.backends)

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dlopt.errors import ConfigError
-from dlopt.options import check_float, check_int, check_seed, check_stage_name
-from dlopt.spec import PruneMethod
+from dlopt.contract.names import check_stage_name
+from dlopt.core.errors import ConfigError
+from dlopt.models.options import check_float, check_int, check_seed
+from dlopt.models.spec import PruneMethod
 
 __all__ = ["Importance", "PruneConfig", "PruneMethod", "parse_method", "parse_importance"]
 

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlopt.evaluate import Evaluator
+from dlopt.core.warn import count
 from dlopt.prune.config import PruneConfig
-from dlopt.warn import count
+from dlopt.tasks.evaluator import Evaluator
 
 LR_FACTOR = 0.5  # fine-tuning starts at half the training learning rate (then the same warm-up + cosine)
 DEFAULT_EPOCHS = 3  # fine-tuning when --finetune-epochs is not given and the run was trained on data

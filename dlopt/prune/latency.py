@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.runs import Run
-from dlopt.spec import ArchSpec, ExportFormat
-from dlopt.target import Target
-
+from dlopt.contract.target import Target
+from dlopt.core.runs import Run
+from dlopt.models.spec import ArchSpec, ExportFormat
 
 MIN_CALLS = 50  # on a shared machine, 10 calls can "converge" inside a load spike; 50 spans several round-robin blocks
 
@@ -32,7 +31,7 @@ def _export(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path) -> str | None:
 def _export_variant(run: Run, spec: ArchSpec, cfg: Any, name: str) -> str | None:
     """Export `<run>/<name>/model.json` to ONNX in a stage of its own (`<name>-onnx`): bench only times files a
     finished stage recorded."""
-    from dlopt.checkpoint import load_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint
 
     record = run.path / name / "model.json"
     if (run.path / name / "model.onnx").is_file():
@@ -97,11 +96,11 @@ def _openvino_rows(run: Run, spec: ArchSpec, target: Target, names: tuple[str, .
     from dlopt.bench.stats import summarize
     from dlopt.bench.timing import round_robin, warm_up
     from dlopt.bench.variants import EXPORT_DIR
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     if importlib.util.find_spec("openvino") is None:
         return {}, "openvino is not installed (pip install openvino): no OpenVINO rows"
-    from dlopt.openvino_rt import bench_callable
+    from dlopt.runtime.openvino import bench_callable
 
     files = {"": run.path / EXPORT_DIR / "model.onnx", **{n: run.path / n / "model.onnx" for n in names}}
     cfg = BenchConfig(budget_s=budget_s, min_calls=MIN_CALLS, threads=threads)

@@ -73,7 +73,7 @@ def _model_outputs(model: nn.Module, example: tuple[Any, ...]) -> tuple[list[tor
     finally:
         for h in hooks:
             h.remove()
-    from dlopt.outputs import flatten
+    from dlopt.models.outputs import flatten
 
     return list(flatten(out)), seen  # every tensor of a tuple, dict or nested output
 

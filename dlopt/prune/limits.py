@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 
 UPSTREAM = "torch_pruning"
 WHAT_TO_DO = ("prune it with --method unstructured (weights zeroed, shapes kept), or export and quantize it "

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
+from dlopt.models.spec import ArchSpec
 from dlopt.prune.config import PruneConfig, PruneMethod
 from dlopt.prune.layers import layer_widths
-from dlopt.spec import ArchSpec
 
 StepHook = Callable[[nn.Module, int], None]  # (whole model, step) after each iterative step: fine-tuning
 
@@ -28,7 +28,7 @@ def check_supported(spec: ArchSpec, cfg: PruneConfig) -> None:
 
 def measure(module: nn.Module, example: tuple[Any, ...]) -> dict[str, int]:
     """Parameters and multiply-accumulates of one forward call at the example input."""
-    from dlopt.summary import count_flops
+    from dlopt.models.summary import count_flops
 
     was = module.training
     module.eval()
@@ -47,7 +47,7 @@ def prune_model(model: nn.Module, spec: ArchSpec, cfg: PruneConfig, example: tup
     `example` is the entry module's example input (1 sample is enough); `loss_fn(whole model)` is the loss for
     Taylor importance; `after_step(whole model, k)` runs after each of the cfg.iterative_steps steps.
     """
-    from dlopt.registry import entry_module
+    from dlopt.models.registry import entry_module
 
     check_supported(spec, cfg)
     t0 = time.perf_counter()

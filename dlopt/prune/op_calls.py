@@ -133,7 +133,7 @@ def make_call(op: Op, runtime: str) -> Callable[[], Any]:
 def _ort_call(op: Op, x: Any, w: Any, b: Any) -> Callable[[], Any]:
     from onnx import TensorProto, helper, numpy_helper
 
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     inits = [numpy_helper.from_array(b, "b")]
     if op.kind == "linear":  # y = x @ W^T + b, as torch exports nn.Linear for N-d input

@@ -90,7 +90,7 @@ def plot_path(out_dir: Path, cfg: PruneConfig, path: list[dict[str, Any]], metri
     """Write out_dir/speedup_path.png; returns its file name (the report lists it)."""
     import matplotlib.pyplot as plt
 
-    from dlopt.fileio import atomic_path
+    from dlopt.core.fileio import atomic_path
 
     fig = draw(path_series(cfg, path, higher_is_better), cfg, metric_name)
     try:

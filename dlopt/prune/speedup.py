@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlopt.errors import ConfigError, UnsupportedError
+from dlopt.core.errors import ConfigError, UnsupportedError
+from dlopt.models.spec import ArchSpec
 from dlopt.prune.config import PruneConfig
-from dlopt.spec import ArchSpec
 
 STEP_RATIO = 0.2  # each step removes this share of the remaining channels of every prunable layer
 MAX_STEPS = 8  # 0.8 ** 8 = 17 % of the channels left: beyond that no budget of 1 point holds
@@ -31,7 +31,7 @@ Timer = Callable[[nn.Module], Callable[[], Any]]  # model -> a zero-argument cal
 
 def timer_for(spec: ArchSpec, model_cfg: Any, runtime: str, batch: int) -> Timer:
     """How to run a model once at `batch` on `runtime` (eager, or onnxruntime on one thread)."""
-    from dlopt.registry import entry_module, make_inputs
+    from dlopt.models.registry import entry_module, make_inputs
 
     inputs = make_inputs(spec, model_cfg, batch, seed=0)
 
@@ -41,8 +41,8 @@ def timer_for(spec: ArchSpec, model_cfg: Any, runtime: str, batch: int) -> Timer
 
     def ort(model: nn.Module) -> Callable[[], Any]:
         from dlopt.export import ExportConfig, export_model
-        from dlopt.runtimes import ort_session
-        from dlopt.spec import ExportFormat
+        from dlopt.models.spec import ExportFormat
+        from dlopt.runtime.formats import ort_session
 
         with tempfile.TemporaryDirectory(prefix="dlopt-speedup-") as tmp:
             res = export_model(model, spec, model_cfg, Path(tmp), ExportConfig(formats=(ExportFormat.ONNX,),

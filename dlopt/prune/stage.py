@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import ConfigError
+from dlopt.contract.target import Check, Target, TargetOptions, as_target
+from dlopt.core.errors import ConfigError
+from dlopt.core.results import PruneReport, write_result
+from dlopt.core.warn import count
 from dlopt.prune.config import PruneConfig
-from dlopt.results import PruneReport, write_result
-from dlopt.target import Check, Target, TargetOptions, as_target
-from dlopt.warn import count
 
 REPORT = "prune_report.json"
 Progress = Callable[[str], None]
@@ -142,9 +142,9 @@ def run_prune(target: Target | TargetOptions, cfg: PruneConfig, progress: Progre
 
 def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any) -> str | None:
     """Export and verify the pruned model's ONNX file; the report's note when that failed (the file is removed)."""
-    from dlopt.checkpoint import load_checkpoint
     from dlopt.export import ExportConfig, export_model
-    from dlopt.spec import ExportFormat
+    from dlopt.models.checkpoint import load_checkpoint
+    from dlopt.models.spec import ExportFormat
 
     model = load_checkpoint(out_dir / "model.json").model
     res = export_model(model, spec, model_cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
@@ -177,11 +177,11 @@ def _bench(target: Target, cfg: PruneConfig, out_dir: Path, report: PruneReport,
 
 def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> PruneReport:
     """Prune, fine-tune and save the model in `out_dir`; its report (written by the caller)."""
-    from dlopt.checkpoint import save_checkpoint
+    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.registry import create_model, make_inputs
+    from dlopt.models.structure import describe
     from dlopt.prune.finetune import resolve_finetune
     from dlopt.prune.model import prune_model
-    from dlopt.structure import describe
-    from dlopt.registry import create_model, make_inputs
 
     t0, requested = time.perf_counter(), cfg
     spec, model = target.spec, target.model
@@ -235,7 +235,7 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
 def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
     """The run's evaluator, or None and why: no dataset for this family, or a dataset the model cannot read (a
     fresh --tiny model evaluated on the spec's default data, whose vocabulary is larger than the tiny one)."""
-    from dlopt.evaluate import evaluator_for
+    from dlopt.tasks.evaluator import evaluator_for
 
     evaluator = evaluator_for(target.run, target.spec, target.config, limit=cfg.data_limit)
     if evaluator is None:

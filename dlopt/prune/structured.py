@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlopt.errors import ConfigError, UnsupportedError
+from dlopt.core.errors import ConfigError, UnsupportedError
 from dlopt.prune.config import Importance, PruneConfig
-from dlopt.prune.recurrent import customized_pruners
 from dlopt.prune.layers import NORMS, ROOT_TYPES, attention_modules, head_counts, kept_layers, width
-from dlopt.prune.widths import WidthChoice, force_scopes, plan_widths, ratio_dict
+from dlopt.prune.recurrent import customized_pruners
+from dlopt.prune.width_table import plan_widths
+from dlopt.prune.widths import WidthChoice, force_scopes, ratio_dict
 
 LossFn = Callable[[nn.Module], torch.Tensor]  # a loss on one batch, for Taylor importance
 MAX_GLOBAL_SHARE = 0.9  # with --global, no layer loses more than this share (unless --ratio itself is higher)
@@ -66,7 +67,7 @@ def _output_leaves(traced: list[torch.Tensor]) -> Callable[[Any], list[torch.Ten
     """Torch-Pruning's output_transform: the output's tensors (of a tuple, dict or nested output), kept in `traced`
     so their autograd nodes can be matched against the graph's."""
     def transform(out: Any) -> list[torch.Tensor]:
-        from dlopt.outputs import flatten
+        from dlopt.models.outputs import flatten
 
         leaves = list(flatten(out))
         traced.extend(leaves)
@@ -186,7 +187,7 @@ def _check_runs(module: nn.Module, example: tuple[Any, ...]) -> None:
 def _output_energy(example: tuple[Any, ...]) -> LossFn:
     """Without training data, Taylor importance ranks by the gradient of the outputs' mean square."""
     def loss(module: nn.Module) -> torch.Tensor:
-        from dlopt.outputs import energy
+        from dlopt.models.outputs import energy
 
         return energy(module(*example))  # every output tensor, of a tuple, dict or nested output too
 

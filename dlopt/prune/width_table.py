@@ -30,9 +30,12 @@ from typing import Any
 
 from torch import nn
 
+from dlopt.core.errors import ConfigError
+from dlopt.prune.config import PruneConfig
+from dlopt.prune.layers import width
 from dlopt.prune.op_calls import THREADS, Op, measure_ops
 from dlopt.prune.width_groups import Group, candidates, groups_of
-from dlopt.prune.widths import ALIGN, MAX_SHIFT, SMALL_ALIGN, WidthChoice
+from dlopt.prune.widths import ALIGN, MAX_SHIFT, SMALL_ALIGN, WidthChoice, choose
 
 SCHEMA = 2  # 2: CPU time (1 held wall-clock times)
 OVERALL_SHIFT = 0.02  # the chosen widths together remove the ratio +- this share of the planned channels
@@ -74,15 +77,15 @@ def runtime_version(runtime: str) -> str:
 
 def cache_path(runtime: str) -> Path:
     from dlopt.bench.roofline import cache_dir
-    from dlopt.environment import cpu_info
-    from dlopt.fileio import safe_name
+    from dlopt.core.environment import cpu_info
+    from dlopt.core.fileio import safe_name
 
     return cache_dir() / f"width-table-{safe_name(cpu_info()['model'])}-{safe_name(runtime_version(runtime))}" \
                          f"-t{THREADS}.json"
 
 
 def _header(runtime: str) -> dict[str, Any]:
-    from dlopt.environment import cpu_info
+    from dlopt.core.environment import cpu_info
 
     return {"schema": SCHEMA, "cpu": cpu_info()["model"], "runtime": runtime_version(runtime), "threads": THREADS}
 
@@ -93,8 +96,8 @@ def _valid_ms(v: Any) -> bool:
 
 def read_cache(path: Path, runtime: str, notices: list[str]) -> dict[str, float]:
     """The cached {geometry key: ms}; {} (and a notice) for a missing header, a foreign machine, or a bad file."""
-    from dlopt.errors import InputFileError
-    from dlopt.fileio import read_json
+    from dlopt.core.errors import InputFileError
+    from dlopt.core.fileio import read_json
 
     if not path.exists():
         return {}
@@ -124,7 +127,7 @@ def _ignored(path: Path, why: str, notices: list[str]) -> dict[str, float]:
 
 def write_cache(path: Path, runtime: str, entries: dict[str, float], notices: list[str]) -> None:
     """Keep the newest MAX_ENTRIES; a cache that cannot be written costs a re-measure next time, not the prune."""
-    from dlopt.fileio import write_json_atomic
+    from dlopt.core.fileio import write_json_atomic
 
     kept = dict(list(entries.items())[-MAX_ENTRIES:])
     try:
@@ -259,3 +262,33 @@ def refine(plan: dict[str, WidthChoice], module: nn.Module, example: tuple[Any, 
         for name in g.names:
             new[name] = replace(plan[name], kept=kept, why=why, detail={**detail, "table": info})
     return new, info
+
+
+def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int], cfg: PruneConfig,
+                module: nn.Module | None = None, example: tuple[Any, ...] | None = None) -> dict[str, WidthChoice]:
+    """Layer name -> plan, for the prunable layers that are not attention projections (those lose whole heads).
+    A plan that would leave a layer or an attention module with nothing is refused. Given the module and its
+    example input, and at the default widths (`cfg.width_table`, no --round-to, no --global), each wide layer's
+    width inside the window is then chosen from a measured latency table of cfg.target_runtime at
+    cfg.target_batch (dlopt.prune.width_table)."""
+    plan: dict[str, WidthChoice] = {}
+    for name, m in prunable:
+        if m in heads:
+            if int(heads[m] * (1 - cfg.ratio)) < 1:
+                _refuse(name.rpartition(".")[0], heads[m], "heads", cfg, None)
+            continue
+        choice = choose(width(m), cfg)
+        if choice.kept < 1:
+            _refuse(name, choice.before, "channels", cfg, choice)
+        plan[name] = choice
+    if module is not None and example is not None and cfg.width_table and not cfg.round_to \
+            and not cfg.global_pruning:
+        plan, _ = refine(plan, module, example, cfg.target_runtime, cfg.target_batch, cfg.ratio)
+    return plan
+
+
+def _refuse(where: str, count: int, unit: str, cfg: PruneConfig, choice: WidthChoice | None) -> None:
+    kept = int(count * (1 - cfg.ratio))
+    hint = f"a --round-to of at most {kept}" if choice is not None and cfg.round_to and kept >= 1 else \
+        f"a ratio of at most {math.floor((1 - 1 / count) * 100) / 100:.2f}"
+    raise ConfigError(f"--ratio {cfg.ratio:g} would remove every one of the {count} {unit} of {where}; use {hint}")

@@ -25,9 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from dlopt.errors import ConfigError
 from dlopt.prune.config import PruneConfig
-from dlopt.prune.layers import width
 
 ALIGN = 8  # kernels' channel block on AVX2 CPUs (oneDNN, ONNX Runtime MLAS NCHWc); enough for wide layers
 SMALL_ALIGN = 16  # the AVX-512 block: what narrow layers (exact width under WIDE_FROM) are rounded to
@@ -75,38 +73,6 @@ def choose(before: int, cfg: PruneConfig) -> WidthChoice:
             return WidthChoice(before, exact, nearest, f"{exact:.1f} rounded to the nearest multiple of {align} "
                                                        "(fast CPU kernels)")
     return WidthChoice(before, exact, floor, f"exact ratio: the nearest multiple ({'; '.join(refused.values())})")
-
-
-def plan_widths(prunable: list[tuple[str, nn.Module]], heads: dict[nn.Module, int], cfg: PruneConfig,
-                module: nn.Module | None = None, example: tuple[Any, ...] | None = None) -> dict[str, WidthChoice]:
-    """Layer name -> plan, for the prunable layers that are not attention projections (those lose whole heads).
-    A plan that would leave a layer or an attention module with nothing is refused. Given the module and its
-    example input, and at the default widths (`cfg.width_table`, no --round-to, no --global), each wide layer's
-    width inside the window is then chosen from a measured latency table of cfg.target_runtime at
-    cfg.target_batch (dlopt.prune.width_table)."""
-    plan: dict[str, WidthChoice] = {}
-    for name, m in prunable:
-        if m in heads:
-            if int(heads[m] * (1 - cfg.ratio)) < 1:
-                _refuse(name.rpartition(".")[0], heads[m], "heads", cfg, None)
-            continue
-        choice = choose(width(m), cfg)
-        if choice.kept < 1:
-            _refuse(name, choice.before, "channels", cfg, choice)
-        plan[name] = choice
-    if module is not None and example is not None and cfg.width_table and not cfg.round_to \
-            and not cfg.global_pruning:
-        from dlopt.prune.width_table import refine
-
-        plan, _ = refine(plan, module, example, cfg.target_runtime, cfg.target_batch, cfg.ratio)
-    return plan
-
-
-def _refuse(where: str, count: int, unit: str, cfg: PruneConfig, choice: WidthChoice | None) -> None:
-    kept = int(count * (1 - cfg.ratio))
-    hint = f"a --round-to of at most {kept}" if choice is not None and cfg.round_to and kept >= 1 else \
-        f"a ratio of at most {math.floor((1 - 1 / count) * 100) / 100:.2f}"
-    raise ConfigError(f"--ratio {cfg.ratio:g} would remove every one of the {count} {unit} of {where}; use {hint}")
 
 
 def ratio_dict(module: nn.Module, plan: dict[str, WidthChoice]) -> dict[nn.Module, float]:

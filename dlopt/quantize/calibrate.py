@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
-from dlopt.errors import UsageError
+from dlopt.core.errors import UsageError
 
 CALIB_BATCH = 32
 
@@ -94,7 +94,7 @@ def split_inputs(evaluator: Any, spec: Any, split: str, limit: int, seed: int) -
 
 
 def random_inputs(spec: Any, cfg: Any, samples: int, seed: int) -> Batches:
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     sizes = _chunks(samples)
     return Batches(sizes, lambda k: make_inputs(spec, cfg, sizes[k], seed=seed + k))
@@ -118,7 +118,7 @@ _INPUTS_FILE: ContextVar[Path | None] = ContextVar("dlopt_calibration_inputs", d
 
 @contextlib.contextmanager
 def calibrate_on(path: Path | None) -> Iterator[None]:
-    """Within this block, static int8 calibrates on the samples of `path` (an .npz, dlopt.inputs_file)."""
+    """Within this block, static int8 calibrates on the samples of `path` (an .npz, dlopt.data.inputs_file)."""
     token = _INPUTS_FILE.set(Path(path) if path is not None else None)
     try:
         yield
@@ -144,7 +144,7 @@ def _named(data: Any, run_dir: Path | None) -> str:
 
 def file_inputs(path: Path, spec: Any, cfg: Any, samples: int, run_dir: Path | None = None) -> Inputs:
     """Up to `samples` samples of the user's file (checked against the model), in calibration batches."""
-    from dlopt.inputs_file import load_inputs
+    from dlopt.data.inputs_file import load_inputs
 
     data = load_inputs(path, spec, cfg)
     return Inputs(_rows(data, 0, min(samples, data.samples)), _named(data, run_dir))
@@ -169,7 +169,7 @@ def file_split(path: Path, spec: Any, cfg: Any, samples: int, limits: tuple[int,
                run_dir: Path | None = None) -> FileSplit:
     """Rows [0, c) calibrate, the next p rows probe, the last h rows are held out (p, h: a quarter of the file
     each, at most `limits` = (probe, held) samples); a file under MIN_SPLIT samples is reused whole."""
-    from dlopt.inputs_file import load_inputs
+    from dlopt.data.inputs_file import load_inputs
 
     data = load_inputs(path, spec, cfg)
     n, name = data.samples, _named(data, run_dir)

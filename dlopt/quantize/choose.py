@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dlopt.errors import DloptError, UnsupportedError
+from dlopt.core.errors import DloptError, UnsupportedError
 from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
 from dlopt.quantize.judge import Judge
 from dlopt.quantize.recipe import Built, Recipe

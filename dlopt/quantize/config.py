@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from dlopt.errors import ConfigError
-from dlopt.options import check_choice, check_float, check_int, check_seed, check_stage_name, shown
-from dlopt.spec import INTEGER_METHODS, Exporter, QuantFormat, QuantMethod
-
+from dlopt.contract.names import check_stage_name
+from dlopt.core.errors import ConfigError
+from dlopt.models.options import check_choice, check_float, check_int, check_seed, shown
+from dlopt.models.spec import INTEGER_METHODS, Exporter, QuantFormat, QuantMethod
 
 # The one enum for the quantization method (spec, config and CLI): `Method` is the same object under its old name.
 Method = QuantMethod

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-
 FRACTION_METRICS = frozenset({"accuracy", "exact_match"})
 FLAT_RATIO = 0.25  # output variation between held-out inputs under this fraction of its RMS: say the inputs are flat
 
 
 def _tuple(out: Any) -> tuple[Any, ...]:
-    from dlopt.outputs import flatten  # dict and nested outputs: their tensors, in the order exporters use
+    from dlopt.models.outputs import flatten  # dict and nested outputs: their tensors, in the order exporters use
 
     return flatten(out)
 
@@ -76,7 +75,7 @@ class Judge:
     """Scores runners against the fp32 reference. `probe` (val split or random) drives the search; `held`
     (test split or other random inputs) gives the reported agreement / error."""
 
-    evaluator: Any  # dlopt.evaluate.Evaluator or None
+    evaluator: Any  # dlopt.tasks.evaluator.Evaluator or None
     spec: Any
     whole: Any  # the whole fp32 model (the family evaluates it; GAN: generator + discriminator)
     reference: Any  # the fp32 entry module
@@ -96,7 +95,7 @@ class Judge:
         return self.spec.metric in FRACTION_METRICS
 
     def _module(self, runner: Any) -> Any:
-        from dlopt.evaluate import runner_module
+        from dlopt.tasks.evaluator import runner_module
 
         module = runner_module(runner)
         if not self.spec.entry:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.quantize.config import CalibrationMethod, Method, QuantFormat
 from dlopt.quantize.recipe import Built, Recipe
 
@@ -23,7 +23,7 @@ INT8_LAYER_OPS = ("QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"
 
 
 def session(path: Path, threads: int | None = 1) -> Any:
-    from dlopt.runtimes import ort_session
+    from dlopt.runtime.formats import ort_session
 
     return ort_session(path, threads=threads)
 
@@ -66,8 +66,8 @@ class Fp32Onnx:
             return self._paths[exporter], self._paths[exporter + "-pre"]
         if exporter not in self._paths:
             from dlopt.export.onnx import export_onnx
-            from dlopt.export.quiet import quiet_deprecations
-            from dlopt.registry import make_inputs
+            from dlopt.models.registry import make_inputs
+            from dlopt.runtime.quiet import quiet_deprecations
 
             raw = self.work / f"fp32-{exporter}.onnx"
             with quiet_deprecations():
@@ -233,7 +233,7 @@ def _quiet_root_logger() -> Any:
     matters (whether pre-processing ran), so keep those lines off the user's terminal."""
     import logging
 
-    from dlopt.warn import logger_level
+    from dlopt.core.warn import logger_level
 
     return logger_level(None, logging.ERROR)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.quantize.config import Method
 from dlopt.quantize.recipe import Built, Recipe
 
@@ -33,7 +33,7 @@ def _quantized(model: Any) -> tuple[list[str], list[str]]:
 
 
 def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
-    from dlopt.openvino_rt import nncf_quantize, require_openvino, save_ir, torch_runner
+    from dlopt.runtime.openvino import nncf_quantize, require_openvino, save_ir, torch_runner
 
     if recipe.method != Method.STATIC:
         raise UnsupportedError(f"the OpenVINO backend (NNCF) quantizes static int8 only, not {recipe.method}; "
@@ -51,7 +51,7 @@ def _ov_runner(compiled: Any) -> Any:
     """A compiled model NNCF hands to validation -> callable(*tensors) -> tuple of torch tensors (judge's contract)."""
     import torch
 
-    from dlopt.openvino_rt import make_runner
+    from dlopt.runtime.openvino import make_runner
 
     run = make_runner(compiled)
     return lambda *inputs: tuple(torch.from_numpy(o) for o in run(*inputs))
@@ -81,13 +81,13 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
     import contextlib
     import sys
 
-    from dlopt.openvino_rt import as_arrays, require_openvino, save_ir
+    from dlopt.runtime.openvino import as_arrays, require_openvino, save_ir
 
     try:
         import nncf
     except ImportError:
-        from dlopt.errors import MissingDependencyError
-        from dlopt.openvino_rt import NNCF_HINT
+        from dlopt.core.errors import MissingDependencyError
+        from dlopt.runtime.openvino import NNCF_HINT
 
         raise MissingDependencyError(f"nncf is not installed: {NNCF_HINT}") from None
     ov = require_openvino()
@@ -117,7 +117,7 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
     save_ir(model, out)
     q, kept = _quantized(model)
     reverted = tuple(k for k in kept if k not in recipe.keep_float)
-    from dlopt.openvino_rt import torch_runner
+    from dlopt.runtime.openvino import torch_runner
 
     return Built(recipe.keeping((*recipe.keep_float, *reverted)), out, torch_runner(out, threads=1), tuple(q),
                  tuple(kept), notes=[f"NNCF accuracy control (quantize_with_accuracy_control, {max_drop:g}-point "

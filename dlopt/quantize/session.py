@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.quantize.calibrate import (Batches, Inputs, calibration_inputs, file_split, inputs_file, random_inputs,
-                                     split_inputs)
+from dlopt.quantize.calibrate import (
+    Batches,
+    Inputs,
+    calibration_inputs,
+    file_split,
+    inputs_file,
+    random_inputs,
+    split_inputs,
+)
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.judge import Judge
 from dlopt.quantize.recipe import Built, Recipe
@@ -23,7 +30,7 @@ MIN_RANDOM_SAMPLES = 32
 
 @dataclass
 class Session:
-    target: Any  # dlopt.target.Target
+    target: Any  # dlopt.contract.target.Target
     cfg: QuantizeConfig
     work: Path  # scratch directory outside the run: candidates are not variants
     module: Any = None
@@ -42,7 +49,7 @@ class Session:
         return self.target.config
 
     def example(self, batch: int = 1) -> tuple[Any, ...]:
-        from dlopt.registry import make_inputs
+        from dlopt.models.registry import make_inputs
 
         return make_inputs(self.spec, self.model_cfg, batch, seed=self.cfg.seed)
 
@@ -92,7 +99,7 @@ def head_mismatch(module: Any, spec: Any, evaluator: Any, batches: Any) -> str |
     classes than the data (a torchvision model's 1000 on digits' 10); None when they match or cannot be told."""
     import torch
 
-    from dlopt.spec import Task
+    from dlopt.models.spec import Task
 
     classes = (getattr(evaluator.data, "info", None) or {}).get("num_classes") if evaluator is not None else None
     if spec.task != Task.CLASSIFICATION or not isinstance(classes, int) or not batches:
@@ -117,8 +124,8 @@ def random_samples(wanted: int, example: tuple[Any, ...]) -> int:
 
 def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration: bool,
                  progress: Callable[[str], None]) -> Session:
-    from dlopt.evaluate import evaluator_for
-    from dlopt.registry import entry_module
+    from dlopt.models.registry import entry_module
+    from dlopt.tasks.evaluator import evaluator_for
 
     s = Session(target, cfg, work)
     s.module = entry_module(target.model, target.spec).eval()
@@ -167,7 +174,7 @@ def verified_export(target: Any, exporter: str) -> Path | None:
     this exporter, dynamic batch, the default opset, weights inline, verified it, and vouches for it still (the
     run's trust rule, `Run.artifact_status`): an export of the same module the quantizer would repeat (resnet50 at
     224: ~25 s); else None."""
-    from dlopt.fileio import sha256_file
+    from dlopt.core.fileio import sha256_file
 
     run = target.run
     stages = run.manifest().get("stages", {})  # schema-checked; the quantize stage has just read it too

@@ -12,16 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dlopt.errors import UnsupportedError
+from dlopt.contract.target import Check, Target, TargetOptions, as_target
+from dlopt.core.errors import UnsupportedError
+from dlopt.core.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.session import Session, open_session
-from dlopt.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
-from dlopt.target import Check, Target, TargetOptions, as_target
 
 if TYPE_CHECKING:
-    from dlopt.results import QuantizeReport
+    from dlopt.core.results import QuantizeReport
 
-REPORT = "quantize_report.json"  # a dlopt.results.QuantizeReport
+REPORT = "quantize_report.json"  # a dlopt.core.results.QuantizeReport
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,8 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
 
 def _verify(s: Session, path: Path) -> dict[str, Any]:
     """The shape sweep (runs, finite) through dlopt.verify, on the run's test data where it feeds the model."""
-    from dlopt.export.quiet import quiet_deprecations
-    from dlopt.runtimes import format_of
+    from dlopt.runtime.formats import format_of
+    from dlopt.runtime.quiet import quiet_deprecations
     from dlopt.verify import VerifyConfig, verify_artifacts
     from dlopt.verify.criteria import FiniteOutputs
     from dlopt.verify.realdata import real_cases
@@ -170,8 +170,8 @@ def layer_counts(built: Any) -> dict[str, Any]:
 
 def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: float,
             progress: Callable[[str], None]) -> QuantizeReport:
+    from dlopt.core.results import QuantizeReport
     from dlopt.quantize.choose import measure
-    from dlopt.results import QuantizeReport
 
     before, after = s.judge.metric(None, "test"), s.judge.metric(built.runner, "test")
     parity = s.judge.parity(built.runner, s.judge.held)
@@ -205,7 +205,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
 def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
                  progress: Callable[[str], None] | None = None) -> QuantizeOutcome:
     """Quantize the target into <run>/<cfg.name>/ and record the stage `cfg.name` in the run's manifest."""
-    from dlopt.results import write_result
+    from dlopt.core.results import write_result
 
     step = progress or (lambda _msg: None)
     target = as_target(target, quantize_check(cfg))  # the caller resolved it with quantize_check (or passes options)

@@ -8,7 +8,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.quantize.config import Method
 from dlopt.quantize.recipe import Built, Recipe
 
@@ -37,7 +37,7 @@ def _exported(module: Any, spec: Any, cfg: Any) -> Any:
     import torch
 
     from dlopt.export.shapes import module_dynamic_shapes
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     shapes = module_dynamic_shapes(module, spec, cfg)
     return torch.export.export(module, make_inputs(spec, cfg, 2), dynamic_shapes=shapes)
@@ -100,12 +100,10 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
     """Quantize (or cast) a copy of the entry module and save it as a .pt2 program at `dst`."""
     import torch
 
-    from dlopt.export.quiet import quiet_deprecations
-    from dlopt.fileio import torch_archive
-    from dlopt.outputs import flatten
-
-    from dlopt.outputs import savable
-    from dlopt.registry import make_inputs
+    from dlopt.core.fileio import torch_archive
+    from dlopt.models.outputs import flatten, savable
+    from dlopt.models.registry import make_inputs
+    from dlopt.runtime.quiet import quiet_deprecations
 
     module = savable(module, make_inputs(spec, cfg, 2))[0]  # a namedtuple output saved as a flat tuple
     with quiet_deprecations():

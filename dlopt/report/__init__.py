@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dlopt.errors import InputFileError
-from dlopt.fileio import atomic_path, write_json_atomic
-from dlopt.runs import Run
+from dlopt.core.errors import InputFileError
+from dlopt.core.fileio import atomic_path, write_json_atomic
+from dlopt.core.runs import Run
 
 __all__ = ["write_report"]
 
@@ -22,8 +22,8 @@ def _write_text(path: Path, text: str) -> Path:
 
 def write_report(run: Run) -> tuple[Path, Path, Path]:
     from dlopt.report.collect import collect
-    from dlopt.report.plots import pareto_plot, training_plot
     from dlopt.report.decide import decide
+    from dlopt.report.plots import pareto_plot, training_plot
     from dlopt.report.render import html_page, markdown
 
     data = collect(run)

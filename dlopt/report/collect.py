@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlopt.core.results import BenchResult, BenchRow, Evaluation, PruneReport, QuantizeReport, VerifyReport
+from dlopt.core.runs import Run
 from dlopt.report.rows import Row, Trust, source_variant
-from dlopt.results import BenchResult, BenchRow, Evaluation, PruneReport, QuantizeReport, VerifyReport
-from dlopt.runs import Run
-from dlopt.runtimes import artifact_bytes, find_format
+from dlopt.runtime.formats import artifact_bytes, find_format
 
 NOISY_IQR = 0.5  # IQR above half the median: the timing cannot rank rows (bench's own rule, dlopt.bench.config)
 VARIANT_ORDER = ("fp32", "pruned", "int8", "pruned-int8")

@@ -54,7 +54,7 @@ def _excluded(r: dict[str, Any], batch: int, b: dict[str, Any]) -> str | None:
 
 def companions(run: str, rel: str) -> list[str]:
     """Files that ship with `rel` (relative to the run): an IR's weights, a record's tensors, ONNX external data."""
-    from dlopt.runtimes import find_format
+    from dlopt.runtime.formats import find_format
 
     p, rec = Path(rel), find_format(rel)
     names = rec.sidecar_paths(p) if rec else [p.with_suffix(".safetensors")] if p.suffix == ".json" else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.plotting import learning_curve, pyplot, save_png
+from dlopt.core.plotting import learning_curve, pyplot, save_png
 
 COLORS = {"fp32": "tab:blue", "pruned": "tab:orange", "int8": "tab:green", "pruned-int8": "tab:red"}
 MARKERS = {"eager": "o", "onnxruntime": "s", "torchscript": "^", "pt2": "D", "openvino": "P"}

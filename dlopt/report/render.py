@@ -10,7 +10,6 @@ from typing import Any
 from dlopt.report.decide import banner
 
 
-
 def _num(value: float | None, fmt: str = "{:.4g}") -> str:
     return "–" if value is None else fmt.format(value)
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dlopt.errors import InputFileError
-from dlopt.fileio import sha256_file
-from dlopt.results import read_result
-from dlopt.runs import Run
-from dlopt.runtimes import ARTIFACT_SUFFIXES
-from dlopt.trust import effective_status
+from dlopt.core.errors import InputFileError
+from dlopt.core.fileio import sha256_file
+from dlopt.core.results import read_result
+from dlopt.core.runs import Run
+from dlopt.core.trust import effective_status
+from dlopt.runtime.formats import ARTIFACT_SUFFIXES
 
 R = TypeVar("R")
 
@@ -40,7 +40,7 @@ class Row:
 
 
 class Trust:
-    """The run's files as the report may use them (dlopt.trust's rule), and what it skipped, with reasons."""
+    """The run's files as the report may use them (dlopt.core.trust's rule), and what it skipped, with reasons."""
 
     def __init__(self, run: Run, stages: dict[str, Any]) -> None:
         self.run, self.stages, self.skipped, self._seen, self._measured = run, stages, [], {}, {}

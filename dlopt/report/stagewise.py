@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlopt.core.results import PruneReport, QuantizeReport, TrainResult
+from dlopt.core.trust import effective_status
 from dlopt.report.rows import Row, Trust
-from dlopt.results import PruneReport, QuantizeReport, TrainResult
-from dlopt.trust import effective_status
 
 
 def train_metric(trust: Trust, stages: dict[str, Any]) -> tuple[str | None, float | None, str]:

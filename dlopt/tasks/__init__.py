@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.tasks.inputs import as_inputs
 
 __all__ = ["as_inputs", "get_task", "list_tasks"]
 
 if TYPE_CHECKING:
-    from dlopt.spec import ArchSpec
+    from dlopt.models.spec import ArchSpec
     from dlopt.tasks.base import Task
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlopt.spec import ArchSpec
+from dlopt.models.spec import ArchSpec
 from dlopt.tasks.runtime import Runtime, eval_mode
 
 EVAL_BATCH = 256

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from dlopt.errors import MissingDependencyError
+from dlopt.core.errors import MissingDependencyError
 from dlopt.tasks.base import Task, register_task
 
 

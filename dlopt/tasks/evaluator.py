@@ -8,10 +8,11 @@ Evaluator binds the spec's task (dlopt.tasks) to the run's data. No torch import
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from dlopt.runs import Run
-from dlopt.spec import ArchSpec
+from dlopt.core.runs import Run
+from dlopt.models.spec import ArchSpec
 
 
 @dataclass
@@ -75,3 +76,26 @@ def evaluator_for(run: Run | None, spec: ArchSpec, cfg: Any, *, default_data: bo
     task = task_cls(spec, cfg, data, Runtime.create(0.0, False), int(options.get("seed", 0)))  # no step: no clipping
     used = {k: options.get(k) for k in ("data", "data_path", "seed") if options.get(k) is not None}
     return Evaluator(task, spec, {**used, "source": "run" if options else "spec default"})
+
+def runner_module(runner: Any) -> Any:
+    """Wrap a callable(*tensors) -> tuple (e.g. `dlopt.export.load_artifact`) as an nn.Module returning
+    a tensor when there is one output, as the eager model does."""
+    import torch
+
+    class RunnerModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.runner = runner
+
+        def forward(self, *inputs: Any) -> Any:
+            out = self.runner(*inputs)
+            return out[0] if len(out) == 1 else out
+
+    return RunnerModule()
+
+
+def evaluate_artifact(path: Path, evaluator: Evaluator, split: str = "test", threads: int | None = None) -> dict[str, float]:
+    """The metrics of an exported file (ONNX, TorchScript, .pt2) through the same loop as the eager model."""
+    from dlopt.runtime.loader import load_artifact
+
+    return evaluator.evaluate(runner_module(load_artifact(Path(path), threads=threads)), split)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from dlopt.errors import UsageError
+from dlopt.core.errors import UsageError
 
 
 def world() -> tuple[int, int]:

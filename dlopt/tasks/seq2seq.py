@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dlopt.errors import UnsupportedError
+from dlopt.core.errors import UnsupportedError
 from dlopt.tasks.base import Task, register_task
 from dlopt.tasks.inputs import as_inputs
 

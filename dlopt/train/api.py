@@ -8,18 +8,18 @@ import json
 import time
 from typing import Any
 
-from dlopt.errors import ConfigError, InputFileError, UnsupportedError, UsageError
-from dlopt.options import config_dict
-from dlopt.results import TrainResult, write_result
-from dlopt.runs import Run, StageRecord
-from dlopt.spec import ArchSpec
+from dlopt.core.errors import ConfigError, InputFileError, UnsupportedError, UsageError
+from dlopt.core.results import TrainResult, write_result
+from dlopt.core.runs import Run, StageRecord
+from dlopt.models.options import config_dict
+from dlopt.models.spec import ArchSpec
 from dlopt.train.config import RESULT, HParams, TrainConfig, build_defaults, resolve_hparams
 from dlopt.train.engine import METRICS, MODEL_RECORD, EpochHook, Loop, fit
 
 
 def _model_config(spec: ArchSpec, cfg: TrainConfig, data: Any) -> Any:
     """spec defaults < train_defaults build options < tiny < --set < what the data needs (contradictions fail)."""
-    from dlopt.registry import make_model_config
+    from dlopt.models.registry import make_model_config
 
     overrides = {**build_defaults(spec.train_defaults), **(dict(spec.tiny) if cfg.tiny else {}), **dict(cfg.sets)}
     first = make_model_config(spec, overrides)
@@ -94,7 +94,7 @@ def _resumed_config(cfg: TrainConfig) -> TrainConfig:
     stage = run.manifest().get("stages", {}).get("train")
     if not stage or "train" not in stage.get("config", {}):
         raise InputFileError(f"{cfg.resume} has no dlopt train stage to resume; give a run made by dlopt train")
-    from dlopt.codetrust import require_trusted_name  # the manifest's arch is data, not code to import (issue 21)
+    from dlopt.core.user_code import require_trusted_name  # the manifest's arch is data, not code to import (issue 21)
 
     stored = stage["config"]["train"]
     require_trusted_name(stored.get("arch") if isinstance(stored, dict) else None, run.manifest_path)
@@ -121,9 +121,9 @@ def train(cfg: TrainConfig, data: Any = None, on_epoch: EpochHook | None = None)
 def _setup(cfg: TrainConfig, data: Any) -> tuple[Any, Any, Any, HParams, Any, Any]:
     import torch
 
-    from dlopt.registry import create_model, get_spec
-    from dlopt.train.families import get_family
+    from dlopt.models.registry import create_model, get_spec
     from dlopt.tasks.runtime import Runtime
+    from dlopt.train.families import get_family
 
     spec = get_spec(cfg.arch)
     if not spec.supports("train"):
@@ -142,7 +142,7 @@ def _setup(cfg: TrainConfig, data: Any) -> tuple[Any, Any, Any, HParams, Any, An
 
 
 def _open_run(cfg: TrainConfig, spec: ArchSpec, model_cfg: Any, model: Any) -> Run:
-    from dlopt.checkpoint import save_checkpoint
+    from dlopt.models.checkpoint import save_checkpoint
 
     if cfg.run_dir is not None:
         run = Run.open(cfg.run_dir)
@@ -205,8 +205,8 @@ def _finish(run: Run, spec: ArchSpec, model: Any, family: Any, loop: Loop) -> di
     """Reload the best weights, measure the test split, and leave the curves and samples."""
     from safetensors.torch import load_model
 
-    from dlopt.checkpoint import save_checkpoint
-    from dlopt.plotting import learning_curve
+    from dlopt.core.plotting import learning_curve
+    from dlopt.models.checkpoint import save_checkpoint
 
     load_model(model, str(run.path / "model.safetensors"), strict=True, device=str(family.rt.device))
     test = family.evaluate(model, "test")

@@ -12,9 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dlopt.layout import DEFAULT_ROOT
+from dlopt.core.layout import DEFAULT_ROOT
 
-RESULT = "train_result.json"  # a TrainResult (dlopt.results), which train() also returns and the launcher reads
+RESULT = "train_result.json"  # a TrainResult (dlopt.core.results), which train() also returns and the launcher reads
 
 
 class OptimizerName(StrEnum):
@@ -68,7 +68,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """The one rule set for `dlopt train` options and the [train] table of pipeline.toml (0 there = None)."""
-        from dlopt.options import check_float, check_int, check_seed
+        from dlopt.models.options import check_float, check_int, check_seed
 
         check_int("train", "epochs", self.epochs, 1, 1_000_000, optional=True)
         check_int("train", "batch_size", self.batch_size, 1, 1 << 24, optional=True)
@@ -78,15 +78,15 @@ class TrainConfig:
         check_int("train", "nproc_per_node", self.nproc_per_node, 1, 4096)
         self._check_data()
         if self.optimizer is not None and str(self.optimizer) not in OptimizerName._value2member_map_:
-            from dlopt.errors import ConfigError
+            from dlopt.core.errors import ConfigError
 
             choices = ", ".join(o.value for o in OptimizerName)
             raise ConfigError(f"unknown --optimizer {self.optimizer!r:.60}; choose one of {choices} (train.optimizer)")
 
     def _check_data(self) -> None:
         """A dataset name that cannot load fails here, not after a pipeline's run has begun."""
+        from dlopt.core.errors import ConfigError
         from dlopt.data import ENVIRONMENTS, list_datasets
-        from dlopt.errors import ConfigError
 
         known = [*list_datasets(), *ENVIRONMENTS]
         if self.data is not None and (not isinstance(self.data, str) or self.data.lower() not in known):
@@ -125,7 +125,7 @@ class TrainConfig:
 
 def resolve_hparams(defaults: HParams, spec_defaults: Mapping[str, Any], user: Mapping[str, Any]) -> HParams:
     """Family defaults < the spec's train_defaults (hyperparameter keys only) < the user's options."""
-    from dlopt.errors import ConfigError
+    from dlopt.core.errors import ConfigError
 
     merged = {k: v for k, v in spec_defaults.items() if k in HPARAM_KEYS}
     merged.update(user)

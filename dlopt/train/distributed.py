@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import DloptError
-from dlopt.fileio import write_json_atomic
-from dlopt.runs import Run
+from dlopt.core.errors import DloptError
+from dlopt.core.fileio import write_json_atomic
+from dlopt.core.runs import Run
 from dlopt.train.config import RESULT, TrainConfig
 
 WORKER_CONFIG = "train_config.json"
@@ -47,7 +47,7 @@ def torchrun_command(cfg: TrainConfig, config_path: Path) -> list[str]:
 
 def launch(cfg: TrainConfig) -> Any:
     """Start the workers, wait, and return rank 0's TrainResult."""
-    from dlopt.results import TrainResult, read_result
+    from dlopt.core.results import TrainResult, read_result
 
     if node_rank(cfg.torchrun_args) != 0:  # other nodes only compute: node 0's run holds everything
         return _launch_other_node(cfg)
@@ -63,7 +63,7 @@ def launch(cfg: TrainConfig) -> Any:
 def _launch_other_node(cfg: TrainConfig) -> Any:
     import tempfile
 
-    from dlopt.results import TrainResult
+    from dlopt.core.results import TrainResult
 
     with tempfile.TemporaryDirectory(prefix="dlopt-train-") as tmp:
         config_path = Path(tmp) / WORKER_CONFIG

@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from dlopt.checkpoint import save_checkpoint
-from dlopt.fileio import atomic_path, remove_stale_temps
+from dlopt.core.fileio import atomic_path, remove_stale_temps
+from dlopt.core.warn import count
+from dlopt.models.checkpoint import save_checkpoint
 from dlopt.train.family import Family, NonFiniteLoss, warmup_cosine
 from dlopt.train.state import TrainState, has_state, load_state, rng_state, save_state, set_rng_state
-from dlopt.warn import count
 
 MODEL_RECORD = "model.json"
 METRICS = "metrics.jsonl"

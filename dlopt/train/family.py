@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dlopt.spec import ArchSpec
+from dlopt.models.spec import ArchSpec
 from dlopt.tasks.base import Task
 from dlopt.tasks.runtime import Runtime, shard
 from dlopt.train.config import HParams, OptimizerName

@@ -1,4 +1,4 @@
-"""Training's PNG artifacts: sample grids of generative models (the learning curve is in dlopt.plotting)."""
+"""Training's PNG artifacts: sample grids of generative models (the learning curve is in dlopt.core.plotting)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dlopt.plotting import pyplot, save_png
+from dlopt.core.plotting import pyplot, save_png
 
 
 def sample_grid(images: Any, path: Path, title: str, value_range: tuple[float, float]) -> Path:

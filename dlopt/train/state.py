@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from dlopt.errors import InputFileError
-from dlopt.fileio import atomic_path, sha256_file, write_json_atomic
+from dlopt.core.errors import InputFileError
+from dlopt.core.fileio import atomic_path, sha256_file, write_json_atomic
 
 STATE_STEM = "train_state"
 STATE_FORMAT = "dlopt-train-state"

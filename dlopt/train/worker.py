@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from dlopt.errors import DloptError
+from dlopt.core.errors import DloptError
 
 
 def main(argv: list[str]) -> int:

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputMismatchError
-from dlopt.spec import ArchSpec
+from dlopt.core.errors import InputMismatchError
+from dlopt.models.spec import ArchSpec
 from dlopt.verify.compare import OutputStats, ReferenceScale, compare, reference_scale
 from dlopt.verify.criteria import Criterion, ElementwiseTolerance, TopOneAgreement
 
@@ -124,7 +124,7 @@ def plan_batches(export_batch: int) -> tuple[int, ...]:
 
 
 def plan_seqs(spec: ArchSpec, cfg: Any) -> tuple[int | None, ...]:
-    from dlopt.registry import default_seq_len
+    from dlopt.models.registry import default_seq_len
 
     if not spec.takes_sequences:
         return (None,)
@@ -135,7 +135,7 @@ def plan_seqs(spec: ArchSpec, cfg: Any) -> tuple[int | None, ...]:
 
 def make_cases(spec: ArchSpec, cfg: Any, config: VerifyConfig = VerifyConfig()) -> list[Case]:
     """Random valid inputs (make_inputs) at every planned batch x seq shape, a different seed per case."""
-    from dlopt.registry import make_inputs
+    from dlopt.models.registry import make_inputs
 
     batches = config.batch_sizes or plan_batches(config.export_batch)
     seqs = config.seq_lens or plan_seqs(spec, cfg)
@@ -144,7 +144,7 @@ def make_cases(spec: ArchSpec, cfg: Any, config: VerifyConfig = VerifyConfig()) 
 
 
 def reference_outputs(module: Any, cases: list[Case]) -> list[tuple[Any, ...]]:
-    """The eager outputs of every case, each flattened to its tensors (dlopt.outputs)."""
+    """The eager outputs of every case, each flattened to its tensors (dlopt.models.outputs)."""
     return named_references(module, cases, ())[0]
 
 
@@ -153,7 +153,7 @@ def named_references(module: Any, cases: list[Case], declared: tuple[str, ...]
     """The flattened eager outputs of every case, and the outputs' names (dict keys, nested paths, or the spec's)."""
     import torch
 
-    from dlopt import outputs
+    from dlopt.models import outputs
 
     refs, names = [], declared
     with torch.no_grad():
@@ -206,8 +206,8 @@ def reference_check(refs: list[tuple], spec: ArchSpec, criterion: Criterion, nam
 
 def _run_case(runner: Any, case: Case, ref: tuple, spec: ArchSpec, criterion: Criterion,
               ref_names: tuple[str, ...] | None = None) -> CaseResult:
-    from dlopt import outputs
-    from dlopt.export.runtime import TimeLimitError
+    from dlopt.models import outputs
+    from dlopt.runtime.loader import TimeLimitError
 
     try:
         out = outputs.flatten(runner(*case.inputs))
@@ -259,8 +259,8 @@ def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, 
                      config: VerifyConfig = VerifyConfig(), *, trust_pickle: bool = False,
                      cases: list[Case] | None = None) -> dict[str, VerifyReport]:
     """Verify every artifact (format -> path) against the eager entry module; `cases` overrides the inputs."""
-    from dlopt.export.runtime import load_artifact, time_limit
-    from dlopt.registry import entry_module
+    from dlopt.models.registry import entry_module
+    from dlopt.runtime.loader import load_artifact, time_limit
 
     cases = cases if cases is not None else make_cases(spec, cfg, config)
     refs, names = named_references(entry_module(model, spec).eval(), cases, spec.output_names)

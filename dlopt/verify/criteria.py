@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dlopt.spec import Tolerance
+from dlopt.models.spec import Tolerance
 from dlopt.verify.compare import OutputStats, ReferenceScale
 
 

@@ -1,4 +1,4 @@
-"""Verification inputs from the model's real data: the user's --inputs file (dlopt.inputs_file), else the test
+"""Verification inputs from the model's real data: the user's --inputs file (dlopt.data.inputs_file), else the test
 split of the data a run was trained on.
 
 Used when the run holds a finished training stage on a dataset whose samples feed the deployed entry point
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dlopt.runs import Run
-from dlopt.spec import ArchSpec
+from dlopt.core.runs import Run
+from dlopt.models.spec import ArchSpec
 from dlopt.verify.core import Case, VerifyConfig, make_cases, plan_batches
 
 
@@ -69,7 +69,7 @@ def file_cases(data: Any, spec: ArchSpec, config: VerifyConfig = VerifyConfig())
     """Cases from a user's inputs file (an InputsFile): consecutive slices at the planned batch sizes, then the
     rest of its samples (up to MAX_VERIFY_SAMPLES) in slices of the export batch. A file with fewer samples than a
     batch wraps around, so every planned batch size still runs."""
-    from dlopt.inputs_file import MAX_VERIFY_SAMPLES
+    from dlopt.data.inputs_file import MAX_VERIFY_SAMPLES
 
     sizes = list(config.batch_sizes or plan_batches(config.export_batch))
     total = min(data.samples, MAX_VERIFY_SAMPLES)
@@ -92,7 +92,7 @@ def verify_cases(run: Run | None, spec: ArchSpec, cfg: Any, config: VerifyConfig
     else the trained run's test split, else None (random valid inputs)."""
     if inputs is None:
         return real_cases(run, spec, cfg, config), None
-    from dlopt.inputs_file import load_inputs
+    from dlopt.data.inputs_file import load_inputs
 
     data = load_inputs(inputs, spec, cfg)
     return file_cases(data, spec, config), data.record(run.path if run is not None else None)

@@ -11,8 +11,8 @@ REPORT = "verify-report.json"
 def write_report(path: Path, reports: dict[str, Any], extra: dict[str, Any] | None = None,
                  run_dir: Path | None = None) -> Path:
     """verify-report.json: one verdict per format (dlopt.verify reports); `extra` are VerifyReport fields
-    (arch, stage, weights_source). Written as a dlopt.results.VerifyReport, which refuses an undeclared key."""
-    from dlopt.results import VerifyReport, write_result
+    (arch, stage, weights_source). Written as a dlopt.core.results.VerifyReport, which refuses an undeclared key."""
+    from dlopt.core.results import VerifyReport, write_result
 
     verdicts = {fmt: {**r.to_dict(), "artifact": _beside(r.to_dict()["artifact"], run_dir or path.parent)}
                 for fmt, r in reports.items()}

@@ -6,9 +6,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dlopt.errors import InputFileError, UsageError
-from dlopt.fileio import within  # paths read from the manifest stay inside the run (issue 21)
-from dlopt.runs import MANIFEST, Run
+from dlopt.core.errors import InputFileError, UsageError
+from dlopt.core.fileio import within  # paths read from the manifest stay inside the run (issue 21)
+from dlopt.core.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
 from dlopt.verify.criteria import for_artifact
 from dlopt.verify.realdata import verify_cases
@@ -22,9 +22,9 @@ class VerifyOptions:
     checkpoint: Path | None = None  # the reference model; default: the model of the run that holds the artifact
     trust_pickle: bool = False  # load .ts/.pt2 files that no dlopt manifest records
     config: VerifyConfig = VerifyConfig()
-    # --weights: the reference is the architecture the ONNX metadata names, built with these weights (dlopt.weights)
+    # --weights: the reference is the architecture the ONNX metadata names, built with these weights (dlopt.models.weights)
     weights: str | None = None
-    inputs: Path | None = None  # --inputs FILE.npz: compare on the user's inputs (dlopt.inputs_file)
+    inputs: Path | None = None  # --inputs FILE.npz: compare on the user's inputs (dlopt.data.inputs_file)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def _owning_run(path: Path) -> Run | None:
 
 def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
     """The run (if any) and the artifacts to verify: every one the run's export stage recorded, or the file."""
-    from dlopt.export.runtime import SUFFIXES, artifact_format
+    from dlopt.runtime.loader import SUFFIXES, artifact_format
 
     path = Path(path)
     if path.is_dir():
@@ -69,7 +69,7 @@ def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
 
 def _check_readable(artifacts: dict[str, Path], trust_pickle: bool) -> dict[str, dict[str, str]]:
     """Fail fast, with one line, on a corrupt, foreign or untrusted file, before any model is built."""
-    from dlopt.export.runtime import check_trusted, read_metadata
+    from dlopt.runtime.loader import check_trusted, read_metadata
 
     meta = {}
     for fmt, path in artifacts.items():
@@ -94,7 +94,7 @@ def _source_checkpoint(run: Run, artifacts: dict[str, Path]) -> Path | None:
 
 
 def _reference(run: Run | None, opts: VerifyOptions, artifacts: dict[str, Path]) -> tuple[Any, Any, Any]:
-    from dlopt.checkpoint import load_checkpoint
+    from dlopt.models.checkpoint import load_checkpoint
 
     if opts.checkpoint is not None:
         ck = load_checkpoint(opts.checkpoint, trust_pickle=opts.trust_pickle)
@@ -112,9 +112,9 @@ def _weights_reference(opts: VerifyOptions, meta: dict[str, dict[str, str]]) -> 
     """The architecture and build options an ONNX file records, built with --weights."""
     import json
 
-    from dlopt.codetrust import is_user_ref
-    from dlopt.registry import get_spec, make_model_config
-    from dlopt.weights import build_with_weights
+    from dlopt.core.user_code import is_user_ref
+    from dlopt.models.registry import get_spec, make_model_config
+    from dlopt.models.weights import build_with_weights
 
     if opts.checkpoint is not None:
         raise UsageError("give --checkpoint or --weights for the reference model, not both")
@@ -141,7 +141,7 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
         if m.get("arch") and m["arch"] != spec.name:
             raise InputFileError(f"{artifacts[fmt]} was exported from {m['arch']}, but the reference model is "
                                  f"{spec.name}; pass the matching --checkpoint")
-    from dlopt.export.quiet import quiet_deprecations
+    from dlopt.runtime.quiet import quiet_deprecations
 
     with quiet_deprecations():
         # the user's --inputs file, else the trained run's test data, else random inputs

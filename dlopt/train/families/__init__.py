@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dlopt.errors import UnsupportedError
-from dlopt.spec import ArchSpec
-from dlopt.train.families import (autoencoder, classification, dqn, gan, perceptron, regression,  # noqa: F401
-                                  seq2seq, vae)
+from dlopt.core.errors import UnsupportedError
+from dlopt.models.spec import ArchSpec
+from dlopt.train.families import autoencoder, classification, dqn, gan, perceptron, regression, seq2seq, vae  # noqa: F401
 from dlopt.train.family import _FAMILIES, Family
 
 
