@@ -464,7 +464,7 @@ def test_a_path_read_from_a_manifest_stays_inside_the_run(where, run_copy: Path,
 @pytest.mark.parametrize("shape", ["one huge member", "many members"])
 def test_a_zip_bomb_is_refused_before_extraction(suffix, shape, mlp_run: Path, tmp_path: Path, monkeypatch):
     """A tiny file that would expand past the ceiling is refused, even with --trust-pickle (it is not a trust issue)."""
-    from dlopt.export import archive
+    from dlopt.runtime import archive
 
     monkeypatch.setattr(archive, "RATIO_FLOOR", 1 << 20)  # the same rule at test scale: 1 MB instead of 256 MB
     monkeypatch.setattr(archive, "MAX_MEMBERS", 500)

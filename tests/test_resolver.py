@@ -1,4 +1,4 @@
-"""One resolver (issue 18): dlopt/contract/target.py alone decides what a name is, and every stage takes a Target.
+"""One resolver: dlopt/contract/target.py alone decides what a name is, and every stage takes a Target.
 
 The structural tests read the source, so a stage that grows its own name parsing again (a `_precheck` looking at
 `opts.name`, a `Path(name).is_dir()`, its own `resolve_target`) fails here; the others check `locate` itself and
@@ -22,7 +22,7 @@ from dlopt.models.registry import create_model, get_spec, make_model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dlopt"
-RESOLVER = PKG / "target.py"
+RESOLVER = PKG / "contract" / "target.py"
 STAGES = [("dlopt.export.stage", "run_export"), ("dlopt.prune.stage", "run_prune"),
           ("dlopt.quantize.stage", "run_quantize"), ("dlopt.bench.runner", "bench")]
 NAMING_FIELDS = {"name", "checkpoint", "run", "open_run"}  # what says which model a TargetOptions means

@@ -96,9 +96,9 @@ def test_the_detector_finds_the_maps_this_module_replaced():
 
 def test_no_module_but_runtimes_maps_artifact_suffixes():
     files = sorted(SOURCE.rglob("*.py"))
-    assert len(files) > 50 and SOURCE / "runtimes.py" in files
+    assert len(files) > 50 and SOURCE / "runtime" / "formats.py" in files
     found = {str(f.relative_to(SOURCE)): lines for f in files
-             if f != SOURCE / "runtimes.py" and (lines := suffix_maps(f.read_text()))}
+             if f != SOURCE / "runtime" / "formats.py" and (lines := suffix_maps(f.read_text()))}
     assert found == {}, f"suffix maps outside dlopt/runtime/formats.py (use its records): {found}"
 
 
