@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from dlopt.core.errors import UnsupportedError
 from dlopt.tasks.inputs import as_inputs
 
-__all__ = ["as_inputs", "get_task", "list_tasks"]
+__all__ = ["as_inputs", "by_trainer", "get_task", "list_tasks"]
 
 if TYPE_CHECKING:
     from dlopt.models.spec import ArchSpec
@@ -31,15 +31,20 @@ def _tasks() -> dict[str, type[Task]]:
     return _TASKS
 
 
+def by_trainer(spec: ArchSpec, table: dict[str, type], none: str, noun: str) -> type:
+    """The entry of `table` a spec's `trainer` names (tasks here, training loops in dlopt.train.families), or one line
+    saying why there is none: `none` when the spec names no trainer, else the known `noun`s."""
+    if not spec.trainer:
+        raise UnsupportedError(f"{spec.name} {none}: {spec.why_not('train')}")
+    if spec.trainer not in table:
+        raise UnsupportedError(f"{spec.name} names the unknown {noun} {spec.trainer!r}; known {noun}s: "
+                               f"{', '.join(sorted(table))}")
+    return table[spec.trainer]
+
+
 def get_task(spec: ArchSpec) -> type[Task]:
     """The task of a spec (by its `trainer`); UnsupportedError when it has none dlopt knows."""
-    tasks = _tasks()
-    if not spec.trainer:
-        raise UnsupportedError(f"{spec.name} has no task dlopt can evaluate: {spec.why_not('train')}")
-    if spec.trainer not in tasks:
-        raise UnsupportedError(f"{spec.name} names the unknown task {spec.trainer!r}; known tasks: "
-                               f"{', '.join(sorted(tasks))}")
-    return tasks[spec.trainer]
+    return by_trainer(spec, _tasks(), "has no task dlopt can evaluate", "task")
 
 
 def list_tasks() -> list[str]:

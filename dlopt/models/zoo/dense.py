@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlopt.models.spec import BATCH, ArchSpec, Stage, Task, TensorSpec
-from dlopt.models.zoo.table import register
+from dlopt.models.zoo.table import CLASSIFIER, register
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,14 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="mlp", trainer="classification",
+    name="mlp",
     summary="Linear -> ReLU -> BatchNorm1d -> Dropout per hidden layer (20 -> 64 -> 32 -> 16 -> 2)",
     builder="dlopt.models.nets.dense:MLP",
     config=MLPConfig,
     tiny={"hidden_sizes": (8, 4)},
     inputs=(TensorSpec("input", (BATCH, "in_features")),),
     outputs=(TensorSpec("logits", (BATCH, "num_classes")),),
-    task=Task.CLASSIFICATION, dataset="tabular", metric="accuracy",
+    **CLASSIFIER, dataset="tabular",
     source="000, 001, 002, 003",
 ))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlopt.models.spec import BATCH, SEQ, ArchSpec, PruneMethod, Task, TensorSpec
-from dlopt.models.zoo.table import register
+from dlopt.models.zoo.table import CLASSIFIER, register
 
 
 @dataclass(frozen=True)
@@ -100,23 +100,23 @@ register(ArchSpec(name="gru", summary="2-layer GRU(64, dropout 0.2) -> Dropout -
                   config=GRUConfig, tiny=TINY_RNN, source="000", **REGRESSION_IO))
 
 register(ArchSpec(
-    name="text_lstm", trainer="classification",
+    name="text_lstm",
     summary="Embedding(10000, 100) -> 2-layer LSTM(256, dropout 0.3) -> last hidden -> Dropout -> Linear",
     builder="dlopt.models.nets.recurrent:TextLSTM", config=TextLSTMConfig,
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
     inputs=TOKENS, outputs=LOGITS,
-    task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="000",
+    **CLASSIFIER, dataset="text", source="000",
     prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
         "the classifier reads the LSTM's final hidden state h_n, a path Torch-Pruning's graph does not trace"),
 ))
 
 register(ArchSpec(
-    name="lstm_attention", trainer="classification",
+    name="lstm_attention",
     summary="Embedding(10000, 128) -> BiLSTM(256) -> additive attention pooling -> Dropout -> Linear(512, 5)",
     builder="dlopt.models.nets.recurrent:LSTMAttention", config=LSTMAttentionConfig,
     tiny={"vocab_size": 50, "embed_dim": 8, "hidden_size": 8},
     inputs=TOKENS, outputs=LOGITS,
-    task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="002",
+    **CLASSIFIER, dataset="text", source="002",
     prune_methods=UNSTRUCTURED_ONLY, limits=_no_structured(
         "Torch-Pruning couples the one-channel attention scores (broadcast over time) with the LSTM features"),
 ))

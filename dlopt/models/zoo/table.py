@@ -6,9 +6,12 @@ It sits below both so that the zoo never imports the registry that looks the zoo
 
 from __future__ import annotations
 
-from dlopt.models.spec import ArchSpec
+from dlopt.models.spec import ArchSpec, Task
 
 SPECS: dict[str, ArchSpec] = {}  # name -> spec, in registration order
+
+# What every supervised classifier of the zoo declares alike: `register(ArchSpec(..., **CLASSIFIER, dataset=...))`.
+CLASSIFIER = {"trainer": "classification", "task": Task.CLASSIFICATION, "metric": "accuracy"}
 
 
 def register(spec: ArchSpec) -> ArchSpec:

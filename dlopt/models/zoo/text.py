@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dlopt.models.spec import BATCH, SEQ, ArchSpec, QuantMethod, Task, TensorSpec
-from dlopt.models.zoo.table import register
+from dlopt.models.zoo.table import CLASSIFIER, register
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,14 @@ class BertConfig:
 
 
 register(ArchSpec(
-    name="transformer_classifier", trainer="classification",
+    name="transformer_classifier",
     train_defaults={"d_model": 128, "num_heads": 4, "num_layers": 2, "d_ff": 256},  # CPU-sized for training
     summary="Embedding*sqrt(d) + sinusoidal positions, 6 post-norm blocks (d 512, 8 heads, FFN 2048), mean pool",
     builder="dlopt.models.nets.transformer:TransformerClassifier", config=TransformerClassifierConfig,
     tiny={"vocab_size": 50, "d_model": 16, "num_heads": 2, "num_layers": 1, "d_ff": 32, "max_len": 64},
     inputs=(TensorSpec("tokens", (BATCH, SEQ), "int64", 1, "vocab_size"),),  # 0 is padding
     outputs=(TensorSpec("logits", (BATCH, "num_classes")),),
-    task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="000, 002",
+    **CLASSIFIER, dataset="text", source="000, 002",
 ))
 
 register(ArchSpec(
@@ -79,7 +79,7 @@ register(ArchSpec(
 ))
 
 register(ArchSpec(
-    name="bert_classifier", trainer="classification",
+    name="bert_classifier",
     train_defaults={"hidden_size": 128, "num_layers": 2, "num_heads": 4, "intermediate_size": 256},  # CPU-sized
     summary="BERT encoder (Hugging Face, small random-weight config) with a Linear classifier on the pooled output",
     builder="dlopt.models.nets.bert:BertClassifier", config=BertConfig,
@@ -89,5 +89,5 @@ register(ArchSpec(
         TensorSpec("attention_mask", (BATCH, SEQ), "int64", 1, 2),  # all tokens attended
     ),
     outputs=(TensorSpec("logits", (BATCH, "num_classes")),),
-    task=Task.CLASSIFICATION, dataset="text", metric="accuracy", source="001", extra="hf",
+    **CLASSIFIER, dataset="text", source="001", extra="hf",
 ))

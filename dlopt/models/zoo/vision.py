@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlopt.models.spec import BATCH, ArchSpec, Task, TensorSpec
-from dlopt.models.zoo.table import register
+from dlopt.models.spec import BATCH, ArchSpec, TensorSpec
+from dlopt.models.zoo.table import CLASSIFIER, register
 
 IMAGE = TensorSpec("image", (BATCH, "in_channels", "input_size", "input_size"))
 LOGITS = TensorSpec("logits", (BATCH, "num_classes"))
+IMAGE_CLASSIFIER = {**CLASSIFIER, "inputs": (IMAGE,), "outputs": (LOGITS,), "dataset": "digits"}
 
 
 @dataclass(frozen=True)
@@ -62,49 +63,44 @@ class ViTConfig:
 
 
 register(ArchSpec(
-    name="cnn", trainer="classification",
+    name="cnn",
     summary="3 x (Conv3x3 -> BN -> ReLU -> MaxPool2) 1->32->64->128, Linear 1152 -> 512 -> 10",
     builder="dlopt.models.nets.conv:CNN", config=CNNConfig,
     tiny={"widths": (4, 8, 8), "hidden": 16},
-    inputs=(IMAGE,), outputs=(LOGITS,),
-    task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="002",
+    **IMAGE_CLASSIFIER, source="002",
 ))
 
 register(ArchSpec(
-    name="simple_cnn", trainer="classification",
+    name="simple_cnn",
     summary="conv block pairs (32,32) (64,64) (128,128) with MaxPool + Dropout2d, pooled MLP head",
     builder="dlopt.models.nets.conv:SimpleCNN", config=SimpleCNNConfig,
     tiny={"widths": (4, 8, 8), "hidden": 16, "input_size": 16},
-    inputs=(IMAGE,), outputs=(LOGITS,),
-    task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000, 001",
+    **IMAGE_CLASSIFIER, source="000, 001",
 ))
 
 register(ArchSpec(
-    name="lenet5", trainer="classification",
+    name="lenet5",
     summary="LeNet-5: Conv5x5 1->6, Tanh, AvgPool, Conv5x5 6->16, Tanh, AvgPool, 400 -> 120 -> 84 -> 10",
     builder="dlopt.models.nets.conv:LeNet5", config=LeNet5Config,
-    inputs=(IMAGE,), outputs=(LOGITS,),
-    task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000",
+    **IMAGE_CLASSIFIER, source="000",
 ))
 
 register(ArchSpec(
-    name="resnet18", trainer="classification",
+    name="resnet18",
     summary="ResNet-18: BasicBlocks [2, 2, 2, 2], widths 64/128/256/512, 7x7 stem (torchvision topology)",
     builder="dlopt.models.nets.conv:ResNet18", config=ResNetConfig,
     tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1), "input_size": 32, "num_classes": 10},
     train_defaults={"input_size": 32, "num_classes": 10},  # digits upscaled to 32x32: 224 is too slow on a CPU
-    inputs=(IMAGE,), outputs=(LOGITS,),
-    task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000, 003",
+    **IMAGE_CLASSIFIER, source="000, 003",
 ))
 
 register(ArchSpec(
-    name="vit", trainer="classification",
+    name="vit",
     summary="ViT-B/16: conv patch embedding, class token, 12 blocks of 768 dim / 12 heads, MLP ratio 4",
     builder="dlopt.models.nets.transformer:ViT", config=ViTConfig,
     tiny={"input_size": 32, "patch_size": 8, "embed_dim": 32, "num_heads": 2, "num_layers": 2, "num_classes": 10},
     # CPU training: 16x16 digits in 4x4 patches, and a ViT-Tiny-sized encoder (ViT-B/16 takes hours per epoch)
     train_defaults={"input_size": 16, "patch_size": 4, "num_classes": 10, "embed_dim": 128, "num_heads": 4,
                     "num_layers": 4},
-    inputs=(IMAGE,), outputs=(LOGITS,),
-    task=Task.CLASSIFICATION, dataset="digits", metric="accuracy", source="000",
+    **IMAGE_CLASSIFIER, source="000",
 ))
