@@ -37,5 +37,11 @@ screenshot: browser setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# docs/results.md and the README's results table, regenerated from benchmarks/results/*.json (no setup needed
+# beyond the venv: it reads JSON only). `$(PY) benchmarks/results_doc.py --check` says whether they are stale.
+.PHONY: results-doc
+results-doc: setup
+	$(PY) benchmarks/results_doc.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
