@@ -30,6 +30,11 @@ def _flag_type(self: TyperOption, ctx: Any) -> str | None:
 
 TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 VERBOSITY_FLAGS = ("quiet", "verbose")
+# `dlopt --help` lists the commands in the order of the work; a command not named here comes after these.
+COMMAND_ORDER = ["list", "info", "train", "prune", "quantize", "export", "verify", "bench", "optimize", "pipeline",
+                 "report", "runs"]
+INTERRUPTED = ("[yellow]interrupted[/yellow]: partial files were removed and the stage is marked interrupted in the "
+               "run's manifest")
 
 
 class DloptGroup(TyperGroup):
@@ -42,12 +47,18 @@ class DloptGroup(TyperGroup):
         for cmd in self.commands.values():
             cmd.params += [p for p in shared if p.name not in {q.name for q in cmd.params}]
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        known = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda name: known.get(name, len(known)))
+
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         """Usage errors become one line too (click would print a multi-line panel)."""
-        from dlopt.cli.common import NORMAL, configure_width, err_console, set_verbosity
+        from dlopt.cli.console import NORMAL, configure_width, err_console, set_verbosity
+        from dlopt.cli.resume import set_argv
 
         set_verbosity(NORMAL)
         configure_width()
+        set_argv(kwargs.get("args") or (args[0] if args else None) or sys.argv[1:])
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Abort:
@@ -67,7 +78,7 @@ class DloptGroup(TyperGroup):
         return code
 
     def invoke(self, ctx: typer.Context) -> Any:
-        from dlopt.cli.common import QUIET, err_console, verbosity
+        from dlopt.cli.console import QUIET, err_console, verbosity
         from dlopt.core.user_code import code_trust_scope
         from dlopt.core.warn import calm_warnings
 
@@ -89,9 +100,7 @@ class DloptGroup(TyperGroup):
             # pybind11 modules (onnxruntime, matplotlib) turn Ctrl-C during their import into an ImportError
             if isinstance(exc, ImportError) and not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
                 return self._internal_error(ctx, exc)
-            err_console.print("[yellow]interrupted[/yellow]: partial files were removed and the stage is marked "
-                              "interrupted in the run's manifest; rerun the command (a training run continues with "
-                              "dlopt train --resume RUN_DIR)", highlight=False, soft_wrap=True)
+            err_console.print(f"{INTERRUPTED}; {_next_step()}", highlight=False, soft_wrap=True)
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except BrokenPipeError:  # output piped into a reader that closed early (`| head`): not an error
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing else may write to the closed pipe
@@ -100,7 +109,7 @@ class DloptGroup(TyperGroup):
             return self._internal_error(ctx, exc)
 
     def _internal_error(self, ctx: Any, exc: BaseException) -> Any:
-        from dlopt.cli.common import err_console
+        from dlopt.cli.console import err_console
 
         if _debug(ctx):
             raise exc
@@ -109,13 +118,24 @@ class DloptGroup(TyperGroup):
         raise typer.Exit(INTERNAL_ERROR_EXIT) from None
 
 
+def _next_step() -> str:
+    """The exact resume command when the interrupted command offered one (dlopt.cli.resume), else: rerun it."""
+    from dlopt.cli.resume import resume_line
+
+    try:
+        line = resume_line()
+    except OSError:  # the run directory went away meanwhile: nothing to resume
+        line = None
+    return f"resume with: {escape(line)}" if line else "rerun the command"
+
+
 def _debug(ctx: typer.Context) -> bool:
     return bool((ctx.obj or {}).get("debug"))
 
 
 def _level(level: int) -> Any:
     def set_level(ctx: typer.Context, param: Any, value: bool) -> bool:
-        from dlopt.cli.common import NORMAL, set_verbosity, verbosity
+        from dlopt.cli.console import NORMAL, set_verbosity, verbosity
 
         if value:
             if verbosity() not in (NORMAL, level):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,19 +10,11 @@ import typer
 from rich.table import Table
 
 from dlopt.bench.config import Device
-from dlopt.cli.common import (  # user model code a record may run (issue 21)
+from dlopt.cli.common import (
     QUIET,
     ExporterOpt,
-    InputShapeOpt,
-    InputSizeOpt,
     JsonOpt,
-    ModelCodeOpt,
-    OutOpt,
-    RunOpt,
-    SetOpt,
-    TinyOpt,
-    TrustCodeOpt,
-    WeightsOpt,  # --weights for a model built by name (issue 15)
+    TargetArgs,
     console,
     debug,
     err_console,
@@ -31,7 +24,6 @@ from dlopt.cli.common import (  # user model code a record may run (issue 21)
     fmt_speedup,
     note,
     old_spelling,
-    parse_shape,
     print_json,
     print_table,
     renamed,
@@ -39,23 +31,122 @@ from dlopt.cli.common import (  # user model code a record may run (issue 21)
     status,
     verbosity,
 )
+from dlopt.cli.groups import OUTPUT, grouped, stage_panel
 from dlopt.models.spec import Exporter
+
+BENCH, COMPARE = stage_panel("bench"), "Compare"
+
+
+def _backend_help() -> str:
+    """The backends this machine can run, and the others with why not (asked of the runtime records, which look
+    for installed modules and a GPU without importing anything)."""
+    from dlopt.runtime.formats import BY_BACKEND, why_unavailable_here
+
+    why = {name: why_unavailable_here(name) for name in BY_BACKEND}
+    here = [n for n, reason in why.items() if reason is None]
+    away = "; ".join(f"{n} ({reason})" for n, reason in why.items() if reason is not None)
+    return (f"Comma list of {', '.join(here)} (pt2: the run's .pt2 files), or all. Only these are measured (default: "
+            "eager, torchscript, compile, onnxruntime, openvino, pt2)." + (f" Unavailable here: {away}." if away else ""))
+
 
 TargetArg = Annotated[str | None, typer.Argument(
     help="Architecture name (new run), run directory, or artifact (.onnx/.ts/.pt2); default: the latest run.",
     show_default=False)]
-BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="Comma list of eager, torchscript, compile, onnxruntime, tensorrt, openvino, pt2 (the run's "
-                      ".pt2 files); or all. Only these are measured (default: eager, torchscript, compile, "
-                      "onnxruntime, openvino, pt2).")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", metavar="BACKEND,...", rich_help_panel=BENCH,
+                                                help=_backend_help())]
 BatchesOpt = Annotated[str | None, typer.Option("--batch-sizes", metavar="N,N,...", show_default=False,
-                                                help="Comma list of batch sizes (default 1,8).")]
-OldBatchOpt = Annotated[str | None, old_spelling("--batch-size")]  # the list option's name before issue 18
-SeqOpt = Annotated[str | None, typer.Option("--seq-len", help="Comma list of sequence lengths (sequence models).")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Threads for torch and ONNX Runtime "
-                                                                        "(default: torch's current setting).")]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run.")]
-PathOpt = Annotated[Path | None, typer.Option(dir_okay=False)]
+                                                rich_help_panel=BENCH, help="Comma list of batch sizes (default 1,8).")]
+OldBatchOpt = Annotated[str | None, old_spelling("--batch-size")]  # the list option's name before it was renamed
+SeqOpt = Annotated[str | None, typer.Option("--seq-len", metavar="N,N,...", rich_help_panel=BENCH,
+                                            help="Comma list of sequence lengths (sequence models).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, rich_help_panel=BENCH, help="Threads for torch "
+                                                "and ONNX Runtime (default: torch's current setting).")]
+DeviceOpt = Annotated[Device, typer.Option("--device", rich_help_panel=BENCH, help="Where to run.")]
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """What to measure and how long: the BenchConfig."""
+
+    backend: BackendOpt = None
+    batch_sizes: BatchesOpt = None
+    seq_len: SeqOpt = None
+    threads: ThreadsOpt = None
+    device: DeviceOpt = Device.CPU
+    budget_s: Annotated[float | None, typer.Option(
+        "--budget-s", min=0.01, show_default=False, rich_help_panel=BENCH,
+        help="Timing budget in seconds per input shape, shared by all variants (default 10). Warm-up is outside "
+             "it, and each variant still makes at least 10 timed calls (a note says when that overran it).")] = None
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", min=1, show_default=False, rich_help_panel=BENCH,
+        help="Instead of the budget: exactly N timed calls per variant (no convergence stop).")] = None
+    warmup: Annotated[int | None, typer.Option("--warmup", min=0, show_default=False, rich_help_panel=BENCH,
+                                               help="Untimed calls after the first, per variant (default 3).")] = None
+    percentiles: Annotated[str | None, typer.Option(
+        "--percentiles", metavar="Q,Q,...", show_default=False, rich_help_panel=BENCH,
+        help="Latency percentiles to report, e.g. 50,90,99,99.9 (default 50,90,99).")] = None
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", metavar="FILE.npz", show_default=False, rich_help_panel=BENCH,
+        help="Time on your own inputs: an .npz with one array per model input (named, or arr_0, arr_1...), "
+             "samples first; batch B uses the first B samples.")] = None
+    exporter: ExporterOpt = Exporter.DYNAMO
+    old_batch_size: OldBatchOpt = None
+
+    def check(self) -> None:
+        """Contradictions and a missing --inputs file, before a run is made."""
+        from dlopt.core.errors import ConfigError
+        from dlopt.data.inputs_file import precheck
+
+        if self.iterations is not None and self.budget_s is not None:
+            raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
+        precheck(self.inputs)
+
+    def config(self) -> Any:
+        from dlopt.bench.config import BenchConfig, parse_backends, parse_percentiles
+        from dlopt.models.options import parse_int_list
+
+        timing = {k: v for k, v in (("budget_s", self.budget_s), ("warmup_calls", self.warmup)) if v is not None}
+        batches = renamed(self.batch_sizes, self.old_batch_size, "--batch-sizes", "--batch-size", " for lists")
+        flag = "--batch-size" if self.old_batch_size is not None else "--batch-sizes"  # errors name the spelling used
+        sizes = parse_int_list("1,8" if batches is None else batches, flag) or (1,)
+        return BenchConfig(backends=parse_backends(self.backend), batch_sizes=sizes,
+                           seq_lens=parse_int_list(self.seq_len, "--seq-len"), threads=self.threads,
+                           device=self.device, iterations=self.iterations,
+                           percentiles=parse_percentiles(self.percentiles), onnx_exporter=self.exporter.value,
+                           inputs=str(self.inputs) if self.inputs else "", **timing)
+
+
+@dataclass(frozen=True)
+class BenchFiles:
+    """Files beside the table: CSV, a chart, and an earlier bench.json to compare with."""
+
+    csv_path: Annotated[Path | None, typer.Option("--csv", dir_okay=False, rich_help_panel=OUTPUT,
+                                                  help="Also write the rows as CSV.")] = None
+    plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False, rich_help_panel=OUTPUT,
+                                              help="Also write a PNG chart.")] = None
+    compare_to: Annotated[Path | None, typer.Option("--compare", dir_okay=False, rich_help_panel=COMPARE,
+                                                    help="An earlier bench.json to show deltas against.")] = None
+    fail_pct: Annotated[float | None, typer.Option("--fail-on-regression", min=0, metavar="PCT",
+                                                   rich_help_panel=COMPARE,
+                                                   help="With --compare: exit 1 if a row is slower by more than "
+                                                        "PCT% and by more than the measured noise.")] = None
+
+    def check(self) -> None:
+        from dlopt.bench.config import check_path_parent
+        from dlopt.core.errors import ConfigError
+
+        if self.fail_pct is not None and self.compare_to is None:
+            raise ConfigError("--fail-on-regression needs --compare OLD.json to compare against")
+        for flag, p in (("--csv", self.csv_path), ("--plot", self.plot)):
+            check_path_parent(p, flag)
+
+    def write(self, result: dict[str, Any]) -> None:
+        from dlopt.bench.report import write_csv, write_plot
+
+        if self.csv_path:
+            write_csv(result, self.csv_path)
+        if self.plot:
+            write_plot(result, self.plot)
 
 
 def _pcts(result: dict[str, Any]) -> list[str]:
@@ -131,97 +222,39 @@ def _render_compare(deltas: list[Any], old_path: Path) -> None:
     print_table(table, keep=("variant", "batch", "old ms", "new ms", "delta %", "verdict"), wrap=("variant",))
 
 
-def bench_cmd(
-    target: TargetArg = None,
-    backend: BackendOpt = None,
-    batch_sizes: BatchesOpt = None,
-    seq_len: SeqOpt = None,
-    threads: ThreadsOpt = None,
-    device: DeviceOpt = Device.CPU,
-    budget_s: Annotated[float | None, typer.Option(
-        "--budget-s", min=0.01, show_default=False,
-        help="Timing budget in seconds per input shape, shared by all variants (default 10). Warm-up is outside "
-             "it, and each variant still makes at least 10 timed calls (a note says when that overran it).")] = None,
-    iterations: Annotated[int | None, typer.Option(
-        "--iterations", min=1, show_default=False,
-        help="Instead of the budget: exactly N timed calls per variant (no convergence stop).")] = None,
-    warmup: Annotated[int | None, typer.Option("--warmup", min=0, show_default=False,
-                                               help="Untimed calls after the first, per variant (default 3).")] = None,
-    percentiles: Annotated[str | None, typer.Option(
-        "--percentiles", metavar="Q,Q,...", show_default=False,
-        help="Latency percentiles to report, e.g. 50,90,99,99.9 (default 50,90,99).")] = None,
-    exporter: ExporterOpt = Exporter.DYNAMO,
-    csv_path: Annotated[Path | None, typer.Option("--csv", dir_okay=False, help="Also write the rows as CSV.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", dir_okay=False, help="Also write a PNG chart.")] = None,
-    compare_to: Annotated[Path | None, typer.Option("--compare", dir_okay=False,
-                                                    help="An earlier bench.json to show deltas against.")] = None,
-    fail_pct: Annotated[float | None, typer.Option("--fail-on-regression", min=0, metavar="PCT",
-                                                   help="With --compare: exit 1 if a row is slower by more than "
-                                                        "PCT% and by more than the measured noise.")] = None,
-    sets: SetOpt = None,
-    input_size: InputSizeOpt = None,
-    input_shape: InputShapeOpt = None,
-    tiny: TinyOpt = False,
-    out: OutOpt = Path("artifacts"),
-    run: RunOpt = None,
-    trust_code: TrustCodeOpt = False,
-    model_code: ModelCodeOpt = None,
-    weights: WeightsOpt = None,
-    as_json: JsonOpt = False,
-    old_batch_size: OldBatchOpt = None,
-    inputs: Annotated[Path | None, typer.Option(
-        "--inputs", metavar="FILE.npz", show_default=False,
-        help="Time on your own inputs: an .npz with one array per model input (named, or arr_0, arr_1...), "
-             "samples first; batch B uses the first B samples.")] = None,
-) -> None:
+@grouped
+def bench_cmd(target: TargetArg = None, *, args: BenchArgs, model: TargetArgs, files: BenchFiles,
+              as_json: JsonOpt = False) -> None:
     """Benchmark latency across backends and batch sizes, interleaved, with percentiles and the roofline."""
     from dlopt.bench.compare import check_regressions, compare
-    from dlopt.bench.config import BenchConfig, check_path_parent, parse_backends, parse_percentiles
-    from dlopt.bench.report import load_result, write_csv, write_plot
+    from dlopt.bench.report import load_result
     from dlopt.bench.runner import bench, check_measurable
     from dlopt.bench.variants import open_source
-    from dlopt.contract.target import TargetOptions
-    from dlopt.core.errors import ConfigError
-    from dlopt.models.options import parse_int_list, parse_sets
 
-    if fail_pct is not None and compare_to is None:
-        raise ConfigError("--fail-on-regression needs --compare OLD.json to compare against")
-    for flag, p in (("--csv", csv_path), ("--plot", plot)):
-        check_path_parent(p, flag)
-    if iterations is not None and budget_s is not None:
-        raise ConfigError("--iterations fixes the number of calls and --budget-s the time: give one of them")
-    from dlopt.data.inputs_file import precheck
-
-    precheck(inputs)  # a missing file fails before a run is made
-    old = load_result(compare_to) if compare_to else None
-    timing = {k: v for k, v in (("budget_s", budget_s), ("warmup_calls", warmup)) if v is not None}
-    batches = renamed(batch_sizes, old_batch_size, "--batch-sizes", "--batch-size", " for lists")
-    flag = "--batch-size" if old_batch_size is not None else "--batch-sizes"  # errors name the spelling used
-    sizes = parse_int_list("1,8" if batches is None else batches, flag) or (1,)
-    cfg = BenchConfig(backends=parse_backends(backend), batch_sizes=sizes,
-                      seq_lens=parse_int_list(seq_len, "--seq-len"), threads=threads, device=device,
-                      iterations=iterations, percentiles=parse_percentiles(percentiles), onnx_exporter=exporter.value,
-                      inputs=str(inputs) if inputs else "", **timing)
+    files.check()
+    args.check()
+    old = load_result(files.compare_to) if files.compare_to else None
+    cfg = args.config()
     debug(f"bench config: {cfg}")
-    opts = TargetOptions(name=target, run=run, root=out, sets=parse_sets(sets) or None, input_size=input_size,
-                         input_shape=parse_shape(input_shape), tiny=tiny, weights=weights)
+    opts = model.options(target)
     with status("benchmarking", silent=as_json) as spinner:
         check_measurable(cfg)  # a bench that would measure nothing makes no run
         outcome = bench(open_source(opts), cfg, progress=lambda msg: spinner.update(msg))
     deltas = compare(outcome.result, old) if old else []
-    if csv_path:
-        write_csv(outcome.result, csv_path)
-    if plot:
-        write_plot(outcome.result, plot)
+    files.write(outcome.result)
     if as_json:
         print_json({**outcome.result, "run": str(outcome.path.parent), "path": str(outcome.path),  # file says "."
                     **({"compare": [d.to_dict() for d in deltas]} if old else {})})
     else:
         _render(outcome.result, outcome.path)
+        from dlopt.core.assumptions import assumptions  # what the timings rest on: weights, input size, classes
+
+        if said := assumptions(outcome.path.parent):
+            note(f"[dim]assumed: {said}[/dim]", highlight=False)
         if old:
-            _render_compare(deltas, compare_to)
-    if fail_pct is not None:
-        check_regressions(deltas, fail_pct)
+            _render_compare(deltas, files.compare_to)
+    if files.fail_pct is not None:
+        check_regressions(deltas, files.fail_pct)
 
 
 def register(app: typer.Typer) -> None:

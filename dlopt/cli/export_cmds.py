@@ -2,60 +2,56 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (  # user model code a record may run (issue 21)
-    BatchOpt,
+from dlopt.cli.common import (
     CheckpointOpt,
-    ExporterOpt,
-    ForceOpt,
-    InputShapeOpt,
-    InputSizeOpt,
     JsonOpt,
     ModelCodeOpt,
     NameArg,
     OutOpt,
-    OutputOpt,
+    OutputArgs,
     RunOpt,
-    SetOpt,
-    TinyOpt,
+    TargetArgs,
     TrustCodeOpt,
-    WeightsOpt,
-    console,
     debug,
     err_console,
     note,
-    parse_shape,
     print_json,
     print_table,
     status,
 )
+from dlopt.cli.groups import TARGET, grouped, stage_panel
 from dlopt.core.errors import CheckFailedError, UsageError
+from dlopt.core.layout import DEFAULT_ROOT
 from dlopt.models.options import parse_int_list
 from dlopt.models.spec import Exporter, ExportFormat
 from dlopt.runtime.formats import FORMAT_SUFFIX
 
 FORMAT_ALIASES = {"ts": "torchscript", "jit": "torchscript", "torch.export": "pt2", "export": "pt2"}
+EXPORT, VERIFY = stage_panel("export"), "Verification"
 
-
-TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load pickle-based files (.ts, .pt2) that no dlopt "
-                                                                "run manifest records. Only for files you trust.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", rich_help_panel=TARGET, help="Load pickle-based files "
+                                        "(.ts, .pt2) that no dlopt run manifest records. Only for files you trust.")]
 AtolOpt = Annotated[float | None, typer.Option(
-    "--atol", min=0.0, help="Absolute tolerance: pass when |out - ref| <= atol + rtol*|ref| everywhere "
-                            "(default: the architecture's, 1e-5 for most).", show_default=False)]
+    "--atol", min=0.0, rich_help_panel=VERIFY, show_default=False,
+    help="Absolute tolerance: pass when |out - ref| <= atol + rtol*|ref| everywhere (default: the architecture's, "
+         "1e-5 for most).")]
 RtolOpt = Annotated[float | None, typer.Option(
-    "--rtol", min=0.0, help="Relative tolerance (see --atol) (default: the architecture's, 1e-4 for most).",
-    show_default=False)]
+    "--rtol", min=0.0, rich_help_panel=VERIFY, show_default=False,
+    help="Relative tolerance (see --atol) (default: the architecture's, 1e-4 for most).")]
 InputsOpt = Annotated[Path | None, typer.Option(
-    "--inputs", metavar="FILE.npz", show_default=False,
+    "--inputs", metavar="FILE.npz", show_default=False, rich_help_panel=VERIFY,
     help="Verify on your own inputs: an .npz with one array per model input, named after it or positional "
          "(arr_0, arr_1...), samples first (numpy.savez). Never unpickled.")]
-TimeLimitOpt = Annotated[float, typer.Option("--time-limit-s", min=0.001, help="Stop verifying an artifact whose runs "
-                                             "take longer than this many seconds in all (exit 1).")]
+TimeLimitOpt = Annotated[float, typer.Option("--time-limit-s", min=0.001, rich_help_panel=VERIFY, help="Stop "
+                                             "verifying an artifact whose runs take longer than this many seconds in "
+                                             "all (exit 1).")]
 
 
 def parse_formats(text: str) -> tuple[tuple[ExportFormat, ...], bool]:
@@ -83,67 +79,71 @@ def _format_for_file(output: Path, fmts: tuple[ExportFormat, ...], explicit: boo
     return fmts, explicit
 
 
-def export_cmd(
-    name: NameArg = None,
-    checkpoint: CheckpointOpt = None,
-    run: RunOpt = None,
-    formats: Annotated[str, typer.Option("--format", help="onnx, torchscript, pt2, openvino, comma-separated, or all "
-                                                         "(default: onnx, torchscript, pt2).")] = "",
-    exporter: ExporterOpt = Exporter.DYNAMO,
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None,
-    out: OutOpt = Path("artifacts"),
-    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip verification after export.")] = False,
-    batch_size: BatchOpt = 2,
-    sets: SetOpt = None,
-    input_size: InputSizeOpt = None,
-    input_shape: InputShapeOpt = None,
-    tiny: TinyOpt = False,
-    trust_pickle: TrustOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_code: ModelCodeOpt = None,
-    atol: AtolOpt = None,
-    rtol: RtolOpt = None,
-    weights: WeightsOpt = None,
-    output: OutputOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-    time_limit_s: TimeLimitOpt = 300.0,
-    inputs: InputsOpt = None,
-) -> None:
+@dataclass(frozen=True)
+class ExportArgs:
+    """`dlopt export`'s own options, and the ExportConfig they make."""
+
+    formats: Annotated[str, typer.Option(
+        "--format", metavar="FORMAT,...", rich_help_panel=EXPORT,
+        help="onnx, torchscript, pt2, openvino, comma-separated, or all (default: onnx, torchscript, pt2).")] = ""
+    exporter: Annotated[Exporter, typer.Option("--exporter", rich_help_panel=EXPORT, help="ONNX exporter: dynamo "
+                                               "(torch.export based) or legacy (TorchScript based, faster to export); "
+                                               "also used by quantize and bench when they export.")] = Exporter.DYNAMO
+    opset: Annotated[int | None, typer.Option("--opset", rich_help_panel=EXPORT,
+                                              help="ONNX opset (dynamo 18..23, legacy 7..20).")] = None
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=EXPORT,
+                                            help="Batch size of the example input.")] = 2
+    no_verify: Annotated[bool, typer.Option("--no-verify", rich_help_panel=VERIFY,
+                                            help="Skip verification after export.")] = False
+    atol: AtolOpt = None
+    rtol: RtolOpt = None
+    time_limit_s: TimeLimitOpt = 300.0
+    inputs: InputsOpt = None
+    trust_pickle: TrustOpt = False
+
+    def check(self) -> None:
+        from dlopt.data.inputs_file import precheck
+
+        if self.inputs is not None and self.no_verify:
+            raise UsageError("--inputs is what verification runs on; drop --no-verify, or drop --inputs")
+        precheck(self.inputs)  # a missing file fails before a run is made
+
+    def config(self, outputs: OutputArgs) -> tuple[Any, Any]:
+        """The ExportConfig, and the -o plan (a file named there picks its one format)."""
+        from dlopt.export import ExportConfig
+
+        fmts, explicit = parse_formats(self.formats)
+        dest = outputs.plan(tuple(FORMAT_SUFFIX.values()))
+        if dest is not None and not dest.is_dir:
+            fmts, explicit = _format_for_file(outputs.output, fmts, explicit)
+        return ExportConfig(formats=fmts, exporter=str(self.exporter), opset=self.opset, batch_size=self.batch_size,
+                            verify=not self.no_verify, strict_formats=explicit, atol=self.atol, rtol=self.rtol,
+                            verify_time_limit_s=self.time_limit_s), dest
+
+
+@grouped
+def export_cmd(name: NameArg = None, *, args: ExportArgs, model: TargetArgs, outputs: OutputArgs) -> None:
     """Export to ONNX, TorchScript and torch.export (.pt2) in the run directory, then verify every artifact."""
-    from dlopt.contract.deliver import deliver, plan_output
-    from dlopt.contract.target import TargetOptions, resolve_target
-    from dlopt.export import ExportConfig
+    from dlopt.contract.deliver import deliver
+    from dlopt.contract.target import resolve_target
     from dlopt.export.stage import export_check, run_export
-    from dlopt.models.options import parse_sets
 
-    if inputs is not None and no_verify:
-        raise UsageError("--inputs is what verification runs on; drop --no-verify, or drop --inputs")
-    from dlopt.data.inputs_file import precheck
-
-    precheck(inputs)  # a missing file fails before a run is made
-    fmts, explicit = parse_formats(formats)
-    dest = plan_output(output, force, tuple(FORMAT_SUFFIX.values()))
-    if dest is not None and not dest.is_dir:
-        fmts, explicit = _format_for_file(output, fmts, explicit)
-    config = ExportConfig(formats=fmts, exporter=str(exporter), opset=opset, batch_size=batch_size,
-                          verify=not no_verify, strict_formats=explicit, atol=atol, rtol=rtol,
-                          verify_time_limit_s=time_limit_s)
+    args.check()
+    config, dest = args.config(outputs)
     debug(f"export config: {config}")
-    target_opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                                input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny,
-                                trust_pickle=trust_pickle, weights=weights)
+    target_opts = model.options(name, trust_pickle=args.trust_pickle)
     with status("exporting…") as spinner:
         resolved = resolve_target(target_opts, export_check(config))  # bad options: no run directory is made
-        outcome = run_export(resolved, config, on_step=lambda msg: spinner.update(msg + "…"), inputs=inputs)
+        outcome = run_export(resolved, config, on_step=lambda msg: spinner.update(msg + "…"), inputs=args.inputs)
     target, result, report = outcome.target, outcome.result, outcome.report
     good = [p for fmt, p in result.artifacts.items() if getattr(result.verification.get(fmt), "passed", True)]
     copies = deliver(dest, good, target.run.path, "export") if good else []  # a failed file stays in the run only
-    if as_json:
+    if outputs.as_json:
         print_json({"arch": target.spec.name, "run": str(target.run.path), "report": str(report) if report else None,
                     **result.to_dict(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render_export(target, result)
+        _assumed(target.run.path)
         for p in copies:
             note(f"[dim]wrote {p}[/dim]", highlight=False)
     _raise_on_failure(result.failures, result.verification, report)
@@ -170,6 +170,13 @@ def _render_export(target: Any, result: Any) -> None:
         note(f"[dim]note: {line}[/dim]")
 
 
+def _assumed(run_dir: Path) -> None:
+    from dlopt.core.assumptions import assumptions  # what the numbers rest on: weights, input size, classes
+
+    if said := assumptions(run_dir):
+        note(f"[dim]assumed: {said}[/dim]", highlight=False)
+
+
 def _render_outputs(reports: dict[str, Any]) -> None:
     """With several outputs (a tuple or dict), each one's worst error and verdict, per format."""
     rows = [(fmt, name, row) for fmt, r in reports.items() for name, row in r.per_output().items()]
@@ -190,8 +197,9 @@ def _num(x: float | None) -> str:
 
 def _verdict(rep: Any) -> str:
     """pass, FAIL, or FAIL (degenerate): the reference is too small or constant for the tolerance to mean anything."""
-    if rep.passed:
-        return "[green]pass[/green]"
+    if rep.passed:  # a reference within atol: judged against its own scale (dlopt.verify.criteria), and said
+        return "[green]pass[/green]" + (" (judged relative to the output's scale)" if getattr(rep, "relative", None)
+                                        else "")
     return "[red]FAIL (degenerate)[/red]" if rep.degenerate else "[red]FAIL[/red]"
 
 
@@ -215,21 +223,26 @@ def verify_cmd(
         help="An artifact (.onnx, .ts, .pt2) or a run directory (default: the latest run).", show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
     batch_sizes: Annotated[str | None, typer.Option(
-        "--batch-sizes", help="Batch sizes, e.g. 1,2,3 (default: the export batch, 1 and an odd one).")] = None,
+        "--batch-sizes", metavar="N,N,...", rich_help_panel=VERIFY,
+        help="Batch sizes, e.g. 1,2,3 (default: the export batch, 1 and an odd one).")] = None,
     trust_pickle: TrustOpt = False,
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
     atol: AtolOpt = None,
     rtol: RtolOpt = None,
     weights: Annotated[str | None, typer.Option(
-        "--weights", metavar="DEFAULT|NAME|PATH", show_default=False,
+        "--weights", metavar="DEFAULT|NAME|PATH", show_default=False, rich_help_panel=TARGET,
         help="Reference = the architecture an .onnx written by dlopt records, with these weights (torchvision "
              "weights from the local hub cache, or a state dict file), instead of --checkpoint.")] = None,
     as_json: JsonOpt = False,
-    out: OutOpt = Path("artifacts"),
+    out: OutOpt = DEFAULT_ROOT,
     run: RunOpt = None,
     time_limit_s: TimeLimitOpt = 300.0,
     inputs: InputsOpt = None,
+    reference: Annotated[Path | None, typer.Option(
+        "--reference", metavar="REF.onnx", show_default=False, rich_help_panel=VERIFY,
+        help="Compare with this ONNX file instead of a model: both run on the same inputs (REF's graph inputs, or "
+             "--inputs), each output judged as an export is.")] = None,
 ) -> None:
     """Compare artifacts with the eager model at several batch sizes (and sequence lengths); exit 1 on any failure."""
     from dlopt.data.inputs_file import precheck
@@ -244,7 +257,7 @@ def verify_cmd(
 
         path = resolve_run(out, run).path
     with status(f"verifying {path}…"):
-        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights, inputs))
+        outcome = verify_path(VerifyOptions(path, checkpoint, trust_pickle, config, weights, inputs, reference))
     if as_json:
         print_json({"arch": outcome.arch, "passed": outcome.passed, "report": str(outcome.report_path),
                     "artifacts": {k: r.to_dict() for k, r in outcome.reports.items()}})

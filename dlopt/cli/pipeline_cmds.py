@@ -27,15 +27,17 @@ from dlopt.cli.common import (
     print_table,
     verbosity,
 )
+from dlopt.cli.groups import grouped, stage_panel
+from dlopt.contract.stage import stage_names  # the stage table's names, without importing a stage
 from dlopt.core.errors import CheckFailedError, UsageError
 from dlopt.core.layout import DEFAULT_ROOT
 
 
 def config_comments() -> dict[str, str]:
     """--print-config's comment above each section, from the stage table."""
-    from dlopt.pipeline.stages import TABLE
+    from dlopt.pipeline.stages import table
 
-    return {s.name: s.comment for s in TABLE if s.comment}
+    return {s.name: s.comment for s in table() if s.comment}
 
 
 def _effective(name: str | None, config: Path | None, resume: Path | None, flags: dict[str, Any]) -> Any:
@@ -97,28 +99,39 @@ def _flags(stages: str | None, sets: list[str] | None, tiny: bool, input_size: i
 
 def _printable(cfg: Any) -> dict[str, Any]:
     from dlopt.pipeline.config import library_fields
-    from dlopt.pipeline.stages import TABLE
+    from dlopt.pipeline.stages import table
 
     data = cfg.to_json()
-    for section in (s.name for s in TABLE if s.library and s.name in data):  # every option of the command
+    for section in (s.name for s in table() if s.library and s.name in data):  # every option of the command
         data[section] = {k: (str(v) if hasattr(v, "value") else v)
                          for k, v in {**library_fields(section), **data[section]}.items()}
     return data
 
 
+PIPELINE = stage_panel("pipeline")
+
+
+@grouped
 def pipeline_cmd(
     name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME or "
                                                     "file.py:fn; omit with --resume.", show_default=False,
                                                callback=_name_trust)] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline.toml (see --print-config).")] = None,
-    stages: Annotated[str | None, typer.Option("--stages", help="Comma list of train,prune,quantize,export,verify,bench "
+    config: Annotated[Path | None, typer.Option("--config", rich_help_panel=PIPELINE,
+                                                help="pipeline.toml (see --print-config).")] = None,
+    stages: Annotated[str | None, typer.Option("--stages", metavar="STAGE,...", rich_help_panel=PIPELINE,
+                                               help=f"Comma list of {','.join(stage_names())} "
                                                "(default: all).")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", rich_help_panel=PIPELINE,
+                                                help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", rich_help_panel=PIPELINE,
+                                               help="Print the effective config as TOML and exit.")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", rich_help_panel=PIPELINE,
+                                               help="Training epochs (config key train.epochs).")] = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", rich_help_panel=PIPELINE,
+                                                help="Share of channels removed, in (0, 1) (config key prune.ratio).")] = None,
+    budget_s: Annotated[float | None, typer.Option("--budget-s", rich_help_panel=PIPELINE, help="Timing budget per "
+                                                   "batch size (config key bench.budget_s).")] = None,
     out: OutOpt = DEFAULT_ROOT,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the effective config as TOML and exit.")] = False,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (config key train.epochs).")] = None,
-    ratio: Annotated[float | None, typer.Option("--ratio", help="Share of channels removed, in (0, 1) (config key prune.ratio).")] = None,
-    budget_s: Annotated[float | None, typer.Option("--budget-s", help="Timing budget per batch size (config key bench.budget_s).")] = None,
     sets: SetOpt = None,
     tiny: TinyOpt = False,
     input_size: InputSizeOpt = None,
@@ -126,12 +139,20 @@ def pipeline_cmd(
     trust_code: TrustCodeOpt = False,
     model_code: ModelCodeOpt = None,
     as_json: JsonOpt = False,
+    inputs: Annotated[Path | None, typer.Option(
+        "--inputs", metavar="FILE.npz", show_default=False, rich_help_panel=PIPELINE,
+        help="Your own samples (.npz, one array per model input): verification, int8 calibration and the bench "
+             "use them, and without a task metric the ship pick is judged by agreement with fp32 on them.")] = None,
 ) -> None:
     """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
+    from dlopt.cli.resume import offer_resume
     from dlopt.pipeline.toml import dumps
 
-    cfg = _effective(name, config, resume, _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s,
-                                                          input_shape))
+    from dlopt.data.inputs_file import precheck
+
+    precheck(inputs)  # a missing file fails before a run is made
+    flags = _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s, input_shape)
+    cfg = _effective(name, config, resume, {**flags, **({"inputs": str(inputs.resolve())} if inputs else {})})
     if print_config:
         typer.echo(dumps(_printable(cfg), config_comments()), nl=False)
         return
@@ -139,6 +160,7 @@ def pipeline_cmd(
 
     quiet = as_json or verbosity() == QUIET
     say = (lambda _m: None) if quiet else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
+    offer_resume("pipeline", resume, out)  # Ctrl-C from here on prints `dlopt pipeline --resume RUN_DIR ...`
     outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not quiet)
     if as_json:
         print_json(outcome.to_json())
@@ -172,6 +194,7 @@ def _render(outcome: Any) -> None:
             console.print(f"ship: [bold]{ship['label']}[/bold] ({ship['rule']})")
 
 
+@grouped
 def report_cmd(
     run: Annotated[Path | None, typer.Argument(help="Run directory (default: the latest run under --out).",
                                                show_default=False)] = None,

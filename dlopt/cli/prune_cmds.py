@@ -2,118 +2,122 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (  # user model code a record may run (issue 21)  # -o/--output (issue 19)
-    CheckpointOpt,
-    ForceOpt,
-    InputShapeOpt,
-    InputSizeOpt,
-    JsonOpt,
-    ModelCodeOpt,
+from dlopt.cli.common import (
     NameArg,
-    OutOpt,
-    OutputOpt,
-    RunOpt,
-    SetOpt,
-    TinyOpt,
-    TrustCodeOpt,
-    WeightsOpt,  # --weights for a model built by name (issue 15)
+    OutputArgs,
+    StageNameOpt,
+    TargetArgs,
     console,
     fmt_bytes,
     fmt_ms,
     human,
     note,
-    parse_shape,
     print_json,
     status,
 )
+from dlopt.cli.groups import ADVANCED, choices, grouped, stage_panel
+from dlopt.prune.config import Importance, PruneConfig, PruneMethod
+
+PRUNE = stage_panel("prune")
+SPEED = "Speed target"
+TARGET_RUNTIMES = ("onnxruntime", "eager")  # PruneConfig checks it; --target-runtime shows them
 
 
-def prune_cmd(
-    name: NameArg = None,
-    ratio: Annotated[float, typer.Option("--ratio", help="Share of output channels / neurons / heads removed from each "
-                                                         "prunable layer (structured), or of all weights zeroed "
-                                                         "(unstructured); between 0 and 1.")] = 0.3,
-    method: Annotated[str, typer.Option("--method", help="structured (smaller, faster) or unstructured (sparse).")] = (
-        "structured"),
-    importance: Annotated[str, typer.Option("--importance", help="l1, l2, taylor or bn-scale.")] = "l1",
-    iterative_steps: Annotated[int, typer.Option("--iterative-steps", help="Prune in K steps (fine-tuning spread "
-                                                                           "over them).")] = 1,
+@dataclass(frozen=True)
+class PruneArgs:
+    """`dlopt prune`'s own options, and the PruneConfig they make."""
+
+    ratio: Annotated[float, typer.Option(
+        "--ratio", rich_help_panel=PRUNE, help="Share of output channels / neurons / heads removed from each prunable "
+        "layer (structured), or of all weights zeroed (unstructured); between 0 and 1.")] = 0.3
+    method: Annotated[str, typer.Option("--method", metavar=choices(PruneMethod), rich_help_panel=PRUNE,
+                                        help="structured (smaller, faster) or unstructured (sparse).")] = "structured"
+    importance: Annotated[str, typer.Option("--importance", metavar=choices(Importance), rich_help_panel=PRUNE,
+                                            help="How channels are ranked.")] = "l1"
+    iterative_steps: Annotated[int, typer.Option("--iterative-steps", rich_help_panel=PRUNE,
+                                                 help="Prune in K steps (fine-tuning spread over them).")] = 1
     finetune_epochs: Annotated[int | None, typer.Option(
-        "--finetune-epochs", help="Epochs of the training loop on the run's data after pruning; default 3 where the "
-                                  "run was trained on data, else none (the report says so); 0 skips it.",
-        show_default=False)] = None,
-    finetune_lr: Annotated[float | None, typer.Option("--finetune-lr", help="Default: half the training LR.",
-                                                      show_default=False)] = None,
-    global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across all layers together.")] = False,
+        "--finetune-epochs", rich_help_panel=PRUNE, show_default=False,
+        help="Epochs of the training loop on the run's data after pruning; default 3 where the run was trained on "
+             "data, else none (the report says so); 0 skips it.")] = None
+    finetune_lr: Annotated[float | None, typer.Option("--finetune-lr", rich_help_panel=PRUNE, show_default=False,
+                                                      help="Default: half the training LR.")] = None
+    distill: Annotated[bool, typer.Option("--distill/--no-distill", rich_help_panel=PRUNE,
+                                          help="Classifiers fine-tune against the unpruned model's softened logits "
+                                               "too (KL at T=4 plus the task loss).")] = True
+    global_pruning: Annotated[bool, typer.Option("--global", rich_help_panel=PRUNE,
+                                                 help="Rank channels across all layers together.")] = False
     round_to: Annotated[int | None, typer.Option(
-        "--round-to", help="Default: layers keeping 16+ channels keep a multiple of 8 within 10 points of the "
-                           "ratio, the fastest on --target-runtime by a measured per-layer table (cached per "
-                           "machine), narrower ones the exact ratio. 1: the exact ratio everywhere; N: round "
-                           "down to multiples of N.", show_default=False)] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="The exact ratio in every layer (same as --round-to 1).")] = (
-        False),
+        "--round-to", rich_help_panel=PRUNE, show_default=False,
+        help="Default: layers keeping 16+ channels keep a multiple of 8 within 10 points of the ratio, the fastest "
+             "on --target-runtime by a measured per-layer table (cached per machine), narrower ones the exact "
+             "ratio. 1: the exact ratio everywhere; N: round down to multiples of N.")] = None
+    exact: Annotated[bool, typer.Option("--exact", rich_help_panel=PRUNE,
+                                        help="The exact ratio in every layer (same as --round-to 1).")] = False
+    bench: Annotated[bool, typer.Option("--bench", rich_help_panel=PRUNE, help="Measure latency before/after (eager "
+                                        "and ONNX Runtime, batch 1 and 8, one thread).")] = False
     target_speedup: Annotated[float | None, typer.Option(
-        "--target-speedup", help="Prune in steps (fine-tuning between) until the model runs this many times faster "
-                                 "on --target-runtime at --target-batch, or --max-drop would be broken; --ratio is "
-                                 "then not used.", show_default=False)] = None,
-    target_runtime: Annotated[str, typer.Option("--target-runtime", help="onnxruntime or eager (one thread).")] = (
-        "onnxruntime"),
-    target_batch: Annotated[int, typer.Option("--target-batch", help="Batch size the speed-up is measured at.")] = 8,
-    max_drop: Annotated[float, typer.Option("--max-drop", help="--target-speedup's budget: metric points lost "
-                                                               "(percent for lower-is-better metrics).")] = 1.0,
-    bench: Annotated[bool, typer.Option("--bench", help="Measure latency before/after (eager and ONNX Runtime, "
-                                                        "batch 1 and 8, one thread).")] = False,
-    stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "pruned",
-    limit: Annotated[int | None, typer.Option("--limit", help="Cap on samples per split (quick runs).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    checkpoint: CheckpointOpt = None,
-    out: OutOpt = Path("artifacts"),
-    run: RunOpt = None,
-    sets: SetOpt = None,
-    input_size: InputSizeOpt = None,
-    input_shape: InputShapeOpt = None,
-    tiny: TinyOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_code: ModelCodeOpt = None,
-    weights: WeightsOpt = None,
-    output: OutputOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
-    from dlopt.contract.deliver import deliver, plan_output
-    from dlopt.contract.target import TargetOptions, resolve_target
-    from dlopt.core.errors import ConfigError
-    from dlopt.models.options import parse_sets
-    from dlopt.prune import PruneConfig
+        "--target-speedup", rich_help_panel=SPEED, show_default=False,
+        help="Prune in steps (fine-tuning between) until the model runs this many times faster on --target-runtime "
+             "at --target-batch, or --max-drop would be broken; --ratio is then not used.")] = None
+    target_runtime: Annotated[str, typer.Option("--target-runtime", metavar=choices(TARGET_RUNTIMES),
+                                                rich_help_panel=SPEED,
+                                                help="Where the speed-up is measured (one thread).")] = "onnxruntime"
+    target_batch: Annotated[int, typer.Option("--target-batch", rich_help_panel=SPEED,
+                                              help="Batch size the speed-up is measured at.")] = 8
+    max_drop: Annotated[float, typer.Option("--max-drop", rich_help_panel=SPEED, help="--target-speedup's budget: "
+                                            "metric points lost (percent for lower-is-better metrics).")] = 1.0
+    stage_name: StageNameOpt = "pruned"
+    limit: Annotated[int | None, typer.Option("--limit", rich_help_panel=ADVANCED,
+                                              help="Cap on samples per split (quick runs).")] = None
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=ADVANCED, help="Seed for ranking data and "
+                                      "fine-tuning.")] = 0
 
-    if exact and round_to not in (None, 1):
-        raise ConfigError(f"--exact keeps the exact ratio and --round-to {round_to} rounds it: pass one of them")
-    dest = plan_output(output, force, (".json", ".safetensors"))  # a checkpoint: record + weights, one stem
-    cfg = PruneConfig(ratio=ratio, method=method, importance=importance, iterative_steps=iterative_steps,
-                      finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, global_pruning=global_pruning,
-                      round_to=1 if exact else round_to, seed=seed, name=stage_name, bench=bench, data_limit=limit,
-                      target_speedup=target_speedup, target_runtime=target_runtime, target_batch=target_batch,
-                      max_drop=max_drop)
-    opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, seed=seed,
-                         weights=weights)
+    def check(self) -> None:
+        from dlopt.core.errors import ConfigError
+
+        if self.exact and self.round_to not in (None, 1):
+            raise ConfigError(f"--exact keeps the exact ratio and --round-to {self.round_to} rounds it: pass one of them")
+
+    def config(self) -> PruneConfig:
+        return PruneConfig(ratio=self.ratio, method=self.method, importance=self.importance,
+                           iterative_steps=self.iterative_steps, finetune_epochs=self.finetune_epochs,
+                           finetune_lr=self.finetune_lr, distill=self.distill, global_pruning=self.global_pruning,
+                           round_to=1 if self.exact else self.round_to, seed=self.seed, name=self.stage_name,
+                           bench=self.bench, data_limit=self.limit, target_speedup=self.target_speedup,
+                           target_runtime=self.target_runtime, target_batch=self.target_batch, max_drop=self.max_drop)
+
+
+@grouped
+def prune_cmd(name: NameArg = None, *, args: PruneArgs, model: TargetArgs, outputs: OutputArgs) -> None:
+    """Prune into RUN/pruned/ (safetensors + the pruned structure), fine-tune, and report size, MACs and metric."""
+    from dlopt.contract.deliver import deliver
+    from dlopt.contract.target import resolve_target
     from dlopt.prune.stage import prune_check, run_prune
 
+    args.check()
+    dest = outputs.plan((".json", ".safetensors"))  # a checkpoint: record + weights, one stem
+    cfg = args.config()
+    opts = model.options(name, seed=args.seed)
     with status("pruning…") as spinner:
-        target = resolve_target(opts, prune_check(cfg))  # a method the spec rules out: no run directory is made
-        outcome = run_prune(target, cfg, lambda msg: spinner.update(msg + "…"))
-    copies = deliver(dest, [outcome.record], outcome.run_dir, stage_name)
-    if as_json:
+        resolved = resolve_target(opts, prune_check(cfg))  # a method the spec rules out: no run directory is made
+        outcome = run_prune(resolved, cfg, lambda msg: spinner.update(msg + "…"))
+    copies = deliver(dest, [outcome.record], outcome.run_dir, args.stage_name)
+    if outputs.as_json:
         print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render(outcome.result, outcome.record)
+        from dlopt.core.assumptions import assumptions  # what the numbers rest on: weights, input size, classes
+
+        if said := assumptions(outcome.run_dir):
+            note(f"[dim]assumed: {said}[/dim]", highlight=False)
         for p in copies:
             note(f"[dim]wrote {p}[/dim]", highlight=False)
 

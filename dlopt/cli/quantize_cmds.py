@@ -2,129 +2,140 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from dlopt.cli.common import (  # user model code a record may run (issue 21)  # -o/--output (issue 19)
-    CheckpointOpt,
+from dlopt.cli.common import (
     ExporterOpt,
-    ForceOpt,
-    InputShapeOpt,
-    InputSizeOpt,
-    JsonOpt,
-    ModelCodeOpt,
     NameArg,
-    OutOpt,
-    OutputOpt,
-    RunOpt,
-    SetOpt,
-    TinyOpt,
-    TrustCodeOpt,
-    WeightsOpt,  # --weights for a model built by name (issue 15)
+    OutputArgs,
+    StageNameOpt,
+    TargetArgs,
+    choices,
     console,
     fmt_bytes,
     fmt_ms,
     fmt_speedup,
     note,
     old_spelling,
-    parse_shape,
     print_json,
     print_table,
     renamed,
     status,
 )
+from dlopt.cli.groups import ADVANCED, TARGET, grouped, stage_panel
 from dlopt.core.errors import CheckFailedError
 from dlopt.models.spec import Exporter, QuantFormat, QuantMethod
 
+QUANT = stage_panel("quantize")
 METHODS = ", ".join(QuantMethod)  # the one enum: spec.quant_methods, QuantizeConfig.method and this option
+# dlopt.quantize.config's QBackend and CalibrationMethod, written out: that package imports torch, and `dlopt
+# --help` must not (tests/test_cli_panels.py checks they match). Each backend with the modules it needs.
+BACKENDS = {"onnxruntime": ("onnxruntime",), "torch": ("torchao",), "openvino": ("openvino", "nncf")}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
-def quantize_cmd(
-    name: NameArg = None,
-    method: Annotated[str, typer.Option("--method", help=f"{METHODS}: auto builds every int8 path, measures latency "
-                                        "and accuracy, and keeps the fastest within budget.")] = "auto",
-    backend: Annotated[str | None, typer.Option(
-        "--backend", help="onnxruntime, torch (torchao) or openvino (NNCF, static int8). Without it, auto measures "
-        "onnxruntime and openvino (when installed) together; other methods use onnxruntime.",
-        show_default=False)] = None,
-    calibration_samples: Annotated[int, typer.Option("--calibration-samples",
-                                                     help="Training samples used to calibrate static int8.")] = 256,
-    calibration_method: Annotated[str, typer.Option("--calibration-method",
-                                                    help="minmax, entropy or percentile.")] = "minmax",
-    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor",
-                                              help="One weight scale per output channel.")] = True,
+def _backend_option() -> Any:
+    """--backend offers the backends whose modules are installed here, and its help names the others and why."""
+    import importlib.util
+
+    missing = {b: [m for m in needs if importlib.util.find_spec(m) is None] for b, needs in BACKENDS.items()}
+    away = "; ".join(f"{b} ({', '.join(m)} not installed)" for b, m in missing.items() if m)
+    return typer.Option("--backend", metavar=choices(b for b, m in missing.items() if not m), rich_help_panel=QUANT,
+                        show_default=False, help="onnxruntime, torch (torchao) or openvino (NNCF, static int8). "
+                        "Without it, auto measures onnxruntime and openvino (when installed) together; other methods "
+                        "use onnxruntime." + (f" Unavailable here: {away}." if away else ""))
+
+
+BackendOpt = Annotated[str | None, _backend_option()]
+
+
+@dataclass(frozen=True)
+class QuantizeArgs:
+    """`dlopt quantize`'s own options, and the QuantizeConfig they make."""
+
+    method: Annotated[str, typer.Option("--method", metavar=choices(QuantMethod), rich_help_panel=QUANT,
+                                        help=f"{METHODS}: auto builds every int8 path, measures latency and "
+                                        "accuracy, and keeps the fastest within budget.")] = "auto"
+    backend: BackendOpt = None
+    calibration_samples: Annotated[int, typer.Option("--calibration-samples", rich_help_panel=QUANT,
+                                                     help="Training samples used to calibrate static int8.")] = 256
+    calibration_method: Annotated[str, typer.Option("--calibration-method", metavar=choices(CALIBRATION_METHODS),
+                                                    rich_help_panel=QUANT,
+                                                    help="How static int8 picks activation ranges.")] = "minmax"
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", rich_help_panel=ADVANCED,
+                                              help="One weight scale per output channel.")] = True
     quant_format: Annotated[QuantFormat | None, typer.Option(
-        "--quant-format", show_default=False,
-        help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None,
-    max_drop: Annotated[float, typer.Option("--max-drop", help="Accuracy budget in points (percentage points for "
-                                                               "accuracy, % relative for other metrics).")] = 1.0,
-    exporter: ExporterOpt = Exporter.DYNAMO,
-    variant: Annotated[str | None, typer.Option("--variant", help="Checkpoint record inside the run to start from, "
-                                                                  "e.g. pruned/model.json.")] = None,
-    stage_name: Annotated[str, typer.Option("--name", help="Stage name and run sub-directory.")] = "int8",
-    checkpoint: CheckpointOpt = None,
-    out: OutOpt = Path("artifacts"),
-    run: RunOpt = None,
-    sets: SetOpt = None,
-    input_size: InputSizeOpt = None,
-    input_shape: InputShapeOpt = None,
-    tiny: TinyOpt = False,
-    trust_code: TrustCodeOpt = False,
-    model_code: ModelCodeOpt = None,
-    weights: WeightsOpt = None,
-    output: OutputOpt = None,
-    force: ForceOpt = False,
-    as_json: JsonOpt = False,
-    old_format: Annotated[str | None, old_spelling("--format")] = None,  # --quant-format before issue 18
+        "--quant-format", show_default=False, rich_help_panel=QUANT,
+        help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None
+    max_drop: Annotated[float, typer.Option("--max-drop", rich_help_panel=QUANT, help="Accuracy budget in points "
+                                            "(percentage points for accuracy, % relative for other metrics).")] = 1.0
     inputs: Annotated[Path | None, typer.Option(
-        "--inputs", metavar="FILE.npz", show_default=False,
+        "--inputs", metavar="FILE.npz", show_default=False, rich_help_panel=QUANT,
         help="Calibrate static int8 on your own inputs: an .npz with one array per model input (named, or arr_0, "
-             "arr_1...), samples first. Without it a model with no dataset calibrates on nothing real.")] = None,
-) -> None:
+             "arr_1...), samples first. Without it a model with no dataset calibrates on nothing real.")] = None
+    variant: Annotated[str | None, typer.Option("--variant", rich_help_panel=TARGET,
+                                                help="Checkpoint record inside the run to start from, e.g. "
+                                                     "pruned/model.json.")] = None
+    exporter: ExporterOpt = Exporter.DYNAMO
+    stage_name: StageNameOpt = "int8"
+    old_format: Annotated[str | None, old_spelling("--format")] = None  # --quant-format's old spelling
+
+    def config(self) -> Any:
+        from dlopt.quantize import QuantizeConfig
+
+        qformat = renamed(self.quant_format, self.old_format, "--quant-format", "--format", " for qdq/qoperator")
+        if self.old_format is not None:  # checked here so that the message names the spelling used
+            from dlopt.models.options import check_choice
+
+            check_choice("quantize", "quant_format", self.old_format, QuantFormat, flag="--format")
+        extra: dict[str, Any] = {}
+        if self.backend is not None:
+            extra.update(backend=self.backend, auto_backends=(self.backend,))
+        return QuantizeConfig(method=self.method, calibration_samples=self.calibration_samples,
+                              calibration_method=self.calibration_method, per_channel=self.per_channel,
+                              quant_format=qformat or QuantFormat.QDQ, max_drop=self.max_drop, name=self.stage_name,
+                              exporter=self.exporter, **extra)
+
+
+@grouped
+def quantize_cmd(name: NameArg = None, *, args: QuantizeArgs, model: TargetArgs, outputs: OutputArgs) -> None:
     """Quantize into RUN/int8/ (an int8 .onnx or a .pt2), verify it, and report size, accuracy and speed."""
-    from dlopt.contract.deliver import deliver, plan_output
-    from dlopt.models.options import parse_sets
+    from dlopt.contract.deliver import deliver
+    from dlopt.contract.target import resolve_target
+    from dlopt.data.inputs_file import precheck
     from dlopt.models.spec import ExportFormat
-    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.quantize import run_quantize
+    from dlopt.quantize.calibrate import calibrate_on
+    from dlopt.quantize.stage import quantize_check
     from dlopt.runtime.formats import FORMAT_SUFFIX
 
-    dest = plan_output(output, force, tuple(FORMAT_SUFFIX[f] for f in (ExportFormat.ONNX, ExportFormat.PT2,
-                                                                      ExportFormat.OPENVINO)))
-    from dlopt.contract.target import TargetOptions, resolve_target
+    dest = outputs.plan(tuple(FORMAT_SUFFIX[f] for f in (ExportFormat.ONNX, ExportFormat.PT2, ExportFormat.OPENVINO)))
+    cfg = args.config()
+    opts = model.options(name, variant=args.variant)
+    precheck(args.inputs)  # a missing file fails before a run is made
+    from dlopt.quantize.onnx_file import onnx_target, quantize_onnx_file
 
-    qformat = renamed(quant_format, old_format, "--quant-format", "--format", " for qdq/qoperator")
-    if old_format is not None:  # checked here so that the message names the spelling used
-        from dlopt.models.options import check_choice
-
-        check_choice("quantize", "quant_format", old_format, QuantFormat, flag="--format")
-    extra: dict[str, Any] = {}
-    if backend is not None:
-        extra.update(backend=backend, auto_backends=(backend,))
-    cfg = QuantizeConfig(method=method, calibration_samples=calibration_samples, calibration_method=calibration_method,
-                         per_channel=per_channel, quant_format=qformat or QuantFormat.QDQ, max_drop=max_drop,
-                         name=stage_name,
-                         exporter=exporter,
-                         **extra)
-    opts = TargetOptions(name=name, checkpoint=checkpoint, run=run, root=out, sets=parse_sets(sets) or None,
-                         input_size=input_size, input_shape=parse_shape(input_shape), tiny=tiny, variant=variant,
-                         weights=weights)
-    from dlopt.data.inputs_file import precheck
-    from dlopt.quantize.calibrate import calibrate_on
-
-    precheck(inputs)  # a missing file fails before a run is made
-    from dlopt.quantize.stage import quantize_check
-
-    with status("quantizing…") as spinner, calibrate_on(inputs):
-        target = resolve_target(opts, quantize_check(cfg))  # a method the spec rules out: no run directory is made
-        outcome = run_quantize(target, cfg, lambda msg: spinner.update(msg + "…"))
-    copies = deliver(dest, [outcome.artifact], outcome.run_dir, stage_name) if outcome.passed else []
-    if as_json:
+    with status("quantizing…") as spinner, calibrate_on(args.inputs):
+        if (onnx_file := onnx_target(opts)) is not None:  # an ONNX file made elsewhere: judged against itself
+            outcome = quantize_onnx_file(onnx_file, cfg, opts.root, args.inputs,
+                                         progress=lambda msg: spinner.update(msg + "…"))
+        else:
+            target = resolve_target(opts, quantize_check(cfg))  # a method the spec rules out: no run is made
+            outcome = run_quantize(target, cfg, lambda msg: spinner.update(msg + "…"))
+    copies = deliver(dest, [outcome.artifact], outcome.run_dir, args.stage_name) if outcome.passed else []
+    if outputs.as_json:
         print_json({**outcome.to_json(), **({"output": [str(p) for p in copies]} if dest else {})})
     else:
         _render(outcome.result, outcome.artifact)
+        from dlopt.core.assumptions import assumptions  # what the numbers rest on: weights, input size, classes
+
+        if said := assumptions(outcome.run_dir):
+            note(f"[dim]assumed: {said}[/dim]", highlight=False)
         for p in copies:
             note(f"[dim]wrote {p}[/dim]", highlight=False)
     if not outcome.passed:
@@ -141,15 +152,19 @@ def _fmt(x: Any, spec: str = ".4g") -> str:
 def _render(r: dict[str, Any], artifact: Path) -> None:
     if r.get("auto"):
         table = Table(title=f"{r['arch']}: candidates (batch 1, one thread)", title_justify="left")
-        for col in ("recipe", "val drop", "ms", "speed-up", "size", "chosen"):
+        drop_col = r["auto"].get("drop_column", "val drop")  # without a metric the column says what it holds
+        cols = ("recipe", drop_col, "ms", "vs fp32 same runtime", "vs eager", "size", "chosen")
+        for col in cols:
             table.add_column(col)
         for c in r["auto"]["candidates"]:
             if "failed" in c:
-                table.add_row(c["recipe"], "-", "-", "-", "-", f"[red]failed[/red]: {c['failed'][:60]}")
+                table.add_row(c["recipe"], "-", "-", "-", "-", "-", f"[red]failed[/red]: {c['failed'][:60]}")
                 continue
+            same = c.get("speedup_vs_fp32")
             table.add_row(c["recipe"], _fmt(c["val_drop"]), fmt_ms(c["latency_ms_b1"]),
-                          fmt_speedup(c["speedup_vs_eager"]), fmt_bytes(c["bytes"]), "yes" if c["chosen"] else "")
-        print_table(table, keep=("recipe", "val drop", "ms", "speed-up", "size", "chosen"), wrap=("recipe",))
+                          "-" if same is None else fmt_speedup(same), fmt_speedup(c["speedup_vs_eager"]),
+                          fmt_bytes(c["bytes"]), "yes" if c["chosen"] else "")
+        print_table(table, keep=cols, wrap=("recipe",))
         note(f"[dim]{r['auto'].get('backends_note', '')}; chosen: {r['auto']['why']}[/dim]", highlight=False)
     size = r["size_bytes"]
     no_metric = r["metric_before"] is None and r["metric_after"] is None
@@ -163,7 +178,7 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
             *([("calibration", f"{calib.get('samples', '-')} samples, {calib.get('source', '-')}")]
               if r.get("method") == "static" else []),
             ("size", f"{fmt_bytes(size['fp32'])} -> {fmt_bytes(size['quantized'])}"),
-            ("speed-up vs eager (batch 1)", fmt_speedup(r["speedup_vs_eager_b1"])),
+            *_speed_rows(r),
             ("layers int8 / float", f"{r['layers_int8']} / {r.get('layers_float', 0)}"
              + (f" ({r['float_why']})" if r.get("float_why") else "")),
             ("kept in float by the search", ", ".join(r["kept_float"]) or "none"),
@@ -176,6 +191,21 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
     console.print(table)
     for line in r.get("notes", []):
         note(f"[dim]note: {line}[/dim]")
+
+
+def _speed_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """int8 against fp32 on the same runtime (what quantizing bought), and the runtime against eager, apart."""
+    ref = r.get("fp32_reference")
+    if r.get("speedup_vs_fp32_b1") is None or not ref:
+        return [("speed-up vs eager fp32 (batch 1)", fmt_speedup(r["speedup_vs_eager_b1"]))]
+    runtime = ref.removesuffix(" fp32")
+    rows = [(f"int8 speed-up vs fp32 on {runtime} (batch 1)", fmt_speedup(r["speedup_vs_fp32_b1"]))]
+    if runtime != "eager":
+        rows.append((f"{runtime} int8 vs eager PyTorch fp32", f"{fmt_speedup(r['speedup_vs_eager_b1'])} (of which "
+                     f"{runtime} fp32 itself: {fmt_speedup(r.get('runtime_speedup_vs_eager_b1'))})"))
+    if r.get("int8_verdict") and not r.get("int8_worthwhile"):
+        rows.append(("verdict", f"[yellow]{r['int8_verdict']}[/yellow]"))
+    return rows
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from dlopt.cli.common import (
     ArchArg,
-    BatchOpt,
     InputShapeOpt,
     InputSizeOpt,
     JsonOpt,
@@ -22,15 +21,21 @@ from dlopt.cli.common import (
     print_table,
     resolve,
 )
+from dlopt.cli.groups import BUILD, grouped
 from dlopt.models.spec import ExportFormat, Stage, Task
 
 FORMAT_SHORT = {ExportFormat.ONNX: "onnx", ExportFormat.TORCHSCRIPT: "ts", ExportFormat.PT2: "pt2",
                 ExportFormat.OPENVINO: "ov"}
 
 
+FILTER = "Filters"
+
+
+@grouped
 def list_cmd(
-    task: Annotated[Task | None, typer.Option(help="Only this task.")] = None,
-    stage: Annotated[Stage | None, typer.Option(help="Only architectures that support this stage.")] = None,
+    task: Annotated[Task | None, typer.Option(rich_help_panel=FILTER, help="Only this task.")] = None,
+    stage: Annotated[Stage | None, typer.Option(rich_help_panel=FILTER,
+                                                help="Only architectures that support this stage.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the architectures in the zoo."""
@@ -60,13 +65,15 @@ def list_cmd(
                   "pt2 = torch.export. Also accepted: torchvision:NAME, and path/to/file.py:fn with --input-shape.[/dim]")
 
 
+@grouped
 def info_cmd(
     name: ArchArg,
     sets: SetOpt = None,
     input_size: InputSizeOpt = None,
     input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
-    batch_size: BatchOpt = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, rich_help_panel=BUILD,
+                                            help="Batch size FLOPs and MACs are counted at.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Parameters, FLOPs/MACs, signature, size and supported stages of one architecture."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from dlopt.cli.common import JsonOpt, OutOpt, console, err_console, print_json, print_table
+from dlopt.core.layout import DEFAULT_ROOT
 
 
 def _fastest(run: Any, trust: Any) -> dict[str, Any] | None:
@@ -48,7 +48,7 @@ def summarize(run: Any) -> dict[str, Any]:
             "report": str(report) if report.is_file() else None, "skipped": trust.skipped}
 
 
-def runs_cmd(out: OutOpt = Path("artifacts"), as_json: JsonOpt = False) -> None:
+def runs_cmd(out: OutOpt = DEFAULT_ROOT, as_json: JsonOpt = False) -> None:
     """List runs (newest last): stages done, test metric, fastest variant, report."""
     from dlopt.core.runs import scan_runs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,62 +23,93 @@ from dlopt.cli.common import (
     print_json,
     verbosity,
 )
+from dlopt.cli.groups import ADVANCED, grouped, stage_panel
 from dlopt.core.errors import CheckFailedError
 from dlopt.core.layout import DEFAULT_ROOT
 from dlopt.train.config import OptimizerName, TrainConfig
 
+TRAIN, DISTRIBUTED = stage_panel("train"), "Distributed"
 TORCHRUN_HELP = "Passed to torchrun for multi-node runs (with --nproc-per-node)."
 
 
-def _torchrun_args(nnodes: str | None, node_rank: int | None, master_addr: str | None, master_port: int | None,
-                   rdzv_endpoint: str | None, rdzv_backend: str | None) -> tuple[str, ...]:
-    pairs = (("--nnodes", nnodes), ("--node-rank", node_rank), ("--master-addr", master_addr),
-             ("--master-port", master_port), ("--rdzv-endpoint", rdzv_endpoint), ("--rdzv-backend", rdzv_backend))
-    return tuple(part for flag, value in pairs if value is not None for part in (flag, str(value)))
+def _torchrun(flag: str, kind: type) -> object:
+    return Annotated[kind | None, typer.Option(flag, rich_help_panel=DISTRIBUTED, help=TORCHRUN_HELP)]
 
 
+@dataclass(frozen=True)
+class TorchrunArgs:
+    """Workers on this machine, and what torchrun needs for several machines."""
+
+    nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, rich_help_panel=DISTRIBUTED,
+                                                help="Workers on this machine (torchrun).")] = 1
+    nnodes: _torchrun("--nnodes", str) = None  # type: ignore[valid-type]
+    node_rank: _torchrun("--node-rank", int) = None  # type: ignore[valid-type]
+    master_addr: _torchrun("--master-addr", str) = None  # type: ignore[valid-type]
+    master_port: _torchrun("--master-port", int) = None  # type: ignore[valid-type]
+    rdzv_endpoint: _torchrun("--rdzv-endpoint", str) = None  # type: ignore[valid-type]
+    rdzv_backend: _torchrun("--rdzv-backend", str) = None  # type: ignore[valid-type]
+
+    def args(self) -> tuple[str, ...]:
+        pairs = (("--nnodes", self.nnodes), ("--node-rank", self.node_rank), ("--master-addr", self.master_addr),
+                 ("--master-port", self.master_port), ("--rdzv-endpoint", self.rdzv_endpoint),
+                 ("--rdzv-backend", self.rdzv_backend))
+        return tuple(part for flag, value in pairs if value is not None for part in (flag, str(value)))
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """`dlopt train`'s own options (the model's build options come apart, beside every command's)."""
+
+    data: Annotated[str | None, typer.Option("--data", metavar="NAME", rich_help_panel=TRAIN,
+                                             help="Dataset name (default: the architecture's own).")] = None
+    data_path: Annotated[Path | None, typer.Option("--data-path", rich_help_panel=TRAIN, help="Your files: "
+                                                   "ImageFolder dir, MNIST/CIFAR-10 files, .npz with X and y, or CSV "
+                                                   "of text,label.")] = None
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, rich_help_panel=TRAIN, help="Epochs (default: the "
+                                               "family's); with --resume, train on until this many in all.")] = None
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, rich_help_panel=TRAIN,
+                                                   help="Global batch size.")] = None
+    lr: Annotated[float | None, typer.Option("--lr", min=0.0, rich_help_panel=TRAIN, help="Peak learning rate.")] = None
+    optimizer: Annotated[OptimizerName | None, typer.Option("--optimizer", rich_help_panel=TRAIN,
+                                                            help="Optimizer.")] = None
+    amp: Annotated[bool, typer.Option("--amp", rich_help_panel=TRAIN,
+                                      help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler).")] = False
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", rich_help_panel=TRAIN,
+        help="Continue the run in RUN_DIR from its last epoch, with the options it was started with.")] = None
+    seed: Annotated[int, typer.Option("--seed", rich_help_panel=ADVANCED,
+                                      help="Seed for data splits, weights and shuffling.")] = 0
+    limit: Annotated[int | None, typer.Option("--limit", min=1, rich_help_panel=ADVANCED,
+                                              help="Use at most N training samples.")] = None
+
+
+@grouped
 def train_cmd(
     name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`); omit with --resume.",
                                                show_default=False)] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset name (default: the architecture's own).")] = None,
-    data_path: Annotated[Path | None, typer.Option("--data-path", help="Your files: ImageFolder dir, MNIST/CIFAR-10 "
-                                                   "files, .npz with X and y, or CSV of text,label.")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs (default: the family's); with --resume, "
-                                                       "train on until this many in all.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Global batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
-    optimizer: Annotated[OptimizerName | None, typer.Option("--optimizer", help="Optimizer.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for data splits, weights and shuffling.")] = 0,
-    out: OutOpt = DEFAULT_ROOT,
-    resume: Annotated[Path | None, typer.Option(
-        "--resume", help="Continue the run in RUN_DIR from its last epoch, with the options it was started with.")] = None,
-    nproc_per_node: Annotated[int, typer.Option("--nproc-per-node", min=1, help="Workers on this machine (torchrun).")] = 1,
-    nnodes: Annotated[str | None, typer.Option("--nnodes", help=TORCHRUN_HELP)] = None,
-    node_rank: Annotated[int | None, typer.Option("--node-rank", help=TORCHRUN_HELP)] = None,
-    master_addr: Annotated[str | None, typer.Option("--master-addr", help=TORCHRUN_HELP)] = None,
-    master_port: Annotated[int | None, typer.Option("--master-port", help=TORCHRUN_HELP)] = None,
-    rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", help=TORCHRUN_HELP)] = None,
-    rdzv_backend: Annotated[str | None, typer.Option("--rdzv-backend", help=TORCHRUN_HELP)] = None,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA (bf16, or fp16 with a grad scaler).")] = False,
+    *,
+    args: TrainArgs,
+    workers: TorchrunArgs,
     sets: SetOpt = None,
     input_size: InputSizeOpt = None,
     input_shape: InputShapeOpt = None,
     tiny: TinyOpt = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use at most N training samples.")] = None,
+    out: OutOpt = DEFAULT_ROOT,
     as_json: JsonOpt = False,
 ) -> None:
     """Train NAME on its data: best checkpoint, metrics.jsonl, learning curve and test metric in a new run."""
+    from dlopt.cli.resume import offer_resume
     from dlopt.core.errors import UsageError
     from dlopt.train import train
 
-    if name is None and resume is None:
+    if name is None and args.resume is None:
         raise UsageError("name an architecture to train (see dlopt list), or give --resume RUN_DIR")
-    cfg = TrainConfig(arch=name or "", data=data, data_path=data_path, epochs=epochs, batch_size=batch_size, lr=lr,
-                      optimizer=optimizer, seed=seed, out=out, resume=resume,
-                      sets=_build_sets(name, sets, input_size, input_shape), tiny=tiny,
-                      limit=limit, amp=amp, nproc_per_node=nproc_per_node, progress=not as_json and verbosity() > QUIET,
-                      torchrun_args=_torchrun_args(nnodes, node_rank, master_addr, master_port, rdzv_endpoint,
-                                                   rdzv_backend))
+    cfg = TrainConfig(arch=name or "", data=args.data, data_path=args.data_path, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer, seed=args.seed, out=out,
+                      resume=args.resume, sets=_build_sets(name, sets, input_size, input_shape), tiny=tiny,
+                      limit=args.limit, amp=args.amp, nproc_per_node=workers.nproc_per_node,
+                      progress=not as_json and verbosity() > QUIET, torchrun_args=workers.args())
+    offer_resume("train", args.resume, out)  # Ctrl-C from here on prints `dlopt train --resume RUN_DIR ...`
     result = train(cfg)
     if as_json:
         print_json(result.to_json())
