@@ -102,6 +102,71 @@ def test_no_module_but_runtimes_maps_artifact_suffixes():
     assert found == {}, f"suffix maps outside dlopt/runtime/formats.py (use its records): {found}"
 
 
+# -- nothing outside dlopt/runtime names a suffix or a runtime by hand --------------------------------------------
+
+NOT_FILES = {"torch.onnx", "ai.onnx"}  # a logger's module name and the ONNX opset domain, not file names
+RUNTIME_NAMES = ({r.runtime for r in FORMATS} | {str(r.format) for r in FORMATS}
+                 | {str(r.bench_choice) for r in FORMATS}) - {"eager"}  # eager: the unexported model, no file
+# Modules that still name a suffix or a runtime by hand; each should ask the records instead, and this can only
+# shrink (the test fails when a listed module no longer needs its entry).
+KNOWN = {
+    "export/openvino.py": "its scratch ONNX file before conversion",
+    "optimize/cache.py": "written while the optimize command is built",
+    "optimize/stage.py": "written while the optimize command is built",
+    "optimize/timing.py": "written while the optimize command is built",
+    "prune/config.py": "--target-runtime's choices",
+    "quantize/histogram_calib.py": "ONNX Runtime's augmented calibration graph",
+    "quantize/ort_quant.py": "ONNX Runtime's pre-processed scratch graphs",
+    "verify/diagnose.py": "written while layer diagnosis is built",
+    "verify/layermap.py": "written while layer diagnosis is built",
+    "verify/layers.py": "written while layer diagnosis is built",
+    "verify/reference.py": "written while verify --reference is built",
+    "quantize/onnx_file.py": "written while quantizing a bare .onnx is built (builds by backend by hand)",
+    "models/registry.py": "an example name in the list of what a NAME can be",
+}
+
+
+def by_hand(source: str) -> list[int]:
+    """Lines that name an artifact suffix in a string (".xml", "model.onnx"; docstrings aside) or compare a value
+    with a runtime or format name ("openvino", fmt == "onnx", fmt in ("torchscript", "pt2"))."""
+    tree, suffixes = ast.parse(source), tuple(runtimes.ARTIFACT_SUFFIXES)
+    docs = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef,
+            ast.AsyncFunctionDef)) and n.body and isinstance(n.body[0], ast.Expr)}
+    docs |= {id(k.value) for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords
+             if k.arg in ("help", "metavar")}  # an option's help text may show a file name
+    lines = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and \
+                n.value.lower().endswith(suffixes) and " " not in n.value and n.value not in NOT_FILES:
+            lines.add(n.lineno)
+        if isinstance(n, ast.Compare):
+            values = [x for c in (n.left, *n.comparators) for x in (c.elts if isinstance(c, (ast.Tuple, ast.List,
+                      ast.Set)) else [c])]
+            if any(isinstance(x, ast.Constant) and x.value in RUNTIME_NAMES for x in values):
+                lines.add(n.lineno)
+    return sorted(lines)
+
+
+def test_the_by_hand_detector_finds_what_the_records_replaced():
+    old = ('if Backend.OPENVINO not in backends and run.scan_artifacts((".xml",))[0]:\n'  # pipeline's bench step
+           '    pass\n'
+           'if fmt == "onnx":\n    pass\n'  # verify's metadata read
+           'elif fmt in ("torchscript", "pt2"):\n    pass\n'
+           'weights = path.with_suffix(".bin") if path.suffix == ".xml" else None\n'  # quantize's Built.bytes
+           'model = run.path / "model.onnx"\n'
+           'ok = name == "eager" or logger == "torch.onnx"\n'
+           'def f():\n    """A docstring may say model.xml."""\n'
+           'opt = typer.Option("--reference", metavar="REF.onnx")\n')
+    assert by_hand(old) == [1, 3, 5, 7, 8]
+
+
+def test_no_module_outside_the_runtime_names_a_suffix_or_a_runtime_by_hand():
+    found = {str(f.relative_to(SOURCE)): lines for f in sorted(SOURCE.rglob("*.py"))
+             if f.relative_to(SOURCE).parts[0] != "runtime" and (lines := by_hand(f.read_text()))}
+    assert set(found) - set(KNOWN) == set(), {k: v for k, v in found.items() if k not in KNOWN}
+    assert set(KNOWN) - set(found) == set(), "no longer names one by hand: drop it from KNOWN"
+
+
 # -- the ONNX Runtime session factory ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

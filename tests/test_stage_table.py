@@ -53,12 +53,12 @@ def with_distill(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_table_is_what_the_pipeline_takes() -> None:
     assert PipelineConfig().stages == stage_names() == ("train", "prune", "quantize", "export", "verify", "bench")
-    assert list(PipelineConfig().sections) == [s.name for s in table.TABLE if s.section is not None]
+    assert list(PipelineConfig().sections) == [s.name for s in table.table() if s.section is not None]
 
 
 def test_ledger_dependencies_come_from_makes_and_uses() -> None:
     steps = {s.name: s for s in plan(PipelineConfig(), get_spec("lenet5"))}
-    makers = {d.name for st in table.TABLE for d in st.steps if set(d.makes) & set(VARIANTS)}
+    makers = {d.name for st in table.table() for d in st.steps if set(d.makes) & set(VARIANTS)}
     assert set(steps["prune"].after) == {"train", "build"}
     assert steps["quantize-pruned"].after == ("prune",) and steps["export-pruned"].after == ("prune",)
     assert set(steps["evaluate"].after) == set(steps["bench"].after) == makers
@@ -121,4 +121,4 @@ def test_every_step_name_is_reserved_for_variants() -> None:
     named like a step would take that step's record in the manifest."""
     from dlopt.contract.names import RESERVED_NAMES
 
-    assert {d.name for s in table.TABLE for d in s.steps} | set(stage_names()) <= RESERVED_NAMES
+    assert {d.name for s in table.table() for d in s.steps} | set(stage_names()) <= RESERVED_NAMES

@@ -31,7 +31,7 @@ DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
 @dataclass(frozen=True)
 class BenchConfig:
     # OpenVINO is a default: on x86 CPUs it is often the fastest fp32 runtime (benchmarks/fp32_bar.py)
-    backends: tuple[Backend, ...] = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.COMPILE, Backend.ONNXRUNTIME,
+    backends: tuple[Backend | str, ...] = (Backend.EAGER, Backend.TORCHSCRIPT, Backend.COMPILE, Backend.ONNXRUNTIME,
                                      Backend.OPENVINO, Backend.PT2)
     batch_sizes: tuple[int, ...] = (1, 8)
     seq_lens: tuple[int, ...] = ()  # () = the config's default sequence length (sequence models only)
@@ -78,18 +78,19 @@ def check_bench_config(cfg: BenchConfig) -> None:
     """The one rule set for `dlopt bench` options and the [bench] table of pipeline.toml (strings become enums)."""
     from dlopt.models.options import check_choice, check_float, check_int, check_seed
 
+    runtimes = runtime_names()
     for key, enum in (("backends", Backend), ("batch_sizes", None), ("seq_lens", None)):
         items = getattr(cfg, key)
         if isinstance(items, (str, int)) or not isinstance(items, (tuple, list)) or (key != "seq_lens" and not items):
             raise ConfigError(f"bench.{key} = {items!r:.60} is not allowed: expected a non-empty list"
-                              + (f" from {', '.join(b.value for b in Backend)}" if enum else " of positive integers"))
+                              + (f" from {', '.join(runtimes)}" if enum else " of positive integers"))
         for item in items:
             if enum:
-                check_choice("bench", key, item, [b.value for b in enum], flag="--backend")
+                check_choice("bench", key, item, runtimes, flag="--backend")
             else:
                 flag = "--batch-sizes" if key == "batch_sizes" else "--seq-len"
                 check_int("bench", key, item, 1, 1_000_000, flag=flag)
-        object.__setattr__(cfg, key, tuple(enum(b) for b in items) if enum else tuple(items))
+        object.__setattr__(cfg, key, tuple(as_backend(b) for b in items) if enum else tuple(items))
     check_choice("bench", "device", str(cfg.device), [d.value for d in Device])
     object.__setattr__(cfg, "device", Device(str(cfg.device)))
     check_int("bench", "threads", cfg.threads, 1, 4096, optional=True)
@@ -104,6 +105,18 @@ def check_bench_config(cfg: BenchConfig) -> None:
     check_int("bench", "warmup_calls", cfg.warmup_calls, 0, 1_000_000)
     check_choice("bench", "onnx_exporter", cfg.onnx_exporter, [e.value for e in Exporter], flag="--exporter")
     check_seed("bench", cfg.seed)
+
+
+def runtime_names() -> list[str]:
+    """Every bench runtime: the Backend members and any registered (dlopt.runtime.formats.register_runtime)."""
+    from dlopt.runtime.formats import runtime_names as names
+
+    return names()
+
+
+def as_backend(name: Backend | str) -> Backend | str:
+    """A Backend member, or a registered runtime's name as it is."""
+    return Backend(str(name)) if str(name) in Backend._value2member_map_ else str(name)
 
 
 def check_percentiles(values: object) -> None:
@@ -126,7 +139,7 @@ def parse_percentiles(text: str | None) -> tuple[float, ...]:
     return tuple(sorted({50.0, *values}))
 
 
-def parse_backends(text: str | None) -> tuple[Backend, ...]:
+def parse_backends(text: str | None) -> tuple[Backend | str, ...]:
     """'eager,onnxruntime' or 'all'."""
     if text is None or text.strip() == "":
         return BenchConfig.backends
@@ -134,10 +147,9 @@ def parse_backends(text: str | None) -> tuple[Backend, ...]:
         return tuple(Backend)
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
-        if part not in Backend._value2member_map_:
-            choices = ", ".join(b.value for b in Backend)
-            raise ConfigError(f"unknown backend {part!r}; choose from {choices}, or all")
-        out.append(Backend(part))
+        if part not in runtime_names():
+            raise ConfigError(f"unknown backend {part!r}; choose from {', '.join(runtime_names())}, or all")
+        out.append(as_backend(part))
     return tuple(dict.fromkeys(out))
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
-from dlopt.bench.config import NOISY_IQR, Backend, BenchConfig, Device, use_inputs_file
+from dlopt.bench.config import NOISY_IQR, BenchConfig, Device, use_inputs_file
 from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
 from dlopt.bench.timing import Sync, no_sync, round_robin, time_calls, warm_up
 from dlopt.bench.variants import EXPORT_DIR, Source, build_variants, measured_files, open_source, source_of
+from dlopt.contract.stage import Outcome
 from dlopt.contract.target import Target, TargetOptions
 from dlopt.core.environment import fingerprint
 from dlopt.core.errors import UnsupportedError
@@ -29,9 +30,14 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class BenchOutcome:
-    result: dict[str, Any]
-    path: Path  # bench.json inside the run
+class BenchOutcome(Outcome):
+    result: dict[str, Any]  # what bench.json holds (its "run" the full path)
+
+    @property
+    def path(self) -> Path:
+        """bench.json inside the run (the older name of report_path)."""
+        assert self.report_path is not None
+        return self.report_path
 
 
 def _shapes(source: Source, cfg: BenchConfig) -> list[tuple[int, int | None]]:
@@ -152,7 +158,7 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
     t_warm = time.perf_counter()
     for v in variants:
         progress(f"warm-up {v.name} (batch {batch})")
-        row = {"variant": v.name, "backend": v.backend.value, "batch_size": batch, "seq_len": seq_used,
+        row = {"variant": v.name, "backend": str(v.backend), "batch_size": batch, "seq_len": seq_used,
                "precision": v.precision, "artifact": _stored(v.path, source.run.path), "status": "unavailable"}
         rows[v.name] = row
         if v.unavailable:
@@ -185,27 +191,6 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
     return list(rows.values())
 
 
-def _why_not_here(backend: Backend, device: Device) -> str | None:
-    """Why a backend cannot measure anything on this machine and device, known before any run is made."""
-    import importlib.util
-
-    from dlopt.bench.backends import ort_providers
-
-    if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "onnxruntime is not installed (pip install onnxruntime)"
-        try:
-            ort_providers(backend, device)
-        except BackendUnavailable as exc:
-            return str(exc)
-    if backend.value == "openvino":
-        if device != Device.CPU:
-            return "dlopt runs OpenVINO on its CPU plugin only; pass --device cpu"
-        if importlib.util.find_spec("openvino") is None:
-            return "openvino is not installed (pip install openvino)"
-    return None
-
-
 def check_measurable(cfg: BenchConfig) -> None:
     """UnsupportedError (exit 4) when the device or every asked-for backend cannot run here: a bench that
     would measure nothing stops before it resolves its target, so it creates no run."""
@@ -215,7 +200,9 @@ def check_measurable(cfg: BenchConfig) -> None:
         if not torch.cuda.is_available():
             raise UnsupportedError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False), "
                                    "so nothing would be measured; use --device cpu, or a machine with an NVIDIA GPU")
-    reasons = {b.value: _why_not_here(b, cfg.device) for b in cfg.backends}
+    from dlopt.runtime.formats import why_not_here
+
+    reasons = {str(b): why_not_here(b, cfg.device) for b in cfg.backends}
     if all(reasons.values()):
         listed = "; ".join(f"{b}: {why}" for b, why in reasons.items())
         raise UnsupportedError(f"no --backend asked for can run here, so nothing would be measured ({listed}); "
@@ -279,7 +266,10 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
             staged = [rec.path(p.name) for p in (dated, path)]  # replace the old ones when done
-            result = write_results(result, staged)  # as a dlopt.core.results.BenchResult, type-checked
+            from dlopt.bench.history import merge, stamp
+
+            result = write_results(stamp(result, source.run.path), staged[:1])  # the dated copy: this bench only
+            write_results(merge(result, path), staged[1:])  # bench.json: also the earlier rows it did not measure
             result = {**result, "run": str(source.run.path)}  # the caller gets the full path; the file says "."
             rec.outputs += staged
             rec.outputs += [v.path for v in variants if isinstance(v.path, Path) and v.path.parent.name == EXPORT_DIR]
@@ -287,7 +277,7 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
                                 r["stats"]["median_ms"] for r in rows if r.get("stats")})
     finally:
         torch.set_num_threads(before)
-    return BenchOutcome(result, path)
+    return BenchOutcome(result, stage="bench", run_dir=source.run.path, report_path=path, summary=dict(rec.metrics))
 
 
 def _stored(path: Path | None, run_dir: Path) -> str | None:

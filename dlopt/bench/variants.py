@@ -18,7 +18,7 @@ from dlopt.contract.target import MODEL_RECORD, Kind, Target, TargetOptions, loc
 from dlopt.core.errors import DloptError, InputFileError
 from dlopt.core.runs import MANIFEST, Run
 from dlopt.models.spec import ArchSpec, ExportFormat
-from dlopt.runtime.formats import ARTIFACT_SUFFIXES, check_trusted, format_of, ort_session
+from dlopt.runtime.formats import ARTIFACT_SUFFIXES, check_trusted, file_name, format_of, ort_session
 
 ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
                "tensor(bool)": "bool", "tensor(double)": "float64"}
@@ -140,7 +140,7 @@ def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = Fals
     if not named and choice not in cfg.backends:  # only the backends asked for
         return None
     rel = path.relative_to(run.path) if path.is_relative_to(run.path) else path.name
-    if str(rel) == f"{EXPORT_DIR}/model.onnx":  # bench's own export: same row name as when it was made
+    if str(rel) == f"{EXPORT_DIR}/{file_name(ExportFormat.ONNX)}":  # bench's own export: the row name it was made with
         return Variant(backend.value, backend, path=path)
     return Variant(f"{rec.bench_kind or backend.value}:{rel}", backend, path=path, precision=quantized_precision(path))
 
@@ -189,9 +189,11 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
     """Rows to bench: the module under each chosen backend, then each artifact found in the run."""
     out: list[Variant] = []
     script = bool(source.spec and source.spec.torchscript == "script")
-    onnx_found = [p for p in source.artifacts if p.suffix == ".onnx"]
+    onnx_found = [p for p in source.artifacts if format_of(p).format == ExportFormat.ONNX]
     single_artifact = source.single
     for backend in cfg.backends:
+        if not isinstance(backend, Backend):  # a runtime registered at run time: it times the run's files only
+            continue
         if source.module is None or (single_artifact and backend != Backend.EAGER) or backend == Backend.PT2:
             continue
         if backend in (Backend.ONNXRUNTIME, Backend.TENSORRT):
@@ -201,14 +203,31 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
             out.append(Variant(backend.value, backend, path=got) if isinstance(got, Path)
                        else Variant(backend.value, backend, unavailable=got))
             continue
-        if backend == Backend.TORCHSCRIPT and cfg.variants and (source.run.path / "model.ts") in source.artifacts:
+        own_ts = source.run.path / file_name(ExportFormat.TORCHSCRIPT)
+        if backend == Backend.TORCHSCRIPT and cfg.variants and own_ts in source.artifacts:
             continue  # the run's own exported .ts gets its row below: the live trace would duplicate it
         out.append(Variant(backend.value, backend, module=source.module, script=script))
     if cfg.variants or single_artifact:
         out += [v for p in source.artifacts if (v := _artifact_variant(p, source.run, cfg, single_artifact))]
+        out += _registered_runtime_variants(source, cfg)
         out += _skipped_variants(source, cfg)
     if cfg.variants and source.module is not None and Backend.EAGER in cfg.backends and not single_artifact:
         out += _checkpoint_variants(source)
+    return out
+
+
+def _registered_runtime_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
+    """Rows of the runtimes registered at run time (dlopt.runtime.formats.register_runtime) that were asked for:
+    each on every file of the formats it runs (BenchRuntime.files)."""
+    from dlopt.runtime.formats import bench_runtime
+
+    out = []
+    for name in (b for b in cfg.backends if not isinstance(b, Backend)):
+        rec = bench_runtime(name)
+        for p in (p for p in source.artifacts if format_of(p).format.value in rec.files):
+            rel = p.relative_to(source.run.path) if p.is_relative_to(source.run.path) else p.name
+            row = Variant(f"{rec.name}:{rel}", name, path=p, precision=quantized_precision(p))  # type: ignore[arg-type]
+            out.append(row)
     return out
 
 

@@ -35,7 +35,9 @@ def check_stage_name(section: str, name: Any, others: Iterable[str] = ()) -> Non
         raise ConfigError(f"{said} is not allowed: --name must be 1 to 64 letters, digits, '.', '_' or '-', starting "
                           "with a letter or digit (it becomes the run's sub-directory, unchanged)")
     lowered = name.lower()  # case-insensitive file systems would merge Train/ and train/
-    taken = RESERVED_NAMES | {o.lower() for o in others}
+    from dlopt.contract.stage import stage_names  # every stage records under its own name, an added one too
+
+    taken = RESERVED_NAMES | set(stage_names()) | {o.lower() for o in others}
     if lowered in taken or lowered.startswith("verify-") or os.path.splitext(lowered)[1] in _run_file_suffixes():
         raise ConfigError(f"{said} is reserved: a run already uses it for another stage's record or file; "
                           f"choose another --name (e.g. {section}-2)")

@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dlopt.contract.stage import Outcome, Section, register_stage
 from dlopt.contract.target import Check, Target, TargetOptions, as_target
+from dlopt.core.errors import UnsupportedError
 from dlopt.core.runs import StageRecord
 from dlopt.export import ExportConfig, ExportResult, check_config, export_model, supported_formats
 from dlopt.models.spec import ArchSpec
@@ -28,11 +30,14 @@ def checkpoint_sha256(record: Path) -> str:
 
 
 def export_check(config: ExportConfig) -> Check:
-    """Bad options fail now; the returned check refuses a format the architecture rules out (--format named it).
+    """Bad options fail now; the returned check refuses an architecture that rules export out, and a format it
+    rules out (--format named it).
     Given to `resolve_target`, both fail before a run directory is created."""
     check_config(config)
 
     def check(spec: ArchSpec) -> None:
+        if not spec.supports("export"):
+            raise UnsupportedError(f"{spec.name} cannot be exported: {spec.why_not('export')}")
         if config.strict_formats:
             supported_formats(spec, config.formats, strict=True)
 
@@ -40,11 +45,15 @@ def export_check(config: ExportConfig) -> Check:
 
 
 @dataclass(frozen=True)
-class ExportOutcome:
+class ExportOutcome(Outcome):
     target: Target
     result: ExportResult
-    report: Path | None  # the verification report, where it landed (None without verification)
     outputs: tuple[Path, ...]  # every file the stage wrote (artifacts, their companions, the report), where it landed
+
+    @property
+    def report(self) -> Path | None:
+        """The verification report, where it landed (None without verification): the older name of report_path."""
+        return self.report_path
 
 
 def run_export(target: Target | TargetOptions, config: ExportConfig, on_step: Callable[[str], None] | None = None,
@@ -74,7 +83,8 @@ def run_export(target: Target | TargetOptions, config: ExportConfig, on_step: Ca
             rec.outputs.append(write_report(rec.path(*where, REPORT), result.verification, extra, run.path))
             report_path = run.file(*where, REPORT)
         rec.metrics.update(summary(result))
-    return ExportOutcome(target, result, report_path, tuple(rec.final(p) for p in rec.outputs))
+    return ExportOutcome(target, result, tuple(rec.final(p) for p in rec.outputs), stage=stage, run_dir=run.path,
+                         report_path=report_path, summary=dict(rec.metrics))
 
 
 def to_final(result: ExportResult, rec: StageRecord) -> ExportResult:
@@ -98,3 +108,22 @@ def summary(result: ExportResult) -> dict[str, Any]:
                     "worst": None if report is None else report.worst()}
     out["notes"] = result.notes
     return out
+
+
+class ExportStage:
+    name = "export"
+    Config = ExportConfig
+    section = Section(keys=("formats", "exporter", "batch_size"),
+                      comment="dlopt export options; formats the architecture does not support are skipped and noted")
+
+    def validate(self, config: ExportConfig) -> None:
+        check_config(config)  # ExportConfig's constructor does not check its options
+
+    def check(self, spec: ArchSpec, config: ExportConfig | None = None) -> None:
+        export_check(config or ExportConfig())(spec)
+
+    def run(self, target: Any, config: ExportConfig, progress: Callable[[str], None] | None = None) -> ExportOutcome:
+        return run_export(target, config, progress)
+
+
+STAGE = register_stage(ExportStage())

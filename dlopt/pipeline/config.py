@@ -9,7 +9,8 @@
 
 Keys are checked against the stage's own config (unknown keys get the closest valid name, values their
 expected type), so the file cannot drift from what the commands accept. Which sections exist, their defaults, their
-order and their validation come from the stage table (dlopt.pipeline.stages), read when needed.
+order and their validation come from the stage table (dlopt.contract.stage, as dlopt.pipeline.stages.table() fills
+it in), read when needed; each section is built into its stage's own config once (`stage_configs`).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from dlopt.pipeline import stages as table
 from dlopt.pipeline.sections import library_defaults
 from dlopt.pipeline.stages import StageDef, stage_names
 
-TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size")
+TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size", "inputs")
 MAX_CONFIG_BYTES = 1_000_000
 
 
 def by_name() -> dict[str, StageDef]:
     """The stages `stages = [...]` names, from the stage table (read when called, so a stage added is seen)."""
-    return {s.name: s for s in table.TABLE if s.selectable}
+    return {s.name: s for s in table.table() if s.selectable}
 
 
 def default_sections() -> dict[str, Any]:
@@ -49,6 +50,7 @@ class PipelineConfig:
     seed: int = 0
     tiny: bool = False
     input_size: int = 0  # 0 = the architecture's training default
+    inputs: str = ""  # --inputs FILE.npz: verify, bench and int8 calibration on these samples (and the report's basis)
     sets: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=default_sections)  # stage -> its [section] (cfg.train, ...)
 
@@ -163,19 +165,26 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Build every stage's own config now (the rules and messages of its command), so a bad value fails before
     the first step runs and before a run directory exists; then size the model on the meta device."""
+    stage_configs(cfg)
+    return cfg
+
+
+def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
+    """validate(), returning what it built: stage name -> the config its steps run with (built once per run)."""
     from dlopt.models.options import check_int, check_seed
 
     check_seed("", cfg.seed)
     check_int("", "input_size", cfg.input_size, 0, 1 << 16)
+    out: dict[str, Any] = {}
     for stage in by_name().values():
         try:
             if stage.build is not None:
-                stage.build(cfg)
+                out[stage.name] = stage.build(cfg)
         except (TypeError, ValueError) as exc:  # a stored config from an older dlopt, say: name the stage
             raise ConfigError(f"[{stage.name}]: {' '.join(str(exc).split())[:200]}") from None
     if cfg.arch:
         _check_model_size(cfg)
-    return cfg
+    return out
 
 
 def _check_model_size(cfg: PipelineConfig) -> None:

@@ -84,13 +84,13 @@ def run_pipeline(cfg: PipelineConfig, root: Path, resume: Path | None = None,
                  progress: Callable[[str], None] = lambda _m: None, show_bars: bool = True) -> PipelineOutcome:
     """Run (or resume) the pipeline for `cfg.arch`; returns what each step did and where the report is."""
     from dlopt.models.registry import get_spec
-    from dlopt.pipeline.config import validate
+    from dlopt.pipeline.config import stage_configs
 
     spec = get_spec(cfg.arch)
-    validate(cfg)
+    configs = stage_configs(cfg)  # validation: each stage's own config, which its steps then run with
     run = open_run(cfg, spec, root, resume)
     ledger.store_config(run, cfg.to_json())
-    ctx = steps.Context(run, cfg, spec, progress, show_bars)
+    ctx = steps.Context(run, cfg, spec, progress, show_bars, configs)
     done = [_do(step, ctx, resume is not None) for step in plan(cfg, spec)]
     if cfg.has("train") and not spec.supports("train"):
         done.insert(0, StepOutcome("train", "unsupported", 0.0, spec.why_not("train")))

@@ -7,9 +7,10 @@ Variants live in the run: the fp32 model at the top (`model.json`, exports besid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,15 @@ class Context:
     spec: ArchSpec
     progress: Callable[[str], None]
     show_bars: bool = True
+    configs: dict[str, Any] = field(default_factory=dict)  # stage -> its own config, as validation built it
+
+    def config(self, stage: str) -> Any:
+        """The config stage `stage` runs with: the one validation built (built here when not handed in)."""
+        if stage not in self.configs:
+            from dlopt.pipeline.sections import built
+
+            self.configs[stage] = built(stage, self.cfg)
+        return self.configs[stage]
 
     def path(self, *parts: str) -> Path:
         return self.run.path.joinpath(*parts)
@@ -47,16 +57,11 @@ def model_overrides(ctx: Context) -> dict[str, Any]:
 
 
 def train(ctx: Context) -> list[Path]:
-    from dlopt.train import train as train_fn
-    from dlopt.train.config import TrainConfig
+    from dlopt.train.stage import run_train
 
-    t = ctx.cfg.train
     sets = {**ctx.cfg.sets, **({"input_size": ctx.cfg.input_size} if ctx.cfg.input_size else {})}
-    result = train_fn(TrainConfig(
-        arch=ctx.spec.name, data=t.data or None, data_path=Path(t.data_path) if t.data_path else None,
-        epochs=t.epochs or None, batch_size=t.batch_size or None, lr=t.lr or None, seed=ctx.cfg.seed,
-        sets=sets, tiny=ctx.cfg.tiny, limit=t.limit or None,
-        progress=ctx.show_bars, run_dir=ctx.run.path))  # run_dir: trains into the pipeline's run, no new one
+    cfg = dataclasses.replace(ctx.config("train"), arch=ctx.spec.name, sets=sets, progress=ctx.show_bars)
+    result = run_train(ctx.run, cfg, ctx.progress).result  # trains into the pipeline's run, no new one
     if result.stopped and result.stopped.startswith("non-finite"):
         from dlopt.core.errors import CheckFailedError
 
@@ -81,9 +86,9 @@ def build(ctx: Context) -> list[Path]:
 
 def prune(ctx: Context) -> list[Path]:
     from dlopt.contract.target import Target
-    from dlopt.prune import PruneConfig, run_prune
+    from dlopt.prune import run_prune
 
-    cfg = PruneConfig(**{**ctx.cfg.prune, "seed": ctx.cfg.seed, "name": PRUNED})
+    cfg = dataclasses.replace(ctx.config("prune"), name=PRUNED)
     # The step is rerun (its inputs or config changed): the new pruned model is staged and swapped in whole,
     # so a failed or killed rerun leaves the previous one in place.
     run_prune(Target.of_run(ctx.run), cfg, ctx.progress, replace=True)
@@ -92,10 +97,13 @@ def prune(ctx: Context) -> list[Path]:
 
 def quantize(ctx: Context, name: str, variant: str | None) -> list[Path]:
     from dlopt.contract.target import Target
-    from dlopt.quantize import QuantizeConfig, run_quantize
+    from dlopt.quantize import run_quantize
 
-    cfg = QuantizeConfig(**{**ctx.cfg.quantize, "seed": ctx.cfg.seed, "name": name})
-    run_quantize(Target.of_run(ctx.run, variant), cfg, ctx.progress)
+    from dlopt.quantize.calibrate import calibrate_on
+
+    cfg = dataclasses.replace(ctx.config("quantize"), name=name)
+    with calibrate_on(Path(ctx.cfg.inputs) if ctx.cfg.inputs else None):  # --inputs: calibrate and judge on them
+        run_quantize(Target.of_run(ctx.run, variant), cfg, ctx.progress)
     return ctx.files(name)
 
 
@@ -103,15 +111,15 @@ def export(ctx: Context, folder: str, stage: str) -> list[Path]:
     """Export one checkpoint variant (and verify each file against it) into its folder of the run: the export
     stage itself (dlopt.export.stage.run_export), recording the pipeline's [export] section as its config."""
     from dlopt.contract.target import Target
-    from dlopt.export import ExportConfig
     from dlopt.export.stage import run_export
     from dlopt.models.spec import ExportFormat
 
     e = ctx.cfg.export
-    config = ExportConfig(formats=tuple(ExportFormat(f) for f in e.formats), exporter=e.exporter,
-                          batch_size=e.batch_size, verify=ctx.cfg.has("verify"))
+    config = ctx.config("export")
+    config = dataclasses.replace(config, formats=tuple(ExportFormat(f) for f in config.formats))
     target = Target.of_run(ctx.run, f"{folder}/{MODEL}" if folder else MODEL)
-    outcome = run_export(target, config, ctx.progress, folder=folder, stage=stage,
+    inputs = Path(ctx.cfg.inputs) if ctx.cfg.inputs and config.verify else None  # --inputs: verify on them
+    outcome = run_export(target, config, ctx.progress, inputs, folder=folder, stage=stage,
                          recorded={"formats": e.formats, "exporter": e.exporter, "verify": config.verify})
     return list(outcome.outputs)
 
@@ -129,19 +137,18 @@ def evaluate(ctx: Context) -> list[Path]:
 
 
 def bench(ctx: Context) -> list[Path]:
-    from dlopt.bench.config import Backend, BenchConfig
-    from dlopt.bench.runner import bench as bench_fn
+    from dlopt.bench.stage import run_bench
     from dlopt.contract.target import Target
+    from dlopt.runtime.formats import benched_when_present
 
-    b = ctx.cfg.bench
-    backends = tuple(Backend(x) for x in b.backends)
-    if Backend.OPENVINO not in backends and ctx.run.scan_artifacts((".xml",))[0]:
-        backends += (Backend.OPENVINO,)  # the quantize step shipped an OpenVINO IR: time it where it runs
-        ctx.progress("bench: the run has OpenVINO IR files; adding the openvino backend")
-    cfg = BenchConfig(backends=backends, batch_sizes=tuple(b.batch_sizes),
-                      threads=b.threads or None, budget_s=b.budget_s, seed=ctx.cfg.seed)
-    outcome = bench_fn(Target.of_run(ctx.run), cfg, ctx.progress)  # inputs seeded with cfg.seed
-    return [outcome.path]
+    cfg = ctx.config("bench")
+    if ctx.cfg.inputs:  # --inputs FILE.npz: time on the user's samples
+        cfg = dataclasses.replace(cfg, inputs=ctx.cfg.inputs)
+    for rec in benched_when_present(ctx.run.scan_artifacts, cfg.backends):  # the quantize step shipped an IR, say
+        cfg = dataclasses.replace(cfg, backends=(*cfg.backends, rec.bench_choice))
+        ctx.progress(f"bench: the run has {rec.label} files; adding the {rec.bench_choice} backend")
+    outcome = run_bench(Target.of_run(ctx.run), cfg, ctx.progress)  # inputs seeded with cfg.seed
+    return [outcome.report_path]
 
 
 def report(ctx: Context) -> list[Path]:

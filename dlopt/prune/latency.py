@@ -1,7 +1,8 @@
 """Latency before/after pruning through the bench stage: the run's model and the pruned checkpoint, each
 eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both); and, when
-asked and OpenVINO is installed, their ONNX files on OpenVINO's CPU plugin, interleaved with the same round-robin loop
-(`dlopt bench` runs a run's .onnx files on ONNX Runtime only, so these rows are timed here)."""
+asked and OpenVINO can run here, their ONNX files on OpenVINO's CPU plugin, prepared by bench's own openvino backend
+and interleaved with bench's round-robin loop (`dlopt bench` runs a run's .onnx files on ONNX Runtime only, so these
+rows are assembled here from bench's parts)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 from dlopt.contract.target import Target
 from dlopt.core.runs import Run
-from dlopt.models.spec import ArchSpec, ExportFormat
+from dlopt.models.spec import ArchSpec, Backend, ExportFormat
+from dlopt.runtime.formats import file_name
 
+ONNX = file_name(ExportFormat.ONNX)  # model.onnx: what is timed on ONNX Runtime and OpenVINO
 MIN_CALLS = 50  # on a shared machine, 10 calls can "converge" inside a load spike; 50 spans several round-robin blocks
 
 
@@ -19,7 +22,7 @@ def _export(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path) -> str | None:
     """Export to out_dir/model.onnx (verified against the eager model); returns why not, or None."""
     from dlopt.export import ExportConfig, export_model
 
-    if (out_dir / "model.onnx").is_file():
+    if (out_dir / ONNX).is_file():
         return None
     res = export_model(model, spec, cfg, out_dir, ExportConfig(formats=(ExportFormat.ONNX,), verify=True))
     if not res.passed:
@@ -34,7 +37,7 @@ def _export_variant(run: Run, spec: ArchSpec, cfg: Any, name: str) -> str | None
     from dlopt.models.checkpoint import load_checkpoint
 
     record = run.path / name / "model.json"
-    if (run.path / name / "model.onnx").is_file():
+    if (run.path / name / ONNX).is_file():
         return None
     with run.stage(f"{name}-onnx", {"export": {"formats": ["onnx"], "verify": True}}, inputs=[record]) as rec:
         staged = rec.dir(name)
@@ -49,14 +52,17 @@ def _median(rows: list[dict], variant: str, batch: int) -> float | None:
 
 
 def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, ...], budget_s: float,
-                    batch_sizes: tuple[int, ...] = (1, 8), threads: int = 1, openvino: bool = False
+                    batch_sizes: tuple[int, ...] | None = None, threads: int = 1, openvino: bool = False
                     ) -> dict[str, Any]:
     """Median ms of the run's model and of each pruned checkpoint `<run>/<name>/model.json`, eager and in ONNX
-    Runtime, per batch size, with speed-ups (before / after); all timed interleaved in one bench call. With
-    `openvino`, their ONNX files on OpenVINO too (`openvino@bB` rows, timed after, interleaved among themselves)."""
+    Runtime, per batch size (default: bench's), with speed-ups (before / after); all timed interleaved in one bench
+    call. With `openvino`, their ONNX files on OpenVINO too (`openvino@bB` rows, timed after, interleaved among
+    themselves)."""
     from dlopt.bench.config import Backend, BenchConfig
     from dlopt.bench.runner import bench
     from dlopt.bench.variants import EXPORT_DIR
+
+    batch_sizes = batch_sizes or BenchConfig.batch_sizes
 
     problems = [_export(target.model, spec, target.config, run.path / EXPORT_DIR)]
     problems += [_export_variant(run, spec, target.config, n) for n in names]
@@ -66,8 +72,8 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
     rows = outcome.result["rows"]
     tables: dict[str, Any] = {}
     for name in names:
-        pairs = {"eager": ("eager", f"eager:{name}/model"),
-                 "onnxruntime": ("onnxruntime", f"onnxruntime:{name}/model.onnx")}
+        eager, ort = str(Backend.EAGER), str(Backend.ONNXRUNTIME)  # bench's row names: backend[:variant file]
+        pairs = {eager: (eager, f"{eager}:{name}/model"), ort: (ort, f"{ort}:{name}/{ONNX}")}
         table: dict[str, Any] = {}
         for backend, (base, pruned) in pairs.items():
             for b in batch_sizes:
@@ -88,34 +94,22 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
 def _openvino_rows(run: Run, spec: ArchSpec, target: Target, names: tuple[str, ...], budget_s: float,
                    batch_sizes: tuple[int, ...], threads: int) -> tuple[dict[str, dict[str, Any]], str | None]:
     """{name: {"openvino@bB": before/after ms and speed-up}}: the run's ONNX export and each pruned ONNX file on
-    OpenVINO (CPU, fp32, `threads` threads), all of them interleaved per batch size (dlopt.bench's round-robin
-    loop, the same budget and min_calls); ({}, why) when OpenVINO is not installed or a file will not compile."""
-    import importlib.util
-
-    from dlopt.bench.config import BenchConfig
-    from dlopt.bench.stats import summarize
-    from dlopt.bench.timing import round_robin, warm_up
+    bench's openvino backend (CPU, fp32, `threads` threads), all of them interleaved per batch size (bench's
+    round-robin loop, the same budget and min_calls); ({}, why) when OpenVINO cannot run here or a file will not
+    compile."""
+    from dlopt.bench.config import Device
     from dlopt.bench.variants import EXPORT_DIR
-    from dlopt.models.registry import make_inputs
+    from dlopt.runtime.formats import why_not_here
 
-    if importlib.util.find_spec("openvino") is None:
-        return {}, "openvino is not installed (pip install openvino): no OpenVINO rows"
-    from dlopt.runtime.openvino import bench_callable
-
-    files = {"": run.path / EXPORT_DIR / "model.onnx", **{n: run.path / n / "model.onnx" for n in names}}
-    cfg = BenchConfig(budget_s=budget_s, min_calls=MIN_CALLS, threads=threads)
+    if (why := why_not_here(Backend.OPENVINO, Device.CPU)) is not None:
+        return {}, f"{why}: no OpenVINO rows"
+    files = {"": run.path / EXPORT_DIR / ONNX, **{n: run.path / n / ONNX for n in names}}
     medians: dict[int, dict[str, float]] = {}
     for b in batch_sizes:
-        inputs = make_inputs(spec, target.config, b, seed=0)
-        fns, est = {}, {}
         try:
-            for key, path in files.items():
-                fns[key] = bench_callable(path, inputs, threads)[0]
-                est[key] = warm_up(fns[key], cfg.warmup_calls).estimate_s
-        except Exception as exc:  # noqa: BLE001 -- OpenVINO raises its own types; the other rows still count
-            return {}, f"OpenVINO could not run {path.relative_to(run.path)}: {type(exc).__name__}: {str(exc)[:160]}"
-        series = round_robin(fns, est, cfg)
-        medians[b] = {k: summarize(s.times, cfg.percentiles).median_ms for k, s in series.items()}
+            medians[b] = _interleaved(files, spec, target, b, budget_s, threads)
+        except _NotRun as exc:
+            return {}, f"OpenVINO could not run {exc.path.relative_to(run.path)}: {exc.why}"
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         for b, ms in medians.items():
@@ -123,3 +117,32 @@ def _openvino_rows(run: Run, spec: ArchSpec, target: Target, names: tuple[str, .
             out.setdefault(name, {})[f"openvino@b{b}"] = {"before_ms": before, "after_ms": after,
                                                            "speedup": round(before / after, 3)}
     return out, None
+
+
+class _NotRun(Exception):
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(why)
+        self.path, self.why = path, why
+
+
+def _interleaved(files: dict[str, Path], spec: ArchSpec, target: Target, batch: int, budget_s: float,
+                 threads: int) -> dict[str, float]:
+    """Median ms per file at `batch`: each prepared by bench's openvino backend, warmed, then timed interleaved."""
+    from dlopt.bench.backends import Variant, prepare
+    from dlopt.bench.config import BenchConfig, Device
+    from dlopt.bench.stats import summarize
+    from dlopt.bench.timing import round_robin, warm_up
+    from dlopt.models.registry import make_inputs
+
+    cfg = BenchConfig(budget_s=budget_s, min_calls=MIN_CALLS, threads=threads)
+    inputs = make_inputs(spec, target.config, batch, seed=0)
+    fns, est = {}, {}
+    for key, path in files.items():
+        try:
+            fns[key] = prepare(Variant(f"openvino:{path.name}", Backend.OPENVINO, path=path), inputs, Device.CPU,
+                               threads).fn
+            est[key] = warm_up(fns[key], cfg.warmup_calls).estimate_s
+        except Exception as exc:  # noqa: BLE001 -- OpenVINO raises its own types; the other rows still count
+            raise _NotRun(path, f"{type(exc).__name__}: {str(exc)[:160]}") from None
+    series = round_robin(fns, est, cfg)
+    return {k: summarize(s.times, cfg.percentiles).median_ms for k, s in series.items()}

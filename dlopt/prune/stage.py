@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dlopt.contract.stage import Outcome, Section, register_stage
 from dlopt.contract.target import Check, Target, TargetOptions, as_target
 from dlopt.core.errors import ConfigError
 from dlopt.core.results import PruneReport, write_result
@@ -21,10 +22,9 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class PruneOutcome:
-    run_dir: Path
+class PruneOutcome(Outcome):
     record: Path  # <run>/<name>/model.json: load_checkpoint(record), or TargetOptions(variant="<name>/model.json")
-    report: PruneReport  # what prune_report.json holds
+    report: PruneReport  # what prune_report.json (report_path) holds
 
     @property
     def result(self) -> dict[str, Any]:
@@ -48,7 +48,8 @@ def _score(evaluator: Any, model: Any) -> float | None:
     return None if evaluator is None else round(evaluator.score(model), 6)
 
 
-def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], progress: Progress) -> Any:
+def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], progress: Progress,
+                   teacher: Any = None) -> Any:
     """Fine-tuning spread over the iterative steps (the last step gets the remainder)."""
     if evaluator is None or cfg.finetune_epochs == 0:
         return None
@@ -60,7 +61,7 @@ def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], 
         epochs = share + (cfg.finetune_epochs % cfg.iterative_steps if step == cfg.iterative_steps else 0)
         if epochs:
             progress(f"fine-tuning after step {step}/{cfg.iterative_steps} ({count(epochs, 'epoch')})")
-            log.append({"step": step, **finetune(model, evaluator, epochs, cfg.finetune_lr, cfg.seed)})
+            log.append({"step": step, **finetune(model, evaluator, epochs, cfg.finetune_lr, cfg.seed, teacher)})
 
     return hook
 
@@ -83,7 +84,8 @@ def _to_speedup(target: Target, cfg: PruneConfig, evaluator: Any, example: tuple
 
     def tune(model: Any, step: int) -> None:
         say(f"fine-tuning after step {step} ({count(cfg.finetune_epochs, 'epoch')})")
-        log.append({"step": step, **finetune(model, evaluator, cfg.finetune_epochs, cfg.finetune_lr, cfg.seed)})
+        log.append({"step": step, **finetune(model, evaluator, cfg.finetune_epochs, cfg.finetune_lr, cfg.seed,
+                                             target.model if cfg.distill else None)})
 
     timer = timer_for(target.spec, target.config, cfg.target_runtime, cfg.target_batch)
     pruned, info, path = prune_to_speedup(
@@ -137,7 +139,8 @@ def run_prune(target: Target | TargetOptions, cfg: PruneConfig, progress: Progre
             report = _bench(target, cfg, lat.dir(final_dir.name), report, say)
             lat.outputs.append(lat.path(final_dir.name, REPORT))
             lat.metrics.update(_summary(report))
-    return PruneOutcome(run.path, final_dir / "model.json", report)
+    return PruneOutcome(final_dir / "model.json", report, stage=cfg.name, run_dir=run.path,
+                        report_path=final_dir / REPORT, summary=_summary(report))
 
 
 def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any) -> str | None:
@@ -199,7 +202,8 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
         say(f"pruning {spec.name} ({cfg.method}, ratio {cfg.ratio:g}, {cfg.iterative_steps} step(s))")
         pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
-                                   after_step=_finetune_hook(cfg, evaluator, log, say))
+                                   after_step=_finetune_hook(cfg, evaluator, log, say,
+                                                             model if cfg.distill else None))
         path = None
     final = _score(evaluator, pruned)
     metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
@@ -259,3 +263,19 @@ def _summary(report: PruneReport) -> dict[str, Any]:
             **({"sparsity": report.sparsity["weights"]} if report.sparsity else {}),
             **({"channels_removed": report.achieved["channels"]} if report.achieved else {}),
             **{f"speedup_{k}": v["speedup"] for k, v in (report.latency or {}).get("rows", {}).items()}}
+
+
+class PruneStage:
+    name = "prune"
+    Config = PruneConfig
+    section = Section(defaults={"ratio": 0.3},  # every option of `dlopt prune`; the ratio written out
+                      comment="dlopt prune options (ratio: share of channels/neurons/heads removed per layer)")
+
+    def check(self, spec: Any, config: PruneConfig | None = None) -> None:
+        prune_check(config or PruneConfig())(spec)
+
+    def run(self, target: Any, config: PruneConfig, progress: Progress | None = None) -> PruneOutcome:
+        return run_prune(target, config, progress)
+
+
+STAGE = register_stage(PruneStage())

@@ -7,28 +7,28 @@ from collections.abc import Callable
 from typing import Any
 
 from dlopt.core.errors import DloptError, UnsupportedError
-from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
+from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.judge import Judge
-from dlopt.quantize.recipe import Built, Recipe
+from dlopt.quantize.recipe import Built, Recipe, backend, supports, unsupported
 
 Builder = Callable[[Recipe, bool], Built]
 
 
 def recipes(spec: Any, cfg: QuantizeConfig, backends: tuple[QBackend, ...]) -> list[Recipe]:
-    """The recipes `cfg` asks for that the spec allows (auto: every int8 path on the chosen backends)."""
+    """The recipes `cfg` asks for that the spec allows (auto: every method each backend offers `auto`)."""
     if cfg.method != Method.AUTO:
-        if not spec.supports(f"quantize:{cfg.method}"):
-            key = f"quantize:{cfg.method}"
-            raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: {spec.why_not(key)}")
+        if (why := unsupported(spec, cfg.method)) is not None:
+            raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: {why}")
         return [Recipe(backends[0], cfg.method, cfg.quant_format, cfg.per_channel)]
     out = []
-    for backend in backends:
-        for method in (Method.STATIC, Method.DYNAMIC):
-            if not spec.supports(f"quantize:{method}") or (backend == QBackend.OPENVINO and method != Method.STATIC):
-                continue  # NNCF's post-training path for OpenVINO is static int8
-            formats = (QuantFormat.QDQ, QuantFormat.QOPERATOR) if backend == QBackend.ONNXRUNTIME and \
-                method == Method.STATIC else (cfg.quant_format,)
-            out += [Recipe(backend, method, fmt, cfg.per_channel) for fmt in formats]
+    for name in backends:
+        found = backend(name)
+        for method in found.offers("AUTO_METHODS"):
+            if not supports(spec, method):
+                continue
+            formats = found.static_formats if method == Method.STATIC and found.static_formats else \
+                (cfg.quant_format,)
+            out += [Recipe(name, method, fmt, cfg.per_channel) for fmt in formats]
     if not out:
         raise UnsupportedError(f"{spec.name} has no int8 path: {spec.why_not('quantize:static')}")
     return out
@@ -100,17 +100,17 @@ def todo_built(built: dict[str, Built], todo: list[Recipe]) -> bool:
 
 
 def pick(built: dict[str, Built], drops: dict[str, float | None], latency: dict[str, float],
-         max_drop: float) -> tuple[str, str]:
+         max_drop: float, budget_text: str | None = None) -> tuple[str, str]:
     """The fastest within budget; else the smallest drop (the accuracy-aware search then works on it)."""
     ok = [k for k in built if drops[k] is None or drops[k] <= max_drop]
     over = [k for k in built if k not in ok]
+    text = budget_text or f"{max_drop:g}-point budget"  # without a metric the judge says what the budget is
     if not ok:
         best = min(built, key=lambda k: (drops[k], latency[k]))
-        return best, f"no candidate within the {max_drop:g}-point budget; smallest drop, then the accuracy-aware search"
+        return best, f"no candidate within the {text}; smallest drop, then the accuracy-aware search"
     ranked = sorted(ok, key=lambda k: latency[k])
     best = ranked[0]
-    why = f"{best}: {latency[best]:.4g} ms, the fastest at batch 1 of {len(ok)} candidate(s) within the " \
-          f"{max_drop:g}-point budget"
+    why = f"{best}: {latency[best]:.4g} ms, the fastest at batch 1 of {len(ok)} candidate(s) within the {text}"
     if len(ranked) > 1:
         nxt = ranked[1]
         why += f"; next {nxt} at {latency[nxt]:.4g} ms ({latency[nxt] / latency[best]:.2f}x slower)"
@@ -120,19 +120,23 @@ def pick(built: dict[str, Built], drops: dict[str, float | None], latency: dict[
 
 
 def available(backends: tuple[QBackend, ...]) -> tuple[tuple[QBackend, ...], str | None]:
-    """Auto's backends that can run here: OpenVINO needs openvino and nncf. When it cannot, the others are
-    measured and the note says why (a backend asked for alone still fails with the install hint)."""
+    """Auto's backends that can run here (each backend's `requires` importable: OpenVINO needs openvino and nncf).
+    When one cannot, the others are measured and the note says why (a backend asked for alone still fails with the
+    install hint)."""
     import importlib.util
 
-    if QBackend.OPENVINO not in backends or len(backends) == 1:
+    if len(backends) == 1:
         return backends, None
-    missing = [m for m in ("openvino", "nncf") if _find(importlib.util, m) is None]
-    if not missing:
+    missing = {b: [m for m in backend(b).requires if _find(importlib.util, m) is None] for b in backends}
+    gone = [b for b in backends if missing[b]]
+    if not gone:
         return backends, None
-    rest = tuple(b for b in backends if b != QBackend.OPENVINO)
-    return rest, (f"measured {', '.join(map(str, rest))} only: OpenVINO not measured because "
-                  f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed "
-                  "(pip install openvino nncf)")
+    rest = tuple(b for b in backends if not missing[b])
+    names = [m for b in gone for m in missing[b]]
+    shown = ", ".join(backend(b).label or str(b) for b in gone)
+    return rest, (f"measured {', '.join(map(str, rest))} only: {shown} not measured because "
+                  f"{' and '.join(names)} {'is' if len(names) == 1 else 'are'} not installed "
+                  f"(pip install {' '.join(m for b in gone for m in backend(b).requires)})")
 
 
 def _find(util: Any, name: str) -> Any:
@@ -143,8 +147,10 @@ def _find(util: Any, name: str) -> Any:
 
 
 def _row(label: str, b: Built, drop: float | None, latency: dict[str, float], best: str) -> dict[str, Any]:
+    same = latency.get(f"{b.recipe.backend} fp32")  # int8 over fp32 on its own runtime: what int8 itself brings
     return {"recipe": label, "backend": str(b.recipe.backend), "method": str(b.recipe.method), "val_drop": drop,
             "latency_ms_b1": latency[label], "speedup_vs_eager": round(latency["eager fp32"] / latency[label], 3),
+            "speedup_vs_fp32": round(same / latency[label], 3) if same else None,
             "bytes": b.bytes, "layers_int8": len(b.quantized_layers), "layers_float": len(b.float_layers),
             "chosen": label == best}
 
@@ -166,11 +172,12 @@ def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float |
     drops = {k: judge.loss(b.runner, "val", before_val) for k, b in built.items()}
     progress(f"timing {len(built)} candidate(s) interleaved at batch 1, one thread")
     latency = measure(built, judge.reference, example, cfg.timing_budget_s, extra)
-    best, why = pick(built, drops, latency, cfg.max_drop)
+    best, why = pick(built, drops, latency, cfg.max_drop, judge.budget_text(cfg.max_drop, cfg.max_rel_error))
     rows = [_row(k, b, drops[k], latency, best) for k, b in built.items()]
     rows += [{"recipe": k, "failed": v} for k, v in failed.items()]
     refs = {k: v for k, v in latency.items() if k not in built}
     basis = f"{judge.spec.metric} points lost on the validation split" if judge.uses_metric else \
         "points of disagreement with fp32 (top-1, or relative error) on probe inputs"
     return built[best], {"why": why, "candidates": rows, "reference_latency_ms_b1": refs, "drop_basis": basis,
+                         "drop_column": judge.drop_column(),
                          "backends": sorted({str(r.backend) for r in todo})}

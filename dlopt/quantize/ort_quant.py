@@ -259,7 +259,9 @@ def build(recipe: Recipe, fp32: Fp32Onnx, calib: list[tuple[Any, ...]], calibrat
     for used in order:
         src = fp32.raw(used) if recipe.method == Method.FP16 else fp32.prepared(used)
         try:
-            with contextlib.chdir(dst.parent), _quiet_root_logger():  # stray external-data files go to scratch
+            from dlopt.quantize.quiet import third_party_output  # calibration's prints: never on stdout
+
+            with contextlib.chdir(dst.parent), _quiet_root_logger(), third_party_output():  # stray files: scratch
                 _quantize(recipe, src, dst, calib, list(fp32.spec.input_names), calibration)
             break
         except Exception as exc:  # ORT's quantizer raises onnx/shape-inference errors of many types
@@ -280,3 +282,25 @@ def _nodes(path: Path) -> list[Any]:
     import onnx
 
     return list(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+# The backend table's entry points (dlopt.quantize.recipe.BACKENDS): the same names in every <backend>_quant module.
+METHODS = (Method.STATIC, Method.DYNAMIC, Method.FP16)  # what this backend builds
+AUTO_METHODS = (Method.STATIC, Method.DYNAMIC)  # what `auto` tries here
+CALIBRATED_METHODS = (Method.STATIC,)  # methods that need calibration data
+
+
+def build_for(s: Any, recipe: Recipe, batches: Any, dst: Path) -> Built:
+    return build(recipe, s.fp32, batches, s.cfg.calibration_method, dst, s.cfg.exporter)
+
+
+def has_int8(built: Built) -> bool:
+    return int8_op_count(built.path) > 0  # counted in the written graph
+
+
+def references(s: Any) -> dict[str, Any]:
+    """The fp32 ONNX file under ONNX Runtime: what an int8 candidate must beat here."""
+    if s.fp32 is None:
+        return {}
+    fp32_run, example = runner_for(s.fp32.raw()), s.example()
+    return {"onnxruntime fp32": lambda: fp32_run(*example)}

@@ -41,10 +41,26 @@ def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
     ov = require_openvino()
     model = ov.Core().read_model(str(fp32.raw()))
     batches = list(batches)
-    quantized = nncf_quantize(model, batches, subset_size=len(batches), ignored=tuple(recipe.keep_float))
+    from dlopt.quantize.quiet import third_party_output
+
+    with third_party_output():  # NNCF's progress bars and log lines: stderr with -v, else nowhere
+        quantized = nncf_quantize(model, batches, subset_size=len(batches), ignored=tuple(recipe.keep_float))
     save_ir(quantized, out)
     q, kept = _quantized(quantized)
     return Built(recipe, out, torch_runner(out, threads=1), tuple(q), tuple(kept))
+
+
+def fp32_reference(s: Any, built: Built) -> dict[str, Any]:
+    """The fp32 file timed on an OpenVINO int8 file's own runtime (what int8 must beat there); {} otherwise
+    (ONNX Runtime's fp32 reference is timed for every ORT candidate already)."""
+    from dlopt.quantize.config import QBackend
+
+    if built.recipe.backend != QBackend.OPENVINO or s.fp32 is None:
+        return {}
+    from dlopt.runtime.openvino import torch_runner
+
+    run, example = torch_runner(s.fp32.raw(), threads=1), s.example()
+    return {"openvino fp32": lambda: run(*example)}
 
 
 def _ov_runner(compiled: Any) -> Any:
@@ -78,9 +94,6 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
     on the validation split (through `judge`, the same loop as the rest of dlopt) and reverts the most sensitive
     layers to float, at most `max_layers`, until the drop is within budget. The returned recipe's keep_float names
     the layers NNCF reverted (the layers the first recipe already kept stay in its ignored scope)."""
-    import contextlib
-    import sys
-
     from dlopt.runtime.openvino import as_arrays, require_openvino, save_ir
 
     try:
@@ -109,7 +122,9 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
     fraction = judge.fraction
     params = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max(1, max_layers))
     scope = {"ignored_scope": nncf.IgnoredScope(names=list(recipe.keep_float))} if recipe.keep_float else {}
-    with contextlib.redirect_stdout(sys.stderr):
+    from dlopt.quantize.quiet import third_party_output
+
+    with third_party_output():
         model = nncf.quantize_with_accuracy_control(
             ov.Core().read_model(str(fp32.raw())), nncf.Dataset(calib, item), nncf.Dataset(probe, item), validate,
             max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE if fraction else nncf.DropType.RELATIVE,
@@ -130,7 +145,9 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
     it does not apply (dlopt's search runs instead); a Search record for the report otherwise."""
     import time
 
+    from dlopt.models.spec import ExportFormat
     from dlopt.quantize.accuracy import Search, within
+    from dlopt.runtime.formats import file_name
 
     if controlled_applies(s.judge, built.recipe) is not None or s.cfg.max_fallback_layers == 0 or \
             s.judge.cannot_exceed(s.cfg.max_drop):
@@ -142,7 +159,7 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
     progress(f"drop {search.initial_drop:.2f} > {s.cfg.max_drop:g}: NNCF accuracy-controlled quantization")
     n = next(s._count)
     got = accuracy_controlled(built.recipe, s.fp32, s.calib.batches, s.judge, s.cfg.max_drop,
-                              s.cfg.max_fallback_layers, s.work / f"ac{n}" / "model.xml", progress)
+                              s.cfg.max_fallback_layers, s.work / f"ac{n}" / file_name(ExportFormat.OPENVINO), progress)
     drop = s.judge.loss(got.runner, "val", before_val)  # dlopt's own runner (fp32 hint), not NNCF's compile
     search.attempts.append({"keep_float": list(got.recipe.keep_float), "drop": drop, "by": "nncf"})
     best = got if drop <= search.initial_drop else built
@@ -154,3 +171,14 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
                                                                        ", still over budget"))
     search.seconds = round(time.monotonic() - t0, 2)
     return best, search
+
+
+# The backend table's entry points (dlopt.quantize.recipe.BACKENDS): the same names in every <backend>_quant module.
+METHODS = (Method.STATIC,)  # NNCF's post-training path for OpenVINO is static int8
+AUTO_METHODS = (Method.STATIC,)
+CALIBRATED_METHODS = (Method.STATIC,)
+search = nncf_search  # over the accuracy budget: NNCF's accuracy control instead of dlopt's layer search
+
+
+def build_for(s: Any, recipe: Recipe, batches: Any, dst: Path) -> Built:
+    return build(recipe, s.fp32, batches, dst)

@@ -17,9 +17,9 @@ from dlopt.quantize.calibrate import (
     random_inputs,
     split_inputs,
 )
-from dlopt.quantize.config import Method, QBackend, QuantizeConfig
+from dlopt.quantize.config import Method, QuantizeConfig
 from dlopt.quantize.judge import Judge
-from dlopt.quantize.recipe import Built, Recipe
+from dlopt.quantize.recipe import Built, Recipe, backend
 
 FAST_CALIBRATION = 64  # samples used while ranking layers (the final build uses all of them)
 PROBE_SAMPLES = 256
@@ -54,30 +54,20 @@ class Session:
         return make_inputs(self.spec, self.model_cfg, batch, seed=self.cfg.seed)
 
     def build(self, recipe: Recipe, fast: bool = False) -> Built:
+        """Build `recipe` into a scratch file of its backend's format (dlopt.quantize.recipe.BACKENDS)."""
+        from dlopt.runtime.formats import FORMAT_SUFFIX
+
         batches = self.calib.batches
         if fast:
             keep = max(1, FAST_CALIBRATION // max(1, batches.sizes[0]))
             batches = batches[:keep]
-        n = next(self._count)
-        if recipe.backend == QBackend.ONNXRUNTIME:
-            from dlopt.quantize import ort_quant
-
-            return ort_quant.build(recipe, self.fp32, batches, self.cfg.calibration_method, self.work / f"c{n}.onnx",
-                                  self.cfg.exporter)
-        if recipe.backend == QBackend.OPENVINO:
-            from dlopt.quantize import ov_quant
-
-            return ov_quant.build(recipe, self.fp32, batches, self.work / f"c{n}" / "model.xml")
-        from dlopt.quantize import torch_quant
-
-        return torch_quant.build(recipe, self.module, self.spec, self.model_cfg, batches, self.work / f"c{n}.pt2")
+        found = backend(recipe.backend)
+        dst = self.work / f"c{next(self._count)}" / f"model{FORMAT_SUFFIX[found.writes]}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return found.build(self, recipe, batches, dst)
 
     def has_int8(self, built: Built) -> bool:
-        if built.recipe.backend == QBackend.ONNXRUNTIME:
-            from dlopt.quantize.ort_quant import int8_op_count
-
-            return int8_op_count(built.path) > 0
-        return bool(built.quantized_layers)  # torch, openvino: the layers the builder saw converted
+        return backend(built.recipe.backend).has_int8(built)
 
 
 def _fits(module: Any, batches: Batches | None) -> Batches | None:
@@ -158,8 +148,7 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
         s.notes.append(f"{mismatch}; judged by agreement with the fp32 model instead (top-1 agreement, error)")
     flat = s.judge.flat_inputs_note() if not s.judge.uses_metric else None
     s.notes += [flat] if flat else []
-    if cfg.method in (Method.AUTO, Method.STATIC, Method.DYNAMIC, Method.FP16) and \
-            ({cfg.backend, *cfg.auto_backends} & {QBackend.ONNXRUNTIME, QBackend.OPENVINO}):  # both read the ONNX
+    if _reads_fp32_onnx(cfg):
         from dlopt.quantize.ort_quant import Fp32Onnx
 
         exported = verified_export(target, str(cfg.exporter))
@@ -169,18 +158,29 @@ def open_session(target: Any, cfg: QuantizeConfig, work: Path, needs_calibration
     return s
 
 
+def _reads_fp32_onnx(cfg: QuantizeConfig) -> bool:
+    """Whether a backend the config may build on quantizes the fp32 ONNX export, for a method it builds."""
+    for name in (cfg.backend, *cfg.auto_backends):
+        found = backend(name)
+        if found.reads_fp32_onnx and (cfg.method == Method.AUTO or cfg.method in found.offers()):
+            return True
+    return False
+
+
 def verified_export(target: Any, exporter: str) -> Path | None:
     """The run's model.onnx when the export stage made it from this very checkpoint (its sha256 as recorded) with
     this exporter, dynamic batch, the default opset, weights inline, verified it, and vouches for it still (the
     run's trust rule, `Run.artifact_status`): an export of the same module the quantizer would repeat (resnet50 at
     224: ~25 s); else None."""
     from dlopt.core.fileio import sha256_file
+    from dlopt.models.spec import ExportFormat
+    from dlopt.runtime.formats import file_name
 
     run = target.run
     stages = run.manifest().get("stages", {})  # schema-checked; the quantize stage has just read it too
     stage = stages.get("export") or {}
-    config, onnx = stage.get("config") or {}, (stage.get("metrics") or {}).get("onnx") or {}
-    details, model = onnx.get("details") or {}, run.path / "model.onnx"
+    config, onnx = stage.get("config") or {}, (stage.get("metrics") or {}).get(str(ExportFormat.ONNX)) or {}
+    details, model = onnx.get("details") or {}, run.path / file_name(ExportFormat.ONNX)
     if target.spec.entry is not None or stage.get("status") != "done" or not onnx.get("verified") or \
             details.get("exporter") != exporter or details.get("external_data") or not config.get("dynamic") or \
             config.get("opset") is not None or not model.is_file():

@@ -4,7 +4,6 @@ verifies it, and writes <run>/<name>/model.onnx|.pt2 with quantize_report.json."
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,10 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dlopt.contract.stage import Outcome, Section, register_stage
 from dlopt.contract.target import Check, Target, TargetOptions, as_target
 from dlopt.core.errors import UnsupportedError
 from dlopt.core.staging import clean_quantize_scratch, pause_point, quantize_scratch_prefix
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
+from dlopt.quantize.recipe import backend, unsupported
 from dlopt.quantize.session import Session, open_session
 
 if TYPE_CHECKING:
@@ -25,11 +26,9 @@ REPORT = "quantize_report.json"  # a dlopt.core.results.QuantizeReport
 
 
 @dataclass(frozen=True)
-class QuantizeOutcome:
-    run_dir: Path
+class QuantizeOutcome(Outcome):
     artifact: Path  # the quantized file inside <run>/<name>/
-    report_path: Path
-    report: QuantizeReport  # what quantize_report.json holds
+    report: QuantizeReport  # what quantize_report.json (report_path) holds
 
     @property
     def result(self) -> dict[str, Any]:
@@ -48,11 +47,9 @@ def quantize_check(cfg: QuantizeConfig) -> Check:
     """The support check `resolve_target` runs before a run directory is created: the spec allows quantize, and
     the method asked for (auto: the search picks among the methods the spec allows)."""
     def check(spec: Any) -> None:
-        if not spec.supports("quantize"):
-            raise UnsupportedError(f"{spec.name} cannot be quantized: {spec.why_not('quantize')}")
-        if cfg.method != Method.AUTO and not spec.supports(f"quantize:{cfg.method}"):
-            raise UnsupportedError(f"{spec.name} cannot be quantized with {cfg.method}: "
-                                   f"{spec.why_not(f'quantize:{cfg.method}')}")
+        if (why := unsupported(spec, cfg.method)) is not None:
+            how = "" if cfg.method == Method.AUTO or not spec.supports("quantize") else f" with {cfg.method}"
+            raise UnsupportedError(f"{spec.name} cannot be quantized{how}: {why}")
 
     return check
 
@@ -64,13 +61,8 @@ def _backends(cfg: QuantizeConfig) -> tuple[QBackend, ...]:
 
 
 def _references(s: Session) -> dict[str, Callable[[], Any]]:
-    """Timed beside the candidates: the fp32 ONNX file under ONNX Runtime (what int8 must beat there)."""
-    if s.fp32 is None or QBackend.ONNXRUNTIME not in _backends(s.cfg):
-        return {}
-    from dlopt.quantize.ort_quant import runner_for
-
-    fp32_run, example = runner_for(s.fp32.raw()), s.example()
-    return {"onnxruntime fp32": lambda: fp32_run(*example)}
+    """Timed beside the candidates: each measured backend's fp32 reference (ONNX Runtime: the fp32 ONNX file)."""
+    return {k: v for b in _backends(s.cfg) for k, v in backend(b).references(s).items()}
 
 
 def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, Any] | None, Any]:
@@ -85,7 +77,8 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
 
         missing = available(s.cfg.auto_backends)[1]
         s.notes += [missing] if missing else []
-        built, auto = choose(todo, s.build, s.judge, before_val, s.cfg, s.example(), s.has_int8, _references(s),
+        budget = replace(s.cfg, max_drop=s.judge.budget(s.cfg.max_drop, s.cfg.max_rel_error))  # no metric: its unit
+        built, auto = choose(todo, s.build, s.judge, before_val, budget, s.example(), s.has_int8, _references(s),
                              progress, last_resort, s.notes)
         measured = auto["backends"]
         auto["backends_note"] = missing or (f"measured {' and '.join(measured)} together" if len(measured) > 1
@@ -99,12 +92,16 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
                                    f"try --method {other}")
     if not s.cfg.is_int8:
         return built, auto, Search(stopped="not searched: half precision has no per-layer fallback here")
-    from dlopt.quantize.ov_quant import nncf_search  # an OpenVINO candidate over budget: NNCF's accuracy control
+    # a backend's own accuracy-aware search first (OpenVINO: NNCF's accuracy control), else dlopt's layer search
+    from dlopt.quantize.mixed import repair_search  # still over budget after the search: repair, not only a verdict
 
-    if (controlled := nncf_search(s, built, before_val, progress)) is not None:
-        return controlled[0], auto, controlled[1]
-    built, search = fallback(s.build, built, s.judge, before_val, s.cfg.max_drop, s.cfg.max_fallback_layers,
+    if (controlled := backend(built.recipe.backend).search(s, built, before_val, progress)) is not None:
+        built, search = repair_search(s, controlled[0], controlled[1], before_val, progress)
+        return built, auto, search
+    built, search = fallback(s.build, built, s.judge, before_val, s.judge.budget(s.cfg.max_drop, s.cfg.max_rel_error),
+                             s.cfg.max_fallback_layers,
                              s.cfg.search_budget_s, progress)
+    built, search = repair_search(s, built, search, before_val, progress)
     return built, auto, search
 
 
@@ -147,7 +144,7 @@ def _task_checks(s: Session, before: float | None, after: float | None, parity: 
 
 def _fp32_bytes(s: Session) -> int | None:
     """The fp32 file of the same format (ONNX), else the fp32 weights' bytes."""
-    if s.fp32 is not None and QBackend.ONNXRUNTIME in _backends(s.cfg):
+    if s.fp32 is not None and any(backend(b).fp32_reference for b in _backends(s.cfg)):
         return s.fp32.raw().stat().st_size
     return sum(p.numel() * p.element_size() for p in s.module.state_dict().values())
 
@@ -178,13 +175,21 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
     progress("verifying")
     sweep = _verify(s, out)
     checks = _task_checks(s, before, after, parity)
-    latency = measure({"quantized": built}, s.module, s.example(), s.cfg.timing_budget_s, _references(s))
+    from dlopt.quantize.judge import int8_gain
+    from dlopt.quantize.ov_quant import fp32_reference
+
+    latency = measure({"quantized": built}, s.module, s.example(), s.cfg.timing_budget_s,
+                      {**_references(s), **fp32_reference(s, built)})  # fp32 on the quantized file's own runtime
     fp32_bytes = _fp32_bytes(s)
     basis = (f"{s.spec.metric} on the held-out test split" if s.judge.uses_metric else
              f"parity with fp32 on {s.judge.basis or _held_basis(s.calib.source)}"
              + _why_no_metric(s.judge.metric_broken))
     verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
     counts = layer_counts(built)
+    gain = int8_gain(latency, str(built.recipe.backend), counts["layers_int8"], counts["layers_float"]) \
+        if s.cfg.is_int8 else {}
+    if gain.get("int8_verdict") and auto:  # the pick says what int8 brought, not only which candidate won
+        auto = {**auto, "why": f"{auto['why']}; {gain['int8_verdict']}"}
     return QuantizeReport(
         arch=s.spec.name, stage=s.cfg.name, method=str(built.recipe.method), backend=str(built.recipe.backend),
         recipe=built.recipe.to_json(), chosen_by="auto" if auto else "asked", auto=auto, artifact=out.name,
@@ -194,6 +199,9 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
         drop_points=s.judge.drop(before, after), top1_agreement=parity["top1_agreement"],
         relative_error=parity["relative_error"], latency_ms_b1=latency,
         speedup_vs_eager_b1=round(latency["eager fp32"] / latency["quantized"], 3), threads=1,
+        speedup_vs_fp32_b1=gain.get("speedup_vs_fp32_b1"), fp32_reference=gain.get("reference"),
+        runtime_speedup_vs_eager_b1=gain.get("runtime_speedup_vs_eager_b1"),
+        int8_worthwhile=gain.get("int8_worthwhile"), int8_verdict=gain.get("int8_verdict"),
         layers_int8=counts["layers_int8"], layers_float=counts["layers_float"],
         float_layers=tuple(counts["float_layers"]), kept_float=tuple(counts["kept_float"]),
         float_why=counts.get("float_why"), search=search.to_json(),
@@ -206,6 +214,7 @@ def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
                  progress: Callable[[str], None] | None = None) -> QuantizeOutcome:
     """Quantize the target into <run>/<cfg.name>/ and record the stage `cfg.name` in the run's manifest."""
     from dlopt.core.results import write_result
+    from dlopt.runtime.formats import format_of
 
     step = progress or (lambda _msg: None)
     target = as_target(target, quantize_check(cfg))  # the caller resolved it with quantize_check (or passes options)
@@ -215,14 +224,12 @@ def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
     # Staged, then swapped in as a whole: an existing variant stays complete (model + report) until the new one is.
     with run.stage(cfg.name, cfg.to_json(), inputs=[target.checkpoint], owns=(final_dir.name,)) as rec, \
             tempfile.TemporaryDirectory(prefix=quantize_scratch_prefix()) as work:
-        s = open_session(target, cfg, Path(work), cfg.method == Method.STATIC, step)
+        calibrates = cfg.method in backend(cfg.backend).offers("CALIBRATED_METHODS")
+        s = open_session(target, cfg, Path(work), calibrates, step)
         built, auto, search = _build(s, step)
         pause_point(cfg.name, "built")  # test-only hook: the scratch directory is in use here
         out = rec.path(final_dir.name, f"model{built.path.suffix}")
-        shutil.copyfile(built.path, out)
-        if out.suffix == ".xml":  # an OpenVINO IR: its weights travel with it
-            shutil.copyfile(built.path.with_suffix(".bin"), out.with_suffix(".bin"))
-            rec.outputs.append(out.with_suffix(".bin"))
+        rec.outputs += format_of(out).copy(built.path, out)  # with its companions (an IR's weights)
         result = _result(s, built, auto, search, out, time.perf_counter() - t0, step)
         shapes = {**result.verification["shapes"], "artifact": str(rec.final(out).relative_to(run.path))}
         result = replace(result, verification={**result.verification, "shapes": shapes})  # where it lands
@@ -234,7 +241,24 @@ def run_quantize(target: Target | TargetOptions, cfg: QuantizeConfig,
         rec.metrics.update(kept_float=len(result.kept_float), layers_int8=result.layers_int8,
                            layers_float=result.layers_float)
     out, report = final_dir / out.name, final_dir / REPORT
-    return QuantizeOutcome(run.path, out, report, result)
+    return QuantizeOutcome(out, result, stage=cfg.name, run_dir=run.path, report_path=report,
+                           summary=dict(rec.metrics))
+
+
+class QuantizeStage:
+    name = "quantize"
+    Config = QuantizeConfig
+    section = Section(comment="dlopt quantize options")  # every option of `dlopt quantize`
+
+    def check(self, spec: Any, config: QuantizeConfig | None = None) -> None:
+        quantize_check(config or QuantizeConfig())(spec)
+
+    def run(self, target: Any, config: QuantizeConfig, progress: Callable[[str], None] | None = None
+            ) -> QuantizeOutcome:
+        return run_quantize(target, config, progress)
+
+
+STAGE = register_stage(QuantizeStage())
 
 
 def _held_basis(calibration_source: str) -> str:

@@ -129,3 +129,13 @@ def build(recipe: Recipe, module: Any, spec: Any, cfg: Any, calib: list[tuple[An
     if recipe.method == Method.STATIC and not recipe.per_channel:
         notes.append("the x86 PT2E quantizer always quantizes weights per channel; --per-tensor was ignored")
     return Built(recipe, dst, run, done, tuple(recipe.keep_float), notes)
+
+
+# The backend table's entry points (dlopt.quantize.recipe.BACKENDS): the same names in every <backend>_quant module.
+METHODS = (Method.STATIC, Method.DYNAMIC, Method.FP16, Method.BF16)
+AUTO_METHODS = (Method.STATIC, Method.DYNAMIC)
+CALIBRATED_METHODS = (Method.STATIC,)
+
+
+def build_for(s: Any, recipe: Recipe, batches: Any, dst: Path) -> Built:
+    return build(recipe, s.module, s.spec, s.model_cfg, batches, dst)

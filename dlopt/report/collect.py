@@ -66,6 +66,9 @@ def _rows_from_bench(run: Run, bench: BenchResult, rows: dict[tuple[str, str], R
             continue
         row = rows.setdefault((variant, runtime), Row(variant, runtime, rel))
         row.latency[b.batch_size] = {"p50": b.stats.median_ms, "p90": b.stats.p90_ms}
+        row.measured[b.batch_size] = b.measured or bench.created or ""  # rows of earlier benches are kept
+        if (b.threads or bench.threads) is not None:
+            row.threads[b.batch_size] = b.threads or bench.threads
         if b.stats.iqr_ratio is not None:
             row.iqr[b.batch_size] = b.stats.iqr_ratio
         if b.noisy:
@@ -119,9 +122,10 @@ def _quant_parity(report: QuantizeReport | None) -> str:
     """Top-1 agreement with fp32 (or the task-level verdict) from the quantize stage's report."""
     value = None if report is None else report.top1_agreement if report.top1_agreement is not None \
         else report.agreement
-    if value is None:
-        return ""
-    verdict = "" if report.verified is None else ("pass, " if report.verified else "FAIL, ")
+    verdict = "" if report is None or report.verified is None else ("pass, " if report.verified else "FAIL, ")
+    if value is None:  # outputs that are not class scores: the relative error against fp32 is the verdict's figure
+        rel = None if report is None else report.relative_error
+        return "" if rel is None else f"{verdict}rel. error {100 * rel:.2g}%"
     return f"{verdict}top-1 {100 * value:.1f}%"
 
 
@@ -184,12 +188,22 @@ def collect(run: Run) -> dict[str, Any]:
             "evaluation_note": evaluation.note if evaluation else None, "data": evaluation.data if evaluation else None,
             "batches": batches, "pareto_batch": batches[0] if batches else None,
             "rows": [r.__dict__ | {"label": r.label} for r in ordered], "steps": steps(manifest, stages),
+            "stages": stage_summaries(stages),
             "environment": manifest.get("environment", {}),
             "bench": {"threads": bench.threads, "device": bench.device, "loadavg": bench.loadavg,
                       "created": bench.created, "config": bench.config},
             "quantize": {v: q.to_json() for v, q in quant.items() if q is not None},
             "prune": {v: p.to_json() for v, p in _prune_reports(trust, rows.values()).items()},
             "history": _history(run), "skipped": (trust.scan(), trust.skipped)[1]}
+
+
+def stage_summaries(stages: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each stage of the stage table (dlopt.contract.stage) that the run records under its own name, in the
+    table's order: its status and summary (the manifest's metrics), so a stage added to the table is reported."""
+    from dlopt.contract.stage import stage_names
+
+    return [{"stage": n, "status": stages[n].get("status"), "summary": stages[n].get("metrics") or {}}
+            for n in stage_names() if isinstance(stages.get(n), dict)]
 
 
 def _prune_reports(trust: Trust, rows: Any) -> dict[str, PruneReport]:

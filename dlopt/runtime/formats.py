@@ -1,9 +1,14 @@
-"""Artifact formats and the runtimes that run them: one record per format, one ONNX Runtime session factory.
+"""Artifact formats and the runtimes that run them: one record per format, one per bench runtime (and, re-exported
+from dlopt.runtime.ort, the one ONNX Runtime session factory).
 
 Every module that maps a file suffix to a format, a runtime, a bench backend or the files that ship with it asks
-here; nothing else holds such a map (tests/test_runtimes.py checks the source). Adding a format is one record in
-FORMATS, its writer (`write(job: dlopt.export.WriteJob) -> details`) and loader (`(path, threads[, trust_pickle])
--> Runner`) functions, and its tests.
+here; nothing else holds such a map or names a suffix or a runtime by hand (tests/test_runtimes.py checks the
+source). Adding a format is one record in FORMATS, its writer (`write(job: dlopt.export.WriteJob) -> details`) and
+loader (`(path, threads[, trust_pickle]) -> Runner`) functions, and its tests; adding a bench runtime is one
+BenchRuntime record (`register_runtime`) and its prepare function. Records hold callables: a function of a layer
+above this one (an export writer, a bench backend) or of dlopt.runtime.loader (which imports this module) is held
+as `lazy("module:function")`, imported when called: the runtime may not import those (tests/test_layers.py), and
+the CLI starts without them.
 
     rec = format_of(Path("int8/model.onnx"));  rec.runtime, rec.bench_backend  # "onnxruntime", Backend.ONNXRUNTIME
     session = ort_session(path, threads=1);  run = ort_call(session, feed, ort_run_options())
@@ -13,7 +18,6 @@ No torch, onnx or onnxruntime import at module level: the CLI and `dlopt report`
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +26,26 @@ from typing import Any
 
 from dlopt.core.errors import InputFileError, UsageError
 from dlopt.models.spec import Backend, ExportFormat
+from dlopt.runtime.ort import CPU_PROVIDERS, ORT_LEVELS, ORT_QUIET, ort_call, ort_run_options, ort_session  # noqa: F401
 
-CPU_PROVIDERS = ("CPUExecutionProvider",)
-ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-              "all": "ORT_ENABLE_ALL"}
-ORT_QUIET = 3  # ORT log severity: errors only; its warnings are not the user's business
+
+def lazy(ref: str) -> Callable[..., Any]:
+    """A function imported on each call, by name (`resolve` gives the function itself): an export writer or a bench
+    backend, of layers above the runtime, or a loader of dlopt.runtime.loader, which imports this module."""
+    module, _, name = ref.partition(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.ref = ref  # type: ignore[attr-defined]
+    call.__name__ = name
+    return call
+
+
+def _openvino_loader(path: Path, threads: int | None) -> Any:
+    from dlopt.runtime.openvino import torch_runner
+
+    return torch_runner(path, threads)
 
 
 @dataclass(frozen=True)
@@ -40,13 +59,18 @@ class ArtifactFormat:
     bench_choice: Backend  # the `dlopt bench --backend` value that selects the run's files of this format
     bench_kind: str  # bench row name prefix for a file ("torchscript-file:int8/model.ts"); "" = the backend's name
     unpickles: bool  # loading may unpickle or run code: every load passes dlopt.runtime.archive.check_trusted
-    writer: str  # "module:function" taking a dlopt.export.WriteJob, returning the export details
-    loader: str  # "module:function" (path, threads[, trust_pickle]) -> callable(*tensors) -> tuple of tensors
+    writer: Callable[..., dict[str, Any]]  # (dlopt.export.WriteJob) -> the export details
+    loader: Callable[..., Any]  # (path, threads[, trust_pickle]) -> callable(*tensors) -> tuple of tensors
     sidecars: tuple[str, ...] = ()  # files that ship with it: {name} = its file name, {stem} = without the suffix
     required_sidecars: int = 0  # how many of `sidecars` (the first ones) it cannot load without
     # True: the loader finds the sidecars by the artifact's stem, so a copy under a new name renames them too (an IR's
     # .bin); False: the artifact names them inside (ONNX external data), so a copy keeps their names
     sidecars_follow_stem: bool = False
+    label: str = ""  # how messages name such files ("OpenVINO IR"); "" = the format's name
+    # True: a run holding such a file has it benched on its runtime even when that backend was not asked for (an
+    # IR only the quantize stage writes, whose runtime is not among the pipeline's default backends)
+    bench_when_present: bool = False
+    metadata: bool = False  # dlopt writes its metadata (arch, config, quantized) inside the file (read_metadata)
 
     def sidecar_paths(self, path: Path) -> list[Path]:
         """Where this artifact's companion files are (or would be), beside it."""
@@ -60,51 +84,142 @@ class ArtifactFormat:
     def missing_sidecars(self, path: Path) -> list[Path]:
         return [p for p in self.sidecar_paths(path)[:self.required_sidecars] if not p.is_file()]
 
+    def copy(self, src: Path, dst: Path) -> list[Path]:
+        """Copy an artifact with its companions; returns the companions' copies. Those the loader finds by the
+        artifact's stem follow its new name; those it names inside keep theirs."""
+        import shutil
+
+        shutil.copyfile(src, dst)
+        out = []
+        for old, new in zip(self.sidecar_paths(src), self.sidecar_paths(dst), strict=True):
+            if old.is_file():
+                target = new if self.sidecars_follow_stem else Path(dst).parent / old.name
+                shutil.copyfile(old, target)
+                out.append(target)
+        return out
+
 
 FORMATS: tuple[ArtifactFormat, ...] = (
     ArtifactFormat(ExportFormat.ONNX, ".onnx", "onnxruntime", Backend.ONNXRUNTIME, Backend.ONNXRUNTIME, "",
-                   unpickles=False, writer="dlopt.export:write_onnx", loader="dlopt.runtime.loader:_onnx_runner",
-                   sidecars=("{name}.data", "{stem}.onnx_data")),  # external data: torch's name, then onnx's
+                   unpickles=False, writer=lazy("dlopt.export:write_onnx"),
+                   loader=lazy("dlopt.runtime.loader:onnx_runner"),
+                   sidecars=("{name}.data", "{stem}.onnx_data"),  # external data: torch's name, then onnx's
+                   metadata=True),
     ArtifactFormat(ExportFormat.TORCHSCRIPT, ".ts", "torchscript", Backend.TORCHSCRIPT, Backend.TORCHSCRIPT,
-                   "torchscript-file", unpickles=True, writer="dlopt.export:write_torchscript",
-                   loader="dlopt.runtime.loader:_torchscript_runner"),
+                   "torchscript-file", unpickles=True, writer=lazy("dlopt.export:write_torchscript"),
+                   loader=lazy("dlopt.runtime.loader:torchscript_runner")),
     ArtifactFormat(ExportFormat.PT2, ".pt2", "pt2", Backend.EAGER, Backend.PT2, "pt2", unpickles=True,
-                   writer="dlopt.export:write_pt2", loader="dlopt.runtime.loader:_pt2_runner"),
+                   writer=lazy("dlopt.export:write_pt2"), loader=lazy("dlopt.runtime.loader:pt2_runner")),
     ArtifactFormat(ExportFormat.OPENVINO, ".xml", "openvino", Backend.OPENVINO, Backend.OPENVINO, "openvino",
-                   unpickles=False, writer="dlopt.export:write_openvino",
-                   loader="dlopt.runtime.loader:_openvino_runner", sidecars=("{stem}.bin",), required_sidecars=1,
-                   sidecars_follow_stem=True),
+                   unpickles=False, writer=lazy("dlopt.export:write_openvino"), loader=_openvino_loader,
+                   sidecars=("{stem}.bin",), required_sidecars=1, sidecars_follow_stem=True, label="OpenVINO IR",
+                   bench_when_present=True),
 )
 
 
 @dataclass(frozen=True)
 class BenchRuntime:
     """One `dlopt bench` backend: how it turns a variant into a timed callable. `dlopt.bench.backends.prepare`
-    dispatches through these records only, so a new runtime is a record here (plus its ArtifactFormat when it runs
-    files of a new format) and its tests."""
+    dispatches through these records only, so a new runtime is a record here (`register_runtime`, plus its
+    ArtifactFormat when it runs files of a new format) and its tests."""
 
-    backend: Backend
-    prepare: str  # "module:function" (Variant, inputs, Device, threads) -> dlopt.bench.backends.Prepared; it raises
+    backend: Backend | str  # a Backend member, or the name of a runtime registered at run time
+    prepare: Callable[..., Any]  # (Variant, inputs, Device, threads) -> dlopt.bench.backends.Prepared; it raises
     # BackendUnavailable (the row's reason) when this machine, device or variant cannot run it
+    requires: str | None = None  # the module it needs installed (its pip name too)
+    cpu_only: str = ""  # why dlopt runs it on the CPU only: the reason on any other device
+    check: Callable[[Any, Any], None] | None = None  # (backend, device): raises BackendUnavailable, known up front
+    files: tuple[str, ...] = ()  # artifact formats whose run files it times (beside the formats' own bench_choice)
+    gpu_only: str = ""  # why it runs on an NVIDIA GPU only: the reason where this machine has none
+
+    @property
+    def name(self) -> str:
+        return str(self.backend)
+
+
+def _ort_check(backend: Any, device: Any) -> None:
+    lazy("dlopt.bench.backends:ort_providers")(backend, device)
 
 
 BENCH_RUNTIMES: tuple[BenchRuntime, ...] = (
-    BenchRuntime(Backend.EAGER, "dlopt.bench.backends:prepare_eager"),  # also runs .pt2 files (torch.export)
-    BenchRuntime(Backend.TORCHSCRIPT, "dlopt.bench.backends:prepare_torchscript"),
-    BenchRuntime(Backend.COMPILE, "dlopt.bench.backends:prepare_compile"),
-    BenchRuntime(Backend.ONNXRUNTIME, "dlopt.bench.backends:prepare_onnxruntime"),
-    BenchRuntime(Backend.TENSORRT, "dlopt.bench.backends:prepare_onnxruntime"),
-    BenchRuntime(Backend.OPENVINO, "dlopt.bench.backends:prepare_openvino"),
-    BenchRuntime(Backend.PT2, "dlopt.bench.backends:prepare_eager"),
+    BenchRuntime(Backend.EAGER, lazy("dlopt.bench.backends:prepare_eager")),  # also runs .pt2 files (torch.export)
+    BenchRuntime(Backend.TORCHSCRIPT, lazy("dlopt.bench.backends:prepare_torchscript")),
+    BenchRuntime(Backend.COMPILE, lazy("dlopt.bench.backends:prepare_compile")),
+    BenchRuntime(Backend.ONNXRUNTIME, lazy("dlopt.bench.backends:prepare_onnxruntime"), "onnxruntime",
+                 check=_ort_check),
+    BenchRuntime(Backend.TENSORRT, lazy("dlopt.bench.backends:prepare_onnxruntime"), "onnxruntime",
+                 check=_ort_check, gpu_only="no CUDA GPU: TensorRT runs on NVIDIA GPUs only"),
+    BenchRuntime(Backend.OPENVINO, lazy("dlopt.bench.backends:prepare_openvino"), "openvino",
+                 cpu_only="dlopt runs OpenVINO on its CPU plugin only; pass --device cpu"),
+    BenchRuntime(Backend.PT2, lazy("dlopt.bench.backends:prepare_eager")),
 )
-BY_BACKEND: dict[str, BenchRuntime] = {r.backend.value: r for r in BENCH_RUNTIMES}
+BY_BACKEND: dict[str, BenchRuntime] = {r.name: r for r in BENCH_RUNTIMES}
+# Modules that register a bench runtime of their own (`register_runtime`), imported on the first lookup: the
+# registration line of a runtime added in its own file, like a zoo family's import.
+RUNTIME_MODULES: list[str] = []
+_loaded: set[str] = set()
+
+
+def register_runtime(rec: BenchRuntime) -> BenchRuntime:
+    """Add (or replace) a bench runtime: `dlopt bench --backend NAME` and pipeline.toml's backends then take it,
+    and bench times it on the run's files of the formats in `rec.files`."""
+    BY_BACKEND[rec.name] = rec
+    return rec
+
+
+def runtime_names() -> list[str]:
+    """Every bench runtime's name: the Backend members, then those registered."""
+    for module in [m for m in RUNTIME_MODULES if m not in _loaded]:
+        _loaded.add(module)
+        importlib.import_module(module)
+    return list(BY_BACKEND)
 
 
 def bench_runtime(backend: Backend | str) -> BenchRuntime:
+    if str(backend) not in BY_BACKEND:
+        runtime_names()
     rec = BY_BACKEND.get(str(backend))
     if rec is None:
         raise UsageError(f"no bench runtime {backend!s}; choose from {', '.join(BY_BACKEND)}")
     return rec
+
+
+def why_not_here(backend: Backend | str, device: Any) -> str | None:
+    """Why a bench runtime cannot measure anything on this machine and device, known before any run is made."""
+    import importlib.util
+
+    rec = bench_runtime(backend)
+    if rec.cpu_only and str(device) != "cpu":
+        return rec.cpu_only
+    if rec.requires and importlib.util.find_spec(rec.requires) is None:
+        return f"{rec.requires} is not installed (pip install {rec.requires})"
+    if rec.check is not None:
+        try:
+            rec.check(backend, device)
+        except Exception as exc:  # noqa: BLE001 -- BackendUnavailable, of the bench layer: its message is the reason
+            return str(exc)
+    return None
+
+
+def why_unavailable_here(backend: Backend | str) -> str | None:
+    """Why a bench runtime cannot run on this machine at all, judged without importing anything (`dlopt bench
+    --help` lists it so): a module not installed, or no NVIDIA GPU. `why_not_here` asks more, when a run starts."""
+    import glob
+    import importlib.util
+
+    rec = bench_runtime(backend)
+    if rec.gpu_only and not glob.glob("/dev/nvidia[0-9]*"):  # the driver's device files: no torch import to ask
+        return rec.gpu_only
+    if rec.requires and importlib.util.find_spec(rec.requires) is None:
+        return f"{rec.requires} is not installed (pip install {rec.requires})"
+    return None
+
+
+def benched_when_present(scan: Callable[[tuple[str, ...]], Any], backends: Sequence[Any]) -> list[ArtifactFormat]:
+    """Formats a run holds files of (`scan`: Run.scan_artifacts) that bench times on their runtime even when
+    `backends` leaves it out (ArtifactFormat.bench_when_present)."""
+    chosen = {str(b) for b in backends}
+    return [r for r in FORMATS if r.bench_when_present and str(r.bench_choice) not in chosen and scan((r.suffix,))[0]]
 
 
 BY_FORMAT: dict[str, ArtifactFormat] = {r.format.value: r for r in FORMATS}
@@ -112,6 +227,11 @@ BY_SUFFIX: dict[str, ArtifactFormat] = {r.suffix: r for r in FORMATS}
 ARTIFACT_SUFFIXES: tuple[str, ...] = tuple(BY_SUFFIX)
 SUFFIXES: dict[str, str] = {r.suffix: r.format.value for r in FORMATS}  # suffix -> format name
 FORMAT_SUFFIX: dict[ExportFormat, str] = {r.format: r.suffix for r in FORMATS}
+
+
+def file_name(fmt: ExportFormat | str, stem: str = "model") -> str:
+    """`model.onnx`: the file name of an artifact of format `fmt` (the name every stage writes it under)."""
+    return f"{stem}{get_format(str(fmt)).suffix}"
 
 
 def find_format(path: Path | str) -> ArtifactFormat | None:
@@ -155,8 +275,12 @@ def check_trusted(path: Path, trust_pickle: bool = False, remedy: str | None = N
         check(Path(path), rec.format.value, trust_pickle, *([remedy] if remedy else []))
 
 
-def resolve(ref: str) -> Callable[..., Any]:
-    """A record's "module:function" writer or loader, imported now."""
+def resolve(ref: str | Callable[..., Any]) -> Callable[..., Any]:
+    """The function a record holds, imported now: a `lazy` callable's target, a "module:function" string, or the
+    callable itself."""
+    ref = getattr(ref, "ref", ref)
+    if callable(ref):
+        return ref
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -170,45 +294,4 @@ def open_runner(path: Path, *, threads: int | None = None, trust_pickle: bool = 
     missing = rec.missing_sidecars(path)
     if missing:
         raise InputFileError(f"{path} has no {missing[0].name} beside it; copy the files of an artifact together")
-    loader = resolve(rec.loader)
-    return loader(path, threads, trust_pickle) if rec.unpickles else loader(path, threads)
-
-
-def ort_session(path: Path | bytes, *, threads: int | None = None, inter_threads: int | None = None,
-                providers: Sequence[str] = CPU_PROVIDERS, optimization: str = "all") -> Any:
-    """An onnxruntime.InferenceSession: `threads` intra-op threads (None: ORT's default, every core), graph
-    optimization level disable/basic/extended/all, errors-only logging. A file ORT cannot load is an InputFileError."""
-    import onnxruntime as ort
-
-    if optimization not in ORT_LEVELS:
-        raise UsageError(f"ONNX Runtime optimization {optimization!r} is not one of {', '.join(ORT_LEVELS)}")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[optimization])
-    opts.log_severity_level = ORT_QUIET
-    if threads:
-        opts.intra_op_num_threads = threads
-    if inter_threads:
-        opts.inter_op_num_threads = inter_threads
-    try:
-        model = path if isinstance(path, bytes) else str(path)  # a file, or a serialized model in memory
-        return ort.InferenceSession(model, sess_options=opts, providers=list(providers))
-    except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidProtobuf, NoSuchFile...) for bad files
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        where = "the in-memory model" if isinstance(path, bytes) else path
-        raise InputFileError(f"{where} is not a loadable ONNX model ({line}); give an .onnx file written by an "
-                             "exporter") from None
-
-
-def ort_run_options(log_severity: int = ORT_QUIET) -> Any:
-    """RunOptions for session.run (log_severity 3: errors only, 4: fatal only, for a run dlopt may terminate); set
-    `.terminate = True` from another thread (a Ctrl-C handler) to stop a long run, which then raises in its thread."""
-    import onnxruntime as ort
-
-    ro = ort.RunOptions()
-    ro.log_severity_level = log_severity
-    return ro
-
-
-def ort_call(session: Any, feed: dict[str, Any], run_options: Any = None) -> Callable[[], list[Any]]:
-    """A zero-argument call of `session` on fixed inputs (all outputs), with `run_options` if given."""
-    return functools.partial(session.run, None, feed, run_options)
+    return rec.loader(path, threads, trust_pickle) if rec.unpickles else rec.loader(path, threads)

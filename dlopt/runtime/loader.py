@@ -18,15 +18,12 @@ from typing import Any
 
 from dlopt.core.errors import InputFileError, InputMismatchError, UsageError
 from dlopt.models.outputs import flatten
-from dlopt.runtime.formats import SUFFIXES
+from dlopt.runtime.formats import SUFFIXES, format_of  # noqa: F401 -- SUFFIXES: re-exported for callers
 from dlopt.runtime.interrupt import TimeLimitError, check_deadline, stoppable, time_limit, waiting_for_native_call
 
 Runner = Callable[..., tuple[Any, ...]]
 def artifact_format(path: Path) -> str:
-    fmt = SUFFIXES.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise UsageError(f"{path} is not an export artifact; expected a {', '.join(SUFFIXES)} file or a run directory")
-    return fmt
+    return format_of(path).format.value
 
 
 def check_trusted(path: Path, trust_pickle: bool = False) -> None:
@@ -41,18 +38,14 @@ def load_artifact(path: Path, *, trust_pickle: bool = False, threads: int | None
     """A callable(*tensors) -> flat tuple of torch tensors for any artifact (dict and nested outputs flattened,
     dlopt.models.outputs)."""
     path = Path(path)
-    fmt = artifact_format(path)
+    rec = format_of(path)
     if not path.is_file():
         raise InputFileError(f"artifact {path} not found")
-    if fmt in ("torchscript", "pt2"):  # pickle-capable: through the one door (bomb, trust, load)
-        loader = _torchscript_runner if fmt == "torchscript" else _pt2_runner
-        return loader(path, threads, trust_pickle)
-    # an OpenVINO IR is XML plus raw weights, ONNX a protobuf: nothing in them runs code
-    loader = {"onnx": _onnx_runner, "openvino": _openvino_runner}[fmt]
-    return loader(path, threads)
+    # a pickle-capable format goes through the one door (bomb, trust, load); the others hold no code
+    return rec.loader(path, threads, trust_pickle) if rec.unpickles else rec.loader(path, threads)
 
 
-def _onnx_runner(path: Path, threads: int | None) -> Runner:
+def onnx_runner(path: Path, threads: int | None) -> Runner:
     import numpy as np
     import torch
 
@@ -105,19 +98,13 @@ def check_inputs(path: Path, expected: list[Any], arrays: list[Any]) -> None:
                                  f"it expects {_describe(expected)}")
 
 
-def _openvino_runner(path: Path, threads: int | None) -> Runner:
-    from dlopt.runtime.openvino import torch_runner
-
-    return torch_runner(path, threads)
-
-
-def _torchscript_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
+def torchscript_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
     from dlopt.runtime.archive import load_module
 
     return _guarded(path, load_module(path, "torchscript", trust_pickle=trust_pickle))
 
 
-def _pt2_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
+def pt2_runner(path: Path, threads: int | None, trust_pickle: bool = False) -> Runner:
     from dlopt.runtime.archive import load_module
 
     return _guarded(path, load_module(path, "pt2", trust_pickle=trust_pickle))

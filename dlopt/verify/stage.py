@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dlopt.core.errors import InputFileError, UsageError
+from dlopt.contract.stage import Outcome, Progress, register_stage
+from dlopt.core.errors import InputFileError, UnsupportedError, UsageError
 from dlopt.core.fileio import within  # paths read from the manifest stay inside the run (issue 21)
 from dlopt.core.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
@@ -25,12 +26,12 @@ class VerifyOptions:
     # --weights: the reference is the architecture the ONNX metadata names, built with these weights (dlopt.models.weights)
     weights: str | None = None
     inputs: Path | None = None  # --inputs FILE.npz: compare on the user's inputs (dlopt.data.inputs_file)
+    reference: Path | None = None  # --reference REF.onnx: compare with that file instead of a model (verify.reference)
 
 
 @dataclass(frozen=True)
-class VerifyOutcome:
+class VerifyOutcome(Outcome):
     reports: dict[str, VerifyReport]
-    report_path: Path
     arch: str
 
     @property
@@ -69,13 +70,15 @@ def collect(path: Path) -> tuple[Run | None, dict[str, Path]]:
 
 def _check_readable(artifacts: dict[str, Path], trust_pickle: bool) -> dict[str, dict[str, str]]:
     """Fail fast, with one line, on a corrupt, foreign or untrusted file, before any model is built."""
+    from dlopt.runtime.formats import get_format
     from dlopt.runtime.loader import check_trusted, read_metadata
 
     meta = {}
     for fmt, path in artifacts.items():
-        if fmt == "onnx":
+        rec = get_format(fmt)
+        if rec.metadata:  # the architecture and whether it is quantized, written inside the file
             meta[fmt] = read_metadata(path)
-        elif fmt in ("torchscript", "pt2"):  # pickle-capable; an OpenVINO IR is XML and raw weights
+        elif rec.unpickles:  # loading may run code; the other formats hold none
             check_trusted(path, trust_pickle)
     return meta
 
@@ -130,6 +133,15 @@ def _weights_reference(opts: VerifyOptions, meta: dict[str, dict[str, str]]) -> 
 
 
 def verify_path(opts: VerifyOptions) -> VerifyOutcome:
+    if opts.reference is not None:  # two files on the same inputs: no model, no run
+        if opts.checkpoint is not None or opts.weights is not None:
+            raise UsageError("--reference is the model to compare with; drop --checkpoint / --weights")
+        from dlopt.verify.reference import verify_reference
+
+        reports, what, written = verify_reference(opts.path, opts.reference, opts.config, opts.inputs,
+                                                  opts.trust_pickle)
+        summary = {fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()}
+        return VerifyOutcome(reports, what, stage="verify", run_dir=None, report_path=written, summary=summary)
     run, artifacts = collect(opts.path)
     meta = _check_readable(artifacts, opts.trust_pickle)
     loaded: dict[str, Any] = {}
@@ -156,8 +168,10 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     from dlopt.verify.report import write_report
 
     extra = {"arch": spec.name, "stage": "verify", **loaded}
+    summary = {fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()}
     if run is None:
-        return VerifyOutcome(reports, write_report(Path(opts.path).with_suffix(".verify.json"), reports, extra), spec.name)
+        written = write_report(Path(opts.path).with_suffix(".verify.json"), reports, extra)
+        return VerifyOutcome(reports, spec.name, stage="verify", run_dir=None, report_path=written, summary=summary)
     # A variant's file (pruned/, int8/) gets its own report and manifest stage, beside the run's own.
     folder = Path(opts.path).parent if Path(opts.path).is_file() else run.path
     sub = folder.resolve() != run.path.resolve()
@@ -171,11 +185,38 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
     with run.stage(stage_name, stage_config, inputs=files) as rec:
         write_report(target, reports, extra, run.path)
         rec.outputs.append(target)
-        rec.metrics.update({fmt: {"passed": r.passed, "worst": r.worst()} for fmt, r in reports.items()})
-    return VerifyOutcome(reports, target, spec.name)
+        rec.metrics.update(summary)
+    return VerifyOutcome(reports, spec.name, stage=stage_name, run_dir=run.path, report_path=target, summary=summary)
 
 
 def _in_run(path: Path, run_dir: Path) -> str:
     """A path as the manifest records it: relative to the run when inside (issue 14), else as given."""
     p = Path(path).resolve()
     return str(p.relative_to(run_dir.resolve())) if p.is_relative_to(run_dir.resolve()) else str(path)
+
+
+def run_verify(target: Any, config: VerifyOptions, progress: Progress | None = None) -> VerifyOutcome:
+    """verify_path on the target: a run's Target (its exported files) or a path (an artifact or a run directory);
+    None: the config's own path."""
+    if target is not None:
+        run = getattr(target, "run", None)
+        config = replace(config, path=run.path if run is not None else Path(target))
+    if progress is not None:
+        progress(f"verifying {config.path}")
+    return verify_path(config)
+
+
+class VerifyStage:
+    name = "verify"
+    Config = VerifyOptions
+    section = None  # in a pipeline, verification follows export with each spec's tolerance
+
+    def check(self, spec: Any, config: VerifyOptions | None = None) -> None:
+        if not spec.supports("verify"):
+            raise UnsupportedError(f"{spec.name}'s files cannot be verified: {spec.why_not('verify')}")
+
+    def run(self, target: Any, config: VerifyOptions, progress: Progress | None = None) -> VerifyOutcome:
+        return run_verify(target, config, progress)
+
+
+STAGE = register_stage(VerifyStage())
