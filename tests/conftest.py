@@ -25,6 +25,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _trust_list(tmp_path_factory, monkeypatch) -> None:
+    """The per-user list of trusted model code (dlopt.core.trust_list): one per test, never the user's own."""
+    monkeypatch.setenv("DLOPT_TRUST_FILE", str(tmp_path_factory.mktemp("trust") / "trusted_code.json"))
+
+
 @pytest.fixture
 def out_root(tmp_path):
     return tmp_path / "artifacts"

@@ -4,6 +4,7 @@ names it on the command line (NAME, --model-code) or says --trust-code; `--resum
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -57,11 +58,17 @@ def test_code_named_on_the_command_line_runs_every_step_and_resumes(tmp_path):
     data = json.loads(res.stdout)
     assert {s["name"]: s["status"] for s in data["steps"]}["export"] == "ran", data
     run = data["run_dir"]
-    res = _invoke("pipeline", "--resume", run, "--out", tmp_path / "out")  # the manifest names the code: refused
-    assert res.exit_code == 6 and "--model-code" in _one_line(res), res.output
     res = _invoke("pipeline", "--resume", run, "--model-code", ref, "--out", tmp_path / "out", "--json")
     assert res.exit_code == 0, res.output
     assert {s["name"]: s["status"] for s in json.loads(res.stdout)["steps"]}["export"] == "skipped"
+    # The run was made with the code named: the per-user trust list vouches for that file in this run while it is
+    # unchanged (dlopt.core.trust_list); a changed file is refused as before.
+    res = _invoke("pipeline", "--resume", run, "--out", tmp_path / "out", "--json")
+    assert res.exit_code == 0, res.output
+    code = ref.rpartition(":")[0]
+    Path(code).write_text(Path(code).read_text() + "\n# changed\n")
+    res = _invoke("pipeline", "--resume", run, "--out", tmp_path / "out")
+    assert res.exit_code == 6 and "--model-code" in _one_line(res), res.output
 
 
 def test_trust_code_runs_what_the_toml_names(tmp_path):

@@ -206,12 +206,18 @@ def test_tolerance_scales_with_the_output_rms():
     assert crit.judge(compare("logits", ref, big, crit.rtol), ref, big) is not None
 
 
-def test_tiny_output_still_degenerate():
-    """The RMS floor of a 1e-18 output is 1e-22: the degenerate-reference check still fires."""
+def test_tiny_output_is_judged_relative_to_its_scale():
+    """A 1e-18 output is within atol: judged against its own RMS (an all-zero artifact fails), not waved through."""
     from dlopt.verify.compare import reference_scale
 
     ref = torch.randn(4, 10) * 1e-18
-    assert ElementwiseTolerance(1e-5, 1e-4).vacuous(reference_scale("y", [ref], 1e-4)) is not None
+    crit = ElementwiseTolerance(1e-5, 1e-4)
+    assert crit.vacuous(reference_scale("y", [ref], 1e-4)) is None
+    assert crit.relative_note(reference_scale("y", [ref], 1e-4)) is not None
+    zeros = torch.zeros_like(ref)
+    assert crit.judge(compare("y", ref, zeros, crit.rtol), ref, zeros) is not None
+    assert crit.judge(compare("y", ref, ref.clone(), crit.rtol), ref, ref.clone()) is None
+    assert crit.vacuous(reference_scale("y", [zeros], 1e-4)) is not None  # all zeros: nothing to judge against
 
 
 if __name__ == "__main__":

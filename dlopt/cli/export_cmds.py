@@ -215,7 +215,8 @@ def _raise_on_failure(export_failures: dict[str, str], reports: dict[str, Any], 
         table.add_row(*row)
     err_console.print(table)
     where = f"; full report: {report}" if report else ""
-    raise CheckFailedError(f"{len(rows)} check(s) failed in {', '.join(sorted({r[0] for r in rows}))}{where}")
+    only = f" ({rows[0][3]})" if len(rows) == 1 else ""  # one failure: its reason is the error line
+    raise CheckFailedError(f"{len(rows)} check(s) failed in {', '.join(sorted({r[0] for r in rows}))}{only}{where}")
 
 
 def verify_cmd(

@@ -146,9 +146,8 @@ def pipeline_cmd(
 ) -> None:
     """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
     from dlopt.cli.resume import offer_resume
-    from dlopt.pipeline.toml import dumps
-
     from dlopt.data.inputs_file import precheck
+    from dlopt.pipeline.toml import dumps
 
     precheck(inputs)  # a missing file fails before a run is made
     flags = _flags(stages, sets, tiny, input_size, epochs, ratio, budget_s, input_shape)

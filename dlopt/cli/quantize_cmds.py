@@ -118,7 +118,8 @@ def quantize_cmd(name: NameArg = None, *, args: QuantizeArgs, model: TargetArgs,
     cfg = args.config()
     opts = model.options(name, variant=args.variant)
     precheck(args.inputs)  # a missing file fails before a run is made
-    from dlopt.quantize.onnx_file import onnx_target, quantize_onnx_file
+    from dlopt.quantize.onnx_file import onnx_target
+    from dlopt.quantize.onnx_stage import quantize_onnx_file
 
     with status("quantizing…") as spinner, calibrate_on(args.inputs):
         if (onnx_file := onnx_target(opts)) is not None:  # an ONNX file made elsewhere: judged against itself
@@ -201,8 +202,9 @@ def _speed_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     runtime = ref.removesuffix(" fp32")
     rows = [(f"int8 speed-up vs fp32 on {runtime} (batch 1)", fmt_speedup(r["speedup_vs_fp32_b1"]))]
     if runtime != "eager":
-        rows.append((f"{runtime} int8 vs eager PyTorch fp32", f"{fmt_speedup(r['speedup_vs_eager_b1'])} (of which "
-                     f"{runtime} fp32 itself: {fmt_speedup(r.get('runtime_speedup_vs_eager_b1'))})"))
+        own = fmt_speedup(r.get("runtime_speedup_vs_eager_b1"))
+        rows.append((f"{runtime} int8 vs eager PyTorch fp32",
+                     f"{fmt_speedup(r['speedup_vs_eager_b1'])} (of which {runtime} fp32 itself: {own})"))
     if r.get("int8_verdict") and not r.get("int8_worthwhile"):
         rows.append(("verdict", f"[yellow]{r['int8_verdict']}[/yellow]"))
     return rows

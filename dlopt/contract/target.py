@@ -1,6 +1,7 @@
-"""What a stage works on: an architecture name, a checkpoint, a run directory, or the latest run.
+"""What a stage works on: an architecture name, a checkpoint, a run directory, a model folder, or the latest run.
 
-This module alone decides what a name is (`locate`): a run directory, a checkpoint record, an exported file,
+This module alone decides what a name is (`locate`): a run directory (manifest.json), a checkpoint record, an
+exported file, a Hugging Face model folder (config.json, no manifest.json; an architecture built from the folder),
 an architecture, or nothing (the latest run). A stage never re-parses names: its caller resolves the target once
 (`resolve_target(opts, check)`, or `Target.of_run` for a run it already holds open) and passes the `Target` in.
 `check(spec)` is the stage's support check; it runs on the spec `locate` read (the registry's, or a checkpoint
@@ -103,17 +104,43 @@ def locate(opts: TargetOptions) -> Located:
                          "file.py:fn); a checkpoint or run already has its weights")
     if path is not None and path.is_dir() and (path / MANIFEST).exists():
         return Located(Kind.RUN, path, run=Run.open(path))
+    if name and (name.startswith("hf:") or (path is not None and path.is_dir())):
+        return _model_folder(name, opts)
     if opts.checkpoint is not None or is_record:
         record, expected = (opts.checkpoint, name) if opts.checkpoint is not None else (path, None)
         return Located(Kind.CHECKPOINT, record, expected, _record_spec(record, expected, opts.trust_pickle))
     if name and is_artifact(name):
         return Located(Kind.ARTIFACT, path)
+    if name and _looks_like_path(name) and path is not None and not path.exists():  # not an unknown architecture
+        raise InputFileError(f"{name}: no such file or directory; give a run directory, a checkpoint (.json), an "
+                             "exported file, or an architecture name (dlopt list)")
     if name:
         return Located(Kind.ARCH, name=name, spec=get_spec(name))
     if opts.sets or opts.input_size or opts.input_shape:
         raise InputFileError("build options need an architecture name; the latest run's model is already built")
     run = resolve_run(opts.root, opts.run)
     return Located(Kind.LATEST, run.path, run=run)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A path rather than a name: it has a separator or starts like one, and is no model reference (file.py:fn,
+    torchvision:NAME, hf:ORG/NAME)."""
+    if ":" in name:
+        return False
+    return "/" in name or name.startswith((".", "~")) or "\\" in name
+
+
+def _model_folder(name: str, opts: TargetOptions) -> Located:
+    """A directory that is not a run: a Hugging Face model folder (config.json), refused now if its weights are
+    pickled and not trusted; any other directory is no target."""
+    from dlopt.models.hf import folder_ref, hf_spec
+    from dlopt.models.hf_folder import CONFIG
+
+    folder = folder_ref(name)
+    if folder.is_dir() and not (folder / CONFIG).is_file():
+        raise InputFileError(f"{folder} is neither a dlopt run (no {MANIFEST}) nor a Hugging Face model folder (no "
+                             f"{CONFIG}); give a run directory, a folder saved with save_pretrained, or a name")
+    return Located(Kind.ARCH, name=name, spec=hf_spec(name, trust_pickle=opts.trust_pickle))
 
 
 def _start_run(opts: TargetOptions, model: Any, spec: ArchSpec, cfg: Any, source: str, metrics: dict | None = None,
@@ -140,7 +167,8 @@ def _build(opts: TargetOptions, spec: ArchSpec) -> Target:
     """A fresh model of `spec`, seeded with `opts.seed` so it is reproducible (or with --weights loaded)."""
     import torch
 
-    cfg = make_model_config(spec, opts.sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny)
+    sets = {**(opts.sets or {}), **({"pickle_weights": True} if spec.kind == "hf" and opts.trust_pickle else {})}
+    cfg = make_model_config(spec, sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny)
     spec = spec_for(spec, cfg)  # a user model's --input-shape NAME:DTYPE:DIMS,... picks its spec
     torch.manual_seed(opts.seed)
     if opts.weights is not None:
@@ -148,6 +176,12 @@ def _build(opts: TargetOptions, spec: ArchSpec) -> Target:
 
         model, cfg, info = build_with_weights(spec, cfg, opts.weights)
         return _start_run(opts, model, spec, cfg, info.source, weights=info.to_dict())
+    if spec.kind == "hf":  # the folder's own weights
+        from dlopt.models.weights import WeightsInfo
+
+        folder = type(cfg).folder  # absolute; the build options hold the sha256s of its config and weights
+        info = WeightsInfo("hf-folder", folder, folder, cfg.weights_sha256)
+        return _start_run(opts, create_model(spec, cfg), spec, cfg, info.source, weights=info.to_dict())
     return _start_run(opts, create_model(spec, cfg), spec, cfg, f"built with seed {opts.seed} (untrained)")
 
 

@@ -117,7 +117,12 @@ class QuantizeReport(Record):
     top1_agreement: float | None = None
     relative_error: float | None = None
     latency_ms_b1: dict[str, float | None] = field(default_factory=dict)
-    speedup_vs_eager_b1: float | None = None
+    speedup_vs_eager_b1: float | None = None  # the runtime and int8 together, against eager PyTorch fp32
+    speedup_vs_fp32_b1: float | None = optional()  # int8 alone: against fp32 on the same runtime (fp32_reference)
+    fp32_reference: str | None = optional()  # "onnxruntime fp32": the fp32 file timed on the int8 file's runtime
+    runtime_speedup_vs_eager_b1: float | None = optional()  # that runtime's fp32 against eager fp32
+    int8_worthwhile: bool | None = optional()  # int8 at least 1.1x faster than fp32 on its runtime
+    int8_verdict: str | None = optional()  # "int8 brings nothing here (...): ship the fp32 ONNX file"
     threads: int | None = None
     layers_int8: int | None = None
     layers_float: int | None = None
@@ -143,6 +148,7 @@ class VerifiedArtifact(Record):
     passed: bool = False
     tolerance: dict[str, Any] | None = None
     degenerate: dict[str, str] = field(default_factory=dict)  # output -> why the check proved nothing
+    judged_relative: dict[str, str] = optional({})  # output -> why it was judged against its own scale
     reference: dict[str, Any] = field(default_factory=dict)  # output -> its scale
     outputs: dict[str, Any] = field(default_factory=dict)  # output -> its worst error over the cases, and verdict
     worst: dict[str, Any] = field(default_factory=dict)
@@ -216,6 +222,9 @@ class BenchRow(Record):
     noise_reason: str | None = optional()
     speedup_vs_eager: float | None = None
     speedup_noisy: bool = optional(False)  # this row or eager is noisy: the ratio is not meaningful
+    measured: str | None = optional()  # when (ISO time): rows of earlier, wider benches are kept (dlopt.bench.history)
+    threads: int | None = optional()  # the threads this row was timed with
+    artifact_sha256: str | None = optional()  # the file as timed: a kept row whose file changed since is dropped
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,6 +42,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def arch_folder(arch: str) -> str:
+    """The folder runs of `arch` go in: the name itself, or `<file stem>-<fn>` for user code (`models/cnn.py:build`
+    -> `cnn-build`; `pkg.nets:build` -> `pkg.nets-build`), not the file's whole path."""
+    target, sep, attr = arch.rpartition(":")
+    if sep and not arch.startswith("torchvision:"):
+        stem = Path(target).stem if target.endswith(".py") else target
+        return safe_name(f"{stem}-{attr}")
+    return safe_name(arch.replace(":", "-").replace("/", "-"))
+
+
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
@@ -132,14 +142,16 @@ class Run:
         """A new run directory, made exclusively; `stages` seeds the manifest (e.g. the config a resume needs),
         so a process killed right after this call still leaves a run that says what it was doing."""
         from dlopt.core.environment import fingerprint  # lazily: `dlopt --help` imports this module
+        from dlopt.core.user_code import remember_named
 
         root = Path(root)
-        parent = root / safe_name(arch.replace(":", "-").replace("/", "-"))
+        parent = root / arch_folder(arch)
         path = _make_exclusive(root, parent, run_id)
         manifest = {"schema_version": SCHEMA_VERSION, "dlopt_version": __version__, "run_id": path.name,
                     "arch": arch, "created": _now(), "model": model, "environment": fingerprint(),
                     "stages": dict(stages or {})}
         write_json_atomic(path / MANIFEST, manifest)
+        remember_named(arch, path)  # code named on the command line: later commands on this run may run it
         return cls(path)
 
     @classmethod

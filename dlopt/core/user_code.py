@@ -7,6 +7,11 @@ same code for this invocation or opted in with `--trust-code`; anything else is 
 
 The CLI sets the trust through option callbacks (`cli.common`), scoped to one command by `code_trust_scope`;
 Python callers use `with trusted_code("my_models.py:build"):`.
+
+The per-user trust list (`trust_file()`: $DLOPT_TRUST_FILE, else $XDG_CONFIG_HOME or ~/.config, then
+dlopt/trusted_code.json) removes the friction for the user's own runs: when a run is made from, or worked on with,
+code named on the command line, the file's sha256 and the run are recorded there; later commands on that run
+trust the file while its sha256 still matches. A run made elsewhere, or a changed file, is refused as before.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ _TRUST: ContextVar[CodeTrust] = ContextVar("dlopt_code_trust", default=CodeTrust
 
 
 def is_user_ref(name: str) -> bool:
-    """A user model reference (code), as opposed to a zoo name or torchvision:NAME."""
-    return ":" in name and not name.startswith("torchvision:")
+    """A user model reference (code), as opposed to a zoo name, torchvision:NAME, timm:NAME or hf:FOLDER."""
+    return ":" in name and not name.startswith(("torchvision:", "timm:", "hf:"))
 
 
 def ref_key(ref: str, file: str | None = None) -> tuple[str, str] | None:
@@ -89,15 +94,31 @@ def trusted_code(*refs: str, everything: bool = False) -> Iterator[None]:
 
 
 def require_trusted(arch: str, code: dict[str, Any] | None, source: Path) -> None:
-    """Refuse to run the user model code a file names unless this invocation trusts it."""
+    """Refuse to run the user model code a file names unless this invocation trusts it, or the trust list
+    holds that file, with the sha256 the run recorded, for the run `source` belongs to."""
+    from dlopt.core.trust_list import listed, remember
+
     trust = _TRUST.get()
     key = ref_key(arch, (code or {}).get("file")) or (arch, "")
     if trust.everything or key in trust.allowed():
+        if key in trust.allowed() and key[0].endswith(".py"):
+            remember(Path(key[0]), source)  # named on the command line: later commands on this run need not
+        return
+    if key[0].endswith(".py") and listed(Path(key[0]), (code or {}).get("sha256"), source):
         return
     kind = "file" if code or arch.rpartition(":")[0].endswith(".py") else "module"
     raise UnsafeFileError(f"{source} names user model code ({kind} {key[0]}, function {key[1]!r}); dlopt runs code "
                           f"a file names only when you name it too: pass --model-code {key[0]}:{key[1]}, or "
                           "--trust-code if you trust the file")
+
+
+def remember_named(arch: str, run_dir: Path) -> None:
+    """A new run made from user code named on the command line: record it in the trust list (see the module doc)."""
+    key = ref_key(arch) if is_user_ref(arch) else None
+    if key is not None and key[0].endswith(".py") and key in _TRUST.get().allowed():
+        from dlopt.core.trust_list import remember
+
+        remember(Path(key[0]), run_dir)
 
 
 def require_trusted_name(arch: object, source: Path) -> None:

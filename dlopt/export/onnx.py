@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +42,43 @@ def check_options(exporter: str, opset: int | None) -> None:
                          f"choose --opset in that range or --exporter {other}")
 
 
+class DynamoExportError(RuntimeError):
+    """The dynamo exporter failed: one clean line (no ANSI codes, no graph dump) and what to try."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def dynamo_failure(exc: BaseException) -> str:
+    """One line for a failed dynamo export: the root cause's first line (torch's own message is a multi-line
+    guide with ANSI colour codes), and the other exporter to try."""
+    cause = exc
+    while cause.__cause__ is not None and cause.__cause__ is not cause:
+        cause = cause.__cause__
+    lines = [ln.strip() for ln in _ANSI.sub("", str(cause)).splitlines() if ln.strip()]
+    first = " ".join((lines[0] if lines else type(cause).__name__).split())
+    first = first if len(first) <= 200 else first[:199] + "…"
+    return f"the dynamo ONNX exporter failed ({type(cause).__name__}: {first}); try --exporter legacy"
+
+
 def _dynamo(module: Any, example: tuple, spec: ArchSpec, cfg: Any, opset: int | None, dynamic: bool,
             names: tuple[str, ...]) -> Any:
     import torch
 
     from dlopt.export.rnn_loops import rnn_while_loops
 
-    with rnn_while_loops():
-        program = torch.onnx.export(
-            module, example, None, dynamo=True, verbose=False, input_names=list(spec.input_names),
-            output_names=list(names), dynamic_shapes=dynamic_shapes(spec, cfg, dynamic),
-            opset_version=opset, optimize=True, external_data=False,
-        )
+    chatter = io.StringIO()  # torch.export prints graph dumps on failure: the error line says what matters
+    try:
+        with rnn_while_loops(), contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
+            program = torch.onnx.export(
+                module, example, None, dynamo=True, verbose=False, input_names=list(spec.input_names),
+                output_names=list(names), dynamic_shapes=dynamic_shapes(spec, cfg, dynamic),
+                opset_version=opset, optimize=True, external_data=False,
+            )
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # torch.onnx's error types are internal and many
+        raise DynamoExportError(dynamo_failure(exc)) from exc
     return program.model_proto
 
 

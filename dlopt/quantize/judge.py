@@ -148,8 +148,8 @@ class Judge:
         sums = ParitySums()
         for x, ref in zip(inputs, refs, strict=True):
             sums.add(ref, _tuple(runner(*x)))
-        classify = self.spec.task in ("classification", "reinforcement", "seq2seq")
-        return {"top1_agreement": sums.agreement() if classify else None, "relative_error": sums.relative_error()}
+        return {"top1_agreement": sums.agreement() if self.by_agreement else None,
+                "relative_error": sums.relative_error()}
 
     def parity_drop(self, runner: Any, inputs: Sequence[tuple[Any, ...]]) -> float:
         """Without a metric: points of disagreement (classifiers, Q-networks) or of relative error. Kept per
@@ -196,6 +196,33 @@ class Judge:
         ref = self._reference(self.held)  # needed for the held-out verdict anyway (kept)
         return bool(ref) and top1_matches(ref[0][0], ref[0][0]) is not None
 
+    @property
+    def by_agreement(self) -> bool:
+        """Without a metric, whether the loss is top-1 disagreement (class scores) rather than relative error."""
+        return self.spec.task in ("classification", "reinforcement", "seq2seq")
+
+    def budget(self, max_drop: float, max_rel_error: float) -> float:
+        """The candidates' budget in the units of `loss`: `--max-drop` metric points (or points of top-1
+        disagreement); without a metric or class scores, the verification's relative-error bound in percent, so
+        that the search and the verdict judge the same thing (a 1.4% error is then within budget and passes); a
+        larger --max-drop still loosens it (--max-drop 100: no search)."""
+        return max_drop if self.uses_metric or self.by_agreement else max(max_drop, round(100.0 * max_rel_error, 6))
+
+    def budget_text(self, max_drop: float, max_rel_error: float) -> str:
+        if self.uses_metric:
+            return f"{max_drop:g}-point {self.spec.metric} budget"
+        if self.by_agreement:
+            return f"{max_drop:g}-point budget of top-1 disagreement with fp32 (no task metric)"
+        if max_drop > 100.0 * max_rel_error:
+            return f"relative error budget of {max_drop:g}% vs fp32 (no task metric; --max-drop)"
+        return f"relative error budget of {100.0 * max_rel_error:g}% vs fp32 (no task metric; the verification bound)"
+
+    def drop_column(self) -> str:
+        """What the candidates' drop column holds: metric points, or, without a metric, says so."""
+        if self.uses_metric:
+            return f"val drop ({self.spec.metric} points)"
+        return "no metric: disagreement % vs fp32" if self.by_agreement else "no metric: rel. error % vs fp32"
+
     def loss(self, runner: Any, split: str, before: float | None) -> float:
         """The search's drop on the probe split: metric points when possible, else parity points."""
         if self.uses_metric:
@@ -203,6 +230,32 @@ class Judge:
             if drop is not None:
                 return drop
         return self.parity_drop(runner, self.probe)
+
+
+INT8_GAIN = 1.1  # int8 must beat fp32 on its own runtime by this much to be worth shipping (as dlopt.report.decide)
+
+
+def int8_gain(latency: dict[str, float], backend: str, layers_int8: int, layers_float: int) -> dict[str, Any]:
+    """What int8 itself brings: its speed-up over fp32 on the same runtime (ONNX Runtime int8 vs the fp32 ONNX
+    file; eager for torch), apart from what the runtime brings over eager PyTorch, and whether it is worth
+    shipping. `latency` holds "quantized", "eager fp32" and the same-runtime fp32 reference (ms at batch 1)."""
+    ref = {"onnxruntime": "onnxruntime fp32", "openvino": "openvino fp32"}.get(backend, "eager fp32")
+    q, fp32 = latency.get("quantized"), latency.get(ref)
+    same = round(fp32 / q, 3) if q and fp32 else None
+    runtime = round(latency["eager fp32"] / fp32, 3) if fp32 and ref != "eager fp32" and latency.get("eager fp32")         else None
+    total = layers_int8 + layers_float
+    reasons = []
+    if same is not None and same < INT8_GAIN:
+        reasons.append(f"{same:.2f}x over fp32 on {ref.removesuffix(' fp32')} (under {INT8_GAIN:g}x)")
+    if total and layers_int8 * 2 < total:
+        reasons.append(f"only {layers_int8} of {total} layers {'is' if layers_int8 == 1 else 'are'} int8")
+    worth = same is not None and same >= INT8_GAIN
+    fp32_file = "the fp32 ONNX file" if ref == "onnxruntime fp32" else "the fp32 IR" if ref == "openvino fp32"         else "the fp32 model"
+    verdict = None if worth else f"int8 brings nothing here ({'; '.join(reasons) or 'not timed'}): ship {fp32_file}"
+    if worth and reasons:
+        verdict = f"int8 gains {same:.2f}x over fp32 on {ref.removesuffix(' fp32')} although {reasons[-1]}"
+    return {"reference": ref, "speedup_vs_fp32_b1": same, "runtime_speedup_vs_eager_b1": runtime,
+            "int8_worthwhile": worth, "int8_verdict": verdict}
 
 
 def failure_line(report: dict[str, Any]) -> str:

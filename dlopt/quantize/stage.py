@@ -186,7 +186,7 @@ def _result(s: Session, built: Any, auto: Any, search: Any, out: Path, seconds: 
              + _why_no_metric(s.judge.metric_broken))
     verified = sweep["passed"] and all(c["failure"] is None for c in checks.values())
     counts = layer_counts(built)
-    gain = int8_gain(latency, str(built.recipe.backend), counts["layers_int8"], counts["layers_float"]) \
+    gain = int8_gain(latency, str(built.recipe.backend), len(built.quantized_layers), len(built.float_layers)) \
         if s.cfg.is_int8 else {}
     if gain.get("int8_verdict") and auto:  # the pick says what int8 brought, not only which candidate won
         auto = {**auto, "why": f"{auto['why']}; {gain['int8_verdict']}"}

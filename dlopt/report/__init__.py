@@ -39,6 +39,11 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
         images["pareto"] = p
     if (p := training_plot(data, run.path, run.path / "report_training.png")) is not None:
         images["training"] = p
+    from dlopt.report.optimize import pareto_plot as optimize_plot, section  # the `dlopt optimize` study, if any
+
+    data["optimize"] = section(run)
+    if data["optimize"] and (p := optimize_plot(data["optimize"], run.path / "report_optimize.png")) is not None:
+        images["optimize"] = p
     md = _write_text(run.path / "report.md", markdown(data, images))
     page = _write_text(run.path / "report.html", html_page(data, images))
     js = run.path / "report.json"

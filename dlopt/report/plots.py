@@ -24,25 +24,63 @@ def marker_style(row: dict[str, Any]) -> dict[str, Any]:
                if row.get("noisy") else {})}
 
 
+def _drop(data: dict[str, Any], metric: float, base: float) -> float:
+    """Points lost against fp32 eager (percentage points for fractions, % relative otherwise; up = worse)."""
+    from dlopt.report.decide import drop_value
+
+    return drop_value(data, metric, base)[0]
+
+
+def _y_range(drops: list[float], limit: float | None) -> tuple[float, float]:
+    """From a little below the best to past the worst and the budget line: points that tie stay readable."""
+    lo, hi = min([0.0, *drops]), max([0.0, *drops, *([limit] if limit is not None else [])])
+    pad = max(0.25, 0.12 * (hi - lo))
+    return lo - pad, hi + pad
+
+
 def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
-    """x: p50 latency at the smallest batch (log), y: the metric; the front joined by a dashed line."""
+    """x: p50 latency at the smallest batch (log), y: the drop against fp32 eager in points (lower is better);
+    every point named, the front joined by a dashed line, the budget drawn."""
     batch = data.get("pareto_batch")
     rows = [r for r in data["rows"] if r["metric"] is not None and batch is not None and batch in r["latency"]]
-    if not rows:
+    base = next((r["metric"] for r in rows if (r["variant"], r["runtime"]) == ("fp32", "eager")), None)
+    if not rows or base is None:
         return None
+    from dlopt.report.decide import drop_value
+
+    unit = drop_value(data, base, base)[1]
+    drops = {r["label"]: _drop(data, r["metric"], base) for r in rows}
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for r in rows:
-        ax.scatter(r["latency"][batch]["p50"], r["metric"], **marker_style(r))
+        ax.scatter(r["latency"][batch]["p50"], drops[r["label"]], **marker_style(r))
     limit = (data.get("ship") or {}).get("budget")
-    if limit:  # the accuracy budget: rows beyond this line are not shipped
-        ax.axhline(limit["floor"], color="tab:red", linestyle=":", linewidth=1.2, zorder=1)
-    front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["latency"][batch]["p50"])
-    for i, r in enumerate(front):  # only the front is named on the plot (the rest: colour = variant, shape = runtime)
-        ax.annotate(r["label"], (r["latency"][batch]["p50"], r["metric"]), fontsize=8, xytext=(6, -12 if i % 2 else 6),
-                    textcoords="offset points")
-    ax.plot([r["latency"][batch]["p50"] for r in front], [r["metric"] for r in front], "--", color="black",
+    budget_drop = _drop(data, limit["floor"], base) if limit else None
+    if limit:  # the accuracy budget: rows above this line are not shipped
+        ax.axhline(budget_drop, color="tab:red", linestyle=":", linewidth=1.2, zorder=1)
+    ordered = sorted(rows, key=lambda r: (r["latency"][batch]["p50"], drops[r["label"]]))
+    for i, r in enumerate(ordered):  # every point named; neighbours alternate above and below
+        ax.annotate(r["label"], (r["latency"][batch]["p50"], drops[r["label"]]), fontsize=7.5,
+                    xytext=(6, 7 if i % 2 == 0 else -12), textcoords="offset points")
+    front = [r for r in ordered if r["pareto"]]
+    ax.plot([r["latency"][batch]["p50"] for r in front], [drops[r["label"]] for r in front], "--", color="black",
             linewidth=1, zorder=2)
+    ax.set_ylim(*_y_range(list(drops.values()), budget_drop))
+    ax.legend(handles=_handles(rows, limit), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_xscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"p50 latency at batch {batch} (ms, log scale; left is faster)")
+    ax.set_ylabel(f"test {data.get('metric')} drop vs fp32 eager ({unit}; lower is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(f"{data.get('arch')}: every variant and runtime")
+    return save_png(fig, path)
+
+
+def _handles(rows: list[dict[str, Any]], limit: dict[str, Any] | None) -> list[Any]:
     from matplotlib.lines import Line2D
 
     seen_v = [v for v in COLORS if any(r["variant"] == v for r in rows)]
@@ -55,19 +93,7 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
                               label="hollow: timing too noisy"))
     if limit:
         handles.append(Line2D([], [], linestyle=":", color="tab:red", label=f"accuracy budget ({limit['unit']})"))
-    ax.set_xscale("log")
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"p50 latency at batch {batch} (ms, log scale; left is faster)")
-    better = "higher" if data.get("higher_is_better", True) else "lower"
-    ax.set_ylabel(f"test {data.get('metric')} ({better} is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax.set_title(f"{data.get('arch')}: every variant and runtime")
-    return save_png(fig, path)
+    return handles
 
 
 def training_plot(data: dict[str, Any], run_dir: Path, path: Path) -> Path | None:

@@ -30,16 +30,21 @@ def _count(n: int | None) -> str:
     return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
 
 
+def has_metric(data: dict[str, Any]) -> bool:
+    return data.get("metric") not in (None, "", "none")
+
+
 def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     batches = data["batches"]
     stagewise = any(r["metric_source"] not in ("", "evaluation.json") for r in data["rows"])
-    head = ["variant", "runtime", f"test {data.get('metric')}", *(["metric from"] if stagewise else []), "size",
-            "params", "MACs"]
+    head = ["variant", "runtime", f"test {data.get('metric')}" if has_metric(data) else "metric",
+            *(["metric from"] if stagewise else []), "size", "params", "MACs"]
     head += [h for b in batches for h in (f"p50 b{b} (ms)", f"p90 b{b} (ms)", f"speed-up b{b}")]
     head += [f"IQR b{data['pareto_batch']}", "parity", "Pareto"]
     body = []
     for r in data["rows"]:
-        cells = [r["variant"], r["runtime"], _num(r["metric"]), *([r["metric_source"] or "–"] if stagewise else []),
+        metric = _num(r["metric"]) if has_metric(data) else "no metric"
+        cells = [r["variant"], r["runtime"], metric, *([r["metric_source"] or "–"] if stagewise else []),
                  _bytes(r["size_bytes"]), _count(r["parameters"]), _count(r["macs"])]
         for b in batches:
             lat = r["latency"].get(b)
@@ -54,6 +59,19 @@ def table_rows(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _steps(data: dict[str, Any]) -> list[list[str]]:
     return [[s["step"], str(s["status"]), _num(s["seconds"], "{:.1f}"), str(s["note"])] for s in data["steps"]]
+
+
+def measured_lines(data: dict[str, Any]) -> list[str]:
+    """When each row was timed, and with how many threads: bench.json keeps the rows of earlier benches."""
+    groups: dict[tuple[str, Any], list[str]] = {}
+    for r in data["rows"]:
+        for batch, when in (r.get("measured") or {}).items():
+            groups.setdefault((str(when), (r.get("threads") or {}).get(batch)), []).append(f"{r['label']} b{batch}")
+    lines = [f"measured {when or 'at an unrecorded time'}" + (f" ({t} thread{'s' if t != 1 else ''})" if t else "")
+             + f": {', '.join(labels)}" for (when, t), labels in sorted(groups.items(), key=lambda g: g[0][0])]
+    if len({t for _, t in groups}) > 1:
+        lines.append("rows timed with different thread counts: compare speed-ups only between rows of one bench")
+    return lines
 
 
 def _load(values: Any) -> str:
@@ -90,9 +108,13 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     notes = [n for n in (data.get("evaluation_note"),) if n]
     out += ["", *[f"Note: {n}" for n in notes], "Speed-up is fp32 eager p50 / this row's p50 at the same batch. "
             f"Parity: {PARITY} ★ = on the Pareto front (latency at the smallest batch vs metric).", ""]
+    out += [*[f"- {line}" for line in measured_lines(data)], ""] if measured_lines(data) else []
     for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
         if key in images:
             out += [f"## {title}", "", f"![{title}]({images[key].name})", ""]
+    from dlopt.report.optimize import markdown_lines  # the `dlopt optimize` section (empty without a study)
+
+    out += markdown_lines(data.get("optimize"), images.get("optimize"))
     out += ["## Steps", "", "| step | status | seconds | note |", "|---|---|---|---|"]
     out += ["| " + " | ".join(s) + " |" for s in _steps(data)]
     out += ["", "## Environment", "", *[f"- {line}" for line in _env_lines(data)], ""]
@@ -101,10 +123,12 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
 
 PARITY = ("exported files against the model they came from, elementwise at the spec's tolerance (largest absolute "
           "error in brackets); int8 copies by top-1 agreement with fp32 on held-out data.")
-CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1500px;
-color:#1d2330;padding:0 1em}h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #dde;
-padding-bottom:.2em}.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12.5px}th,td{border:1px solid #dde;
+CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
+color:#1d2330;padding:0 1em;overflow-wrap:anywhere}h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;
+border-bottom:1px solid #dde;padding-bottom:.2em}.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:12.5px}th,td{border:1px solid #dde;
 padding:4px 7px;text-align:right;white-space:nowrap}th{background:#f2f4f8}td:nth-child(-n+2){text-align:left}
+td.text{white-space:normal;text-align:left;min-width:14em;max-width:36em}
 tr.pareto td{background:#f4fbf1}.ship{background:#eef6ff;border-left:4px solid #2c6fd1;padding:.6em 1em;margin:1em 0}
 .muted{color:#667;font-size:12.5px}img{max-width:100%;border:1px solid #eee}code{background:#f2f4f8;padding:0 3px}"""
 
@@ -119,7 +143,8 @@ def _html_table(head: list[str], body: list[list[str]], pareto_col: int | None =
     trs = []
     for cells in body:
         cls = ' class="pareto"' if pareto_col is not None and cells[pareto_col] else ""
-        trs.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        trs.append(f"<tr{cls}>" + "".join(f"<td{' class=text' if len(c) > 40 else ''}>{html.escape(c)}</td>"
+                                          for c in cells) + "</tr>")  # long text wraps inside its cell
     return f"<div class=scroll><table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table></div>"
 
 
@@ -139,9 +164,15 @@ def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
              f"Parity: {e(PARITY)} ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
     if data.get("evaluation_note"):
         parts.append(f"<p class=muted>Note: {e(data['evaluation_note'])}</p>")
+    if measured_lines(data):
+        parts.append("<ul class=muted>" + "".join(f"<li>{e(x)}</li>" for x in measured_lines(data)) + "</ul>")
     for title, key in (("Latency versus metric", "pareto"), ("Training", "training")):
         if key in images:
             parts += [f"<h2>{title}</h2>", _img(images[key], title)]
+    from dlopt.report.optimize import html_parts  # the `dlopt optimize` section (empty without a study)
+
+    parts += html_parts(data.get("optimize"), _img(images["optimize"], "optimize study") if "optimize" in images
+                        else None, _html_table)
     parts += ["<h2>Steps</h2>", _html_table(["step", "status", "seconds", "note"], _steps(data)),
               "<h2>Environment</h2><ul>", *[f"<li>{e(line)}</li>" for line in _env_lines(data)], "</ul></body></html>"]
     return "\n".join(parts)

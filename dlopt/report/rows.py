@@ -33,6 +33,8 @@ class Row:
     iqr: dict[int, float] = field(default_factory=dict)  # batch -> interquartile range / median
     noisy: str = ""  # why this row's timing is too spread to compare ("" when it is not)
     flagged: dict[int, str] = field(default_factory=dict)  # batch -> bench.json's own noise verdict
+    measured: dict[int, str] = field(default_factory=dict)  # batch -> when bench timed it (ISO time)
+    threads: dict[int, int] = field(default_factory=dict)  # batch -> the threads it was timed with
 
     @property
     def label(self) -> str:

@@ -96,9 +96,20 @@ def _note(name: str, rec: dict[str, Any]) -> str:
 def steps(manifest: dict[str, Any], stages: dict[str, Any]) -> list[dict[str, Any]]:
     """The pipeline ledger's steps; a run built stage by stage: its manifest's stages, in the order they ran."""
     ledger = manifest.get("pipeline") if isinstance(manifest.get("pipeline"), dict) else {}
-    if isinstance(ledger.get("steps"), dict) and ledger["steps"]:
-        return [{"step": n, "status": s.get("status", ""), "seconds": s.get("seconds"), "note": s.get("note") or ""}
-                for n, s in ledger["steps"].items() if isinstance(s, dict)]
     ordered = sorted(((n, r) for n, r in stages.items() if isinstance(r, dict)), key=lambda t: str(t[1].get("started")))
+    if isinstance(ledger.get("steps"), dict) and ledger["steps"]:
+        rows = [{"step": n, "status": s.get("status", ""), "seconds": s.get("seconds"), "note": s.get("note") or ""}
+                for n, s in ledger["steps"].items() if isinstance(s, dict)]
+        done = {(path, sha) for s in ledger["steps"].values() if isinstance(s, dict)
+                and isinstance(s.get("outputs"), dict) for path, sha in s["outputs"].items()}
+        later = [(n, r) for n, r in ordered if _outputs(r) and not _outputs(r) & done]  # run again after the pipeline
+        return rows + [{"step": f"{n} (run again outside the pipeline)", "status": effective_status(r),
+                        "seconds": r.get("duration_s"), "note": f"finished {r.get('finished') or '?'}"
+                        + (f"; {_note(n, r)}" if _note(n, r) else "")} for n, r in later]
     return [{"step": n, "status": effective_status(r), "seconds": r.get("duration_s"), "note": _note(n, r)}
             for n, r in ordered]
+
+
+def _outputs(rec: dict[str, Any]) -> set[tuple[str, Any]]:
+    outs = rec.get("outputs") if isinstance(rec.get("outputs"), list) else []
+    return {(o.get("path"), o.get("sha256")) for o in outs if isinstance(o, dict)}

@@ -61,6 +61,7 @@ class VerifyReport:
     degenerate: dict[str, str] = field(default_factory=dict)
     scales: tuple[ReferenceScale, ...] = ()  # per output, pooled over the cases
     tolerance: dict[str, Any] | None = None  # {"atol", "rtol", "source"} for an elementwise criterion
+    relative: dict[str, str] = field(default_factory=dict)  # output -> why it was judged relative to its scale
 
     @property
     def passed(self) -> bool:
@@ -99,7 +100,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "format": self.format, "criterion": self.criterion, "passed": self.passed,
-                "tolerance": self.tolerance, "degenerate": self.degenerate,
+                "tolerance": self.tolerance, "degenerate": self.degenerate, "judged_relative": self.relative,
                 "reference": {s.name: s.to_dict() for s in self.scales}, "outputs": self.per_output(),
                 "worst": self.worst(), "failures": [list(f) for f in self.failures()],
                 "cases": [c.to_dict() for c in self.cases]}
@@ -252,7 +253,9 @@ def verify_runner(runner: Any, cases: list[Case], refs: list[tuple], spec: ArchS
     scales, degenerate = reference_check(refs, spec, criterion, names)
     if tolerance is None and isinstance(criterion, ElementwiseTolerance):
         tolerance = {"atol": criterion.atol, "rtol": criterion.rtol}
-    return VerifyReport(artifact, fmt, criterion.name, results, degenerate, scales, tolerance)
+    note = getattr(criterion, "relative_note", None)  # outputs within atol: judged relative to their scale
+    relative = {s.name: why for s in scales if note is not None and s.name not in degenerate and (why := note(s))}
+    return VerifyReport(artifact, fmt, criterion.name, results, degenerate, scales, tolerance, relative)
 
 
 def verify_artifacts(model: Any, spec: ArchSpec, cfg: Any, artifacts: dict[str, Path],

@@ -87,7 +87,37 @@ class ElementwiseTolerance:
         if needed_atol(ref, out, self.rtol) > self.atol:
             return (f"max abs err {stats.max_abs:.3g} exceeds atol {self.atol:g} + rtol {self.rtol:g}*max(|ref|, "
                     "RMS(ref))")
+        return self._relative(stats, ref, out)
+
+    def _relative(self, stats: OutputStats, ref: Any, out: Any) -> str | None:
+        """Where the whole reference is within atol (random weights: mobilenet_v2 outputs ~1e-9), the elementwise
+        bound accepts any output, all zeros included; float32 keeps its relative precision at any scale, so the
+        case is judged relative to the output's scale instead: error RMS / reference RMS within rtol, and the
+        top-1 class unchanged where the output is class scores. An all-zero reference is left to `vacuous`."""
+        import torch
+
+        b = ref.detach().to(torch.float64)
+        if b.numel() == 0 or float(b.abs().max()) * (1 - self.rtol) > self.atol:
+            return None  # the elementwise bound means something here
+        rms = float(b.square().mean().sqrt())
+        if rms == 0.0:
+            return None
+        rel = float((out.detach().to(torch.float64) - b).square().mean().sqrt()) / rms
+        where = f"judged relative to the output's scale (reference RMS {rms:.2g} within atol {self.atol:g})"
+        if rel > self.rtol:
+            cosine = "" if stats.cosine is None else f", cosine {stats.cosine:.6g}"
+            return f"{where}: error RMS / reference RMS {rel:.3g} > rtol {self.rtol:g}{cosine}"
+        if stats.top1 is not None and stats.top1 < 1.0:
+            return f"{where}: top-1 agreement {stats.top1:.3f} < 1 (error RMS / reference RMS {rel:.3g})"
         return None
+
+    def relative_note(self, scale: ReferenceScale) -> str | None:
+        """The label of an output judged relative to its scale (see `_relative`), or None when judged elementwise."""
+        if not scale.floating or scale.nonfinite or self.atol < scale.zero_atol or scale.rms == 0.0:
+            return None
+        return (f"judged relative to the output's scale: output RMS {scale.rms:.2g} (max {scale.max_abs:.2g}) is "
+                f"within atol {self.atol:g}, so each case is held to error RMS / output RMS <= rtol {self.rtol:g} "
+                "and the same top-1 class")
 
     def vacuous(self, scale: ReferenceScale) -> str | None:
         """Why this tolerance would accept a constant output for this reference (the check proves nothing)."""
@@ -96,10 +126,15 @@ class ElementwiseTolerance:
         if self.rtol >= 1:
             return (f"degenerate check: rtol {self.rtol:g} >= 1 accepts any output of the reference's sign, "
                     "all zeros included; give --rtol below 1")
-        if self.atol >= scale.zero_atol:
-            return (f"degenerate reference: output RMS {scale.rms:.2g} (max {scale.max_abs:.2g}) is within atol "
-                    f"{self.atol:g}; the check would accept any output, all zeros included -- load real weights "
-                    "(--weights) or give a smaller --atol")
+        if self.atol >= scale.zero_atol:  # judged relative to its scale (`_relative`), unless nothing is there
+            if scale.rms == 0.0:
+                return ("degenerate reference: the output is all zeros, so no check can tell a correct artifact "
+                        "from one that computes nothing -- load real weights (--weights) or give inputs that move it")
+            if scale.spread <= self.rtol * scale.rms:
+                return (f"degenerate reference: the output hardly varies even at its own scale (RMS {scale.rms:.3g}, "
+                        f"spread {scale.spread:.2g}); the check would accept a constant output -- load real weights "
+                        "(--weights) or give inputs that vary it")
+            return None
         if self.atol + self.rtol * scale.rms >= scale.constant_atol:  # the RMS floor widens every bound
             return (f"degenerate reference: the output hardly varies (RMS {scale.rms:.3g}, spread {scale.spread:.2g} "
                     f"within atol {self.atol:g} + rtol {self.rtol:g}*|ref|); the check would accept a constant output "
