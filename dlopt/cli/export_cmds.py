@@ -135,7 +135,7 @@ def export_cmd(name: NameArg = None, *, args: ExportArgs, model: TargetArgs, out
     with status("exporting…") as spinner:
         resolved = resolve_target(target_opts, export_check(config))  # bad options: no run directory is made
         outcome = run_export(resolved, config, on_step=lambda msg: spinner.update(msg + "…"), inputs=args.inputs)
-    target, result, report = outcome.target, outcome.result, outcome.report
+    target, result, report = outcome.target, outcome.result, outcome.report_path
     good = [p for fmt, p in result.artifacts.items() if getattr(result.verification.get(fmt), "passed", True)]
     copies = deliver(dest, good, target.run.path, "export") if good else []  # a failed file stays in the run only
     if outputs.as_json:

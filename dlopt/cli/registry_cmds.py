@@ -37,10 +37,20 @@ def list_cmd(
     stage: Annotated[Stage | None, typer.Option(rich_help_panel=FILTER,
                                                 help="Only architectures that support this stage.")] = None,
     as_json: JsonOpt = False,
+    timm: Annotated[str | None, typer.Option("--timm", metavar="PATTERN", rich_help_panel=FILTER, show_default=False,
+                                             help="List timm's model names matching PATTERN ('*' for all, "
+                                                  "'resnet*'), as timm:NAME.")] = None,
 ) -> None:
     """List the architectures in the zoo."""
-    from dlopt.models.registry import list_specs
+    from dlopt.models.registry import TARGET_KINDS, list_specs
 
+    if timm is not None:  # timm's own names, not the zoo
+        from dlopt.models.timm_models import list_timm
+
+        names = list_timm(timm)
+        print_json(names) if as_json else console.print("\n".join(names) or f"no timm model matches {timm!r}",
+                                                        highlight=False, soft_wrap=True)
+        return
     specs = list_specs(task=task, stage=stage)
     if as_json:
         print_json([{"name": s.name, "task": str(s.task), "dataset": s.dataset, "metric": s.metric,
@@ -62,7 +72,9 @@ def list_cmd(
     print_table(table, keep=("name", "task", "metric", *stages, "formats", "data"), wrap=("name",))
     legend = ", ".join(f"{st.value[0].upper()} {st.value}" for st in Stage)
     note(f"[dim]Stages: {legend}; ✗ = unsupported (`dlopt info NAME` says why). Formats: ts = TorchScript, "
-                  "pt2 = torch.export. Also accepted: torchvision:NAME, and path/to/file.py:fn with --input-shape.[/dim]")
+                  "pt2 = torch.export. Targets:[/dim]")
+    for form, what in TARGET_KINDS:
+        note(f"[dim]  {form:<27} {what}[/dim]", highlight=False)
 
 
 @grouped

@@ -3,6 +3,8 @@
 Name forms accepted everywhere a model is named:
   resnet18                        a zoo architecture (`dlopt list`)
   torchvision:mobilenet_v3_small  any torchvision classification model, random weights
+  timm:convnext_atto              any timm model (the `timm` extra), random weights unless --weights
+  ./my-model  or  hf:./my-model   a Hugging Face model folder (config.json + model.safetensors; the `hf` extra)
   path/to/file.py:build_fn        a user's builder function (needs --input-shape)
   package.module:build_fn         the same, importable
 """
@@ -21,6 +23,19 @@ from dlopt.models.zoo.table import SPECS as _REGISTRY  # noqa: F401  (register: 
 from dlopt.models.zoo.table import register  # noqa: F401  (public here too)
 
 DEFAULT_SEQ_LEN = 16
+
+# Every kind of target a command takes, one row each (`dlopt list` prints them under the zoo; docs/models.md).
+TARGET_KINDS: tuple[tuple[str, str], ...] = (
+    ("resnet18", "a zoo architecture (the table above)"),
+    ("torchvision:NAME", "any torchvision classifier, random weights unless --weights DEFAULT|NAME|PATH"),
+    ("timm:NAME", ("any timm model (extra `timm`; names: dlopt list --timm 'resnet*'), random weights unless "
+                   "--weights PATH")),
+    ("./folder  or  hf:./folder", "a Hugging Face model folder (config.json + model.safetensors; extra `hf`)"),
+    ("model.onnx", "an ONNX file made elsewhere: quantize, verify --reference B.onnx, bench"),
+    ("path/to/file.py:fn", "your own builder (with --input-shape; its code runs: see --trust-code)"),
+    ("CHECKPOINT.json", "a dlopt checkpoint record: a new run from those weights"),
+    ("RUN_DIR  or  nothing", "a run directory (manifest.json), or the latest run"),
+)
 
 
 def _ensure_zoo() -> None:
@@ -51,6 +66,16 @@ def get_spec(name: str, input_shape: tuple[int, ...] | None = None) -> ArchSpec:
         from dlopt.models.zoo.external import torchvision_spec
 
         return torchvision_spec(name.split(":", 1)[1])
+    if name.startswith("timm:"):
+        from dlopt.models.timm_models import timm_spec
+
+        return timm_spec(name.split(":", 1)[1])
+    from dlopt.models.hf_folder import is_model_folder
+
+    if name.startswith("hf:") or is_model_folder(name):
+        from dlopt.models.hf import hf_spec
+
+        return hf_spec(name)
     if ":" in name:
         from dlopt.models.zoo.external import user_spec
 
@@ -90,7 +115,12 @@ def make_model_config(
 
 def spec_for(spec: ArchSpec, cfg: Any) -> ArchSpec:
     """The spec a config builds: a user model's inputs come from its `inputs` build option (--input-shape
-    NAME:DTYPE:DIMS,...), and each signature is its own spec; any other spec is returned as it is."""
+    NAME:DTYPE:DIMS,...), and each signature is its own spec; a Hugging Face folder's from --input-shape too; any
+    other spec is returned as it is."""
+    if spec.kind == "hf":
+        from dlopt.models.hf import with_inputs as hf_inputs
+
+        return hf_inputs(spec, cfg)
     if spec.kind != "user":
         return spec
     from dlopt.models.zoo.external import with_inputs
