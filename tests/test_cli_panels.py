@@ -25,8 +25,8 @@ runner = CliRunner()
 GROUP = typer.main.get_command(app)
 TARGET_COMMANDS = ("prune", "quantize", "export", "bench")  # the commands that build a TargetOptions
 SHARED = {"--checkpoint": TARGET, "--run": TARGET, "--weights": TARGET, "--trust-code": TARGET,
-          "--model-code": TARGET, "--set": BUILD, "--input-size": BUILD, "--input-shape": BUILD, "--tiny": BUILD,
-          "--out": OUTPUT}
+          "--model-code": TARGET, "--trust-pickle": TARGET, "--set": BUILD, "--input-size": BUILD,
+          "--input-shape": BUILD, "--max-length": BUILD, "--tiny": BUILD, "--out": OUTPUT}
 
 
 def _invoke(*args: object, columns: int = 100):
@@ -63,7 +63,7 @@ def captured(monkeypatch) -> list:
 
 def test_the_same_flags_make_the_same_target_options_in_every_command(captured, tmp_path) -> None:
     flags = ["mlp", "--set", "num_classes=3", "--input-size", "5", "--tiny", "--run", tmp_path / "r",
-             "--checkpoint", tmp_path / "c.json", "--weights", "DEFAULT", "--out", tmp_path]
+             "--checkpoint", tmp_path / "c.json", "--weights", "DEFAULT", "--max-length", "7", "--out", tmp_path]
     for command in TARGET_COMMANDS:
         res = _invoke(command, *flags)
         assert res.exit_code == 4 and "captured" in res.output, (command, res.output)
@@ -71,7 +71,7 @@ def test_the_same_flags_make_the_same_target_options_in_every_command(captured, 
     assert len(base) == 4 and all(b == base[0] for b in base), base
     assert base[0] == {"name": "mlp", "checkpoint": tmp_path / "c.json", "run": tmp_path / "r", "root": tmp_path,
                        "sets": {"num_classes": "3"}, "input_size": 5, "input_shape": None, "tiny": True,
-                       "weights": "DEFAULT", "open_run": None}
+                       "weights": "DEFAULT", "open_run": None, "max_length": 7}
     assert TargetArgs(sets=["num_classes=3"], out=tmp_path).options("mlp", seed=7).seed == 7
 
 

@@ -2,6 +2,7 @@
 
 TARGET forms: an architecture name (a new run), a run directory, nothing (the latest run), or an
 artifact file (.onnx, .ts, .pt2) — inside a run, or a stray .onnx whose inputs are read from the graph.
+A run made from an ONNX file (dlopt.bench.onnx_files) is benched as its fp32 file beside the run's own files.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from typing import Any
 
 from dlopt.bench.backends import Variant
 from dlopt.bench.config import Backend, BenchConfig
+from dlopt.bench.onnx_files import onnx_inputs, run_fp32
 from dlopt.contract.target import MODEL_RECORD, Kind, Target, TargetOptions, locate, open_located, resolve_target
 from dlopt.core.errors import DloptError, InputFileError
 from dlopt.core.runs import MANIFEST, Run
 from dlopt.models.spec import ArchSpec, ExportFormat
-from dlopt.runtime.formats import ARTIFACT_SUFFIXES, check_trusted, file_name, format_of, ort_session
+from dlopt.runtime.formats import ARTIFACT_SUFFIXES, check_trusted, file_name, format_of
 
-ONNX_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
-               "tensor(bool)": "bool", "tensor(double)": "float64"}
 EXPORT_DIR = "bench-export"
 
 
@@ -37,6 +37,7 @@ class Source:
     make_inputs: Callable[[int, int | None], tuple[Any, ...]]
     single: bool = False  # TARGET was one artifact file: bench it (and eager, for the speed-up) only
     skipped: tuple[Any, ...] = ()  # dlopt.core.trust.ArtifactStatus of files no done stage vouches for
+    fp32_file: Path | None = None  # a run made from an ONNX file: that file, benched beside the run's files
 
 
 def _enclosing_run(path: Path) -> Path | None:
@@ -62,21 +63,13 @@ def source_of(t: Target, seed: int = 0) -> Source:
                   lambda b, s: make_inputs(t.spec, t.config, b, s, seed=seed), skipped=skipped)
 
 
-def onnx_inputs(path: Path, batch: int, seq_len: int | None, seed: int = 0) -> tuple[Any, ...]:
-    """Inputs for a bare ONNX graph: symbolic dims are batch (first) or seq (later); ints drawn from [0, 2)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    session = ort_session(path, threads=1, optimization="disable")  # read for its inputs only
-    for inp in session.get_inputs():
-        shape = [d if isinstance(d, int) else (batch if i == 0 else (seq_len or 16)) for i, d in enumerate(inp.shape)]
-        dtype = ONNX_DTYPES.get(inp.type)
-        if dtype is None:
-            raise InputFileError(f"{path.name}: input {inp.name} has type {inp.type}, which dlopt cannot generate")
-        out.append(torch.randint(0, 2, shape, generator=gen, dtype=getattr(torch, dtype)) if dtype != "float32"
-                   and dtype != "float64" else torch.randn(shape, generator=gen, dtype=getattr(torch, dtype)))
-    return tuple(out)
+def _file_run_source(run: Run, fp32: Path, seed: int, named: Path | None = None) -> Source:
+    """A run made from an ONNX file: that fp32 file beside the file named in the run (or every file the run holds),
+    on inputs drawn from the fp32 file's graph."""
+    found, skipped = _found_artifacts(run)
+    return Source(str(named or run.path), run, None, None, None, None, (named,) if named else found,
+                  lambda b, s: onnx_inputs(fp32, b, s, seed=seed), single=named is not None,
+                  skipped=() if named else skipped, fp32_file=fp32.resolve())
 
 
 def _from_artifact(path: Path, opts: TargetOptions) -> Source:
@@ -85,12 +78,15 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
                   "--checkpoint MODEL.json` if you trust its source")
     run_dir = _enclosing_run(path)
     if run_dir is not None:
-        status = Run(run_dir).artifact_status(path)
+        full = path.resolve()  # Run.artifact_status reads a relative path as relative to the run
+        status = Run(run_dir).artifact_status(full)
         if not status.trusted:
             raise InputFileError(f"{path} is not a finished result of its run ({status.reason}); rerun the stage "
                                  "that writes it, or copy the file out of the run to bench it as a stray file")
+        if (fp32 := run_fp32(Run(run_dir))) is not None:
+            return _file_run_source(Run(run_dir), fp32, opts.seed, named=full)
         src = source_of(resolve_target(replace(opts, name=str(run_dir))), opts.seed)
-        return replace(src, label=str(path), artifacts=(path.resolve(),), single=True, skipped=())
+        return replace(src, label=str(path), artifacts=(full,), single=True, skipped=())
     if format_of(path).format != ExportFormat.ONNX:
         raise InputFileError(f"{path} is not inside a dlopt run, so its input shapes are unknown; "
                              "bench its run directory, or an .onnx file (which declares its inputs)")
@@ -103,6 +99,8 @@ def _from_artifact(path: Path, opts: TargetOptions) -> Source:
 def open_source(opts: TargetOptions) -> Source:
     """What bench times: the target dlopt.contract.target locates, or (bench only) an exported file named directly."""
     found = locate(opts)
+    if found.run is not None and (fp32 := run_fp32(found.run)) is not None:  # no model of its own: its fp32 file
+        return _file_run_source(found.run, fp32, opts.seed)
     if found.kind != Kind.ARTIFACT:
         return source_of(open_located(found, opts), opts.seed)
     assert found.path is not None
@@ -207,6 +205,7 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
         if backend == Backend.TORCHSCRIPT and cfg.variants and own_ts in source.artifacts:
             continue  # the run's own exported .ts gets its row below: the live trace would duplicate it
         out.append(Variant(backend.value, backend, module=source.module, script=script))
+    out += _fp32_file_variants(source, cfg)
     if cfg.variants or single_artifact:
         out += [v for p in source.artifacts if (v := _artifact_variant(p, source.run, cfg, single_artifact))]
         out += _registered_runtime_variants(source, cfg)
@@ -214,6 +213,19 @@ def build_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
     if cfg.variants and source.module is not None and Backend.EAGER in cfg.backends and not single_artifact:
         out += _checkpoint_variants(source)
     return out
+
+
+def _fp32_file_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
+    """The fp32 file a run was made from (an ONNX file), as the rows its int8 copies are read against: on ONNX
+    Runtime, and on OpenVINO too when the run holds an OpenVINO IR (quantize compared them on each runtime)."""
+    fp32 = source.fp32_file
+    if fp32 is None:
+        return []
+    rows = [v] if (v := _artifact_variant(fp32, source.run, cfg, source.single)) else []
+    if (source.single or Backend.OPENVINO in cfg.backends) and \
+            any(format_of(p).bench_backend == Backend.OPENVINO for p in source.artifacts):
+        rows.append(Variant(f"{Backend.OPENVINO.value}:{fp32.name}", Backend.OPENVINO, path=fp32))
+    return rows
 
 
 def _registered_runtime_variants(source: Source, cfg: BenchConfig) -> list[Variant]:
@@ -245,6 +257,6 @@ def measured_files(source: Source) -> list[Path]:
     """The run's files this bench measures (recorded as the stage's inputs with their sha256), so `report` and
     `runs` can tell a timing of the current file from one of a file replaced since."""
     if source.single or source.spec is None:
-        return list(source.artifacts)
+        return [*([source.fp32_file] if source.fp32_file else []), *source.artifacts]
     weights, _ = source.run.scan_artifacts((".safetensors",))
     return [*source.artifacts, *(w for w in weights if w.parent != source.run.path)]

@@ -98,8 +98,7 @@ class ExportArgs:
     atol: AtolOpt = None
     rtol: RtolOpt = None
     time_limit_s: TimeLimitOpt = 300.0
-    inputs: InputsOpt = None
-    trust_pickle: TrustOpt = False
+    inputs: InputsOpt = None  # --trust-pickle is a target option (TargetArgs)
 
     def check(self) -> None:
         from dlopt.data.inputs_file import precheck
@@ -131,7 +130,7 @@ def export_cmd(name: NameArg = None, *, args: ExportArgs, model: TargetArgs, out
     args.check()
     config, dest = args.config(outputs)
     debug(f"export config: {config}")
-    target_opts = model.options(name, trust_pickle=args.trust_pickle)
+    target_opts = model.options(name)
     with status("exporting…") as spinner:
         resolved = resolve_target(target_opts, export_check(config))  # bad options: no run directory is made
         outcome = run_export(resolved, config, on_step=lambda msg: spinner.update(msg + "…"), inputs=args.inputs)

@@ -1,6 +1,7 @@
 """Which model a command works on: the shared target options and the one function that turns them into a
 `dlopt.contract.target.TargetOptions`. Every command with a target takes `TargetArgs` (one option group, see
-dlopt.cli.groups), so --checkpoint, --run, --weights, --set, --tiny... mean and read the same everywhere."""
+dlopt.cli.groups), so --checkpoint, --run, --weights, --trust-pickle, --set, --max-length, --tiny... mean and read
+the same everywhere."""
 
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ InputShapeOpt = Annotated[str | None, typer.Option(
     "--input-shape", metavar="DIMS|NAME:DTYPE:DIMS", rich_help_panel=BUILD,
     help="A user model's inputs (file.py:fn), without the batch: 3,32,32 (one float32 input), or "
          "NAME:DTYPE:DIMS[:LOW-HIGH] each, e.g. ids:int64:16,mask:bool:16 (docs/data.md).")]
+MaxLengthOpt = Annotated[int | None, typer.Option(
+    "--max-length", min=1, show_default=False, rich_help_panel=BUILD,
+    help="A text model's example length in tokens (its seq_len build option; a Hugging Face folder's default: its "
+         "position table, at most 128); within the model's positions. bench --seq-len picks the lengths timed.")]
+TrustPickleOpt = Annotated[bool, typer.Option(
+    "--trust-pickle", rich_help_panel=TARGET,
+    help="Load pickle-based files no dlopt run records: a model folder's pytorch_model.bin weights (read with "
+         "torch.load(weights_only=True)), .ts and .pt2 files. Only for files you trust.")]
 TinyOpt = Annotated[bool, typer.Option("--tiny", rich_help_panel=BUILD, help="Use the spec's tiny test configuration.")]
 OutOpt = Annotated[Path, typer.Option("--out", rich_help_panel=OUTPUT, help="Output root for runs.")]
 
@@ -101,11 +110,13 @@ class TargetArgs:
     checkpoint: CheckpointOpt = None
     run: RunOpt = None
     weights: WeightsOpt = None
+    trust_pickle: TrustPickleOpt = False
     trust_code: TrustCodeOpt = False  # read by its callback (dlopt.core.user_code), like --model-code
     model_code: ModelCodeOpt = None
     sets: SetOpt = None
     input_size: InputSizeOpt = None
     input_shape: InputShapeOpt = None
+    max_length: MaxLengthOpt = None
     tiny: TinyOpt = False
     out: OutOpt = DEFAULT_ROOT
 
@@ -116,4 +127,5 @@ class TargetArgs:
 
         return TargetOptions(name=name, checkpoint=self.checkpoint, run=self.run, root=self.out,
                              sets=parse_sets(self.sets) or None, input_size=self.input_size,
-                             input_shape=parse_shape(self.input_shape), tiny=self.tiny, weights=self.weights, **extra)
+                             input_shape=parse_shape(self.input_shape), tiny=self.tiny, weights=self.weights,
+                             trust_pickle=self.trust_pickle, max_length=self.max_length, **extra)

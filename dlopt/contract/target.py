@@ -51,6 +51,7 @@ class TargetOptions:
     weights: Path | str | None = None
     # A run the caller already holds open (the pipeline's): the target is that run itself, not a path to re-resolve
     open_run: Run | None = None
+    max_length: int | None = None  # --max-length: a text model's example length (its seq_len build option)
 
 
 class Kind(StrEnum):
@@ -116,7 +117,7 @@ def locate(opts: TargetOptions) -> Located:
                              "exported file, or an architecture name (dlopt list)")
     if name:
         return Located(Kind.ARCH, name=name, spec=get_spec(name))
-    if opts.sets or opts.input_size or opts.input_shape:
+    if opts.sets or opts.input_size or opts.input_shape or opts.max_length:
         raise InputFileError("build options need an architecture name; the latest run's model is already built")
     run = resolve_run(opts.root, opts.run)
     return Located(Kind.LATEST, run.path, run=run)
@@ -168,7 +169,8 @@ def _build(opts: TargetOptions, spec: ArchSpec) -> Target:
     import torch
 
     sets = {**(opts.sets or {}), **({"pickle_weights": True} if spec.kind == "hf" and opts.trust_pickle else {})}
-    cfg = make_model_config(spec, sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny)
+    cfg = make_model_config(spec, sets, input_size=opts.input_size, input_shape=opts.input_shape, tiny=opts.tiny,
+                            max_length=opts.max_length)
     spec = spec_for(spec, cfg)  # a user model's --input-shape NAME:DTYPE:DIMS,... picks its spec
     torch.manual_seed(opts.seed)
     if opts.weights is not None:

@@ -8,7 +8,7 @@ or T5 is deployed as its encoder alone), from the folder only (`local_files_only
 
 The deployed module takes positional tensors in the spec's order and returns `{output: tensor}` (the logits, or an
 encoder's last_hidden_state). Example inputs come from the config: `input_ids` within the vocabulary and an
-`attention_mask` of ones at the model's maximum length capped at SEQ_CAP (`--set seq_len=N`), `pixel_values` at
+`attention_mask` of ones at the model's maximum length capped at SEQ_CAP (`--max-length N`), `pixel_values` at
 `image_size`, Whisper's `input_features` (num_mel_bins x 2*max_source_positions); `--input-shape` overrides them.
 The build options record the folder's sha256s (config.json, weights): a run rebuilds from the same folder and is
 refused when it changed.
@@ -114,6 +114,7 @@ class HFConfigBase:
 
     folder: ClassVar[str] = ""
     needs_inputs: ClassVar[bool] = False  # the config does not tell the inputs: --input-shape must
+    main_input: ClassVar[str] = ""  # input_ids for a text model: the only kind whose length seq_len sets
 
     def validate(self) -> str | None:
         current = read_folder(Path(self.folder))
@@ -129,11 +130,15 @@ class HFConfigBase:
         if self.input_shape and self.inputs:
             return "give --input-shape either as dims or as NAME:DTYPE:DIMS inputs, not both"
         if self.max_len and self.seq_len > self.max_len:
-            return f"seq_len {self.seq_len} is longer than the model's {self.max_len} positions"
+            return (f"--max-length (seq_len) {self.seq_len} is longer than the model's {self.max_len} positions; "
+                    f"give {self.max_len} or less")
+        if self.main_input != "input_ids" and self.seq_len != type(self).__dataclass_fields__["seq_len"].default:
+            return (f"--max-length (seq_len) sets a text model's length; this model takes "
+                    f"{self.main_input or 'the inputs --input-shape names'}, whose size comes from its config")
         return None
 
 
-def _config_class(folder: Folder, config: Any, needs_inputs: bool) -> type:
+def _config_class(folder: Folder, config: Any, inputs: tuple[TensorSpec, ...]) -> type:
     types = {"seq_len": int, "max_len": int, "vocab_size": int, "num_labels": int, "hidden_size": int,
                 "image_size": int, "num_channels": int, "mel_bins": int, "frames": int, "labels": str,
                 "config_sha256": str, "weights_sha256": str}
@@ -143,7 +148,7 @@ def _config_class(folder: Folder, config: Any, needs_inputs: bool) -> type:
                ("inputs", str, dataclasses.field(default="")),  # --input-shape NAME:DTYPE:DIMS,...
                ("pickle_weights", bool, dataclasses.field(default=False))]  # .bin weights trusted (--trust-pickle)
     cls = dataclasses.make_dataclass("HFConfig", fields, bases=(HFConfigBase,), frozen=True)
-    cls.folder, cls.needs_inputs = str(folder.path), needs_inputs
+    cls.folder, cls.needs_inputs, cls.main_input = str(folder.path), not inputs, inputs[0].name if inputs else ""
     return cls
 
 
@@ -189,7 +194,7 @@ def _spec(path: Path, config_sha256: str, weights_sha256: str) -> ArchSpec:
     encoder = bool(getattr(config, "is_encoder_decoder", False))
     values = _defaults(folder, config)
     inputs = _inputs(cls, values)
-    cfg_cls = _config_class(folder, config, needs_inputs=not inputs)
+    cfg_cls = _config_class(folder, config, inputs)
     labels = values["labels"]
     what = f"{folder.architecture}{' encoder' if encoder else ''} from {folder.path}"
     return ArchSpec(

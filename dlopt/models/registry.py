@@ -92,14 +92,16 @@ def make_model_config(
     input_size: int | None = None,
     input_shape: tuple[int, ...] | str | None = None,
     tiny: bool = False,
+    max_length: int | None = None,
 ) -> Any:
-    """The spec's config with, in order, its tiny overrides, --input-size/--input-shape, then --set.
+    """The spec's config with, in order, its tiny overrides, --input-size/--input-shape/--max-length, then --set.
     A str input_shape is a user model's signature (NAME:DTYPE:DIMS,...): it sets the `inputs` build option;
     `spec_for(spec, cfg)` is then the spec with those inputs."""
     overrides: dict[str, Any] = dict(spec.tiny) if tiny else {}
     field_names = set(spec.config.__dataclass_fields__)
     shape_key = "inputs" if isinstance(input_shape, str) else "input_shape"
-    for flag, key, value in (("--input-size", "input_size", input_size), ("--input-shape", shape_key, input_shape)):
+    for flag, key, value in (("--input-size", "input_size", input_size), ("--input-shape", shape_key, input_shape),
+                             ("--max-length", "seq_len", max_length)):
         if value is None:
             continue
         if key not in field_names:

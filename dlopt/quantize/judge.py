@@ -262,15 +262,16 @@ def failure_line(report: dict[str, Any]) -> str:
     """One line for a quantize report that failed verification: which check, the figures, what they were judged
     on, and what to try next (the CLI's error line; the matrix quotes it)."""
     ver = report.get("verification") or {}
-    failed = [f"{c.get('criterion')} failed: {c['failure']}" for c in (ver.get("task") or {}).values()
-              if c.get("failure")]
-    shapes = ver.get("shapes") or {}
-    if shapes and not shapes.get("passed", True):
-        failed.append("the shape sweep failed (outputs not finite or not produced)")
+    task = [f"{c.get('criterion')} failed: {_figure(c, report)}" for c in (ver.get("task") or {}).values()
+            if isinstance(c, dict) and c.get("failure")]
     figures = ", ".join(f"{k.replace('_', ' ')} {report[k]:.3g}" for k in ("top1_agreement", "relative_error")
                         if isinstance(report.get(k), int | float))
-    said = "; ".join(failed) or "verification failed"
-    said += f" ({figures}" + (f"; {report['accuracy_basis']}" if report.get("accuracy_basis") else "") + ")"
+    held = f" ({figures}" + (f"; {report['accuracy_basis']}" if report.get("accuracy_basis") else "") + ")"
+    parts = ["; ".join(task) + held] if task else []
+    shapes = ver.get("shapes") or {}
+    if shapes and not shapes.get("passed", True):
+        parts.append(_sweep_failure(shapes))
+    said = "; ".join(parts) or "verification failed" + held
     search = report.get("search") or {}
     tries = []
     if str(search.get("stopped", "")).startswith("not searched"):
@@ -281,3 +282,23 @@ def failure_line(report: dict[str, Any]) -> str:
         tries.append("--inputs FILE.npz (calibrate on real inputs, not random ones)")
     tries.append("--method fp16, or deploy the fp32 export")
     return f"{said}; try {', or '.join(tries)}"
+
+
+def _figure(check: dict[str, Any], report: dict[str, Any]) -> str:
+    """The measured value a task check failed on: the report's own figure where the criterion names it (a check
+    may record another number as its failure, e.g. the disagreement in percent), else what the check recorded."""
+    criterion = str(check.get("criterion", ""))
+    for key, words in (("top1_agreement", "top-1 agreement"), ("relative_error", "relative error")):
+        if criterion.startswith(words) and isinstance(report.get(key), int | float):
+            return f"{report[key]:.3g}"
+    return str(check["failure"])
+
+
+def _sweep_failure(shapes: dict[str, Any]) -> str:
+    """The shape sweep's first failure as its verify report states it: the check, the shape, the output, why."""
+    crit = shapes.get("criterion") or "its check"
+    fails = [f for f in shapes.get("failures") or [] if isinstance(f, list | tuple) and len(f) == 3]
+    if not fails:
+        return f"the shape sweep failed ({crit})"
+    (where, output, why), more = fails[0], f" (and {len(fails) - 1} more)" if len(fails) > 1 else ""
+    return f"the shape sweep ({crit}) failed at {where}: {output}: {why}{more}"

@@ -83,11 +83,12 @@ def _preprocess(raw: Path, work: Path, notes: list[str]) -> Path:
     cannot."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    pre = work / f"{raw.stem}-{len(list(work.glob('*-pre.onnx')))}-pre.onnx"
+    pre = (work / f"{raw.stem}-{len(list(work.glob('*-pre.onnx')))}-pre.onnx").resolve()
+    src = raw.resolve()  # a relative path (`dlopt quantize model.onnx`) means the directory dlopt runs in, not `work`
     try:
         # onnx leaves <uuid>.data files in the working directory when shape inference fails
         with contextlib.chdir(work), _quiet_root_logger():
-            quant_pre_process(str(raw), str(pre))
+            quant_pre_process(str(src), str(pre))
         return pre
     except Exception as exc:  # symbolic shape inference gives up on some graphs (attention masks): keep raw
         notes.append(f"ORT quant_pre_process skipped: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}")

@@ -74,6 +74,13 @@ def measured_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def model_line(data: dict[str, Any]) -> str:
+    """What the model's build options say about its outputs: a Hugging Face model's class labels (id2label)."""
+    config = (data.get("model") or {}).get("config") or {}
+    labels = config.get("labels") if isinstance(config, dict) else None
+    return f"Labels (id2label): {labels}" if isinstance(labels, str) and labels else ""
+
+
 def _load(values: Any) -> str:
     return ", ".join(f"{v:.2f}" for v in values) if isinstance(values, list) else "–"
 
@@ -101,6 +108,7 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     ship = data["ship"]
     head, body = table_rows(data)
     out = [f"# dlopt report: {data.get('arch')}", "", f"Run `{data['run']}`, created {data.get('created')}.", ""]
+    out += [f"{model_line(data)}.", ""] if model_line(data) else []
     out += [f"**Ship:** {banner(ship)}." + (f" Rule: {ship['rule']}." if ship["pick"] else ""), ""]
     out += [*[f"- {line}" for line in _aside(data)], ""] if _aside(data) else []
     out += ["## Variants", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -158,6 +166,7 @@ def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>dlopt report: {e(str(data.get('arch')))}</title>",
              f"<style>{CSS}</style></head><body><h1>dlopt report: {e(str(data.get('arch')))}</h1>",
              f"<div class=muted>run <code>{e(data['run'])}</code>, created {e(str(data.get('created')))}</div>",
+             f"<div class=muted>{e(model_line(data))}</div>" if model_line(data) else "",
              f"<div class=ship>{ship}</div>", f"<ul class=muted>{aside}</ul>" if aside else "",
              "<h2>Variants</h2>", _html_table(head, body, len(head) - 1),
              "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. "
