@@ -145,7 +145,7 @@ def test_latest_run_benches_its_artifacts(mlp_json):
     out = bench(TargetOptions(root=root), BenchConfig(backends=(Backend.EAGER, Backend.ONNXRUNTIME), batch_sizes=(2,),
                                                       budget_s=0.05, min_calls=5, threads=1))
     names = {r["variant"]: r for r in out.result["rows"]}
-    assert str(out.path.parent) == data["run"] and set(names) == {"eager", "onnxruntime"}
+    assert str(out.run_dir) == data["run"] and set(names) == {"eager", "onnxruntime"}
     assert all(r["status"] == "ok" for r in names.values())
 
 
@@ -158,7 +158,7 @@ def test_stray_onnx_artifact(tmp_path):
     out = bench(TargetOptions(name=str(path), root=tmp_path / "runs"), FAST)
     (row,) = out.result["rows"]
     assert row["variant"] == "onnxruntime:net.onnx" and row["status"] == "ok" and row["flops"] is None
-    assert out.path.is_file() and out.result["arch"] is None
+    assert out.report_path.is_file() and out.result["arch"] is None
 
 
 def test_stray_torchscript_is_refused(tmp_path):

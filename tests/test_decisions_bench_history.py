@@ -69,3 +69,22 @@ def test_cli_narrow_bench_after_a_full_one_keeps_every_variant_in_the_report(tmp
     md = (run / "report.md").read_text()
     assert "| fp32 | eager |" in md and "| fp32 | onnxruntime |" in md and "| bench | done |" in md
     assert md.count("- measured ") == 2  # the two benches, each with the rows it timed
+
+
+def test_two_benches_in_the_same_second_keep_both_dated_copies(tmp_path: Path, monkeypatch) -> None:
+    """The dated copy's name was the time to the second: the second bench's copy replaced the first's."""
+    from datetime import UTC, datetime
+
+    from dlopt.bench import runner
+    from dlopt.bench.config import Backend, BenchConfig
+    from dlopt.contract.target import TargetOptions
+
+    same = datetime(2026, 12, 6, 12, 0, 0, 250_000, tzinfo=UTC)
+    monkeypatch.setattr(runner, "_now", lambda: same)
+    cfg = BenchConfig(backends=(Backend.EAGER,), batch_sizes=(1,), budget_s=0.05, min_calls=5, warmup_calls=1,
+                      threads=1)
+    first = runner.bench(TargetOptions(name="mlp", tiny=True, root=tmp_path), cfg)
+    runner.bench(TargetOptions(name=str(first.run_dir), root=tmp_path), cfg)
+    dated = sorted(first.run_dir.glob("bench-*.json"))
+    assert [p.name for p in dated] == ["bench-2026-12-06T120000.250000Z.json", "bench-2026-12-06T120000.250001Z.json"]
+    assert all(len(json.loads(p.read_text())["rows"]) == 1 for p in dated)

@@ -42,3 +42,14 @@ def test_a_zoo_model_names_its_class_count_and_a_trained_one_its_weights(tmp_pat
     record["source"] = "dlopt train"
     (run / "model.json").write_text(json.dumps(record))
     assert assumptions(run).startswith("trained weights (dlopt train)")
+
+
+def test_the_evaluation_of_an_untrained_model_without_data_says_no_metric_was_measured(tmp_path: Path) -> None:
+    """It said "the fp32 metric is the training stage's evaluation" for a model no stage trained or scored."""
+    from dlopt.contract.target import TargetOptions, resolve_target
+    from dlopt.pipeline.evaluate import evaluate_variants
+
+    target = resolve_target(TargetOptions(name="dqn", tiny=True, root=tmp_path))  # no dataset, not trained
+    out = evaluate_variants(target.run, target.spec)
+    assert "training stage" not in out["note"] and "was not trained in this run" in out["note"]
+    assert "no metric was measured" in out["note"] and out["rows"][0]["metrics"] is None

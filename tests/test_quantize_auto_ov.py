@@ -106,3 +106,22 @@ def test_pipeline_bench_adds_openvino_when_the_run_has_an_ir(ov_int8_run):
     assert ir is not None, list(rows)
     assert ir["status"] == "ok" and ir["precision"] == "int8" and ir["stats"]["median_ms"] > 0, ir
     assert any("openvino" in m for m in said), said
+
+
+def test_auto_says_why_it_measured_one_backend_when_none_was_asked_for(monkeypatch):
+    """No --backend, a model without data: OpenVINO's only int8 (static) needs calibration data. It said "measured
+    onnxruntime only (the backend asked for)"."""
+    from dlopt.quantize.choose import backends_note
+    from dlopt.quantize.config import Method, QBackend
+    from dlopt.quantize.recipe import Recipe
+
+    monkeypatch.setattr("dlopt.quantize.choose.available", lambda asked: (asked, None))  # both installed
+    both, ort = (QBackend.ONNXRUNTIME, QBackend.OPENVINO), [Recipe(QBackend.ONNXRUNTIME, Method.DYNAMIC)]
+    timed = [{"backend": "onnxruntime", "recipe": "onnxruntime dynamic per-channel"}]
+    no_data = backends_note(both, ort, [Recipe(QBackend.OPENVINO, Method.STATIC)], timed)
+    assert "asked for" not in no_data and no_data.startswith("measured onnxruntime only: OpenVINO offers static")
+    assert "--inputs FILE.npz" in no_data
+    assert "OpenVINO offers no int8 method this model supports" in backends_note(both, ort, [], timed)
+    assert "OpenVINO's recipes failed" in backends_note(both, [*ort, Recipe(QBackend.OPENVINO, Method.STATIC)], [],
+                                                        timed + [{"recipe": "openvino static", "failed": "x"}])
+    assert backends_note((QBackend.ONNXRUNTIME,), ort, [], timed) == "measured onnxruntime only (the backend asked for)"

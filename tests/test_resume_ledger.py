@@ -279,3 +279,24 @@ def test_train_resume_of_an_early_stopped_run_says_why(one_epoch: Path, monkeypa
     monkeypatch.setattr(state, "saved_progress", lambda _run: stopped)
     result = runner.invoke(app, ["train", "--resume", str(one_epoch), "--epochs", "4"])
     assert result.exit_code == 2 and "stopped early after epoch 1" in result.output, result.output
+
+
+def test_a_changed_inputs_file_reruns_the_steps_that_read_it(tmp_path: Path) -> None:
+    """--resume compared the --inputs path in the config, never the file: new samples in the same file were skipped."""
+    import numpy as np
+
+    run = Run.create(tmp_path / "runs", "lenet5", {"arch": "lenet5"})
+    samples = tmp_path / "mine.npz"
+    np.savez(samples, x=np.zeros((4, 1, 28, 28), np.float32))
+    ledger.store_config(run, {"inputs": str(samples)})
+    out = run.path / "out.bin"
+    out.write_bytes(b"x")
+    for step in ("build", "quantize", "bench"):
+        ledger.record(run, step, {}, [], [out], 1.0)
+    assert all(ledger.why_rerun(run, s, {}, []) is None for s in ("build", "quantize", "bench"))
+    np.savez(samples, x=np.ones((4, 1, 28, 28), np.float32))  # same path, other samples
+    assert ledger.why_rerun(run, "build", {}, []) is None  # never reads it
+    for step in ("quantize", "bench"):
+        assert ledger.why_rerun(run, step, {}, []) == f"input changed: {samples.resolve()}"
+    ledger.store_config(run, {"inputs": ""})  # resumed without --inputs: what they used is gone
+    assert ledger.why_rerun(run, "bench", {}, []) == f"input changed: {samples.resolve()}"

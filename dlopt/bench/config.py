@@ -18,7 +18,8 @@ class Device(StrEnum):
 
 class StopReason(StrEnum):
     CONVERGED = "converged"  # IQR under the target fraction of the median
-    BUDGET = "budget"  # the time budget ran out first
+    BUDGET = "budget"  # the time budget ran out first, after at least min_calls
+    BUDGET_SPENT = "budget spent"  # the budget ran out before min_calls: cut short (the row says how many it got)
     MAX_CALLS = "max-calls"  # the call cap was reached first
     ITERATIONS = "iterations"  # --iterations N timed calls were made (no budget, no convergence test)
 
@@ -37,14 +38,16 @@ class BenchConfig:
     seq_lens: tuple[int, ...] = ()  # () = the config's default sequence length (sequence models only)
     threads: int | None = None  # None = torch's current setting; always recorded
     device: Device = Device.CPU
-    budget_s: float = 10.0  # timed repetitions per (batch, seq) shape, shared by all variants round-robin
+    budget_s: float = 10.0  # timed calls per (batch, seq) shape, shared by all variants round-robin; the bench's
+    # timing never passes shapes x budget_s (warm-up is apart, and recorded in bench.json's "budget")
     iterations: int | None = None  # instead of the budget: exactly this many timed calls per variant
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # reported per row (the median is always one)
     iqr_target: float = 0.10  # stop a variant once IQR < this fraction of its median
-    min_calls: int = 10  # never judge convergence on fewer timed calls
+    min_calls: int = 10  # never judge convergence on fewer timed calls (the budget may stop a variant before)
     max_calls: int = 100_000
     block_s: float = 0.05  # one round-robin block per variant lasts about this long
-    warmup_calls: int = 3  # untimed calls after the first (the first is timed and reported apart)
+    warmup_calls: int = 3  # untimed calls after the first (the first is timed and reported apart); under a budget
+    # a slow variant makes fewer (at least one): they stop after a tenth of its share of the budget (bench.budget)
     onnx_exporter: str = "dynamo"  # passed to dlopt.export when a run has no .onnx yet
     variants: bool = True  # also bench the artifacts and variants found in the run directory
     seed: int = 0

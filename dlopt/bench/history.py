@@ -4,15 +4,25 @@ Rows are keyed by (variant, backend, batch, sequence length, threads) and carry 
 (`measured`), with how many threads, and the sha256 of the file they timed. A new measurement of the same key
 replaces the old row; rows the new bench did not measure are kept, unless the file they timed changed or is gone
 since (then they are dropped and a note says so). The dated copy (`bench-<time>.json`) holds only what that
-bench measured.
+bench measured; its name is unique to the microsecond (`dated_path`), so two benches never share one.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 MAX_BYTES = 64 << 20  # a bench.json of a few thousand rows is well under this
+
+
+def dated_path(run_dir: Path, when: datetime) -> Path:
+    """`<run>/bench-<UTC time to the microsecond>Z.json`, a name no file in the run has: two benches in the same
+    second each keep their dated copy, and the names sort in the order the benches ran."""
+    t = when.astimezone(UTC)
+    while (path := run_dir / f"bench-{t:%Y-%m-%dT%H%M%S.%f}Z.json").exists():
+        t += timedelta(microseconds=1)
+    return path
 
 
 def _key(row: dict[str, Any], threads: int | None) -> tuple[Any, ...]:

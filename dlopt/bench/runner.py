@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from dlopt.bench.backends import BackendUnavailable, Prepared, Variant, prepare
-from dlopt.bench.config import NOISY_IQR, BenchConfig, Device, use_inputs_file
+from dlopt.bench.budget import Budget
+from dlopt.bench.config import NOISY_IQR, BenchConfig, Device, StopReason, use_inputs_file
 from dlopt.bench.memory import PeakWindow, rss_mb
 from dlopt.bench.roofline import machine_peak, roofline
 from dlopt.bench.stats import summarize
@@ -31,13 +32,7 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BenchOutcome(Outcome):
-    result: dict[str, Any]  # what bench.json holds (its "run" the full path)
-
-    @property
-    def path(self) -> Path:
-        """bench.json inside the run (the older name of report_path)."""
-        assert self.report_path is not None
-        return self.report_path
+    result: dict[str, Any]  # what bench.json holds (its "run" the full path); report_path is bench.json
 
 
 def _shapes(source: Source, cfg: BenchConfig) -> list[tuple[int, int | None]]:
@@ -83,15 +78,17 @@ def _cuda_peak_mb(device: Device, call: Callable[[], Any]) -> float | None:
     return round((torch.cuda.max_memory_allocated() - before) / 2**20, 2)
 
 
-def _warm(v: Variant, inputs: tuple[Any, ...], cfg: BenchConfig, threads: int, sync: Sync) -> tuple[Prepared, dict]:
-    """Prepare and warm one variant on its own; memory is measured here, not while interleaved."""
+def _warm(v: Variant, inputs: tuple[Any, ...], cfg: BenchConfig, ctx: dict[str, Any]) -> tuple[Prepared, dict]:
+    """Prepare and warm one variant on its own; memory is measured here, not while interleaved. Under a budget the
+    untimed calls stop once they took ctx["warm_s"] (at least one, and as many for the memory window)."""
     rss0 = rss_mb()
-    p = prepare(v, inputs, cfg.device, threads)
-    wu = warm_up(p.fn, cfg.warmup_calls, sync, p.first)
+    p = prepare(v, inputs, cfg.device, ctx["threads"])
+    sync = ctx["sync"]
+    wu = warm_up(p.fn, cfg.warmup_calls, sync, p.first, ctx["warm_s"])
     rss1 = rss_mb()
     cuda_peak = _cuda_peak_mb(cfg.device, lambda: time_calls(p.fn, 1, sync))
     with PeakWindow() as window:
-        time_calls(p.fn, max(1, cfg.warmup_calls), sync)
+        time_calls(p.fn, wu.calls, sync)
     info = {"setup_s": round(p.setup_s, 4), "first_call_s": round(wu.first_call_s, 4),
             "warmup_s": round(wu.warmup_s, 4), "warmup_calls": wu.calls,
             "rss_setup_mb": None if rss0 is None or rss1 is None else round(rss1 - rss0, 2),
@@ -129,21 +126,6 @@ def _speedups(rows: dict[str, dict]) -> None:
                 row["speedup_noisy"] = True
 
 
-def _budget_note(cfg: BenchConfig, shape: tuple[int, int | None], warm_s: float, timing_s: float,
-                 over: dict[str, float]) -> str | None:
-    """Say so when a shape took well over --budget-s: warm-up is outside it, and min_calls can overrule it."""
-    if cfg.iterations or warm_s + timing_s <= 1.5 * cfg.budget_s + 1.0:
-        return None
-    slowest = max(over, key=over.get, default=None)
-    why = [f"warm-up and first calls (compiling, loading) {warm_s:.1f} s, outside the budget"]
-    if slowest and over[slowest] > 0.1:
-        why.append(f"timing ran {timing_s:.1f} s because every variant makes at least {cfg.min_calls} timed calls "
-                   f"(min_calls; {slowest} alone ran {over[slowest]:.1f} s past the budget)")
-        why.append("--iterations N fixes the number of calls instead")
-    return (f"batch {shape[0]}{f' seq {shape[1]}' if shape[1] else ''} took {warm_s + timing_s:.1f} s against "
-            f"--budget-s {cfg.budget_s:g}: {'; '.join(why)}")
-
-
 def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, shape: tuple[int, int | None],
                    ctx: dict[str, Any], progress: Progress) -> list[dict]:
     import torch
@@ -165,7 +147,7 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
             row["reason"] = v.unavailable
             continue
         try:
-            p, info = _warm(v, inputs, cfg, ctx["threads"], ctx["sync"])
+            p, info = _warm(v, inputs, cfg, ctx)
         except BackendUnavailable as exc:
             row["reason"] = str(exc)
             continue
@@ -174,17 +156,20 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
             continue
         fns[v.name], est[v.name] = p.fn, info.pop("estimate_s")
         row.update(info)
-    how = f"{cfg.iterations} calls each" if cfg.iterations else f"budget {cfg.budget_s:g}s"
+    budget: Budget = ctx["budget"]
+    deadline = budget.deadline()
+    how = f"{cfg.iterations} calls each" if deadline is None else f"budget {deadline - time.perf_counter():.3g}s"
     progress(f"timing {len(fns)} variants interleaved (batch {batch}, {how})")
     t_time = time.perf_counter()
-    series = round_robin(fns, est, cfg, ctx["sync"])
-    note = _budget_note(cfg, shape, t_time - t_warm, time.perf_counter() - t_time,
-                        {k: s.over_budget_s for k, s in series.items()})
-    if note:
+    series = round_robin(fns, dict(est), cfg, ctx["sync"], deadline, keep_budget=True)
+    if note := budget.shape_done(shape, t_time - t_warm, time.perf_counter() - t_time):
         ctx["notes"].append(note)
         progress(note)
     for name, s in series.items():
-        _finish(rows[name], s.times, str(s.stop), flops, ctx)
+        if s.times:
+            _finish(rows[name], s.times, str(s.stop), flops, ctx)
+        if s.stop == StopReason.BUDGET_SPENT:
+            budget.cut_row(rows[name], shape, len(s.times), est[name])
     _speedups(rows)
     if cfg.device == Device.CUDA and ctx["device_ok"]:
         torch.cuda.empty_cache()
@@ -252,21 +237,29 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
                    "device_ok": cfg.device == Device.CPU or torch.cuda.is_available()}
             load_start = list(os.getloadavg())
             rows: list[dict] = []
+            shapes = _shapes(source, cfg)
+            ctx["budget"] = budget = Budget(cfg, len(shapes))
+            ctx["warm_s"] = budget.warm_calls_s(len(variants))
             with torch.inference_mode():
-                for shape in _shapes(source, cfg):
+                for shape in shapes:
                     rows += _measure_shape(source, variants, cfg, shape, ctx, progress)
+            if cut := budget.note():  # the last note: what the budget cut short
+                ctx["notes"].append(cut)
             if not any(r["status"] == "ok" for r in rows):  # the stage is recorded failed; no bench.json
                 raise _nothing_measured(rows)
-            result = {"schema": SCHEMA, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            now = _now()
+            result = {"schema": SCHEMA, "created": now.isoformat(timespec="seconds"),
                       "target": source.label, "arch": source.spec.name if source.spec else None,
                       "run": ".", "model_config": config_dict(source.config) if source.config else None,
                       "device": cfg.device.value, "threads": threads, "config": _config_dict(cfg),
                       "loadavg": {"start": load_start, "end": list(os.getloadavg()), "cpus": os.cpu_count()},
-                      "environment": fingerprint(), "peak": peak, "rows": rows, "notes": ctx["notes"]}
+                      "environment": fingerprint(), "peak": peak, "budget": budget.record(), "rows": rows,
+                      "notes": ctx["notes"]}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
-            dated = source.run.path / f"bench-{result['created'].replace(':', '').replace('+0000', 'Z')}.json"
+            from dlopt.bench.history import dated_path, merge, stamp
+
+            dated = dated_path(source.run.path, now)  # unique: a bench in the same second keeps its own
             staged = [rec.path(p.name) for p in (dated, path)]  # replace the old ones when done
-            from dlopt.bench.history import merge, stamp
 
             result = write_results(stamp(result, source.run.path), staged[:1])  # the dated copy: this bench only
             write_results(merge(result, path), staged[1:])  # bench.json: also the earlier rows it did not measure
@@ -278,6 +271,10 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
     finally:
         torch.set_num_threads(before)
     return BenchOutcome(result, stage="bench", run_dir=source.run.path, report_path=path, summary=dict(rec.metrics))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _stored(path: Path | None, run_dir: Path) -> str | None:

@@ -76,7 +76,8 @@ class BenchArgs:
     budget_s: Annotated[float | None, typer.Option(
         "--budget-s", min=0.01, show_default=False, rich_help_panel=BENCH,
         help="Timing budget in seconds per input shape, shared by all variants (default 10). Warm-up is outside "
-             "it, and each variant still makes at least 10 timed calls (a note says when that overran it).")] = None
+             "it; no timed call starts past it, so a slow variant may get fewer than 10 calls (its row says "
+             "'budget spent').")] = None
     iterations: Annotated[int | None, typer.Option(
         "--iterations", min=1, show_default=False, rich_help_panel=BENCH,
         help="Instead of the budget: exactly N timed calls per variant (no convergence stop).")] = None
@@ -165,10 +166,15 @@ def _row(r: dict[str, Any], pcts: list[str]) -> list[str]:
     speedup = "noisy" if r.get("speedup_noisy") else fmt_speedup(r.get("speedup_vs_eager"))
     return [r["variant"] + (" *" if r.get("noisy") else ""), _batch(r), fmt_ms(s["median_ms"]),
             *(fmt_ms(_pct_ms(s, k)) for k in pcts), f"{100 * s['iqr_ratio']:.0f}", speedup,
-            fmt_rate(r["throughput_per_s"]), str(s["n"]), r["stop"], fmt_bytes(r.get("model_bytes")),
+            fmt_rate(r["throughput_per_s"]), _calls(r), r["stop"], fmt_bytes(r.get("model_bytes")),
             sig3((r.get("setup_s") or 0) + (r.get("first_call_s") or 0)),
             "-" if r.get("gflops") is None else sig3(r["gflops"]),
             "-" if r.get("pct_peak") is None else f"{r['pct_peak']:.1f}"]
+
+
+def _calls(r: dict[str, Any]) -> str:
+    """Timed calls; "4/10" for a row the budget cut short of the calls it wanted."""
+    return str(r["stats"]["n"]) + (f"/{r['calls_wanted']}" if r.get("calls_wanted") else "")
 
 
 def _batch(r: dict[str, Any]) -> str:
@@ -186,7 +192,7 @@ def _render(result: dict[str, Any], path: Path) -> None:
     notes: dict[tuple[str, str], list[str]] = {}
     for r in result["rows"]:
         if r["status"] != "ok":
-            colour = "yellow" if r["status"] == "unavailable" else "red"
+            colour = "red" if r["status"] == "failed" else "yellow"  # unavailable, or cut by the budget
             table.add_row(r["variant"], _batch(r), f"[{colour}]{r['status']}[/{colour}]")
             names = notes.setdefault((r["status"], r.get("reason", "")), [])
             names += [] if r["variant"] in names else [r["variant"]]
@@ -198,7 +204,7 @@ def _render(result: dict[str, Any], path: Path) -> None:
         console.print("[yellow]* noisy:[/yellow] IQR over half the median, so the median cannot be ranked and its "
                       "speed-up is not printed; rerun on a quieter machine or with more --iterations", highlight=False)
     for (status, reason), names in notes.items():
-        colour = "yellow" if status == "unavailable" else "red"
+        colour = "red" if status == "failed" else "yellow"
         note(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)
     load, peak = result["loadavg"], result["peak"]
     peak_gflops = peak.get("fp32_gflops")
@@ -206,7 +212,7 @@ def _render(result: dict[str, Any], path: Path) -> None:
          f"(other work on the machine widens the spread); fp32 matmul peak "
          f"{'-' if peak_gflops is None else sig3(peak_gflops)} GFLOP/s; vs eager = eager median / median; items/s = "
          f"batch / median; stop: converged (IQR < {100 * result['config']['iqr_target']:g}% of median), budget or "
-         f"iterations; mean, min, memory: --json/--csv. Written: {path}[/dim]")
+         f"budget spent (cut short: n/wanted) or iterations; mean, min, memory: --json/--csv. Written: {path}[/dim]")
     for line in result.get("notes") or [] if verbosity() > QUIET else []:
         err_console.print(f"[yellow]note:[/yellow] {line}", highlight=False, soft_wrap=True)
 
@@ -243,13 +249,13 @@ def bench_cmd(target: TargetArg = None, *, args: BenchArgs, model: TargetArgs, f
     deltas = compare(outcome.result, old) if old else []
     files.write(outcome.result)
     if as_json:
-        print_json({**outcome.result, "run": str(outcome.path.parent), "path": str(outcome.path),  # file says "."
+        print_json({**outcome.result, "run": str(outcome.run_dir), "path": str(outcome.report_path),  # file: "."
                     **({"compare": [d.to_dict() for d in deltas]} if old else {})})
     else:
-        _render(outcome.result, outcome.path)
+        _render(outcome.result, outcome.report_path)
         from dlopt.core.assumptions import assumptions  # what the timings rest on: weights, input size, classes
 
-        if said := assumptions(outcome.path.parent):
+        if said := assumptions(outcome.run_dir):
             note(f"[dim]assumed: {said}[/dim]", highlight=False)
         if old:
             _render_compare(deltas, files.compare_to)

@@ -63,6 +63,9 @@ class PruneArgs:
                                         help="The exact ratio in every layer (same as --round-to 1).")] = False
     bench: Annotated[bool, typer.Option("--bench", rich_help_panel=PRUNE, help="Measure latency before/after (eager "
                                         "and ONNX Runtime, batch 1 and 8, one thread).")] = False
+    speedup: Annotated[bool, typer.Option("--speedup/--no-speedup", rich_help_panel=PRUNE,
+                                          help="Without --bench: time the speed-up at batch 1 on ONNX Runtime (else "
+                                               "eager), one thread, before/after interleaved, about a second.")] = True
     target_speedup: Annotated[float | None, typer.Option(
         "--target-speedup", rich_help_panel=SPEED, show_default=False,
         help="Prune in steps (fine-tuning between) until the model runs this many times faster on --target-runtime "
@@ -91,8 +94,9 @@ class PruneArgs:
                            iterative_steps=self.iterative_steps, finetune_epochs=self.finetune_epochs,
                            finetune_lr=self.finetune_lr, distill=self.distill, global_pruning=self.global_pruning,
                            round_to=1 if self.exact else self.round_to, seed=self.seed, name=self.stage_name,
-                           bench=self.bench, data_limit=self.limit, target_speedup=self.target_speedup,
-                           target_runtime=self.target_runtime, target_batch=self.target_batch, max_drop=self.max_drop)
+                           bench=self.bench, speedup=self.speedup, data_limit=self.limit,
+                           target_speedup=self.target_speedup, target_runtime=self.target_runtime,
+                           target_batch=self.target_batch, max_drop=self.max_drop)
 
 
 @grouped
@@ -148,6 +152,10 @@ def _render(r: dict[str, Any], record: Path) -> None:
                       "-" if row["speedup"] is None else f"{row['speedup']:.2f}x " + ("faster" if row["speedup"] >= 1 else
                                                                                         "[red]SLOWER[/red]"))
     console.print(table)
+    from dlopt.prune.report import speedup_line  # imports torch: not at the CLI's start
+
+    if said := speedup_line(r):
+        note(f"[dim]{said}[/dim]", highlight=False)
     if r.get("layers"):
         console.print(_layers_table(r["layers"]))
     if r.get("speedup_path"):

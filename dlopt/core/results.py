@@ -93,7 +93,7 @@ class PruneReport(Record):
     notes: tuple[str, ...] = ()
     speedup_path: tuple[dict[str, Any], ...] | None = optional()  # --target-speedup: the steps taken
     speedup_plot: str | None = optional()  # --target-speedup: the path as a PNG in the variant's directory
-    latency: dict[str, Any] | None = optional()  # --bench: before/after timings
+    latency: dict[str, Any] | None = optional()  # before/after timings: batch 1 by default (its `method`), --bench
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,8 @@ class BenchRow(Record):
     peak_cuda_mb: float | None = None
     model_bytes: int | None = None
     model_bytes_source: str | None = None
-    stop: str | None = None  # why timing stopped: converged, budget, max_calls, iterations
+    stop: str | None = None  # why timing stopped: converged, budget, budget spent, max_calls, iterations
+    calls_wanted: int | None = optional()  # stop "budget spent": the min_calls it fell short of (stats.n it got)
     stats: BenchStats | None = None
     throughput_per_s: float | None = None
     flops: int | None = None
@@ -243,6 +244,7 @@ class BenchResult(Record):
     loadavg: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, Any] = field(default_factory=dict)  # the machine's measured peak (roofline)
+    budget: dict[str, Any] | None = optional()  # seconds allowed and used, and what was cut (dlopt.bench.budget)
     rows: tuple[BenchRow, ...]
     notes: tuple[str, ...] = ()
 

@@ -50,11 +50,6 @@ class ExportOutcome(Outcome):
     result: ExportResult
     outputs: tuple[Path, ...]  # every file the stage wrote (artifacts, their companions, the report), where it landed
 
-    @property
-    def report(self) -> Path | None:
-        """The verification report, where it landed (None without verification): the older name of report_path."""
-        return self.report_path
-
 
 def run_export(target: Target | TargetOptions, config: ExportConfig, on_step: Callable[[str], None] | None = None,
                inputs: Path | None = None, *, folder: str = "", stage: str = "export",

@@ -74,6 +74,15 @@ def _training_metric(run: Run, spec: ArchSpec) -> dict[str, float] | None:
     return {spec.metric: value} if value is not None else None
 
 
+def _no_data_note(spec: ArchSpec, trained: bool) -> str:
+    """What the evaluation of a model without a held-out dataset rests on."""
+    if trained:
+        return (f"{spec.name} has no held-out dataset; the fp32 metric is the training stage's own evaluation, and "
+                "the other variants are not evaluated")
+    return (f"{spec.name} has no dataset and was not trained in this run, so no metric was measured for any variant "
+            "(the report judges them by agreement with fp32)")
+
+
 def evaluate_variants(run: Run, spec: ArchSpec, progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
     from dlopt.models.checkpoint import load_checkpoint
     from dlopt.tasks.evaluator import evaluate_artifact, evaluator_for
@@ -84,9 +93,10 @@ def evaluate_variants(run: Run, spec: ArchSpec, progress: Callable[[str], None] 
                            "skipped": skipped_artifacts(run),
                            "data": ev.data_options if ev else None,
                            "higher_is_better": ev.higher_is_better if ev else True}
-    if ev is None:  # trained in an environment (DQN): the training stage's own evaluation is the number
-        out["note"] = f"{spec.name} has no held-out dataset; the fp32 metric is the training stage's evaluation"
-        out["rows"].append(_row(run, run.path / "model.json", "eager", _training_metric(run, spec)))
+    if ev is None:  # no dataset: a training stage's own evaluation (DQN's episodes) where there was one, else none
+        trained = _training_metric(run, spec)
+        out["note"] = _no_data_note(spec, trained is not None)
+        out["rows"].append(_row(run, run.path / "model.json", "eager", trained))
         return out
     for record in checkpoint_records(run):
         progress(f"evaluating {record.relative_to(run.path)}")

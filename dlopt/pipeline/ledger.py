@@ -7,7 +7,8 @@ A resumed pipeline skips a step only when all of these hold:
 - no step it depends on (`after`) finished after it did (so everything downstream of a rerun step reruns,
   even when an earlier resume was killed between the two);
 - every recorded input and output is there with the same hash. A file that is absent or was never hashed is
-  never "unchanged" (None is not a hash), and an entry that recorded no outputs is not trusted.
+  never "unchanged" (None is not a hash), and an entry that recorded no outputs is not trusted. The pipeline's
+  `--inputs FILE.npz` is an input of the steps that read it (INPUTS_READERS), so a changed file reruns them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from dlopt.core.runs import Run
 
 KEY = "pipeline"
 SHOWN = 3  # file names quoted in a reason
+# the steps that read the pipeline's --inputs FILE.npz (dlopt.pipeline.steps): int8 calibration and its judge,
+# the exports' verification, the bench's timing; the others (train, prune, evaluate) never see it
+INPUTS_READERS = ("quantize", "quantize-pruned", "export", "export-pruned", "bench")
 
 
 def key(run: Run, path: Path | str) -> str:
@@ -48,6 +52,12 @@ def _expand(run: Run, paths: Iterable[Path | str]) -> list[str]:
 def hashes(run: Run, paths: Iterable[Path | str]) -> dict[str, str | None]:
     """sha256 of each file by ledger key; None for a file that is not there."""
     return {k: sha256_file(run.path / k) if (run.path / k).is_file() else None for k in _expand(run, paths)}
+
+
+def _with_inputs_file(run: Run, step: str, inputs: list[Path]) -> list[Path]:
+    """A step's inputs, with the pipeline's --inputs file (as stored for this run of the pipeline) when it reads it."""
+    file = (stored_config(run) or {}).get("inputs") if step in INPUTS_READERS else None
+    return [*inputs, Path(file)] if isinstance(file, str) and file else list(inputs)
 
 
 def _canonical(config: Any) -> str:
@@ -83,7 +93,7 @@ def why_rerun(run: Run, step: str, config: Any, inputs: list[Path], after: Seque
         if isinstance(up, dict) and up.get("status") == "done" and up.get("seq", 0) > entry.get("seq", 0):
             return f"upstream step {name} reran"
     recorded_in = entry.get("inputs") if isinstance(entry.get("inputs"), dict) else {}
-    reason = _files_reason("input", recorded_in, hashes(run, inputs))
+    reason = _files_reason("input", recorded_in, hashes(run, _with_inputs_file(run, step, inputs)))
     if reason:
         return reason
     recorded_out = entry.get("outputs")
@@ -95,7 +105,8 @@ def why_rerun(run: Run, step: str, config: Any, inputs: list[Path], after: Seque
 def record(run: Run, step: str, config: Any, inputs: list[Path], outputs: list[Path], seconds: float,
            status: str = "done", note: str | None = None) -> None:
     """Store a finished step. Outputs that are not there are kept as None, so a resume reruns the step."""
-    entry = {"status": status, "config": json.loads(_canonical(config)), "inputs": hashes(run, inputs),
+    entry = {"status": status, "config": json.loads(_canonical(config)),
+             "inputs": hashes(run, _with_inputs_file(run, step, inputs)),
              "outputs": hashes(run, outputs), "seconds": round(seconds, 2), "note": note}
 
     def change(m: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from dlopt.core.errors import ConfigError
 from dlopt.models.options import check_float, check_int, check_seed
 from dlopt.models.spec import PruneMethod
 
-__all__ = ["Importance", "PruneConfig", "PruneMethod", "parse_method", "parse_importance"]
+__all__ = ["Importance", "PruneConfig", "PruneMethod", "parse_importance", "parse_method"]
 
 
 MAX_RATIO = 0.95  # a ratio closer to 1 leaves layers of zero or one channel: a typo, not a smaller model
@@ -37,6 +37,7 @@ class PruneConfig:
     finetune_epochs: int | None = None  # epochs of training after pruning (spread over the steps); 0 = none;
     # None: 3 where the run was trained on data (the metric recovers), else none (the report says so)
     finetune_lr: float | None = None  # None: the family's training learning rate x 0.5
+    distill: bool = True  # classifiers fine-tune against the unpruned model's softened logits too (KL, T=4)
     global_pruning: bool = False  # rank channels across layers instead of per layer
     round_to: int | None = None  # None: layers keeping >= 16 channels keep the nearest multiple of 16 (under 64)
     # or 8 (fast CPU kernels; never moving a layer's share over 10 points from the ratio), narrower ones the exact
@@ -47,6 +48,8 @@ class PruneConfig:
     seed: int = 0
     name: str = "pruned"  # the stage name in the manifest and the run's sub-directory the checkpoint goes to
     bench: bool = False  # measure latency before/after (eager and ONNX Runtime, batch 1 and 8) via dlopt.bench
+    speedup: bool = True  # without `bench` or a target: the speed-up at batch 1 on ONNX Runtime (else eager), one
+    # thread, before/after interleaved for about a second (dlopt.prune.latency.quick_speedup); False: not measured
     bench_budget_s: float = 4.0  # bench time per shape when `bench`
     data_limit: int | None = None  # cap on samples per split for evaluation and fine-tuning (quick runs)
     target_speedup: float | None = None  # prune in steps (fine-tuning between) until this speed-up, or the budget
@@ -83,7 +86,7 @@ class PruneConfig:
         check_stage_name("prune", self.name, others=("int8", "pruned-int8"))  # quantize's default variants
         check_float("prune", "bench_budget_s", self.bench_budget_s, 0.0, 86_400.0, low_open=True)
         check_int("prune", "data_limit", self.data_limit, 1, flag="--limit", optional=True)
-        for key in ("global_pruning", "bench", "width_table"):
+        for key in ("global_pruning", "bench", "width_table", "distill", "speedup"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"prune.{key} = {getattr(self, key)!r} has the wrong type: expected true or false")
 

@@ -2,7 +2,11 @@
 eager and in ONNX Runtime, timed interleaved in one `dlopt.bench` call (same machine state for both); and, when
 asked and OpenVINO can run here, their ONNX files on OpenVINO's CPU plugin, prepared by bench's own openvino backend
 and interleaved with bench's round-robin loop (`dlopt bench` runs a run's .onnx files on ONNX Runtime only, so these
-rows are assembled here from bench's parts)."""
+rows are assembled here from bench's parts).
+
+`quick_speedup` is what prune reports by default (no --bench): the unpruned and the pruned model at batch 1 on one
+thread, on ONNX Runtime where it runs (else eager), timed interleaved by bench's round-robin loop for a second or
+so."""
 
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ from dlopt.runtime.formats import file_name
 
 ONNX = file_name(ExportFormat.ONNX)  # model.onnx: what is timed on ONNX Runtime and OpenVINO
 MIN_CALLS = 50  # on a shared machine, 10 calls can "converge" inside a load spike; 50 spans several round-robin blocks
+QUICK_BUDGET_S = 1.0  # the default speed-up's timing: before and after interleaved for at most this long
+QUICK_MIN_CALLS = 20  # ...and judged converged on no fewer calls each (tiny models converge in milliseconds)
+QUICK_BLOCK_S = 0.02  # round-robin blocks this long: about 50 alternations in the second
 
 
 def _export(model: Any, spec: ArchSpec, cfg: Any, out_dir: Path) -> str | None:
@@ -87,7 +94,7 @@ def measure_latency(run: Run, spec: ArchSpec, target: Target, names: tuple[str, 
             tables[name].update(ov_rows.get(name, {}))
         problems.append(ov_problem)
     return {"threads": outcome.result["threads"], "loadavg": outcome.result["loadavg"],
-            "bench_json": outcome.path.name,  # in the run, beside the report (paths in run files are run-relative)
+            "bench_json": outcome.report_path.name,  # in the run, beside the report (paths in run files are run-relative)
             "budget_s": budget_s, "rows_by_variant": tables, "problems": [p for p in problems if p]}
 
 
@@ -146,3 +153,92 @@ def _interleaved(files: dict[str, Path], spec: ArchSpec, target: Target, batch: 
             raise _NotRun(path, f"{type(exc).__name__}: {str(exc)[:160]}") from None
     series = round_robin(fns, est, cfg)
     return {k: summarize(s.times, cfg.percentiles).median_ms for k, s in series.items()}
+
+
+def slower_notes(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The note a pruned model slower than the original gets: it is never slower without saying so."""
+    slower = [f"{key} {row['speedup']:.2f}x" for key, row in rows.items()
+              if row.get("speedup") is not None and row["speedup"] < 1]
+    return [(f"the pruned model is SLOWER than the original in {', '.join(slower)}; try the default widths (no "
+             "--round-to / --exact) or a lower ratio")] if slower else []
+
+
+def quick_speedup(before: Any, after: Any, spec: ArchSpec, model_cfg: Any,
+                  budget_s: float | None = None) -> dict[str, Any]:
+    """The report's `latency` by default: `before` and `after` (whole models; their entry networks are timed) at
+    batch 1 on one thread, on ONNX Runtime (legacy-exported to a temporary folder, not kept) where it runs and both
+    export, else eager; timed interleaved. Rows {"<runtime>@b1": before/after ms, speed-up}, and how it was done."""
+    import tempfile
+
+    import torch
+
+    from dlopt.bench.config import BenchConfig
+    from dlopt.bench.stats import summarize
+    from dlopt.bench.timing import MEDIAN_CALLS, round_robin, warm_up
+    from dlopt.models.registry import make_inputs
+
+    budget_s = budget_s or QUICK_BUDGET_S
+    inputs = make_inputs(spec, model_cfg, 1, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="dlopt-prune-speedup-") as tmp:
+            fns, runtime, problem = _ort_calls({"before": before, "after": after}, spec, model_cfg, inputs, Path(tmp))
+            if fns is None:
+                fns, runtime = {k: _eager_call(m, spec, inputs) for k, m in (("before", before), ("after", after))}, \
+                    str(Backend.EAGER)
+            with torch.inference_mode():
+                est = {k: warm_up(fn, 3).estimate_s for k, fn in fns.items()}
+                # a model of seconds per call still gets a median of MEDIAN_CALLS each: the budget grows to fit them
+                # (with the other's blocks between them, and room for a loaded machine)
+                budget_s = max(budget_s, 2 * MEDIAN_CALLS * (sum(est.values()) + QUICK_BLOCK_S * len(est)))
+                series = round_robin(fns, est, BenchConfig(budget_s=budget_s, min_calls=QUICK_MIN_CALLS,
+                                                           block_s=QUICK_BLOCK_S), keep_budget=True)
+    finally:
+        torch.set_num_threads(threads)
+    ms = {k: summarize(s.times).median_ms if s.times else None for k, s in series.items()}
+    problems = [problem] if problem else []
+    if None in ms.values():  # its calls ran slower than their warm-up said: no timing rather than a guess
+        problems.append("budget spent before a timed call of both models: no speed-up measured")
+    row = {"before_ms": ms["before"] and round(ms["before"], 5), "after_ms": ms["after"] and round(ms["after"], 5),
+           "speedup": round(ms["before"] / ms["after"], 3) if ms["before"] and ms["after"] else None}
+    return {"method": f"on {runtime} at batch 1, one thread, before and after interleaved "
+                      f"({len(series['before'].times)} and {len(series['after'].times)} calls in at most "
+                      f"{budget_s:.3g} s)",
+            "threads": 1, "budget_s": round(budget_s, 3), "calls": {k: len(s.times) for k, s in series.items()},
+            "rows": {f"{runtime}@b1": row}, "problems": problems}
+
+
+def _eager_call(model: Any, spec: ArchSpec, inputs: tuple[Any, ...]) -> Any:
+    from dlopt.models.registry import entry_module
+
+    net = entry_module(model, spec).eval()
+    return lambda: net(*inputs)
+
+
+def _ort_calls(models: dict[str, Any], spec: ArchSpec, model_cfg: Any, inputs: tuple[Any, ...], folder: Path
+               ) -> tuple[dict[str, Any] | None, str, str | None]:
+    """ONNX Runtime calls of each model (one thread), or (None, "", why not): not installed, or an export failed."""
+    import warnings
+
+    from dlopt.bench.config import Device
+    from dlopt.export import ExportConfig, export_model
+    from dlopt.runtime.formats import why_not_here
+
+    if (why := why_not_here(Backend.ONNXRUNTIME, Device.CPU)) is not None:
+        return None, "", f"timed in eager: ONNX Runtime cannot run here ({why})"
+    from dlopt.runtime.ort import ort_session
+
+    fns = {}
+    for key, model in models.items():
+        with warnings.catch_warnings():  # the exporter's cautions are about a file only timed, never shipped
+            warnings.simplefilter("ignore")
+            res = export_model(model, spec, model_cfg, folder / key, ExportConfig(formats=(ExportFormat.ONNX,),
+                                                                                  exporter="legacy", verify=False))
+        if "onnx" not in res.artifacts:
+            why = res.failures.get("onnx") or "; ".join(res.notes) or "no ONNX file was made"
+            return None, "", f"timed in eager: the {key} model did not export to ONNX ({str(why).splitlines()[0][:200]})"
+        session = ort_session(res.artifacts["onnx"], threads=1, inter_threads=1)
+        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=False)}
+        fns[key] = lambda session=session, feed=feed: session.run(None, feed)
+    return fns, str(Backend.ONNXRUNTIME), None

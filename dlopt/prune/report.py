@@ -102,3 +102,15 @@ def _width_note(cfg: PruneConfig, pruned: list[dict[str, Any]]) -> str | None:
         return (f"{why}; kept at the exact ratio on purpose: the nearest multiple would move the layer's share "
                 f"removed more than {MAX_SHIFT * 100:g} points from the ratio (see layers)")
     return why
+
+
+def speedup_line(result: dict[str, Any]) -> str | None:
+    """How the report's speed-up was measured, for the summary: the default quick timing says so and what gives more
+    (--bench), or why there is none (--no-speedup)."""
+    latency, cfg = result.get("latency") or {}, result.get("config") or {}
+    if latency.get("method"):
+        return (f"speed-up measured {latency['method']}" + "".join(f"; {p}" for p in latency.get("problems") or [])
+                + "; --bench times eager, ONNX Runtime and OpenVINO at batch 1 and 8")
+    if not latency and not cfg.get("speedup", True) and not cfg.get("target_speedup"):
+        return "speed-up not measured (--no-speedup)"
+    return None

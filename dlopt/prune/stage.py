@@ -130,6 +130,8 @@ def run_prune(target: Target | TargetOptions, cfg: PruneConfig, progress: Progre
         if cfg.bench:  # the ONNX file the latency measurement times, made (and verified) with the stage
             why = _export_onnx(out_dir, spec, target.config)
             report = dataclasses.replace(report, notes=(*report.notes, why)) if why else report
+        elif cfg.speedup and not cfg.target_speedup:  # the default: a second of timing (a target measured its own)
+            report = _quick_speedup(target, out_dir, report, say)
         write_result(report, out_dir / REPORT)
         rec.outputs += [p for p in out_dir.iterdir() if p.is_file()]
         rec.metrics.update(_summary(report))
@@ -164,18 +166,25 @@ def _export_onnx(out_dir: Path, spec: Any, model_cfg: Any) -> str | None:
 
 def _bench(target: Target, cfg: PruneConfig, out_dir: Path, report: PruneReport, say: Progress) -> PruneReport:
     """Latency before/after through dlopt.bench: the report with `latency`, rewritten."""
-    from dlopt.prune.latency import measure_latency
+    from dlopt.prune.latency import measure_latency, slower_notes
 
     say("benchmarking before/after (eager and ONNX Runtime)")
     latency = measure_latency(target.run, target.spec, target, (cfg.name,), cfg.bench_budget_s, openvino=True)
     latency = {**latency, "rows": latency.pop("rows_by_variant")[cfg.name]}
-    slower = [f"{key} {row['speedup']:.2f}x" for key, row in latency["rows"].items()
-              if row.get("speedup") is not None and row["speedup"] < 1]
-    notes = [f"the pruned model is SLOWER than the original in {', '.join(slower)}; try the default widths (no "
-             "--round-to / --exact) or a lower ratio"] if slower else []  # never slower without saying so
-    report = dataclasses.replace(report, latency=latency, notes=(*report.notes, *notes))
+    report = dataclasses.replace(report, latency=latency, notes=(*report.notes, *slower_notes(latency["rows"])))
     write_result(report, out_dir / REPORT)
     return report
+
+
+def _quick_speedup(target: Target, out_dir: Path, report: PruneReport, say: Progress) -> PruneReport:
+    """The default `latency`: the saved pruned model against the original, batch 1, one thread (latency.py)."""
+    from dlopt.models.checkpoint import load_checkpoint
+    from dlopt.prune.latency import quick_speedup, slower_notes
+
+    say("timing the speed-up (batch 1, one thread, about a second; --no-speedup skips it)")
+    pruned = load_checkpoint(out_dir / "model.json").model
+    latency = quick_speedup(target.model, pruned, target.spec, target.config)
+    return dataclasses.replace(report, latency=latency, notes=(*report.notes, *slower_notes(latency["rows"])))
 
 
 def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progress, torch: Any) -> PruneReport:

@@ -139,6 +139,32 @@ def available(backends: tuple[QBackend, ...]) -> tuple[tuple[QBackend, ...], str
                   f"(pip install {' '.join(m for b in gone for m in backend(b).requires)})")
 
 
+def backends_note(asked: tuple[QBackend, ...], todo: list[Recipe], last_resort: list[Recipe],
+                  candidates: list[dict[str, Any]]) -> str:
+    """Which backends auto timed and, when only one, why not the others: the one asked for, one not installed, one
+    whose only int8 is static (it needs calibration data the model has none of), one whose recipes failed, or one
+    offering no int8 method for this model."""
+    here, missing = available(asked)
+    timed = sorted({str(c["backend"]) for c in candidates if "backend" in c})
+    if missing:
+        return missing
+    if len(timed) > 1:
+        return f"measured {' and '.join(timed)} together"
+    if len(asked) == 1:
+        return f"measured {timed[0]} only (the backend asked for)"
+    why = []
+    for b in (b for b in here if str(b) not in timed):
+        name = backend(b).label or str(b)
+        if any(r.backend == b for r in todo):
+            why.append(f"{name}'s recipes failed (see the candidates)")
+        elif any(r.backend == b for r in last_resort):
+            why.append(f"{name} offers static int8 only, which needs calibration data and this model has none "
+                       "(--inputs FILE.npz calibrates on your inputs)")
+        else:
+            why.append(f"{name} offers no int8 method this model supports")
+    return f"measured {timed[0]} only" + (f": {'; '.join(why)}" if why else "")
+
+
 def _find(util: Any, name: str) -> Any:
     try:
         return util.find_spec(name)
