@@ -196,6 +196,7 @@ def test_ctrl_c_in_a_torchscript_call_says_why_and_a_second_quits_at_once(files,
     assert "cannot be stopped mid-call" in err and "Press Ctrl-C again" in err and "interrupted" in err
 
 
+@pytest.mark.self_signal
 def test_the_first_ctrl_c_in_a_torchscript_call_stops_dlopt_when_the_call_returns(tmp_path):
     run = load_artifact(_script_loop(tmp_path / "short.ts", 20000), trust_pickle=True)
     timer = threading.Timer(0.05, signal.raise_signal, (signal.SIGINT,))

@@ -18,6 +18,8 @@ import dlopt.core.runs as runs
 from dlopt.core.runs import Run
 
 
+pytestmark = pytest.mark.self_signal
+
 @pytest.fixture()
 def run(tmp_path: Path) -> Run:
     return Run.create(tmp_path / "artifacts", "mlp", {"arch": "mlp"})
@@ -29,7 +31,7 @@ def _ctrl_c_right_after_the_move(monkeypatch) -> None:
 
     def commit_then_sigint(*args, **kwargs):
         real(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # this thread: os.kill may hand it to a runtime's worker thread
 
     monkeypatch.setattr(runs, "commit", commit_then_sigint)
 
