@@ -26,6 +26,7 @@ class Search:
     attempts: list[dict[str, Any]] = field(default_factory=list)  # kept in float, drop
     stopped: str = ""
     seconds: float = 0.0
+    repair: dict[str, Any] | None = None  # dlopt.quantize.mixed's repair, when this search ended over budget
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -73,16 +73,14 @@ def _build(s: Session, progress: Callable[[str], None]) -> tuple[Any, dict[str, 
     todo, last_resort = data_free_split(recipes(s.spec, s.cfg, _backends(s.cfg)), s.calib.source, s.cfg.method)
     before_val = s.judge.metric(None, "val")
     if s.cfg.method == Method.AUTO:
-        from dlopt.quantize.choose import available
+        from dlopt.quantize.choose import available, backends_note
 
         missing = available(s.cfg.auto_backends)[1]
         s.notes += [missing] if missing else []
         budget = replace(s.cfg, max_drop=s.judge.budget(s.cfg.max_drop, s.cfg.max_rel_error))  # no metric: its unit
         built, auto = choose(todo, s.build, s.judge, before_val, budget, s.example(), s.has_int8, _references(s),
                              progress, last_resort, s.notes)
-        measured = auto["backends"]
-        auto["backends_note"] = missing or (f"measured {' and '.join(measured)} together" if len(measured) > 1
-                                            else f"measured {measured[0]} only (the backend asked for)")
+        auto["backends_note"] = backends_note(s.cfg.auto_backends, todo, last_resort, auto["candidates"])
     else:
         progress(f"building {todo[0].label}")
         built, auto = s.build(todo[0]), None

@@ -1,0 +1,50 @@
+"""Sections of docs/results.md for the repair work: distillation after pruning, and the int8 truth set.
+
+Each function reads the files its glob claims (parsed JSON, shape not promised: look-ups go through `get`) and
+returns the section's Markdown and its headline rows for the README."""
+
+from __future__ import annotations
+
+from results_kit import Body, Loaded, get, num, section, table
+
+
+@section("distill.json", "Distillation after pruning", "benchmarks/distill.py", "docs/diagnose.md")
+def distill(files: list[Loaded]) -> Body:
+    d = files[0].data
+    rows, wins, cells = [], 0, 0
+    for arch, m in (get(d, "models", {}) or {}).items():
+        for ratio, s in (get(m, "summary", {}) or {}).items():
+            gain = get(s, "gain_points")
+            cells += 1
+            wins += isinstance(gain, (int, float)) and gain > 0
+            rows.append([arch, ratio, num(get(s, "distill_median"), 3), num(get(s, "plain_median"), 3),
+                         num(gain, 3)])
+    lines = table(["model", "ratio", "distilled (median of 3)", "plain (median of 3)", "points"], rows)
+    lines += [f"Fine-tuning: {num(get(d, 'finetune_epochs'))} epochs; {get(d, 'method')}.", ""]
+    return Body(lines, [("Distillation after pruning (3 fine-tuning epochs)",
+                         f"distilled higher in {wins} of {cells} cells")])
+
+
+def _ms(speed: dict) -> str:
+    """int8 / ONNX Runtime fp32 / OpenVINO fp32 milliseconds at batch 1."""
+    return " / ".join(num(get(speed, ("ms_b1", k)), 3) for k in ("int8", "onnxruntime fp32", "openvino fp32"))
+
+
+@section("truth_set.json", "int8 truth set: torchvision models trained on digits", "benchmarks/truth_set.py",
+         "docs/diagnose.md")
+def truth_set(files: list[Loaded]) -> Body:
+    d = files[0].data
+    rows = []
+    for name, r in (get(d, "results", {}) or {}).items():
+        speed = [get(r, f"speed.{size}", {}) or {} for size in ("64", "224")]
+        rows.append([name, get(r, "recipe"), f"{num(get(r, 'accuracy_fp32'), 3)} -> {num(get(r, 'accuracy_int8'), 3)}",
+                     num(get(r, "drop_points"), 3), ", ".join(get(r, "kept_float") or []) or "-",
+                     _ms(speed[0]), get(speed[0], "ship"), _ms(speed[1]), get(speed[1], "ship")])
+    lines = table(["model", "int8 recipe", "test accuracy fp32 -> int8", "drop (points)", "kept in float",
+                   "64 px ms: int8 / ORT fp32 / OV fp32", "ship at 64", "224 px ms (same weights)", "ship at 224"],
+                  rows)
+    lines += [f"Not run: {name}: {why}" for name, why in (get(d, "not_run", {}) or {}).items()]
+    lines += [""]
+    fig = f"{num(get(d, 'summary.within_1_point'))} of {num(get(d, 'summary.measured'))} measured within 1 point " \
+          f"(target >= 7 of 8)"
+    return Body(lines, [("int8 truth set (torchvision models on digits)", fig)])
