@@ -51,7 +51,8 @@ class PruneArgs:
                                                       help="Default: half the training LR.")] = None
     distill: Annotated[bool, typer.Option("--distill/--no-distill", rich_help_panel=PRUNE,
                                           help="Classifiers fine-tune against the unpruned model's softened logits "
-                                               "too (KL at T=4 plus the task loss).")] = True
+                                               "too (KL at T=4 plus the task loss). Off by default: measured no gain "
+                                               "on digits (docs/prune.md).")] = False
     global_pruning: Annotated[bool, typer.Option("--global", rich_help_panel=PRUNE,
                                                  help="Rank channels across all layers together.")] = False
     round_to: Annotated[int | None, typer.Option(
