@@ -235,10 +235,10 @@ def _ort_calls(models: dict[str, Any], spec: ArchSpec, model_cfg: Any, inputs: t
             warnings.simplefilter("ignore")
             res = export_model(model, spec, model_cfg, folder / key, ExportConfig(formats=(ExportFormat.ONNX,),
                                                                                   exporter="legacy", verify=False))
-        if "onnx" not in res.artifacts:
-            why = res.failures.get("onnx") or "; ".join(res.notes) or "no ONNX file was made"
+        if ExportFormat.ONNX not in res.artifacts:
+            why = res.failures.get(ExportFormat.ONNX) or "; ".join(res.notes) or "no ONNX file was made"
             return None, "", f"timed in eager: the {key} model did not export to ONNX ({str(why).splitlines()[0][:200]})"
-        session = ort_session(res.artifacts["onnx"], threads=1, inter_threads=1)
+        session = ort_session(res.artifacts[ExportFormat.ONNX], threads=1, inter_threads=1)
         feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=False)}
         fns[key] = lambda session=session, feed=feed: session.run(None, feed)
     return fns, str(Backend.ONNXRUNTIME), None

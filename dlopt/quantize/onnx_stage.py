@@ -4,7 +4,6 @@ and quantize_report.json (a dlopt.core.results.QuantizeReport, rendered like any
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from dlopt.core.errors import DloptError, UnsupportedError
 from dlopt.quantize.config import Method, QuantizeConfig
 from dlopt.quantize.onnx_file import Progress, build_onnx_int8, judge, split_inputs
 from dlopt.quantize.recipe import Built
+from dlopt.runtime.formats import format_of
 from dlopt.verify.reference import DEFAULT_SEQ, check_onnx_file, file_spec
 
 
@@ -88,11 +88,8 @@ def quantize_onnx_file(path: Path, cfg: QuantizeConfig, root: Path, inputs: Path
         chosen = min(passing or ok, key=lambda k: ms[k])
         b = ok[chosen]
         out = rec.path(final_dir.name, f"model{b.path.suffix}")
-        shutil.copyfile(b.path, out)
-        rec.outputs.append(out)
-        if out.suffix == ".xml":  # an OpenVINO IR: its weights travel with it
-            shutil.copyfile(b.path.with_suffix(".bin"), out.with_suffix(".bin"))
-            rec.outputs.append(out.with_suffix(".bin"))
+        companions = format_of(b.path).copy(b.path, out)  # an OpenVINO IR's weights travel with it
+        rec.outputs.extend([out, *companions])
         step("verifying")
         sweep = _sweep(path, out, spec, mcfg, cfg, held if inputs is not None else None)
         report = _report(spec, cfg, b, verdicts[chosen], ms, best_ref, sweep, basis, used,
@@ -133,7 +130,6 @@ class _Rows:
 def _sweep(fp32: Path, out: Path, spec: Any, mcfg: Any, cfg: QuantizeConfig, held: list | None) -> dict[str, Any]:
     """The kept file against the fp32 file at several batch sizes (and lengths), by the int8 criterion: on the
     held-out rows of the user's inputs file when there is one, else on random valid inputs."""
-    from dlopt.runtime.formats import format_of
     from dlopt.verify.core import VerifyConfig, verify_artifacts
     from dlopt.verify.criteria import task_criterion
     from dlopt.verify.realdata import file_cases
