@@ -34,6 +34,7 @@ def test_third_party_output_never_reaches_stdout(capsys) -> None:
     nncf = logging.getLogger("nncf")
     handler = logging.StreamHandler(sys.stdout)  # as NNCF's own: bound to stdout when it is imported
     nncf.addHandler(handler)
+    logging.getLogger("dlopt").setLevel(logging.INFO)  # no -v, whatever an earlier test in this process left
     try:
         with third_party_output():
             print("Statistics collection ━━━━ 100%")
