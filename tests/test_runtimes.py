@@ -113,7 +113,6 @@ KNOWN = {
     "export/openvino.py": "its scratch ONNX file before conversion",
     "optimize/cache.py": "written while the optimize command is built",
     "optimize/stage.py": "written while the optimize command is built",
-    "optimize/timing.py": "written while the optimize command is built",
     "prune/config.py": "--target-runtime's choices",
     "quantize/histogram_calib.py": "ONNX Runtime's augmented calibration graph",
     "quantize/ort_quant.py": "ONNX Runtime's pre-processed scratch graphs",

@@ -76,7 +76,11 @@ def classify(path: Path, rel: str, stages: dict[str, Any], digest: Callable[[], 
 
 
 def candidates(root: Path, suffixes: Iterable[str]) -> list[Path]:
-    """Files under the run with one of the suffixes, skipping hidden names and folders (.staging, temp files)."""
+    """Files under the run with one of the suffixes, skipping hidden names and folders (.staging, temp files) and
+    nested runs: a folder with its own manifest.json is a run of its own (dlopt optimize's build cache entries,
+    <run>/optimize/cache/<key>/), whose files its own manifest vouches for."""
     wanted = set(suffixes)
+    nested = {m.parent for m in root.rglob("manifest.json") if m.parent != root}
     return sorted(p for p in root.rglob("*") if p.suffix in wanted and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts)
+                  and not (nested and nested.intersection(p.parents)))

@@ -110,6 +110,8 @@ def _export_parity(run: Run, trust: Trust) -> dict[str, str]:
         folder = report.parent.relative_to(run.path)  # exports sit beside their verify report
         if any(part.startswith(".") for part in folder.parts):
             continue  # a staging directory
+        if any((run.path.joinpath(*folder.parts[:i + 1]) / "manifest.json").is_file() for i in range(len(folder.parts))):
+            continue  # inside a run of its own (dlopt optimize's build cache): its manifest vouches for its files
         verified = trust.result(VerifyReport, str(folder / report.name))
         for rec in verified.artifacts.values() if verified else ():
             verdict = "pass" if rec.passed else "FAIL"

@@ -46,9 +46,7 @@ def pareto_plot(data: dict[str, Any], path: Path) -> Path | None:
         ax.scatter(t["p50_ms"], t["drop"], s=40 + 400 * (t["size_bytes"] or 0) / biggest, alpha=0.7,
                    color=COLORS.get(c["precision"], "tab:gray"), marker=MARKERS.get(c["runtime"], "X"),
                    edgecolors="black", linewidths=1.4 if t["number"] in data.get("front", []) else 0.4, zorder=3)
-    for label, same in _by_label(points).items():  # a candidate drawn again (re-timed) is named once
-        ax.annotate(f"{', '.join(str(t['number']) for t in same)}: {label}", (same[0]["p50_ms"], same[0]["drop"]),
-                    fontsize=6.5, alpha=0.85, xytext=(4, 3), textcoords="offset points")
+    _label_points(ax, points, set(data.get("front", [])))
     front = sorted((t for t in points if t["number"] in data.get("front", [])), key=lambda t: t["p50_ms"])
     if len(front) > 1:
         ax.plot([t["p50_ms"] for t in front], [t["drop"] for t in front], "--", color="gray", zorder=2,
@@ -75,6 +73,20 @@ def _by_label(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     for t in points:
         groups.setdefault(t["label"], []).append(t)
     return groups
+
+
+def _label_points(ax: Any, points: list[dict[str, Any]], front: set[int]) -> None:
+    """Every point gets its trial number(s) (a candidate drawn again is named once), staggered upwards so that
+    neighbours stay readable; the Pareto front's points also get their candidate's name (the table names all)."""
+    groups = sorted(_by_label(points).items(), key=lambda g: g[1][0]["p50_ms"])
+    for i, (label, same) in enumerate(groups):
+        numbers = ",".join(str(t["number"]) for t in same)
+        xy = (same[0]["p50_ms"], same[0]["drop"])
+        on_front = any(t["number"] in front for t in same)
+        ax.annotate(f"{numbers}: {label}" if on_front else numbers, xy, fontsize=6.5 if on_front else 6,
+                    rotation=0 if on_front else 90, xytext=(6, 4) if on_front else (0, 8 + 9 * (i % 4)),
+                    textcoords="offset points", ha="left" if on_front else "center", va="bottom", alpha=0.85,
+                    arrowprops=None if on_front else {"arrowstyle": "-", "lw": 0.3, "alpha": 0.4})
 
 
 def _key(ax: Any, points: list[dict[str, Any]]) -> None:

@@ -1,0 +1,173 @@
+"""One trial: build the candidate (through the cache), judge it, time it against its fp32 references; and the
+ask/tell loop that runs trials until the study holds enough finished ones or this process's time is up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlopt.optimize.cache import Artifact, Cache, CandidateFailed, Model, quantize_verdict
+from dlopt.optimize.config import Goal, OptimizeConfig, Precision, Runtime
+from dlopt.optimize.judge import Judge, Verdict
+from dlopt.optimize.space import Candidate, Space
+from dlopt.optimize.timing import Timed, Timer, Timing
+
+MAX_ATTEMPTS_PER_TRIAL = 3  # failed trials allowed per wanted finished trial before the search gives up
+
+
+@dataclass
+class Events:
+    step: Callable[[str], None] = lambda _msg: None  # what is being built or measured now
+    trial: Callable[[dict[str, Any]], None] = lambda _info: None  # after each trial: n, total, elapsed, best
+
+
+@dataclass
+class Context:
+    target: Any  # dlopt.contract.target.Target: the run and its model
+    cfg: OptimizeConfig
+    space: Space
+    cache: Cache
+    judge: Judge
+    timer: Timer
+    base: Model
+    fingerprint: dict[str, Any]
+    events: Events = field(default_factory=Events)
+
+    def rel(self, path: Any) -> str:
+        return str(path.relative_to(self.target.run.path))
+
+
+@dataclass(frozen=True)
+class Result:
+    candidate: Candidate
+    artifact: str  # relative to the run
+    key: str
+    size_bytes: int
+    verdict: Verdict
+    quantized: dict[str, Any] | None  # the quantize stage's verdict (None for fp32 files)
+    timing: dict[str, Timing]  # "candidate", "fp32 eager", and "fp32 <runtime>" where the runtime is not eager
+
+    @property
+    def ms(self) -> float:
+        return self.timing["candidate"].p50_ms
+
+    def speedup(self, reference: str) -> float | None:
+        ref = self.timing.get(reference)
+        return round(ref.p50_ms / self.ms, 4) if ref and self.ms else None
+
+    def to_json(self) -> dict[str, Any]:
+        runtime_ref = next((k for k in self.timing if k.startswith("fp32 ") and k != "fp32 eager"), None)
+        return {"candidate": self.candidate.to_json(), "label": self.candidate.label, "artifact": self.artifact,
+                "key": self.key, "size_bytes": self.size_bytes, "verdict": self.verdict.to_json(),
+                "quantized": self.quantized, "timing": {k: v.to_json() for k, v in self.timing.items()},
+                "p50_ms": self.ms, "speedup_vs_eager": self.speedup("fp32 eager"),
+                "runtime_reference": runtime_ref, "speedup_vs_runtime_fp32": self.speedup(runtime_ref or "")}
+
+
+def goal_gap(goal: Goal, ms: float, speedup: float | None, size_bytes: int) -> float:
+    """<= 0 where the speed or size goal is met (0 without one)."""
+    if goal.kind == "latency":
+        return ms - float(goal.target_latency_ms or 0)
+    if goal.kind == "speedup":
+        return float(goal.target_speedup or 0) - (speedup or 0.0)
+    if goal.kind == "size":
+        return size_bytes / 1e6 - float(goal.max_size_mb or 0)
+    return 0.0
+
+
+def drop_gap(goal: Goal, drop: float, quantized: dict[str, Any] | None) -> float:
+    """<= 0 where the accuracy budget holds; a file its quantize stage could not verify never does."""
+    gap = drop - goal.max_drop
+    return max(gap, 1e-6) if quantized is not None and not quantized["verified"] else gap
+
+
+def references(ctx: Context, cand: Candidate) -> dict[str, Timed]:
+    """The fp32 references a candidate is timed beside: eager, and the fp32 file of its own runtime."""
+    refs = {"fp32 eager": Timed(Runtime.EAGER, cand.threads)}
+    if cand.runtime != Runtime.EAGER:
+        fp32 = ctx.cache.artifact(ctx.base, Precision.FP32, cand.runtime)
+        refs[f"fp32 {cand.runtime}"] = Timed(cand.runtime, cand.threads, fp32.path)
+    return refs
+
+
+def timed(art: Artifact, threads: int) -> Timed:
+    return Timed(art.runtime, threads, art.path)
+
+
+def evaluate(ctx: Context, cand: Candidate) -> Result:
+    """Build (cached), judge (cached by the file's sha256) and time one candidate."""
+    model = ctx.cache.prune(ctx.base, cand.ratio)
+    art = ctx.cache.artifact(model, cand.precision, cand.runtime)
+    ctx.events.step(f"judging {cand.label}")
+    verdict = ctx.judge.verdict(art)
+    ctx.events.step(f"timing {cand.label}")
+    entries = {"candidate": timed(art, cand.threads), **references(ctx, cand)}
+    timing = ctx.timer.time(entries, ctx.cfg.trial_timing_s)
+    return Result(cand, ctx.rel(art.path), art.key, art.size_bytes, verdict, quantize_verdict(art), timing)
+
+
+def _best(study: Any, goal: Goal) -> str | None:
+    from dlopt.optimize.study import completed
+
+    ok = [t for t in completed(study) if t.constraints and all(c <= 0 for c in t.constraints.values())]
+    if not ok:
+        return None
+    t = min(ok, key=lambda t: (t.values[1], t.values[0]) if goal.kind in ("latency", "speedup") else
+            (t.values[0], t.values[1]))
+    return f"{t.user_attrs['result']['label']}: {t.values[0]:.3g} ms, -{t.values[1]:.2f} pts"
+
+
+def run_trial(ctx: Context, study: Any) -> None:
+    """Ask, evaluate, tell. A candidate that cannot be built is a failed trial (with the reason); Ctrl-C fails
+    the trial and stops the search."""
+    from optuna.trial import TrialState
+
+    from dlopt.core.staging import this_process
+
+    trial = study.ask()
+    trial.set_user_attr("worker", this_process())
+    trial.set_user_attr("fingerprint", ctx.fingerprint)
+    cand = Candidate.of({"prune": trial.suggest_categorical("prune", ctx.space.ratios),
+                         "format": trial.suggest_categorical("format", ctx.space.formats),
+                         "threads": trial.suggest_categorical("threads", ctx.space.threads)})
+    trial.set_user_attr("candidate", cand.to_json())
+    try:
+        result = evaluate(ctx, cand)
+    except CandidateFailed as exc:
+        trial.set_user_attr("failed_because", str(exc))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    except KeyboardInterrupt:
+        trial.set_user_attr("failed_because", "interrupted (Ctrl-C)")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    goal = ctx.cfg.goal
+    trial.set_user_attr("result", result.to_json())
+    trial.set_constraint("drop", drop_gap(goal, result.verdict.drop, result.quantized))  # <= 0: met
+    trial.set_constraint("goal", goal_gap(goal, result.ms, result.speedup("fp32 eager"), result.size_bytes))
+    study.tell(trial, [result.ms, result.verdict.drop])
+
+
+def search(ctx: Context, study: Any) -> dict[str, Any]:
+    """Trials until the study holds `trials` finished ones or `time_budget_s` has passed; what happened."""
+    from dlopt.optimize.study import finished
+
+    trials, seconds = ctx.cfg.stop
+    t0, ran, start_done = time.monotonic(), 0, finished(study)
+    ctx.events.trial({"done": start_done, "total": trials, "elapsed_s": 0.0, "budget_s": seconds,
+                      "best": _best(study, ctx.cfg.goal)})
+    while True:
+        done = finished(study)
+        elapsed = time.monotonic() - t0
+        if (trials is not None and done >= trials) or (seconds is not None and elapsed >= seconds):
+            break
+        if ran >= MAX_ATTEMPTS_PER_TRIAL * max(trials or 0, done - start_done + 1, 1):
+            break  # candidates keep failing: stop rather than loop; the report lists each failure
+        run_trial(ctx, study)
+        ran += 1
+        ctx.events.trial({"done": finished(study), "total": trials, "elapsed_s": time.monotonic() - t0,
+                          "budget_s": seconds, "best": _best(study, ctx.cfg.goal)})
+    return {"ran": ran, "finished_before": start_done, "finished": finished(study),
+            "seconds": round(time.monotonic() - t0, 2)}

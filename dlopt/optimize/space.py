@@ -1,0 +1,131 @@
+"""The search space: which prune ratios, precision/runtime pairs and thread counts a study may try.
+
+Only what the spec's capabilities allow (ArchSpec.supports / why_not), what this CPU can run (bf16 needs its
+instructions) and what is installed (OpenVINO + NNCF) is ever offered, so no candidate is built that would be
+refused. Every left-out choice is kept with its reason for the report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+from dlopt.core.errors import UnsupportedError, UsageError
+from dlopt.optimize.config import OptimizeConfig, Precision, Runtime
+
+# (precision, runtime) -> what the spec must support for it (export format, quantize method)
+NEEDS: dict[tuple[Precision, Runtime], tuple[str, ...]] = {
+    (Precision.FP32, Runtime.EAGER): (),
+    (Precision.FP32, Runtime.TORCHSCRIPT): ("export", "torchscript"),
+    (Precision.FP32, Runtime.ONNXRUNTIME): ("export", "onnx"),
+    (Precision.FP32, Runtime.OPENVINO): ("export", "onnx", "openvino"),
+    (Precision.FP16, Runtime.ONNXRUNTIME): ("onnx", "quantize:fp16"),
+    (Precision.INT8, Runtime.ONNXRUNTIME): ("onnx", "quantize:static"),
+    (Precision.INT8, Runtime.OPENVINO): ("onnx", "quantize:static"),
+    (Precision.BF16, Runtime.EAGER): ("quantize:bf16",),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    ratio: float  # structured prune ratio; 0 = the run's model as is
+    precision: Precision
+    runtime: Runtime
+    threads: int
+
+    @property
+    def fmt(self) -> str:
+        return f"{self.precision}@{self.runtime}"
+
+    @property
+    def label(self) -> str:
+        pruned = f"prune {self.ratio:g}" if self.ratio else "unpruned"
+        return f"{pruned} · {self.precision} · {self.runtime} · {self.threads}t"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "precision": str(self.precision), "runtime": str(self.runtime),
+                "threads": self.threads}
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Candidate:
+        precision, runtime = str(params["format"]).split("@")
+        return cls(float(params["prune"]), Precision(precision), Runtime(runtime), int(params["threads"]))
+
+
+@dataclass(frozen=True)
+class Space:
+    ratios: tuple[float, ...]
+    formats: tuple[str, ...]  # "precision@runtime"
+    threads: tuple[int, ...]
+    left_out: dict[str, str]  # choice -> why it is not searched
+
+    @property
+    def size(self) -> int:
+        return len(self.ratios) * len(self.formats) * len(self.threads)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ratios": list(self.ratios), "formats": list(self.formats), "threads": list(self.threads),
+                "left_out": dict(self.left_out), "size": self.size}
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def runtime_missing(runtime: Runtime) -> str | None:
+    """Why a runtime cannot run here (its package is not installed), or None."""
+    need = {Runtime.ONNXRUNTIME: ("onnxruntime",), Runtime.OPENVINO: ("openvino",)}.get(runtime, ())
+    missing = [m for m in need if not installed(m)]
+    return f"{' and '.join(missing)} not installed" if missing else None
+
+
+def bf16_cpu() -> bool:
+    from dlopt.core.environment import cpu_info
+
+    return any(f in cpu_info()["flags"] for f in ("avx512_bf16", "amx_bf16"))
+
+
+def _why_not(spec: Any, precision: Precision, runtime: Runtime) -> str | None:
+    for need in NEEDS[(precision, runtime)]:
+        if not spec.supports(need):
+            return spec.why_not(need)
+    if precision == Precision.BF16 and not bf16_cpu():
+        return "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 would be emulated, slower than fp32"
+    if (precision, runtime) == (Precision.INT8, Runtime.OPENVINO) and not installed("nncf"):
+        return "nncf not installed (pip install nncf)"
+    return runtime_missing(runtime)
+
+
+def build_space(spec: Any, cfg: OptimizeConfig) -> Space:
+    """The choices for `spec` under `cfg`; UnsupportedError when nothing but the model as is would remain."""
+    runtimes = cfg.runtimes or tuple(Runtime)
+    left: dict[str, str] = {}
+    formats = []
+    for (precision, runtime) in NEEDS:
+        if runtime not in runtimes or precision not in cfg.precisions:
+            continue
+        why = _why_not(spec, precision, runtime)
+        if why:
+            left[f"{precision}@{runtime}"] = why
+        else:
+            formats.append(f"{precision}@{runtime}")
+    ratios = tuple(sorted(set(cfg.prune_ratios)))
+    if any(ratios) and not spec.supports("prune:structured"):
+        left["pruning"] = spec.why_not("prune:structured")
+        ratios = (0.0,)
+    if not formats:
+        raise UnsupportedError(f"nothing to search for {spec.name} on {', '.join(map(str, runtimes))}: "
+                               + "; ".join(f"{k}: {v}" for k, v in left.items()))
+    return Space(ratios or (0.0,), tuple(formats), tuple(cfg.threads), left)
+
+
+def check_runtimes(cfg: OptimizeConfig) -> None:
+    """A runtime named with --runtimes that cannot run here is a usage error (before any run directory)."""
+    for runtime in cfg.runtimes:
+        why = runtime_missing(runtime)
+        if why:
+            raise UsageError(f"--runtimes {runtime}: it cannot run here ({why})")

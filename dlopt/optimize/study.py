@@ -1,0 +1,145 @@
+"""The Optuna study: storage, sampler, constraints, and what a killed trial leaves behind.
+
+Two objectives, both minimised: latency (ms, at the goal's batch) and accuracy drop (points); the budget is a
+constraint (drop <= --max-drop, and the latency, speed-up or size goal; `Trial.set_constraint`), which Optuna's
+multi-objective TPE sampler uses to prefer feasible regions. The study lives in an RDB storage: by default SQLite inside the run, or
+any `--storage URL` several workers share. Each trial records the process that runs it (pid, host, start time)
+and the machine's fingerprint; a trial whose process is gone (SIGKILL, a crash) is marked failed when a worker
+on that host next opens the study, and never counts as finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from dlopt.core.errors import UsageError
+from dlopt.optimize.cache import FOLDER
+from dlopt.optimize.config import OptimizeConfig
+
+DB = "study.db"
+RACES = ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")  # schema made twice at once
+SEARCH_KEYS = ("goal", "runtimes", "threads", "prune_ratios", "precisions", "finetune_epochs", "data_limit", "seed",
+               "inputs")  # what a study's trials depend on: a worker or a resume must agree on these
+
+
+def storage_url(run_path: Path, cfg: OptimizeConfig) -> str:
+    return cfg.storage or f"sqlite:///{Path(run_path) / FOLDER / DB}"
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password (for reports and messages)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def with_driver(url: str) -> str:
+    """postgresql:// names no driver, and SQLAlchemy's default (psycopg 3) may be missing where psycopg2 is there."""
+    from sqlalchemy.engine import make_url
+
+    from dlopt.optimize.space import installed
+
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql" and not installed("psycopg") and installed("psycopg2"):
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's RDB storage at `url`, connected now: a server that refuses is one line (exit 2)."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = with_driver(url)
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
+            first = " ".join(str(exc).split())[:240]
+            if attempt < 5 and any(w in first for w in RACES):  # two workers made the tables at the same moment
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise UsageError(f"--storage {shown_url(url)}: cannot open it ({type(exc).__name__}: {first})") from None
+    raise AssertionError("unreachable")
+
+
+def _search_part(cfg: OptimizeConfig) -> dict[str, Any]:
+    """As the storage holds it (JSON: tuples read back as lists)."""
+    data = cfg.to_json()
+    return json.loads(json.dumps({k: data[k] for k in SEARCH_KEYS}))
+
+
+def open_study(storage: Any, cfg: OptimizeConfig) -> Any:
+    """Create the study, or load it (`load_if_exists`) after checking it searches the same space for the same goal.
+    The sampler's seed moves on with the trials already stored, so a resumed or joining worker does not replay
+    the first one's draws."""
+    import optuna
+
+    wanted = _search_part(cfg)
+    names = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    old = names.get(cfg.study)
+    stored = old.user_attrs.get("search") if old else None
+    if old is not None and stored is not None and stored != wanted:
+        diff = sorted(k for k in wanted if stored.get(k) != wanted.get(k))
+        raise UsageError(f"study {cfg.study!r} searches with other options ({', '.join(diff)} differ); continue it "
+                         "with the same options (or --resume RUN), or give another --study")
+    offset = old.n_trials if old is not None else 0
+    # constraints: each trial's set_constraint values (drop, goal), which Optuna's samplers read themselves
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed + offset, multivariate=True, n_startup_trials=8)
+    study = optuna.create_study(storage=storage, study_name=cfg.study, directions=["minimize", "minimize"],
+                                sampler=sampler, load_if_exists=True)
+    if stored is None:
+        study.set_user_attr("search", wanted)
+    return study
+
+
+WARM_START_MIN_TRIALS = 10  # studies this long (or time-bound) start from the unpruned int8 files
+
+
+def warm_start(study: Any, space: Any, cfg: OptimizeConfig) -> list[dict[str, Any]]:
+    """A new study's first trials: each int8 file of the model as it is (cheap to build, often the biggest step),
+    then the sampler explores; skipped where the study already holds trials or is too short to spare them."""
+    trials, _ = cfg.stop
+    if study.trials or 0.0 not in space.ratios or (trials is not None and trials < WARM_START_MIN_TRIALS):
+        return []
+    first = [{"prune": 0.0, "format": f, "threads": max(space.threads)} for f in space.formats
+             if f.startswith("int8@")][:3]
+    for params in first:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return first
+
+
+def fail_dead(study: Any, storage: Any) -> list[int]:
+    """Mark failed every running trial whose process on this host is gone; their numbers."""
+    from optuna.trial import TrialState
+
+    from dlopt.core.staging import owner_alive
+
+    gone, study_id = [], storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if owner_alive(t.user_attrs.get("worker") or {}) is False:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            with contextlib.suppress(RuntimeError):  # another worker marked it first
+                storage.set_trial_user_attr(trial_id, "failed_because", "its process was killed before it finished; "
+                                            "nothing it built was used")
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
+                gone.append(t.number)
+    return gone
+
+
+def finished(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def completed(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
