@@ -138,11 +138,11 @@ def _load(data: Any) -> str | None:
 def machine(data: Any) -> str:
     """Which machine and conditions a file records: CPU model and flags, cores, threads, torch, date, load.
     Every result file spells these its own way; the paths below are the spellings in use."""
-    cpu = first(data, "environment.cpu.model", "cpu.model", "machine.cpu", "peak.cpu", "machine.final.cpu.model")
+    cpu = first(data, "environment.cpu.model", "fingerprint.cpu.model", "cpu.model", "machine.cpu", "peak.cpu", "machine.final.cpu.model")
     cpu = cpu if isinstance(cpu, str) else first(data, "cpu", "machine")
-    flags = first(data, "environment.cpu.flags", "cpu.flags", "machine.final.cpu.flags")
-    cores = first(data, "environment.cpu.cores", "cpu.cpus", "cpus", "machine.cpus", "loadavg.cpus")
-    threads = first(data, "threads", "environment.threads", "args.threads", "config.threads")
+    flags = first(data, "environment.cpu.flags", "fingerprint.cpu.flags", "cpu.flags", "machine.final.cpu.flags")
+    cores = first(data, "environment.cpu.cores", "fingerprint.cpu.cores", "cpu.cpus", "cpus", "machine.cpus", "loadavg.cpus")
+    threads = first(data, "threads", "environment.threads", "fingerprint.threads", "args.threads", "config.threads")
     torch = first(data, "environment.packages.torch", "environment.torch", "torch", "versions.torch")
     when = first(data, "created", "date", "environment.created", "previous_run.created")
     parts = [cpu if isinstance(cpu, str) else "CPU model not recorded"]

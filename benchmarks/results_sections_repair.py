@@ -48,3 +48,42 @@ def truth_set(files: list[Loaded]) -> Body:
     fig = f"{num(get(d, 'summary.within_1_point'))} of {num(get(d, 'summary.measured'))} measured within 1 point " \
           f"(target >= 7 of 8)"
     return Body(lines, [("int8 truth set (torchvision models on digits)", fig)])
+
+
+_BASELINES = ("(a) openvino+nncf int8 defaults", "(b) onnxruntime quantize_static defaults",
+              "(c) dlopt pipeline ship pick", "fp32 onnx", "fp32 eager")
+
+
+@section("optimize_targets.json", "dlopt optimize against single-pass defaults", "benchmarks/optimize_targets.py",
+         "docs/optimize.md")
+def optimize_targets(files: list[Loaded]) -> Body:
+    d = files[0].data
+    rows, heads = [], []
+    for m in get(d, "models", []) or []:
+        r = get(m, "rows", {}) or {}
+        pick = get(r, ("optimize pick", "p50_ms"))
+        ratios = {k: (get(r, (k, "p50_ms")) / pick if isinstance(pick, (int, float)) and pick
+                      and isinstance(get(r, (k, "p50_ms")), (int, float)) else None) for k in _BASELINES}
+        best_default = min((v for k, v in ratios.items() if k.startswith(("(a)", "(b)")) and v), default=None)
+        rows.append([get(m, "arch"), get(m, ("pick", "label")), num(pick, 3), num(get(r, ("optimize pick", "accuracy")), 4),
+                     num(best_default, 2) + "x", num(ratios["(c) dlopt pipeline ship pick"], 2) + "x",
+                     num(ratios["fp32 onnx"], 2) + "x", num(get(m, "study_wall_s"), 0)])
+        heads.append(f"{get(m, 'arch')} {num(best_default, 2)}x")
+    lines = table(["model (trained on digits, 64x64)", "pick", "pick ms (b1, 1 thread)", "pick accuracy",
+                   "vs best of OV+NNCF / ORT int8 defaults (target 1.5x)", "vs pipeline pick (target 1.2x)",
+                   "vs fp32 ONNX Runtime", "study s"], rows)
+    lines += ["Every row timed interleaved in one process, batch 1, one thread; accuracy on the run's test split.", ""]
+    return Body(lines, [("`dlopt optimize` pick against OpenVINO+NNCF / ORT int8 defaults",
+                         ", ".join(heads) + " (target 1.5x)")])
+
+
+@section("optimize_kill.json", "dlopt optimize SIGKILLed and resumed", "benchmarks/optimize_kill.py",
+         "docs/optimize.md")
+def optimize_kill(files: list[Loaded]) -> Body:
+    d = files[0].data
+    fig = (f"{num(get(d, 'kills'))} kills: {num(get(d, 'lost_trials'))} finished trials lost, "
+           f"{num(get(d, 'half_built_files_used'))} half-built files used")
+    lines = table(["kills", "with a build staged", "trials lost", "half-built files used", "final trials complete",
+                   "wall s"], [[num(get(d, "kills")), num(get(d, "kills_with_a_build_staged")), num(get(d, "lost_trials")),
+                               num(get(d, "half_built_files_used")), num(get(d, "final_complete")), num(get(d, "wall_s"), 0)]])
+    return Body(lines + [""], [("`dlopt optimize` SIGKILLed 10 times, resumed", fig)])
