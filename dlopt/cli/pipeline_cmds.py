@@ -50,7 +50,7 @@ def _effective(name: str | None, config: Path | None, resume: Path | None, flags
     if resume is not None:
         stored = stored_config(Run.open(resume)) or {}
         from dlopt.core.user_code import (
-            require_trusted_name,  # the manifest's arch is data, not code to import (issue 21)
+            require_trusted_name,  # the manifest's arch is data, not code to import
         )
 
         require_trusted_name(stored.get("arch"), Path(resume) / "manifest.json")

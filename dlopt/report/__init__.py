@@ -33,7 +33,7 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
         raise InputFileError(f"{run.path} has nothing to report yet ({unusable or 'no evaluation.json or bench.json'}); "
                              f"run `dlopt pipeline` or `dlopt bench {run.path}` first")
     data["ship"] = decide(data)
-    data["run"] = run.path.name  # the run's own name: report files never record where the run lives (issue 14)
+    data["run"] = run.path.name  # the run's own name: report files never record where the run lives
     images = {}
     if (p := pareto_plot(data, run.path / "report_pareto.png")) is not None:
         images["pareto"] = p

@@ -1,4 +1,4 @@
-"""Stopping long native calls (issue 21): a time limit for artifact runs, and Ctrl-C that still works inside them.
+"""Stopping long native calls: a time limit for artifact runs, and Ctrl-C that still works inside them.
 
 ONNX Runtime: the call runs in a worker thread with its own RunOptions; Ctrl-C or the time limit sets
 RunOptions.terminate, which ONNX Runtime checks between kernels, so the run ends and the worker with it.

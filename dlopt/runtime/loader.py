@@ -5,7 +5,7 @@ one only if its sha256 is recorded in the manifest of the run directory that hol
 or when the caller passes trust_pickle=True (the CLI's --trust-pickle). What would unpickle is judged as
 torch's loader reads the archive (dlopt.runtime.archive), not by member names.
 
-Long native calls (issue 21: an ONNX Loop of 10^9 steps): an ONNX Runtime call runs in a worker thread with its own
+Long native calls (an ONNX Loop of 10^9 steps, say): an ONNX Runtime call runs in a worker thread with its own
 RunOptions, and Ctrl-C or the time limit (`time_limit`) sets RunOptions.terminate, which stops it between kernels.
 TorchScript and .pt2 calls cannot be stopped mid-call (dlopt.runtime.interrupt says what happens instead).
 """

@@ -94,7 +94,7 @@ def _resumed_config(cfg: TrainConfig) -> TrainConfig:
     stage = run.manifest().get("stages", {}).get("train")
     if not stage or "train" not in stage.get("config", {}):
         raise InputFileError(f"{cfg.resume} has no dlopt train stage to resume; give a run made by dlopt train")
-    from dlopt.core.user_code import require_trusted_name  # the manifest's arch is data, not code to import (issue 21)
+    from dlopt.core.user_code import require_trusted_name  # the manifest's arch is data, not code to import
 
     stored = stage["config"]["train"]
     require_trusted_name(stored.get("arch") if isinstance(stored, dict) else None, run.manifest_path)

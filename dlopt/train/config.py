@@ -107,7 +107,7 @@ class TrainConfig:
 
     def recorded(self) -> dict[str, Any]:
         """to_json() as the manifest keeps it: where the run lives (out, resume, run_dir) is not recorded, so a
-        run reads the same wherever it is opened from or moved to (issue 14); --resume supplies them again."""
+        run reads the same wherever it is opened from or moved to; --resume supplies them again."""
         return {**self.to_json(), "out": None, "resume": None, "run_dir": None}
 
     @classmethod

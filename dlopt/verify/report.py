@@ -23,6 +23,6 @@ def write_report(path: Path, reports: dict[str, Any], extra: dict[str, Any] | No
 
 def _beside(artifact: str, folder: Path) -> str:
     """An artifact's path relative to its run (or, outside a run, to the report's folder) when inside it: files
-    in a run never record where the run lives (issue 14); a file elsewhere keeps its path."""
+    in a run never record where the run lives; a file elsewhere keeps its path."""
     p = Path(artifact).resolve()
     return str(p.relative_to(folder.resolve())) if p.is_relative_to(folder.resolve()) else str(artifact)

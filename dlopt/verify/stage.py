@@ -8,7 +8,7 @@ from typing import Any
 
 from dlopt.contract.stage import Outcome, Progress, register_stage
 from dlopt.core.errors import InputFileError, UnsupportedError, UsageError
-from dlopt.core.fileio import within  # paths read from the manifest stay inside the run (issue 21)
+from dlopt.core.fileio import within  # paths read from the manifest stay inside the run
 from dlopt.core.runs import MANIFEST, Run
 from dlopt.verify.core import VerifyConfig, VerifyReport, verify_artifacts
 from dlopt.verify.criteria import for_artifact
@@ -190,7 +190,7 @@ def verify_path(opts: VerifyOptions) -> VerifyOutcome:
 
 
 def _in_run(path: Path, run_dir: Path) -> str:
-    """A path as the manifest records it: relative to the run when inside (issue 14), else as given."""
+    """A path as the manifest records it: relative to the run when inside, else as given."""
     p = Path(path).resolve()
     return str(p.relative_to(run_dir.resolve())) if p.is_relative_to(run_dir.resolve()) else str(path)
 
