@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from dlopt.core.errors import ConfigError, UsageError
-from dlopt.models.options import check_float, check_int, check_seed, shown
+from dlopt.models.options import check_float, check_int, check_seed, parse_int_list, shown
 
 PRUNE_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # structured ratios searched; 0 = not pruned
 DEFAULT_TRIALS = 20  # when neither --trials nor --time-budget is given
@@ -161,13 +161,7 @@ def parse_threads(text: str | None) -> tuple[int, ...]:
     """'auto' (or nothing) -> 1..cores; 'N' -> (N,); '1,2' -> (1, 2)."""
     if text is None or text == "auto":
         return tuple(range(1, (os.cpu_count() or 1) + 1))
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise UsageError(f"--threads {text!r}: give a number of threads, a list (1,2) or auto") from None
-    if not values or min(values) < 1:
-        raise UsageError(f"--threads {text!r}: give at least one thread")
-    return tuple(dict.fromkeys(values))
+    return parse_int_list(text, "--threads (a number, a list such as 1,2, or auto)")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([hms])")
