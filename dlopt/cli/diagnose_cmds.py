@@ -50,6 +50,9 @@ def diagnose_cmd(
     note(f"[dim]names from {report['mapping']}; inputs: {report['samples']} from {report['inputs']}; "
          f"report: {outcome.json_path}" + (f"; plot: {outcome.plot_path}" if outcome.plot_path else "") + "[/dim]",
          highlight=False)
+    if outcome.run_dir is not None:
+        note(f"[dim]recorded as the run's stage diagnose: `dlopt report {outcome.run_dir}` shows it[/dim]",
+             highlight=False)
 
 
 def _num(x: float | None, fmt: str = "{:.3g}") -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from dlopt.cli.common import (
@@ -190,8 +191,42 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    if (r.get("search") or {}).get("repair"):
+        _render_repair(r["search"]["repair"], r["search"].get("initial_drop"))
     for line in r.get("notes", []):
         note(f"[dim]note: {line}[/dim]")
+
+
+def _attempt(a: dict[str, Any], chosen: str | None) -> str:
+    if "skipped" in a:
+        return "skipped: " + escape(a["skipped"])
+    if "failed" in a:
+        return "[red]failed[/red]: " + escape(a["failed"][:60])
+    said = "[green]within budget[/green]" if a.get("within_budget") else "over"
+    return said + (" (chosen)" if a.get("recipe") and a["recipe"] == chosen else "")
+
+
+def _render_repair(rep: dict[str, Any], initial: float | None) -> None:
+    """What the repair tried (each attempt and its drop), the layers it kept out of int8 and why, and the cost."""
+    title = "repair: plain int8 was over budget" + (f" (drop {_fmt(initial)})" if initial is not None else "")
+    tried = Table(title=title, title_justify="left")
+    for col in ("tried", "drop", ""):
+        tried.add_column(col)
+    for a in rep.get("attempts", []):
+        tried.add_row(escape(a["repair"]), _fmt(a.get("val_drop")), _attempt(a, rep.get("chosen")))
+    print_table(tried, keep=("tried", "drop", ""), wrap=("tried", ""))
+    if rep.get("kept"):
+        kept = Table(title="kept out of int8", title_justify="left")
+        for col in ("layer", "module", "precision", "why"):
+            kept.add_column(col)
+        for k in rep["kept"]:
+            kept.add_row(*(escape(str(k.get(f) or "-")) for f in ("layer", "module", "precision", "why")))
+        print_table(kept, keep=("layer", "precision", "why"), wrap=("layer", "why"))
+    if rep.get("speed"):
+        note(f"repair speed cost: {escape(rep['speed'])}", highlight=False)
+    verdict = "[green]within budget[/green]" if rep.get("within_budget") else "[red]over budget[/red]"
+    note(f"repair {verdict}: {escape(rep.get('stopped', ''))} ({_fmt(rep.get('seconds'), '.3g')} s)",
+         highlight=False)
 
 
 def _speed_rows(r: dict[str, Any]) -> list[tuple[str, str]]:

@@ -150,8 +150,6 @@ def with_versions(state: dict[str, Any], versions: dict[str, int] | None, model:
 
 def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: bool = False) -> Checkpoint:
     """Rebuild the model from the record, check it, then load the weights (eval mode)."""
-    from safetensors.torch import load_file
-
     record, weights_path = read_record(path, trust_pickle)
     arch = record["arch"]
     if expected_arch and arch != expected_arch:
@@ -166,7 +164,21 @@ def load_checkpoint(path: Path, expected_arch: str | None = None, trust_pickle: 
         from dlopt.models.structure import apply
 
         apply(model, record["structure"])
-    _check_shapes(model, weights_path, arch)  # every name and shape, tied weights included, so strict=False below
-    state = with_versions(load_file(str(weights_path)), record.get("state_versions"), model)
-    model.load_state_dict(state, strict=False)
+    _load_into(model, record, weights_path)
     return Checkpoint(model=model.eval(), spec=spec, config=cfg, record=record, path=_paths(path)[0])
+
+
+def load_weights(model: Any, path: Path, device: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint's weights into a model already built for it (training reloads its best epoch this way);
+    returns the record. Every shape is checked and each submodule gets its recorded layout version."""
+    record, weights_path = read_record(path)
+    _load_into(model, record, weights_path, device)
+    return record
+
+
+def _load_into(model: Any, record: dict[str, Any], weights_path: Path, device: str = "cpu") -> None:
+    from safetensors.torch import load_file
+
+    _check_shapes(model, weights_path, record["arch"])  # every name and shape, tied weights included: strict=False
+    state = with_versions(load_file(str(weights_path), device=device), record.get("state_versions"), model)
+    model.load_state_dict(state, strict=False)

@@ -26,8 +26,12 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
     from dlopt.report.plots import pareto_plot, training_plot
     from dlopt.report.render import html_page, markdown
 
+    from dlopt.report.optimize import pareto_plot as optimize_plot, section  # the `dlopt optimize` study, if any
+
     data = collect(run)
-    if not data["rows"]:
+    data["optimize"] = section(run)
+    # a study, a quantize stage's candidates or a per-layer comparison alone is something to report (an ONNX file's)
+    if not any(data[k] for k in ("rows", "optimize", "candidates", "layers")):
         unusable = "; ".join(f"{s['path']}: {s['reason']}" for s in data["skipped"]
                              if s["path"] in ("bench.json", "evaluation.json"))
         raise InputFileError(f"{run.path} has nothing to report yet ({unusable or 'no evaluation.json or bench.json'}); "
@@ -39,11 +43,11 @@ def write_report(run: Run) -> tuple[Path, Path, Path]:
         images["pareto"] = p
     if (p := training_plot(data, run.path, run.path / "report_training.png")) is not None:
         images["training"] = p
-    from dlopt.report.optimize import pareto_plot as optimize_plot, section  # the `dlopt optimize` study, if any
-
-    data["optimize"] = section(run)
     if data["optimize"] and (p := optimize_plot(data["optimize"], run.path / "report_optimize.png")) is not None:
         images["optimize"] = p
+    from dlopt.report.layer_errors import images as layer_images  # `dlopt diagnose`'s plots, as the run has them
+
+    images.update(layer_images(data["layers"], run.path))
     md = _write_text(run.path / "report.md", markdown(data, images))
     page = _write_text(run.path / "report.html", html_page(data, images))
     js = run.path / "report.json"

@@ -159,6 +159,8 @@ def _mark_noise(rows: list[Row], batch: int) -> None:
 
 def collect(run: Run) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written as report.json)."""
+    from dlopt.report.candidates import section as candidates
+    from dlopt.report.layer_errors import section as layer_errors
     from dlopt.report.stagewise import fill_metrics, fill_sizes, steps
 
     manifest = run.manifest()
@@ -196,6 +198,7 @@ def collect(run: Run) -> dict[str, Any]:
                       "created": bench.created, "config": bench.config},
             "quantize": {v: q.to_json() for v, q in quant.items() if q is not None},
             "prune": {v: p.to_json() for v, p in _prune_reports(trust, rows.values()).items()},
+            "candidates": candidates(trust, stages), "layers": layer_errors(trust),
             "history": _history(run), "skipped": (trust.scan(), trust.skipped)[1]}
 
 

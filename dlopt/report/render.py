@@ -111,7 +111,7 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     out += [f"{model_line(data)}.", ""] if model_line(data) else []
     out += [f"**Ship:** {banner(ship)}." + (f" Rule: {ship['rule']}." if ship["pick"] else ""), ""]
     out += [*[f"- {line}" for line in _aside(data)], ""] if _aside(data) else []
-    out += ["## Variants", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["## Variants", "", *(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] if body else [NO_ROWS])]
     out += ["| " + " | ".join(cells) + " |" for cells in body]
     notes = [n for n in (data.get("evaluation_note"),) if n]
     out += ["", *[f"Note: {n}" for n in notes], "Speed-up is fp32 eager p50 / this row's p50 at the same batch. "
@@ -123,12 +123,17 @@ def markdown(data: dict[str, Any], images: dict[str, Path]) -> str:
     from dlopt.report.optimize import markdown_lines  # the `dlopt optimize` section (empty without a study)
 
     out += markdown_lines(data.get("optimize"), images.get("optimize"))
+    from dlopt.report import candidates, layer_errors
+
+    out += candidates.markdown_lines(data.get("candidates") or [])
+    out += layer_errors.markdown_lines(data.get("layers") or [])
     out += ["## Steps", "", "| step | status | seconds | note |", "|---|---|---|---|"]
     out += ["| " + " | ".join(s) + " |" for s in _steps(data)]
     out += ["", "## Environment", "", *[f"- {line}" for line in _env_lines(data)], ""]
     return "\n".join(out)
 
 
+NO_ROWS = "No variant was timed or evaluated yet: `dlopt bench RUN` times every file of the run."
 PARITY = ("exported files against the model they came from, elementwise at the spec's tolerance (largest absolute "
           "error in brackets); int8 copies by top-1 agreement with fp32 on held-out data.")
 CSS = """body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -168,7 +173,7 @@ def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
              f"<div class=muted>run <code>{e(data['run'])}</code>, created {e(str(data.get('created')))}</div>",
              f"<div class=muted>{e(model_line(data))}</div>" if model_line(data) else "",
              f"<div class=ship>{ship}</div>", f"<ul class=muted>{aside}</ul>" if aside else "",
-             "<h2>Variants</h2>", _html_table(head, body, len(head) - 1),
+             "<h2>Variants</h2>", _html_table(head, body, len(head) - 1) if body else f"<p>{e(NO_ROWS)}</p>",
              "<p class=muted>Speed-up: fp32 eager p50 / this row's p50 at the same batch. "
              f"Parity: {e(PARITY)} ★ / green rows: the Pareto front (latency at the smallest batch vs metric).</p>"]
     if data.get("evaluation_note"):
@@ -182,6 +187,10 @@ def html_page(data: dict[str, Any], images: dict[str, Path]) -> str:
 
     parts += html_parts(data.get("optimize"), _img(images["optimize"], "optimize study") if "optimize" in images
                         else None, _html_table)
+    from dlopt.report import candidates, layer_errors
+
+    parts += candidates.html_parts(data.get("candidates") or [], _html_table)
+    parts += layer_errors.html_parts(data.get("layers") or [], images, _img, _html_table)
     parts += ["<h2>Steps</h2>", _html_table(["step", "status", "seconds", "note"], _steps(data)),
               "<h2>Environment</h2><ul>", *[f"<li>{e(line)}</li>" for line in _env_lines(data)], "</ul></body></html>"]
     return "\n".join(parts)

@@ -203,12 +203,10 @@ def _run_loop(cfg: TrainConfig, spec: ArchSpec, model: Any, family: Any, run: Ru
 
 def _finish(run: Run, spec: ArchSpec, model: Any, family: Any, loop: Loop) -> dict[str, float]:
     """Reload the best weights, measure the test split, and leave the curves and samples."""
-    from safetensors.torch import load_model
-
     from dlopt.core.plotting import learning_curve
-    from dlopt.models.checkpoint import save_checkpoint
+    from dlopt.models.checkpoint import load_weights, save_checkpoint
 
-    load_model(model, str(run.path / "model.safetensors"), strict=True, device=str(family.rt.device))
+    load_weights(model, run.path / MODEL_RECORD, device=str(family.rt.device))
     test = family.evaluate(model, "test")
     metrics = {"epoch": loop.state.best_epoch, f"val_{spec.metric}": loop.state.best,
                **{f"test_{k}": v for k, v in test.items()}}

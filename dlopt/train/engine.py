@@ -13,7 +13,7 @@ import torch
 
 from dlopt.core.fileio import atomic_path, remove_stale_temps
 from dlopt.core.warn import count
-from dlopt.models.checkpoint import save_checkpoint
+from dlopt.models.checkpoint import save_checkpoint, with_versions
 from dlopt.train.family import Family, NonFiniteLoss, warmup_cosine
 from dlopt.train.state import TrainState, has_state, load_state, rng_state, save_state, set_rng_state
 
@@ -46,7 +46,7 @@ def _objects(loop: Loop, opts: dict, scheds: dict) -> dict[str, Any]:
 
 def _restore(loop: Loop, opts: dict, scheds: dict, resume_dir: Path) -> None:
     objects, loop.state = load_state(resume_dir)
-    loop.model.load_state_dict(objects["model"])
+    loop.model.load_state_dict(with_versions(objects["model"], None, loop.model))  # safetensors keeps no versions
     for k, o in opts.items():
         o.load_state_dict(objects["optimizers"][k])
     for k, s in scheds.items():

@@ -1,5 +1,6 @@
 """`dlopt diagnose` as a library call: the per-layer comparison (dlopt.verify.layers) of one .onnx or OpenVINO
-.xml file against the model it was made from, written as JSON and a PNG beside the run's other reports.
+.xml file against the model it was made from, written as JSON and a PNG: a file of a run into <run>/diagnose/ as the
+run's stage `diagnose` (what `dlopt report` shows), a loose file beside itself (<stem>.layers.json) and in no run.
 
     outcome = diagnose_file(DiagnoseOptions(Path("artifacts/resnet18/RUN"), Path("artifacts/resnet18/RUN/int8/model.onnx")))
     outcome.report["first_flagged"]   # the first layer past the tolerance, or None
@@ -15,6 +16,7 @@ from typing import Any
 from dlopt.core.errors import InputFileError, UsageError
 
 SUFFIXES = (".onnx", ".xml")
+STAGE = "diagnose"  # the manifest's stage, and the run's folder of results
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class DiagnoseOutcome:
     report: dict[str, Any]
     json_path: Path
     plot_path: Path | None
+    run_dir: Path | None = None  # the run whose stage `diagnose` recorded it (None: a loose file)
 
 
 def _check_file(path: Path) -> Any:
@@ -123,43 +126,84 @@ def _map(path: Path, graph: Any, module: Any, spec: Any, cfg: Any, run: Any, wor
     return map_openvino(graph, reference) if path.suffix == ".xml" else map_onnx(graph, module, reference)
 
 
-def _where(opts: DiagnoseOptions, run: Any) -> tuple[Path, Path]:
-    """<run>/diagnose/<file's place in the run>.json|.png, or beside the file outside a run."""
-    file = Path(opts.file).resolve()
-    if run is not None and file.is_relative_to(run.path.resolve()):
-        label = "-".join(file.relative_to(run.path.resolve()).with_suffix("").parts)
-        base = run.path / "diagnose" / label
-    else:
-        base = file.with_name(file.stem + ".layers")
-    return base.with_name(base.name + ".json"), base.with_name(base.name + ".png")
+def _home(file: Path, run: Any) -> Any:
+    """The run that holds `file` (the target's run, else the nearest folder above it with a manifest), or None."""
+    from dlopt.core.runs import MANIFEST, Run
+
+    file = file.resolve()
+    if run is not None and file.is_relative_to(run.path):
+        return run
+    found = next((d for d in file.parents if (d / MANIFEST).is_file()), None)
+    return Run.open(found) if found is not None else None
 
 
 def plot(rows: list[dict[str, Any]], tolerance: float, title: str, path: Any) -> Any:
-    """Relative error per layer in model order (log scale), the tolerance, and the first layer past it."""
+    """Per layer in model order: relative error (log scale) over SQNR (dB), each with the tolerance (SQNR =
+    -20 log10(relative error)); the first layer past it marked on both."""
+    import math
+
     from dlopt.core.plotting import pyplot, save_png
     from dlopt.verify.layers import first_flagged
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(rows) + 2), 4.2))
-    errors = [max(r["rel_error"], 1e-12) for r in rows]
-    colors = ["tab:red" if r["flagged"] else "tab:blue" for r in rows]
-    ax.bar(range(len(rows)), errors, color=colors)
-    ax.axhline(tolerance, color="gray", linestyle="--", label=f"tolerance {tolerance:g}")
+    fig, (top, low) = plt.subplots(2, 1, sharex=True, figsize=(max(6.0, 0.22 * len(rows) + 2), 6.4),
+                                   gridspec_kw={"height_ratios": (3, 2)})
+    x, errors = range(len(rows)), [max(r["rel_error"], 1e-12) for r in rows]
+    top.bar(x, errors, color=["tab:red" if r["flagged"] else "tab:blue" for r in rows])
+    top.axhline(tolerance, color="gray", linestyle="--", label=f"tolerance {tolerance:g}")
+    sqnr = [(i, r["sqnr_db"]) for i, r in zip(x, rows, strict=True) if r["sqnr_db"] is not None]  # None: exact
+    low.plot([i for i, _ in sqnr], [v for _, v in sqnr], marker=".", color="tab:purple")
+    low.axhline(-20 * math.log10(tolerance), color="gray", linestyle="--",
+                label=f"the tolerance: {-20 * math.log10(tolerance):.0f} dB")
     first = first_flagged(rows)
     if first is not None:
-        ax.annotate(f"first past: {rows[first]['layer']}", (first, errors[first]), textcoords="offset points",
-                    xytext=(0, 8), ha="center", fontsize=8, color="tab:red")
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(rows)), [r["layer"] or "(model)" for r in rows], rotation=90, fontsize=7)
-    ax.set_ylabel("relative error vs eager")
-    ax.set_title(title)
-    ax.legend(loc="upper left")
+        for ax in (top, low):
+            ax.axvline(first, color="tab:red", linewidth=0.8, linestyle=":")
+        top.annotate(f"first past: {rows[first]['layer']}", (first, errors[first]), textcoords="offset points",
+                     xytext=(0, 8), ha="center", fontsize=8, color="tab:red")
+    top.set_yscale("log")
+    top.set_ylabel("relative error vs eager")
+    top.set_title(title)
+    top.legend(loc="upper left")
+    low.set_ylabel("SQNR (dB)")
+    low.legend(loc="lower left")
+    low.set_xticks(list(x), [r["layer"] or "(model)" for r in rows], rotation=90, fontsize=7)
     return save_png(fig, path)
+
+
+def _write(report: dict[str, Any], json_path: Path, png_path: Path, title: str, plot_ref: str | None = None) -> Any:
+    """The plot (when layers were compared) then the JSON naming it, each atomically; returns the plot's path."""
+    from dlopt.core.fileio import write_json_atomic
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    plotted = plot(report["rows"], report["tolerance"], title, png_path) if report["rows"] else None
+    report["plot"] = (plot_ref or str(plotted)) if plotted else None
+    write_json_atomic(json_path, report)
+    return plotted
+
+
+def _record(run: Any, file: Path, report: dict[str, Any], title: str, opts: DiagnoseOptions) -> DiagnoseOutcome:
+    """The stage `diagnose` of the run holding the file: <run>/diagnose/<its place in the run>.json|.png. No inputs
+    are listed, so the results of the run's other files stay recorded beside this one."""
+    rel = file.resolve().relative_to(run.path)
+    label = "-".join(rel.parts)  # int8/model.onnx -> int8-model.onnx: an IR and an ONNX file of one stem differ
+    report["file"] = str(rel)  # run files name run files relative to the run
+    config = {"file": str(rel), "samples": opts.samples, "tolerance": report["tolerance"],
+              "inputs": str(opts.inputs) if opts.inputs else None}
+    with run.stage(STAGE, config) as rec:
+        json_path = rec.path(STAGE, f"{label}.json")
+        plotted = _write(report, json_path, json_path.with_suffix(".png"), title, f"{STAGE}/{label}.png")
+        rec.outputs += [json_path, *([plotted] if plotted else [])]
+        first = report["first_flagged"]
+        rec.metrics.update(file=str(rel), kind=report["kind"], layers=len(report["rows"]),
+                           first_flagged=first["layer"] if first else None, tolerance=report["tolerance"])
+    final = run.path / STAGE / f"{label}.json"
+    return DiagnoseOutcome(report, final, final.with_suffix(".png") if plotted else None, run.path)
 
 
 def diagnose_file(opts: DiagnoseOptions) -> DiagnoseOutcome:
     """Compare every mapped layer of `opts.file` with the model; write the JSON report and the plot."""
-    from dlopt.core.fileio import write_json_atomic
+    from dlopt.core.fileio import sha256_file
     from dlopt.models.registry import entry_module
     from dlopt.runtime.quiet import quiet_deprecations
     from dlopt.verify.layers import compare_file
@@ -168,21 +212,21 @@ def diagnose_file(opts: DiagnoseOptions) -> DiagnoseOutcome:
         raise UsageError("--samples and --batch must be at least 1")
     if opts.tolerance is not None and not opts.tolerance > 0:
         raise UsageError(f"--tolerance must be a relative error above 0, not {opts.tolerance:g}")
-    graph = _check_file(Path(opts.file))
+    file = Path(opts.file)
+    graph = _check_file(file)
     model, spec, cfg, run = _reference(opts)
     module = entry_module(model, spec).eval()
     with quiet_deprecations(), tempfile.TemporaryDirectory(prefix="dlopt-diagnose-") as work:
         cases, source = _cases(run, spec, cfg, opts)
-        layer_map = _map(Path(opts.file), graph, module, spec, cfg, run, Path(work))
-        kind = _kind(Path(opts.file), graph)
-        report = compare_file(module, Path(opts.file), layer_map, [c.inputs for c in cases], kind, opts.tolerance)
-    report.update(arch=spec.name, file=str(opts.file), inputs=source, samples=sum(c.batch for c in cases))
-    json_path, png_path = _where(opts, run)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    plotted = None
-    if report["rows"]:
-        title = f"{spec.name}: {Path(opts.file).name} ({kind}) vs eager, per layer"
-        plotted = plot(report["rows"], report["tolerance"], title, png_path)
-    report["plot"] = str(plotted) if plotted else None
-    write_json_atomic(json_path, report)
-    return DiagnoseOutcome(report, json_path, plotted)
+        layer_map = _map(file, graph, module, spec, cfg, run, Path(work))
+        kind = _kind(file, graph)
+        report = compare_file(module, file, layer_map, [c.inputs for c in cases], kind, opts.tolerance)
+    report.update(arch=spec.name, file=str(file), sha256=sha256_file(file), inputs=source,
+                  samples=sum(c.batch for c in cases))
+    title = f"{spec.name}: {file.name} ({kind}) vs eager, per layer"
+    home = _home(file, run)
+    if home is not None:
+        return _record(home, file, report, title, opts)
+    base = file.with_name(file.stem + ".layers")  # a loose file: its result beside it, in no run
+    json_path = base.with_name(base.name + ".json")
+    return DiagnoseOutcome(report, json_path, _write(report, json_path, json_path.with_suffix(".png"), title))
