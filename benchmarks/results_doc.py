@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import results_sections  # noqa: F401  (registers its sections)
 import results_sections_opt  # noqa: F401
 import results_sections_repair  # noqa: F401
+import results_sections_onnx  # noqa: F401
 from results_kit import SECTIONS, Loaded, Section, cell, fallback, machine, machine_short, slug
 
 from dlopt.core.errors import DloptError

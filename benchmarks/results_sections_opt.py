@@ -210,6 +210,34 @@ def openvino_bar(files: list[Loaded]) -> Body:
     return Body(lines, [("`quantize --method auto` at least as fast as int8 by hand (ResNet-18 224)", fig)])
 
 
+@section("openvino_bf16.json", "OpenVINO bf16 against fp32 and NNCF int8: mobilenet_v2", "benchmarks/openvino_bf16.py",
+         "docs/optimize.md")
+def openvino_bf16(files: list[Loaded]) -> Body:
+    d = files[0].data
+    rows = rows_of(d, "rows")
+    names = list(get(rows[0], "timing", {}) or {}) if rows else []
+    px = [f"{get(r, 'size')}px" for r in rows]
+
+    def spread(r: Any, n: str) -> str:
+        iqr = get(r, ("timing", n, "iqr_pct_rounds"), []) or []
+        return f"{num(get(r, ('timing', n, 'p50_ms')), 3)} ({', '.join(num(i, 0) for i in iqr)})"
+
+    body = [[n, *[spread(r, n) for r in rows], *[times(get(r, ("vs_nncf_int8", n))) for r in rows],
+             *[f"{num(get(r, ('agreement', n, 'top1_agreement')), 3)} / {num(get(r, ('agreement', n, 'rel_l2')), 3)}"
+               for r in rows]] for n in names]
+    lines = ["Batch 1, one thread, every file interleaved in one process through dlopt's OpenVINO backend; ms: the "
+             "median of the rounds' medians (each round's IQR in % of its median); vs NNCF int8: its ms over this "
+             "one; agreement with eager fp32: top-1 / relative L2 error.", ""]
+    lines += table(["file", *[f"{p} ms (IQR %)" for p in px], *[f"{p} vs NNCF int8" for p in px],
+                    *[f"{p} agreement" for p in px]], body)
+    kinds = [[n, ", ".join(f"{c} {k}" for k, c in sorted((get(rows[0], ("layers_by_precision", n), {}) or {}).items()))]
+             for n in names] if rows else []
+    if any(k[1] for k in kinds):
+        lines += [f"Convolution and fully connected layers of the compiled graph ({px[0]}), by the precision they "
+                  "run in:", ""] + table(["file", "layers"], kinds)
+    return Body(lines)
+
+
 @section("fp32_bar.json", "fp32: dlopt's backends against the fastest by hand", "benchmarks/fp32_bar.py",
          "docs/bench.md")
 def fp32_bar(files: list[Loaded]) -> Body:

@@ -43,8 +43,8 @@ class OptimizeArgs:
         help="Latency goal in ms at --batch-size on this machine: the most accurate candidate that meets it.")] = None
     target_speedup: Annotated[float | None, typer.Option(
         "--target-speedup", metavar="X", rich_help_panel=GOAL, show_default=False,
-        help="Speed-up goal against fp32 eager (same batch and threads): the most accurate candidate that meets "
-             "it.")] = None
+        help="Speed-up goal against fp32 eager (same batch and threads; for an ONNX file, against the file itself "
+             "on ONNX Runtime): the most accurate candidate that meets it.")] = None
     max_size: Annotated[float | None, typer.Option(
         "--max-size", metavar="MB", rich_help_panel=GOAL, show_default=False,
         help="Size goal: the fastest candidate whose file is at most this many MB. With none of the three goals: "
@@ -160,22 +160,26 @@ def _precheck(cfg: Any) -> None:
 @grouped
 def optimize_cmd(name: NameArg = None, *, args: OptimizeArgs, model: TargetArgs, as_json: JsonOpt = False) -> None:
     """Search prune ratio x precision x runtime x threads for the fastest model within --max-drop (or one that
-    meets --target-latency / --target-speedup / --max-size), pick it by re-timing here, verify it, ship it."""
+    meets --target-latency / --target-speedup / --max-size), pick it by re-timing here, verify it, ship it. An ONNX
+    file made elsewhere (model.onnx): runtime x precision x threads, judged and timed against the file itself."""
     from dlopt.cli.resume import offer_resume
     from dlopt.contract.target import resolve_target
     from dlopt.optimize.stage import optimize_check, run_optimize
 
-    if args.resume is not None:
-        cfg, run_dir = args.resumed()
-        opts = model.options(str(run_dir), seed=cfg.seed)
-    else:
-        cfg = args.config()
-        opts = model.options(name, seed=cfg.seed)
+    cfg, run_dir = args.resumed() if args.resume is not None else (args.config(), None)
+    opts = model.options(str(run_dir) if run_dir is not None else name, seed=cfg.seed)
+    source = _onnx_source(opts, run_dir)
     _precheck(cfg)
     offer_resume("optimize", args.resume, model.out)  # Ctrl-C prints `dlopt optimize --resume RUN ...`
-    target = resolve_target(opts, optimize_check(cfg))  # a spec with nothing to search: no run is made
-    offer_resume("optimize", target.run.path, model.out)
-    outcome = _run(run_optimize, target, cfg, quiet=as_json)
+    if source is not None:  # an ONNX file made elsewhere
+        from dlopt.optimize.onnx_source import optimize_onnx_file, prepare
+
+        prep = prepare(source, cfg)  # the hostile-file checks and the inputs: nothing is made before they pass
+        outcome = _run(lambda ev: optimize_onnx_file(prep, model.out, ev, run_dir), cfg, quiet=as_json)
+    else:
+        target = resolve_target(opts, optimize_check(cfg))  # a spec with nothing to search: no run is made
+        offer_resume("optimize", target.run.path, model.out)
+        outcome = _run(lambda ev: run_optimize(target, cfg, ev), cfg, quiet=as_json)
     if as_json:
         print_json(outcome.to_json())
     else:
@@ -184,7 +188,18 @@ def optimize_cmd(name: NameArg = None, *, args: OptimizeArgs, model: TargetArgs,
         raise CheckFailedError(outcome.report.reason)
 
 
-def _run(run_optimize: Any, target: Any, cfg: Any, quiet: bool) -> Any:
+def _onnx_source(opts: Any, run_dir: Path | None) -> Path | None:
+    """The ONNX file the command optimizes (named, or studied by the --resume run), else None."""
+    if run_dir is not None:
+        from dlopt.optimize.onnx_source import resumed_source
+
+        return resumed_source(run_dir)
+    from dlopt.quantize.onnx_file import onnx_target
+
+    return onnx_target(opts)
+
+
+def _run(optimize: Any, cfg: Any, quiet: bool) -> Any:
     """The search under a Rich progress bar on stderr: trial n/N, elapsed, best so far."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -199,7 +214,7 @@ def _run(run_optimize: Any, target: Any, cfg: Any, quiet: bool) -> Any:
         events = Events(step=lambda msg: bar.update(task, description=msg[:70]),
                         trial=lambda i: bar.update(task, completed=i["done"],
                                                    best=f"best: {i['best']}" if i["best"] else "no feasible yet"))
-        return run_optimize(target, cfg, events)
+        return optimize(events)
 
 
 def _fmt(x: Any, spec: str = ".3g", suffix: str = "") -> str:
@@ -207,17 +222,21 @@ def _fmt(x: Any, spec: str = ".3g", suffix: str = "") -> str:
 
 
 def _render(outcome: Any) -> None:
+    from dlopt.report.optimize import vs_eager
+
     r = outcome.report
     s = r.study
     note(f"[dim]{r.arch}: {s['complete']} finished trial(s) of {s['trials']} ({s['fail']} failed) in study "
          f"{s['name']} ({s['storage']}); accuracy: {r.basis}[/dim]", highlight=False)
-    table = Table(title=f"Pareto finalists, re-timed together here (goal: {_goal(r.goal)})", title_justify="left")
+    against = r.baseline.get("speed_reference", "fp32 eager")
+    table = Table(title=f"Pareto finalists, re-timed together here (goal: {_goal(r.goal, against)})",
+                  title_justify="left")
     for col in ("trial", "candidate", "ms", "vs fp32 eager", "vs fp32 same runtime", "drop (pts)", "MB", ""):
         table.add_column(col)
     picked = (r.pick or {}).get("trial")
     for f in r.finalists:
         ref = (f.get("runtime_reference") or "").removeprefix("fp32 ")
-        table.add_row(str(f["trial"]), f["label"], _fmt(f["p50_ms"]), _fmt(f["speedup_vs_eager"], ".2f", "x"),
+        table.add_row(str(f["trial"]), f["label"], _fmt(f["p50_ms"]), vs_eager(r.baseline, f, short=True, missing="-"),
                       _fmt(f["speedup_vs_runtime_fp32"], ".2f", f"x ({ref})" if ref else "x"),
                       _fmt(f["verdict"]["drop"], ".2f"), _fmt(f["size_bytes"] / 1e6), "★ pick" if f["trial"] == picked
                       else "")
@@ -227,16 +246,26 @@ def _render(outcome: Any) -> None:
     if r.pick:
         p = r.pick
         console.print(f"[bold green]pick:[/bold green] {p['label']}: {p['p50_ms']:.3g} ms at batch "
-                      f"{r.goal['batch_size']}, {p['speedup_vs_eager']:.2f}x vs fp32 eager, drop "
-                      f"{p['verdict']['drop']:.2f} points ({r.reason})", highlight=False)
+                      f"{r.goal['batch_size']}, {_speed(r.baseline, p)}, drop {p['verdict']['drop']:.2f} points "
+                      f"({r.reason})", highlight=False)
         note(f"[dim]shipped {', '.join(r.shipped)} in {outcome.run_dir}; verified: "
              f"{(r.verification or {}).get('summary')}; report {outcome.report_path}[/dim]", highlight=False)
 
 
-def _goal(goal: dict[str, Any]) -> str:
+def _speed(baseline: dict[str, Any], p: dict[str, Any]) -> str:
+    """vs fp32 eager (or why there is none), and vs the baseline where that is not eager."""
+    from dlopt.report.optimize import vs_eager
+
+    eager = f"{vs_eager(baseline, p)} vs fp32 eager" if p.get("speedup_vs_eager") is not None else \
+        f"vs fp32 eager: {vs_eager(baseline, p)}"
+    ref = p.get("baseline_reference")
+    return eager if ref in (None, "fp32 eager") else f"{_fmt(p['speedup_vs_baseline'], '.2f', 'x')} vs {ref}, {eager}"
+
+
+def _goal(goal: dict[str, Any], against: str) -> str:
     from dlopt.optimize.config import Goal
 
-    return Goal(**goal).describe()
+    return Goal(**goal).describe(against)
 
 
 def register(app: typer.Typer) -> None:

@@ -43,6 +43,7 @@ def shipped_with(path: Path) -> list[Path]:
 FOLDER = "optimize"  # <run>/optimize/: the study database and the cache
 CACHE = "cache"
 FAILED = "failed.json"  # in an entry: a build that failed for a reason that would repeat
+QUANTIZE_REPORT = "quantize_report.json"  # beside a quantized file: what its quantize stage said of it
 
 
 class CandidateFailed(DloptError):
@@ -217,6 +218,8 @@ class Cache:
             return Artifact(model.record, model.sha[:24], model, precision, runtime)
         if precision == Precision.FP32:
             key, path = self._export(model, runtime)
+        elif precision == Precision.INT8_BF16:
+            key, path = self._bf16_floats(model, runtime)
         else:
             key, path = self._quantize(model, precision, runtime)
         return Artifact(path, key, model, precision, runtime)
@@ -271,9 +274,30 @@ class Cache:
         return self.entry(model, config, name, f"{name}/{written}", build)
 
 
+    def _bf16_floats(self, model: Model, runtime: Runtime) -> tuple[str, Path]:
+        """The int8 file with its float parts computed in bf16: the IR marked so (dlopt.runtime.openvino.mark_ir),
+        its quantize report beside it (the int8 search's verdict; the study judges the marked file itself)."""
+        from dlopt.runtime.formats import format_of
+        from dlopt.runtime.openvino import mark_ir
+
+        int8 = self.artifact(model, Precision.INT8, runtime)
+        name = f"int8-bf16-{runtime}"
+        config = {"pass": "mark", "precision": "bf16", "file": int8.sha256()}
+
+        def build(target: Any) -> None:
+            self.say(f"marking the int8 file's float parts bf16 for {runtime}")
+            with target.run.stage(name, config, inputs=[int8.path], owns=(name,)) as rec:
+                out = mark_ir(int8.path, rec.path(name, int8.path.name), "bf16")
+                report = rec.path(name, QUANTIZE_REPORT)
+                shutil.copyfile(int8.path.parent / QUANTIZE_REPORT, report)
+                rec.outputs += [out, *format_of(out).companions(out), report]
+
+        return self.entry(model, config, name, f"{name}/{int8.path.name}", build)
+
+
 def quantize_verdict(artifact: Artifact) -> dict[str, Any] | None:
     """What the quantize stage said of its file (verified, drop, agreement), or None for an fp32 file."""
-    report = artifact.path.parent / "quantize_report.json"
+    report = artifact.path.parent / QUANTIZE_REPORT
     if artifact.precision == Precision.FP32 or not report.is_file():
         return None
     from dlopt.core.results import QuantizeReport, read_result

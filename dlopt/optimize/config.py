@@ -30,9 +30,10 @@ class Runtime(StrEnum):
 
 class Precision(StrEnum):
     FP32 = "fp32"
-    BF16 = "bf16"  # torch, only on CPUs with avx512_bf16 / amx_bf16
+    BF16 = "bf16"  # torch, or the fp32 IR computed in bf16 by OpenVINO; only on CPUs with avx512_bf16 / amx_bf16
     FP16 = "fp16"  # ONNX Runtime float16 file
     INT8 = "int8"  # static int8: ONNX Runtime QDQ, or OpenVINO through NNCF
+    INT8_BF16 = "int8+bf16"  # the NNCF int8 IR with its float parts computed in bf16 (OpenVINO; bf16 CPUs only)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Goal:
 
     max_drop: float = 1.0  # metric points (percent for lower-is-better metrics; disagreement without a metric)
     target_latency_ms: float | None = None  # at batch_size, on this machine
-    target_speedup: float | None = None  # against fp32 eager at the same batch and threads
+    target_speedup: float | None = None  # against fp32 eager (an ONNX file: itself on ONNX Runtime), same batch/threads
     max_size_mb: float | None = None  # the file on disk, its companions included (1 MB = 10^6 bytes)
     batch_size: int = 1
 
@@ -70,12 +71,13 @@ class Goal:
             return "speedup"
         return "size" if self.max_size_mb is not None else "fastest"
 
-    def describe(self) -> str:
+    def describe(self, against: str = "fp32 eager") -> str:
+        """One line; `against`: what a speed-up is measured against (the report's speed_reference)."""
         drop = f"losing at most {self.max_drop:g} point{'s' if self.max_drop != 1 else ''}"
         if self.target_latency_ms is not None:
             aim = f"at most {self.target_latency_ms:g} ms"
         elif self.target_speedup is not None:
-            aim = f"at least {self.target_speedup:g}x faster than fp32 eager"
+            aim = f"at least {self.target_speedup:g}x faster than {against}"
         elif self.max_size_mb is not None:
             aim = f"at most {self.max_size_mb:g} MB on disk, the fastest such"
         else:

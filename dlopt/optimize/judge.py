@@ -79,7 +79,7 @@ class Judge:
     def _judge(self, artifact: Artifact) -> Verdict:
         import torch
 
-        runner = _runner(artifact)
+        runner = artifact_runner(artifact)
         with torch.inference_mode():
             parity = self.scorer.parity(runner, self.scorer.held) if self.scorer.held else {}
             after = self.scorer.metric(runner, "test") if self.uses_metric else None
@@ -91,7 +91,7 @@ class Judge:
         return Verdict(after, drop, agreement, error, self.basis)
 
 
-def _runner(artifact: Artifact) -> Any:
+def artifact_runner(artifact: Artifact) -> Any:
     """callable(*tensors) -> tuple of tensors for the candidate file (a record runs as the eager module)."""
     if artifact.path.suffix == ".json":
         from dlopt.models.checkpoint import load_checkpoint

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlopt.optimize.config import Goal
-from dlopt.optimize.search import Context, drop_gap, goal_gap
+from dlopt.optimize.search import Context, baseline_speedup, drop_gap, goal_gap, speedups
 from dlopt.optimize.space import Candidate
 from dlopt.optimize.timing import Timed
 
@@ -88,15 +88,14 @@ def retime(ctx: Context, chosen: list[Finalist]) -> list[Finalist]:
         row.update(p50_ms=ms, iqr_pct=got[row["label"]].iqr_pct, retimed=True, artifact=ctx.rel(art.path),
                    verdict=verdict.to_json(), size_bytes=art.size_bytes,
                    timing={"candidate": got[row["label"]].to_json(), **{k: v.to_json() for k, v in refs.items()}},
-                   speedup_vs_eager=round(refs["fp32 eager"].p50_ms / ms, 4),
-                   speedup_vs_runtime_fp32=next((round(v.p50_ms / ms, 4) for k, v in refs.items()
-                                                 if k != "fp32 eager"), None))
+                   **speedups({"candidate": ms, **{k: v.p50_ms for k, v in refs.items()}}, c.runtime,
+                              ctx.baseline_key))
         out.append(Finalist(f.trial, row))
     return out
 
 
 def meets(goal: Goal, row: dict[str, Any]) -> bool:
-    return eligible(goal, row) and goal_gap(goal, row["p50_ms"], row["speedup_vs_eager"], row["size_bytes"]) <= 0
+    return eligible(goal, row) and goal_gap(goal, row["p50_ms"], baseline_speedup(row), row["size_bytes"]) <= 0
 
 
 TIE = 0.05  # medians within 5% of the fastest count as equally fast: the more accurate of them goes first
@@ -117,13 +116,15 @@ def ranked(goal: Goal, rows: list[Finalist]) -> list[Finalist]:
 
 
 def _say(row: dict[str, Any]) -> str:
-    return (f"{row['label']} at {row['p50_ms']:.3g} ms ({row['speedup_vs_eager']:.2f}x vs fp32 eager, "
+    speedup, against = baseline_speedup(row), row.get("baseline_reference", "fp32 eager")
+    return (f"{row['label']} at {row['p50_ms']:.3g} ms ({speedup or 0:.2f}x vs {against}, "
             f"{row['size_bytes'] / 1e6:.3g} MB), losing {row['verdict']['drop']:.2f} points")
 
 
 def unreachable(goal: Goal, rows: list[dict[str, Any]], retimed: list[Finalist]) -> str:
     """One line: the goal, the best reached and what limited it."""
-    aim = f"goal not reached ({goal.describe()})"
+    against = next((r["baseline_reference"] for r in rows if r.get("baseline_reference")), "fp32 eager")
+    aim = f"goal not reached ({goal.describe(against)})"
     pts = f"{goal.max_drop:g} point{'' if goal.max_drop == 1 else 's'}"
     if not rows:
         return f"{aim}: no trial finished; see the failures in the report"
@@ -132,7 +133,7 @@ def unreachable(goal: Goal, rows: list[dict[str, Any]], retimed: list[Finalist])
         least = min(rows, key=lambda r: r["verdict"]["drop"])
         return f"{aim}: every candidate lost more than {pts}; the least was {_say(least)}; " \
                "limited by accuracy: allow a larger --max-drop, or fine-tune longer"
-    best = min(within, key=lambda r: goal_gap(goal, r["p50_ms"], r["speedup_vs_eager"], r["size_bytes"]))
+    best = min(within, key=lambda r: goal_gap(goal, r["p50_ms"], baseline_speedup(r), r["size_bytes"]))
     what = {"latency": "latency", "speedup": "speed-up", "size": "size", "fastest": "accuracy"}[goal.kind]
     return f"{aim}: the best within {pts} is {_say(best)}; limited by {what} on this " \
            "machine: try more trials, more --runtimes or --threads, or a looser goal"

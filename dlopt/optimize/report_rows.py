@@ -9,8 +9,11 @@ from dlopt.optimize.pick import pareto
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
-    """Every trial, finished or not: its candidate and figures, or why it failed; who ran it."""
-    rows = []
+    """Every trial, finished or not: its candidate and figures (the label says which layers its quantizer kept in
+    float), or why it failed; who ran it."""
+    from dlopt.optimize.study import STALE
+
+    rows, said = [], study.user_attrs  # a trial failed for a silent heartbeat: its reason is the study's
     for t in study.get_trials(deepcopy=False):
         r = t.user_attrs.get("result") or {}
         worker = t.user_attrs.get("worker") or {}
@@ -20,11 +23,13 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             "number": t.number, "state": t.state.name.lower(), "label": r.get("label") or _label(cand),
             "candidate": cand, "p50_ms": r.get("p50_ms"), "drop": (r.get("verdict") or {}).get("drop"),
             "metric": (r.get("verdict") or {}).get("metric"), "agreement": (r.get("verdict") or {}).get("agreement"),
+            "kept_float": (r.get("quantized") or {}).get("kept_float"),
             "size_bytes": r.get("size_bytes"), "speedup_vs_eager": r.get("speedup_vs_eager"),
             "speedup_vs_runtime_fp32": r.get("speedup_vs_runtime_fp32"),
             "runtime_reference": r.get("runtime_reference"), "artifact": r.get("artifact"),
             "feasible": None if not constraints else all(c <= 0 for c in constraints.values()),
-            "failed_because": t.user_attrs.get("failed_because"), "host": worker.get("host"),
+            "failed_because": t.user_attrs.get("failed_because") or said.get(f"{STALE}{t.number}"),
+            "host": worker.get("host"),
             "pid": worker.get("pid")})
     return rows
 

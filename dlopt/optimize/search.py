@@ -15,6 +15,7 @@ from dlopt.optimize.space import Candidate, Space
 from dlopt.optimize.timing import Timed, Timer, Timing
 
 MAX_ATTEMPTS_PER_TRIAL = 3  # failed trials allowed per wanted finished trial before the search gives up
+EAGER_REF = "fp32 eager"  # the timing key of the fp32 PyTorch model itself
 
 
 @dataclass
@@ -34,6 +35,18 @@ class Context:
     base: Model
     fingerprint: dict[str, Any]
     events: Events = field(default_factory=Events)
+    # whose fp32 --target-speedup is measured against: eager (the PyTorch model), or a file's runtime when there is
+    # no PyTorch model (an ONNX file made elsewhere: its own ONNX Runtime session)
+    baseline: Runtime = Runtime.EAGER
+    # the pick's re-verification, (ctx, row) -> its record; None: dlopt verify against the run's model
+    verify: Callable[[Context, dict[str, Any]], dict[str, Any]] | None = None
+    notes: tuple[str, ...] = ()  # said in the report whatever is picked
+    no_eager: str = ""  # why there is no fp32 eager reference to time (the report says "n/a" and this)
+    first: tuple[dict[str, Any], ...] = ()  # trials a new study starts with (Optuna params: prune, format, threads)
+
+    @property
+    def baseline_key(self) -> str:
+        return f"fp32 {self.baseline}"
 
     def rel(self, path: Any) -> str:
         return str(path.relative_to(self.target.run.path))
@@ -47,7 +60,8 @@ class Result:
     size_bytes: int
     verdict: Verdict
     quantized: dict[str, Any] | None  # the quantize stage's verdict (None for fp32 files)
-    timing: dict[str, Timing]  # "candidate", "fp32 eager", and "fp32 <runtime>" where the runtime is not eager
+    timing: dict[str, Timing]  # "candidate", the baseline ("fp32 eager"), and "fp32 <runtime>" of its own runtime
+    baseline: str = EAGER_REF  # the timing key --target-speedup is measured against
 
     @property
     def ms(self) -> float:
@@ -58,12 +72,31 @@ class Result:
         return round(ref.p50_ms / self.ms, 4) if ref and self.ms else None
 
     def to_json(self) -> dict[str, Any]:
-        runtime_ref = next((k for k in self.timing if k.startswith("fp32 ") and k != "fp32 eager"), None)
-        return {"candidate": self.candidate.to_json(), "label": self.candidate.label, "artifact": self.artifact,
-                "key": self.key, "size_bytes": self.size_bytes, "verdict": self.verdict.to_json(),
-                "quantized": self.quantized, "timing": {k: v.to_json() for k, v in self.timing.items()},
-                "p50_ms": self.ms, "speedup_vs_eager": self.speedup("fp32 eager"),
-                "runtime_reference": runtime_ref, "speedup_vs_runtime_fp32": self.speedup(runtime_ref or "")}
+        kept = int((self.quantized or {}).get("kept_float") or 0)  # layers its accuracy fallback kept in float
+        return {"candidate": self.candidate.to_json(), "label": self.candidate.labelled(kept),
+                "artifact": self.artifact, "key": self.key, "size_bytes": self.size_bytes,
+                "verdict": self.verdict.to_json(), "quantized": self.quantized,
+                "timing": {k: v.to_json() for k, v in self.timing.items()},
+                "p50_ms": self.ms, **speedups({k: t.p50_ms for k, t in self.timing.items()}, self.candidate.runtime,
+                                              self.baseline)}
+
+
+def speedups(ms: dict[str, float], runtime: Runtime, baseline: str) -> dict[str, Any]:
+    """A candidate's speed-ups from p50s keyed as its timing is ("candidate", "fp32 <runtime>"...): against fp32
+    eager (None without a PyTorch model), the fp32 file of its own runtime, and the baseline the goal uses."""
+    same = f"fp32 {runtime}"
+    ref = same if same in ms and same != EAGER_REF else None
+
+    def over(key: str | None) -> float | None:
+        return round(ms[key] / ms["candidate"], 4) if key in ms and ms["candidate"] else None
+
+    return {"speedup_vs_eager": over(EAGER_REF), "runtime_reference": ref, "speedup_vs_runtime_fp32": over(ref),
+            "baseline_reference": baseline, "speedup_vs_baseline": over(baseline)}
+
+
+def baseline_speedup(row: dict[str, Any]) -> float | None:
+    """The speed-up --target-speedup is judged on (rows of studies made before there was a baseline: eager's)."""
+    return row.get("speedup_vs_baseline", row.get("speedup_vs_eager"))
 
 
 def goal_gap(goal: Goal, ms: float, speedup: float | None, size_bytes: int) -> float:
@@ -84,11 +117,15 @@ def drop_gap(goal: Goal, drop: float, quantized: dict[str, Any] | None) -> float
 
 
 def references(ctx: Context, cand: Candidate) -> dict[str, Timed]:
-    """The fp32 references a candidate is timed beside: eager, and the fp32 file of its own runtime."""
-    refs = {"fp32 eager": Timed(Runtime.EAGER, cand.threads)}
-    if cand.runtime != Runtime.EAGER:
-        fp32 = ctx.cache.artifact(ctx.base, Precision.FP32, cand.runtime)
-        refs[f"fp32 {cand.runtime}"] = Timed(cand.runtime, cand.threads, fp32.path)
+    """The fp32 references a candidate is timed beside: the baseline (eager, the PyTorch model), and the fp32 file
+    of its own runtime."""
+    refs = {}
+    for runtime in dict.fromkeys((ctx.baseline, cand.runtime)):
+        if runtime == Runtime.EAGER:
+            refs[EAGER_REF] = Timed(Runtime.EAGER, cand.threads)
+        else:
+            fp32 = ctx.cache.artifact(ctx.base, Precision.FP32, runtime)
+            refs[f"fp32 {runtime}"] = Timed(runtime, cand.threads, fp32.path)
     return refs
 
 
@@ -105,7 +142,8 @@ def evaluate(ctx: Context, cand: Candidate) -> Result:
     ctx.events.step(f"timing {cand.label}")
     entries = {"candidate": timed(art, cand.threads), **references(ctx, cand)}
     timing = ctx.timer.time(entries, ctx.cfg.trial_timing_s)
-    return Result(cand, ctx.rel(art.path), art.key, art.size_bytes, verdict, quantize_verdict(art), timing)
+    return Result(cand, ctx.rel(art.path), art.key, art.size_bytes, verdict, quantize_verdict(art), timing,
+                  ctx.baseline_key)
 
 
 def _best(study: Any, goal: Goal) -> str | None:
@@ -120,13 +158,25 @@ def _best(study: Any, goal: Goal) -> str | None:
 
 
 def run_trial(ctx: Context, study: Any) -> None:
-    """Ask, evaluate, tell. A candidate that cannot be built is a failed trial (with the reason); Ctrl-C fails
-    the trial and stops the search."""
+    """Ask, evaluate, tell, the trial's heartbeat recorded all along (dlopt.optimize.study.beating). A candidate that
+    cannot be built is a failed trial (with the reason); Ctrl-C fails the trial and stops the search."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    from dlopt.optimize.study import ask, beating
+
+    trial = ask(study)
+    with beating(study, trial):
+        try:
+            _run_trial(ctx, study, trial)
+        except UpdateFinishedTrialError:  # its heartbeat went unseen so long that a worker failed it: its result lost
+            ctx.events.step(f"trial {trial.number} was failed by another worker meanwhile (no heartbeat seen)")
+
+
+def _run_trial(ctx: Context, study: Any, trial: Any) -> None:
     from optuna.trial import TrialState
 
     from dlopt.core.staging import this_process
 
-    trial = study.ask()
     trial.set_user_attr("worker", this_process())
     trial.set_user_attr("fingerprint", ctx.fingerprint)
     cand = Candidate.of({"prune": trial.suggest_categorical("prune", ctx.space.ratios),
@@ -146,13 +196,13 @@ def run_trial(ctx: Context, study: Any) -> None:
     goal = ctx.cfg.goal
     trial.set_user_attr("result", result.to_json())
     trial.set_constraint("drop", drop_gap(goal, result.verdict.drop, result.quantized))  # <= 0: met
-    trial.set_constraint("goal", goal_gap(goal, result.ms, result.speedup("fp32 eager"), result.size_bytes))
+    trial.set_constraint("goal", goal_gap(goal, result.ms, result.speedup(result.baseline), result.size_bytes))
     study.tell(trial, [result.ms, result.verdict.drop])
 
 
 def search(ctx: Context, study: Any) -> dict[str, Any]:
     """Trials until the study holds `trials` finished ones or `time_budget_s` has passed; what happened."""
-    from dlopt.optimize.study import finished
+    from dlopt.optimize.study import fail_dead, finished
 
     trials, seconds = ctx.cfg.stop
     t0, ran, start_done = time.monotonic(), 0, finished(study)
@@ -165,6 +215,7 @@ def search(ctx: Context, study: Any) -> dict[str, Any]:
             break
         if ran >= MAX_ATTEMPTS_PER_TRIAL * max(trials or 0, done - start_done + 1, 1):
             break  # candidates keep failing: stop rather than loop; the report lists each failure
+        fail_dead(study)  # as Study.optimize does before each trial: a worker gone meanwhile, here or elsewhere
         run_trial(ctx, study)
         ran += 1
         ctx.events.trial({"done": finished(study), "total": trials, "elapsed_s": time.monotonic() - t0,

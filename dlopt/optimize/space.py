@@ -23,8 +23,12 @@ NEEDS: dict[tuple[Precision, Runtime], tuple[str, ...]] = {
     (Precision.FP16, Runtime.ONNXRUNTIME): ("onnx", "quantize:fp16"),
     (Precision.INT8, Runtime.ONNXRUNTIME): ("onnx", "quantize:static"),
     (Precision.INT8, Runtime.OPENVINO): ("onnx", "quantize:static"),
+    (Precision.INT8_BF16, Runtime.OPENVINO): ("onnx", "quantize:static"),
     (Precision.BF16, Runtime.EAGER): ("quantize:bf16",),
+    (Precision.BF16, Runtime.OPENVINO): ("onnx", "openvino", "quantize:bf16"),
 }
+BF16_MATH = (Precision.BF16, Precision.INT8_BF16)  # need the CPU's bf16 instructions
+NNCF_BUILT = (Precision.INT8, Precision.INT8_BF16)  # on OpenVINO: NNCF's int8
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,17 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        return self.labelled()
+
+    def labelled(self, kept_float: int = 0) -> str:
+        """"prune 0.3 · int8 · onnxruntime · 1t"; with layers the quantizer kept in higher precision (its accuracy
+        fallback): "… · int8 (3 layers float) · …" (bf16 where the file computes its float parts in bf16)."""
         pruned = f"prune {self.ratio:g}" if self.ratio else "unpruned"
-        return f"{pruned} · {self.precision} · {self.runtime} · {self.threads}t"
+        precision = str(self.precision)
+        if kept_float:
+            kind = "bf16" if self.precision == Precision.INT8_BF16 else "float"
+            precision += f" ({kept_float} layer{'' if kept_float == 1 else 's'} {kind})"
+        return f"{pruned} · {precision} · {self.runtime} · {self.threads}t"
 
     def to_json(self) -> dict[str, Any]:
         return {"ratio": self.ratio, "precision": str(self.precision), "runtime": str(self.runtime),
@@ -93,9 +106,9 @@ def _why_not(spec: Any, precision: Precision, runtime: Runtime) -> str | None:
     for need in NEEDS[(precision, runtime)]:
         if not spec.supports(need):
             return spec.why_not(need)
-    if precision == Precision.BF16 and not bf16_cpu():
+    if precision in BF16_MATH and not bf16_cpu():
         return "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 would be emulated, slower than fp32"
-    if (precision, runtime) == (Precision.INT8, Runtime.OPENVINO) and not installed("nncf"):
+    if runtime == Runtime.OPENVINO and precision in NNCF_BUILT and not installed("nncf"):
         return "nncf not installed (pip install nncf)"
     return runtime_missing(runtime)
 
@@ -129,3 +142,38 @@ def check_runtimes(cfg: OptimizeConfig) -> None:
         why = runtime_missing(runtime)
         if why:
             raise UsageError(f"--runtimes {runtime}: it cannot run here ({why})")
+
+
+# An ONNX file made elsewhere: what can be built from the file alone (no PyTorch model), and what each needs.
+FILE_FORMATS: dict[tuple[Precision, Runtime], tuple[str, ...]] = {
+    (Precision.FP32, Runtime.ONNXRUNTIME): (),
+    (Precision.FP32, Runtime.OPENVINO): (),
+    (Precision.FP16, Runtime.ONNXRUNTIME): (),
+    (Precision.INT8, Runtime.ONNXRUNTIME): (),
+    (Precision.INT8, Runtime.OPENVINO): ("nncf",),
+}
+NO_MODEL = "an ONNX file has no PyTorch model"
+
+
+def file_space(cfg: OptimizeConfig) -> Space:
+    """The choices for an ONNX file made elsewhere: runtimes and precisions built from the file, threads; never a
+    prune ratio. UnsupportedError when --runtimes leaves nothing that runs a file."""
+    runtimes = cfg.runtimes or tuple(Runtime)
+    left = {"pruning": "pruning needs the PyTorch model"}
+    left.update({str(r): f"{NO_MODEL} to run" for r in runtimes if r not in {r for _, r in FILE_FORMATS}})
+    built = {p for p, _ in FILE_FORMATS}
+    left.update({str(p): f"{p} is not built from an ONNX file (yet)" for p in cfg.precisions if p not in built})
+    formats = []
+    for (precision, runtime), needs in FILE_FORMATS.items():
+        if runtime not in runtimes or precision not in cfg.precisions:
+            continue
+        why = runtime_missing(runtime) or next((f"{m} not installed (pip install {m})" for m in needs
+                                                if not installed(m)), None)
+        if why:
+            left[f"{precision}@{runtime}"] = why
+        else:
+            formats.append(f"{precision}@{runtime}")
+    if not formats:
+        raise UnsupportedError(f"nothing to search for an ONNX file on {', '.join(map(str, runtimes))}: "
+                               + "; ".join(f"{k}: {v}" for k, v in left.items()))
+    return Space((0.0,), tuple(formats), tuple(cfg.threads), left)

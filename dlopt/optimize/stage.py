@@ -8,6 +8,7 @@ import fcntl
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,16 @@ def optimize_check(cfg: OptimizeConfig) -> Check:
     return check
 
 
-def _context(target: Target, cfg: OptimizeConfig, events: Events) -> Context:
+def short_fingerprint() -> dict[str, Any]:
+    """The picking machine, as each trial and the report record it."""
     from dlopt.core.environment import cpu_info, fingerprint
+
+    env = fingerprint()
+    return {"host": socket.gethostname(), "cpu": cpu_info(), "git_commit": env.get("git_commit"),
+            "packages": {k: v for k, v in env["packages"].items() if k in ("torch", "onnxruntime", "openvino")}}
+
+
+def _context(target: Target, cfg: OptimizeConfig, events: Events) -> Context:
     from dlopt.models.registry import entry_module, make_inputs
     from dlopt.optimize.judge import Judge
     from dlopt.optimize.space import build_space
@@ -59,10 +68,8 @@ def _context(target: Target, cfg: OptimizeConfig, events: Events) -> Context:
     judge = Judge(target, Path(cfg.inputs) if cfg.inputs else None, cfg.data_limit, cfg.seed)
     module = entry_module(target.model, target.spec).eval()
     timer = Timer(module, make_inputs(target.spec, target.config, cfg.goal.batch_size, seed=cfg.seed))
-    env = fingerprint()
-    short = {"host": socket.gethostname(), "cpu": cpu_info(), "git_commit": env.get("git_commit"),
-             "packages": {k: v for k, v in env["packages"].items() if k in ("torch", "onnxruntime", "openvino")}}
-    return Context(target, cfg, build_space(target.spec, cfg), cache, judge, timer, cache.base(), short, events)
+    return Context(target, cfg, build_space(target.spec, cfg), cache, judge, timer, cache.base(), short_fingerprint(),
+                   events)
 
 
 @contextlib.contextmanager
@@ -78,21 +85,28 @@ def _pick_lock(folder: Path) -> Any:
 
 def run_optimize(target: Target, cfg: OptimizeConfig, events: Events | None = None) -> OptimizeOutcome:
     """Search (continuing the study if it exists), pick, verify and record. The caller checks `reached`."""
+    return optimize_in(target.run.path, cfg, lambda ev: _context(target, cfg, ev), events)
+
+
+def optimize_in(run_path: Path, cfg: OptimizeConfig, make_context: Callable[[Events], Context],
+                events: Events | None = None) -> OptimizeOutcome:
+    """The study of the run at `run_path` over what `make_context` builds, judges and times: search, pick, verify,
+    record (the run's own model, or a file made elsewhere: dlopt.optimize.onnx_source)."""
     from dlopt.optimize.study import fail_dead, open_storage, open_study, storage_url
 
     t0, events = time.monotonic(), events or Events()
-    folder = target.run.path / FOLDER
+    folder = run_path / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    url = storage_url(target.run.path, cfg)
+    url = storage_url(run_path, cfg)
     storage = open_storage(url)
     study = open_study(storage, cfg)
     if not (folder / CONFIG).is_file():
         write_json_atomic(folder / CONFIG, cfg.to_json())
-    ctx = _context(target, cfg, events)
+    ctx = make_context(events)
     from dlopt.optimize.study import warm_start
 
     killed = fail_dead(study, storage)
-    warm_start(study, ctx.space, cfg)
+    warm_start(study, ctx.space, cfg, ctx.first)
     ctx.cache.sweep()  # what killed builds staged: never used, removed now
     from dlopt.optimize.search import search
 
@@ -111,7 +125,7 @@ def _finish(ctx: Context, study: Any, url: str, summary: dict[str, Any], t0: flo
     chosen = retime(ctx, finalists(ctx, done))
     pick, verification, notes = None, None, []
     for f in ranked(goal, chosen):
-        verification = _verify(ctx, f.row)
+        verification = (ctx.verify or _verify)(ctx, f.row)
         if verification["passed"]:
             pick = f
             break
@@ -122,12 +136,14 @@ def _finish(ctx: Context, study: Any, url: str, summary: dict[str, Any], t0: flo
         arch=ctx.target.spec.name, goal=cfg.to_json()["goal"], config=cfg.to_json(),
         study={"storage": shown_url(url) if cfg.storage else f"sqlite: {FOLDER}/study.db (inside the run)",
                "name": cfg.study, **study_counts(study)}, space=ctx.space.to_json(),
-        basis=ctx.judge.basis, baseline={"metric": ctx.judge.before, "metric_name": ctx.target.spec.metric},
+        basis=ctx.judge.basis, baseline={"metric": ctx.judge.before, "metric_name": ctx.target.spec.metric,
+                                         "speed_reference": ctx.baseline_key,
+                                         **({"eager": f"n/a ({ctx.no_eager})"} if ctx.no_eager else {})},
         search=summary, trials=tuple(trial_rows(study)), front=tuple(front_numbers(done)),
         finalists=tuple(f.row | {"trial": f.trial} for f in chosen),
         pick=None if pick is None else pick.row | {"trial": pick.trial}, reached=pick is not None, reason=reason,
         verification=verification if pick else None, builds=dict(ctx.cache.builds), fingerprint=ctx.fingerprint,
-        seconds=round(time.monotonic() - t0, 2), notes=tuple(notes))
+        seconds=round(time.monotonic() - t0, 2), notes=(*ctx.notes, *notes))
     return _record(ctx, report, pick.row if pick else None)
 
 
@@ -153,10 +169,15 @@ def _verify(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
     ctx.events.step(f"verifying {row['label']}")
     out = verify_path(VerifyOptions(path=path, config=config, inputs=Path(ctx.cfg.inputs) if ctx.cfg.inputs
                                     else None))
-    worst = {fmt: r.worst() for fmt, r in out.reports.items()}
+    return verification(ctx, out.reports, out.passed, out.report_path, quantized)
+
+
+def verification(ctx: Context, reports: dict[str, Any], passed: bool, written: Path, quantized: bool) -> dict[str, Any]:
+    """The pick's verification record from dlopt verify's reports (format -> report) and the file it wrote."""
+    worst = {fmt: r.worst() for fmt, r in reports.items()}
     said = [f"{fmt}: max abs error {w.get('max_abs') or 0:.3g}" + (f", top-1 agreement {w['top1']:.3f}"
             if w.get("top1") is not None else "") for fmt, w in worst.items() if isinstance(w, dict)]
-    return {"passed": out.passed, "report": ctx.rel(out.report_path), "worst": worst,
+    return {"passed": passed, "report": ctx.rel(written), "worst": worst,
             "criterion": "task (top-1 agreement / relative error)" if quantized else "elementwise (spec tolerance)",
             "summary": "; ".join(said) or "no figures"}
 
@@ -195,5 +216,6 @@ def _record(ctx: Context, report: OptimizeReport, row: dict[str, Any] | None) ->
         rec.outputs += _pictures(report, rec.path(SHIPPED, PLOT), rec.path(SHIPPED, SUMMARY))
         rec.metrics.update({"reached": report.reached, "trials": report.study.get("complete"),
                             **({"pick": row["label"], "p50_ms": row["p50_ms"], "drop": row["verdict"]["drop"],
-                                "speedup_vs_eager": row["speedup_vs_eager"]} if row else {})})
+                                "speedup_vs_eager": row["speedup_vs_eager"],
+                                "speedup_vs_baseline": row.get("speedup_vs_baseline")} if row else {})})
     return OptimizeOutcome(run.path, report, run.path / SHIPPED / REPORT)

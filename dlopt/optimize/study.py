@@ -5,25 +5,35 @@ constraint (drop <= --max-drop, and the latency, speed-up or size goal; `Trial.s
 multi-objective TPE sampler uses to prefer feasible regions. The study lives in an RDB storage: by default SQLite inside the run, or
 any `--storage URL` several workers share. Each trial records the process that runs it (pid, host, start time)
 and the machine's fingerprint; a trial whose process is gone (SIGKILL, a crash) is marked failed when a worker
-on that host next opens the study, and never counts as finished.
+on that host next opens the study, and never counts as finished. Each running trial also records Optuna's heartbeat
+every HEARTBEAT_S (a thread of its own: ask/tell gets none from Optuna); one silent for GRACE_S is failed by any
+worker on any host (a machine that died, a worker killed elsewhere).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from dlopt.core.errors import UsageError
 from dlopt.optimize.cache import FOLDER
-from dlopt.optimize.config import OptimizeConfig
+from dlopt.optimize.config import OptimizeConfig, Precision
 
 DB = "study.db"
 RACES = ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")  # schema made twice at once
 SEARCH_KEYS = ("goal", "runtimes", "threads", "prune_ratios", "precisions", "finetune_epochs", "data_limit", "seed",
                "inputs")  # what a study's trials depend on: a worker or a resume must agree on these
+HEARTBEAT_S = 20  # a running trial's heartbeat interval (Optuna's RDB storage takes whole seconds)
+# silent this long: its worker is gone. Generous: a build in C code holding the GIL, or a database busy with other
+# workers, must not pass for a death (a trial failed while alive loses its result: the trial is run again)
+GRACE_S = 300
+STALE = "failed_because:"  # + trial number: a study attribute saying why a silent trial was failed
 
 
 def storage_url(run_path: Path, cfg: OptimizeConfig) -> str:
@@ -59,7 +69,9 @@ def open_storage(url: str) -> Any:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(6):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with _quiet_experimental():  # heartbeat_interval is "experimental" since Optuna 2.9
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, heartbeat_stale_trial_callback=_noted)
         except (SQLAlchemyError, ImportError, ValueError, OSError) as exc:
             first = " ".join(str(exc).split())[:240]
             if attempt < 5 and any(w in first for w in RACES):  # two workers made the tables at the same moment
@@ -67,6 +79,66 @@ def open_storage(url: str) -> Any:
                 continue
             raise UsageError(f"--storage {shown_url(url)}: cannot open it ({type(exc).__name__}: {first})") from None
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _quiet_experimental() -> Iterator[None]:
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")  # ask/tell: we beat
+        yield
+
+
+def ask(study: Any) -> Any:
+    """study.ask() without Optuna's warning that heartbeats belong to Study.optimize (`beating` records them)."""
+    with _quiet_experimental():
+        return study.ask()
+
+
+@contextlib.contextmanager
+def beating(study: Any, trial: Any) -> Iterator[None]:
+    """The trial's heartbeat, recorded every interval by a daemon thread while the block runs (Optuna starts one
+    only inside Study.optimize). The thread waits on an Event, so it wakes even while the main thread is in C code
+    that releases the GIL (torch, ONNX Runtime, NNCF, a lock wait)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    storage = study._storage  # Optuna keeps no public handle on a study's storage
+    interval = _interval(storage)
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(SQLAlchemyError):  # a busy or lost database: the next beat tries again
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"dlopt-heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _interval(storage: Any) -> int | None:
+    """The storage's heartbeat interval; None where it keeps no heartbeats (Optuna's BaseHeartbeat API)."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
+def _noted(study: Any, trial: Any) -> None:
+    """Optuna's callback for each silent trial this worker failed: why, kept as a study attribute (a finished
+    trial takes no more attributes of its own)."""
+    host = (trial.user_attrs.get("worker") or {}).get("host", "another host")
+    study.set_user_attr(f"{STALE}{trial.number}", f"its worker on {host} sent no heartbeat for over {GRACE_S} s "
+                        "(killed, or its machine lost); nothing it built was used")
 
 
 def _search_part(cfg: OptimizeConfig) -> dict[str, Any]:
@@ -102,25 +174,31 @@ def open_study(storage: Any, cfg: OptimizeConfig) -> Any:
 WARM_START_MIN_TRIALS = 10  # studies this long (or time-bound) start from the unpruned int8 files
 
 
-def warm_start(study: Any, space: Any, cfg: OptimizeConfig) -> list[dict[str, Any]]:
-    """A new study's first trials: each int8 file of the model as it is (cheap to build, often the biggest step),
-    then the sampler explores; skipped where the study already holds trials or is too short to spare them."""
+def warm_start(study: Any, space: Any, cfg: OptimizeConfig, given: tuple[dict[str, Any], ...] = ()
+               ) -> list[dict[str, Any]]:
+    """A new study's first trials: `given` (an ONNX file: the file itself), then each int8 file of the model as it
+    is (cheap to build, often the biggest step), then the sampler explores; the int8 files are skipped where the
+    study is too short to spare them, and everything where it already holds trials."""
     trials, _ = cfg.stop
-    if study.trials or 0.0 not in space.ratios or (trials is not None and trials < WARM_START_MIN_TRIALS):
+    if study.trials:
         return []
-    first = [{"prune": 0.0, "format": f, "threads": max(space.threads)} for f in space.formats
-             if f.startswith("int8@")][:3]
+    first = list(given)
+    if 0.0 in space.ratios and (trials is None or trials >= WARM_START_MIN_TRIALS):
+        first += [{"prune": 0.0, "format": f, "threads": max(space.threads)} for f in space.formats
+                  if f.split("@")[0] in (Precision.INT8, Precision.INT8_BF16)][:3]
     for params in first:
         study.enqueue_trial(params, skip_if_exists=True)
     return first
 
 
-def fail_dead(study: Any, storage: Any) -> list[int]:
-    """Mark failed every running trial whose process on this host is gone; their numbers."""
+def fail_dead(study: Any, storage: Any | None = None) -> list[int]:
+    """Mark failed every running trial whose process on this host is gone, and every one (any host) whose heartbeat
+    stopped over GRACE_S ago; their numbers."""
     from optuna.trial import TrialState
 
     from dlopt.core.staging import owner_alive
 
+    storage = storage if storage is not None else study._storage
     gone, study_id = [], storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if owner_alive(t.user_attrs.get("worker") or {}) is False:
@@ -130,7 +208,22 @@ def fail_dead(study: Any, storage: Any) -> list[int]:
                                             "nothing it built was used")
                 storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 gone.append(t.number)
-    return gone
+    return gone + fail_silent(study)
+
+
+def fail_silent(study: Any) -> list[int]:
+    """Optuna's `fail_stale_trials`: running trials whose heartbeat has been silent for GRACE_S, failed whatever host
+    ran them (`_noted` keeps why); their numbers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if _interval(study._storage) is None:
+        return []
+    running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    with _quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+    said = study.user_attrs
+    return [n for n in running if f"{STALE}{n}" in said]
 
 
 def finished(study: Any) -> int:

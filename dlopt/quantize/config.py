@@ -18,7 +18,7 @@ Method = QuantMethod
 class QBackend(StrEnum):
     ONNXRUNTIME = "onnxruntime"  # an int8 .onnx file the bench and verify stages pick up
     TORCH = "torch"  # torchao: PT2E + X86InductorQuantizer (static), quantize_ (dynamic); saved as .pt2
-    OPENVINO = "openvino"  # NNCF post-training static int8 of the fp32 ONNX file; saved as IR (.xml + .bin)
+    OPENVINO = "openvino"  # NNCF static int8 of the fp32 ONNX file, or it marked bf16; saved as IR (.xml + .bin)
 
 
 class CalibrationMethod(StrEnum):

@@ -140,13 +140,14 @@ def build_onnx_int8(path: Path, work: Path, cfg: QuantizeConfig | None = None, c
     return out
 
 
-def judge(fp32_run: Any, built: Built, held: list[tuple[Any, ...]], cfg: QuantizeConfig) -> dict[str, Any]:
-    """Top-1 agreement (classifier-shaped outputs) or relative error of `built` against the fp32 file on `held`."""
+def judge(fp32_run: Any, run: Callable[..., Any], held: list[tuple[Any, ...]], cfg: QuantizeConfig) -> dict[str, Any]:
+    """Top-1 agreement (classifier-shaped outputs) or relative error of the candidate `run` (callable(*tensors) ->
+    tuple of tensors) against the fp32 file on `held`; drop: 100 x disagreement, or 100 x relative error."""
     from dlopt.quantize.judge import ParitySums
 
     sums = ParitySums()
     for batch in held:
-        sums.add(tuple(fp32_run(*batch)), tuple(built.runner(*batch)))
+        sums.add(tuple(fp32_run(*batch)), tuple(run(*batch)))
     agreement, rel = sums.agreement(), sums.relative_error()
     ok = agreement >= cfg.min_agreement if agreement is not None else rel <= cfg.max_rel_error
     rule = f"top-1 agreement >= {cfg.min_agreement:g}" if agreement is not None else \

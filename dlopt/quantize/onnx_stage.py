@@ -52,13 +52,19 @@ def _candidates(built: dict[str, Built | str], verdicts: dict[str, dict], ms: di
     return rows
 
 
+def file_run(path: Path, spec: Any, root: Path) -> Any:
+    """A new run <root>/onnx-<stem>/<id>/ for the ONNX file `path` (its manifest names the file and its sha256)."""
+    from dlopt.core.fileio import sha256_file
+    from dlopt.core.runs import Run
+
+    return Run.create(root, f"onnx-{path.stem}", {"arch": spec.name, "source": str(path.resolve()),
+                                                 "sha256": sha256_file(path)})
+
+
 def quantize_onnx_file(path: Path, cfg: QuantizeConfig, root: Path, inputs: Path | None = None,
                        seq_len: int = DEFAULT_SEQ, progress: Progress | None = None) -> Any:
     """int8 of `path` into a new run <root>/onnx-<stem>/<id>/<cfg.name>/ (a QuantizeOutcome): every candidate built,
     judged on held-out inputs against the fp32 file and timed; the fastest that passes is kept and verified."""
-    from dlopt.core.fileio import sha256_file
-    from dlopt.core.runs import Run
-
     step = progress or (lambda _m: None)
     path = Path(path)
     model = check_onnx_file(path)  # hostile-file checks: nothing is created before they pass
@@ -68,8 +74,7 @@ def quantize_onnx_file(path: Path, cfg: QuantizeConfig, root: Path, inputs: Path
                                "not bf16 (ONNX Runtime's CPU provider has almost no bfloat16 kernels)")
     calib, held, basis, used = split_inputs(spec, mcfg, inputs, cfg.calibration_samples, cfg.seed)
     t0 = time.perf_counter()
-    run = Run.create(root, f"onnx-{path.stem}", {"arch": spec.name, "source": str(path.resolve()),
-                                                 "sha256": sha256_file(path)})
+    run = file_run(path, spec, root)
     final_dir = run.file(cfg.name)
     with run.stage(cfg.name, cfg.to_json(), inputs=[path, *([inputs] if inputs else [])],
                    owns=(final_dir.name,)) as rec, tempfile.TemporaryDirectory(prefix="dlopt-onnxq-") as work:
@@ -80,7 +85,7 @@ def quantize_onnx_file(path: Path, cfg: QuantizeConfig, root: Path, inputs: Path
                                    + "; ".join(f"{k}: {v}" for k, v in built.items()))
         step("judging on held-out inputs")
         fp32 = _fp32_runners(path)
-        verdicts = {k: judge(fp32["onnxruntime fp32"], b, held, cfg) for k, b in ok.items()}
+        verdicts = {k: judge(fp32["onnxruntime fp32"], b.runner, held, cfg) for k, b in ok.items()}
         step("timing at batch 1")
         ms = _timed(fp32, ok, tuple(t[:1] for t in held[0]), cfg.timing_budget_s)
         best_ref = min(fp32, key=lambda k: ms[k])

@@ -1,5 +1,6 @@
 """OpenVINO path: NNCF post-training static int8 of the fp32 ONNX file (its defaults: symmetric activations,
-per-channel weights), written as an IR (.xml + .bin). Layers in `keep_float` go to NNCF's ignored scope."""
+per-channel weights), written as an IR (.xml + .bin); layers in `keep_float` go to NNCF's ignored scope. bf16: the
+fp32 IR marked to compile in bf16 (dlopt.runtime.openvino.mark_ir), on CPUs with bf16 instructions only."""
 
 from __future__ import annotations
 
@@ -32,12 +33,28 @@ def _quantized(model: Any) -> tuple[list[str], list[str]]:
     return q, [op.get_friendly_name() for op in layers if op.get_friendly_name() not in q]
 
 
+def bf16(recipe: Recipe, fp32: Any, out: Path) -> Built:
+    """The fp32 IR, marked: OpenVINO computes it in bf16 (weights stay fp32 in the file)."""
+    from dlopt.quantize.torch_quant import bf16_supported
+    from dlopt.runtime.openvino import mark_ir, require_openvino, torch_runner
+
+    if not bf16_supported():
+        raise UnsupportedError("this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): OpenVINO would compute "
+                               "bf16 no faster than fp32; use --method static")
+    mark_ir(fp32.raw(), out, "bf16")
+    model = require_openvino().Core().read_model(str(out))
+    layers = tuple(op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in QUANTIZABLE)
+    return Built(recipe, out, torch_runner(out, threads=1), layers, ())  # every layer computes in bf16
+
+
 def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
     from dlopt.runtime.openvino import nncf_quantize, require_openvino, save_ir, torch_runner
 
+    if recipe.method == Method.BF16:
+        return bf16(recipe, fp32, out)
     if recipe.method != Method.STATIC:
-        raise UnsupportedError(f"the OpenVINO backend (NNCF) quantizes static int8 only, not {recipe.method}; "
-                               "use --method static, or --backend onnxruntime")
+        raise UnsupportedError(f"the OpenVINO backend builds static int8 (NNCF) or bf16, not {recipe.method}; "
+                               "use --method static or bf16, or --backend onnxruntime")
     ov = require_openvino()
     model = ov.Core().read_model(str(fp32.raw()))
     batches = list(batches)
@@ -174,7 +191,7 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
 
 
 # The backend table's entry points (dlopt.quantize.recipe.BACKENDS): the same names in every <backend>_quant module.
-METHODS = (Method.STATIC,)  # NNCF's post-training path for OpenVINO is static int8
+METHODS = (Method.STATIC, Method.BF16)  # NNCF's post-training static int8; the fp32 IR computed in bf16
 AUTO_METHODS = (Method.STATIC,)
 CALIBRATED_METHODS = (Method.STATIC,)
 search = nncf_search  # over the accuracy budget: NNCF's accuracy control instead of dlopt's layer search

@@ -15,7 +15,7 @@ from dlopt.core.plotting import pyplot, save_png
 
 REPORT = "optimized/optimize_report.json"
 MARKERS = {"eager": "o", "onnxruntime": "s", "torchscript": "^", "openvino": "P"}
-COLORS = {"fp32": "tab:blue", "fp16": "tab:purple", "bf16": "tab:brown", "int8": "tab:green"}
+COLORS = {"fp32": "tab:blue", "fp16": "tab:purple", "bf16": "tab:brown", "int8": "tab:green", "int8+bf16": "tab:olive"}
 
 
 def section(run: Any) -> dict[str, Any] | None:
@@ -101,6 +101,15 @@ def _cell(value: Any, fmt: str = "{:.3g}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def vs_eager(baseline: dict[str, Any], row: dict[str, Any], short: bool = False, missing: str = "–") -> str:
+    """A row's speed-up against fp32 eager, or why there is none (the report's baseline says: "n/a (an ONNX file: no
+    PyTorch model)"; `short`: just "n/a")."""
+    if row.get("speedup_vs_eager") is not None:
+        return f"{row['speedup_vs_eager']:.2f}x"
+    why = baseline.get("eager")
+    return ("n/a" if short else why) if why else missing
+
+
 def trial_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["trial", "state", "candidate", "p50 ms", "vs fp32 eager", "vs fp32 same runtime", "drop (pts)", "MB",
             "within goal", "note"]
@@ -111,7 +120,8 @@ def trial_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                                            "Pareto front" if t["number"] in data.get("front", []) else "")
         feasible = {True: "yes", False: "no", None: "–"}[t.get("feasible")]
         body.append([str(t["number"]), t["state"], t["label"], _cell(t.get("p50_ms")),
-                     _cell(t.get("speedup_vs_eager"), "{:.2f}x"), _cell(t.get("speedup_vs_runtime_fp32"), "{:.2f}x"),
+                     vs_eager(data.get("baseline") or {}, t, short=True) if t["state"] == "complete" else "–",
+                     _cell(t.get("speedup_vs_runtime_fp32"), "{:.2f}x"),
                      _cell(t.get("drop"), "{:.2f}"), _cell(None if t.get("size_bytes") is None
                                                            else t["size_bytes"] / 1e6), feasible, note])
     return head, body
@@ -123,9 +133,10 @@ def pick_line(data: dict[str, Any]) -> str:
         return f"Goal not reached: {data.get('reason')}"
     ref = (p.get("runtime_reference") or "").removeprefix("fp32 ")
     vs_rt = f", {p['speedup_vs_runtime_fp32']:.2f}x vs the fp32 {ref} file" if p.get("speedup_vs_runtime_fp32") else ""
+    eager = vs_eager(data.get("baseline") or {}, p)
+    eager = f"{eager} vs fp32 eager" if p.get("speedup_vs_eager") is not None else f"vs fp32 eager: {eager}"
     return (f"Pick: {p['label']} ({', '.join(data.get('shipped', []))}): {p['p50_ms']:.3g} ms, "
-            f"{p['speedup_vs_eager']:.2f}x vs fp32 eager{vs_rt}, drop {p['verdict']['drop']:.2f} points. "
-            f"Why: {data.get('reason')}.")
+            f"{eager}{vs_rt}, drop {p['verdict']['drop']:.2f} points. Why: {data.get('reason')}.")
 
 
 def _summary(data: dict[str, Any]) -> str:

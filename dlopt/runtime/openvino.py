@@ -6,6 +6,7 @@ openvino and nncf are imported inside the functions that need them (`dlopt --hel
     xml = convert_onnx(Path("model.onnx"), Path("model.xml"))
     run = ir_runner(xml, threads=1);  outputs = run(x)          # tuple of numpy arrays
     quantize_ir(xml, [(x,) for x in calib], Path("int8/model.xml"))
+    mark_ir(xml, Path("bf16/model.xml"), "bf16")  # the same IR, compiled in bf16 by every dlopt runner
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ INSTALL_HINT = "pip install openvino"
 NNCF_HINT = "pip install nncf"
 # fp32 means fp32: on CPUs with AMX/AVX512-BF16 OpenVINO's CPU plugin otherwise runs f32 models in bf16
 DEFAULT_PRECISION = "f32"
+# An IR may say how its float parts compute (rt_info ["dlopt", PRECISION_KEY], written by mark_ir): compile_ir's
+# default honours it, so loaders, bench and verify run a bf16 file as bf16 without knowing.
+PRECISION_KEY = "inference_precision"
+AS_SAVED = "as saved"  # compile_ir's default: the IR's own PRECISION_KEY, else DEFAULT_PRECISION
+PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values an IR may carry
 NpRunner = Callable[..., tuple[Any, ...]]
 
 
@@ -75,23 +81,39 @@ def convert_module(module: Any, inputs: tuple[Any, ...]) -> Any:
     return ov.convert_model(flat_if_needed(module, tuple(inputs)), example_input=tuple(inputs))  # dict outputs too
 
 
-def compile_ir(model: Any, threads: int | None, precision: str | None = DEFAULT_PRECISION) -> Any:
+def saved_precision(model: Any) -> str | None:
+    """The inference precision an ov.Model's dlopt metadata asks for (mark_ir), or None."""
+    if not model.has_rt_info(["dlopt", PRECISION_KEY]):
+        return None
+    value = model.get_rt_info(["dlopt", PRECISION_KEY]).astype(str)
+    if value not in PRECISIONS:
+        raise InputFileError(f"the IR asks for inference precision {value!r}; dlopt knows {', '.join(PRECISIONS)}")
+    return value
+
+
+def compile_ir(model: Any, threads: int | None, precision: str | None = AS_SAVED) -> Any:
     """Compile an .xml/.onnx path or an ov.Model for CPU with the latency hint and `threads` threads.
 
-    precision None keeps the plugin's own choice (bf16 on CPUs that have it), which is not fp32."""
+    precision AS_SAVED: the one the IR carries (mark_ir), else f32; None keeps the plugin's own choice (bf16 on
+    CPUs that have it), which is not fp32."""
     ov = require_openvino()
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise UsageError(f"threads must be a positive integer, got {threads!r}")
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
-    if precision is not None:
-        config["INFERENCE_PRECISION_HINT"] = precision
-    source = str(model) if isinstance(model, (str, Path)) else model
+    name = model if isinstance(model, (str, Path)) else "the model"
+    core = ov.Core()
     try:
-        return ov.Core().compile_model(source, "CPU", config)
+        if precision == AS_SAVED:
+            model = core.read_model(str(model)) if isinstance(model, (str, Path)) else model
+            precision = saved_precision(model) or DEFAULT_PRECISION
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        return core.compile_model(str(model) if isinstance(model, (str, Path)) else model, "CPU", config)
+    except InputFileError:
+        raise
     except Exception as exc:  # RuntimeError from the plugin: a missing .bin, a corrupt or foreign file
-        name = model if isinstance(model, (str, Path)) else "the model"
         raise InputFileError(f"{name} is not a loadable OpenVINO model ({_first_line(exc)})") from None
 
 
@@ -142,7 +164,7 @@ def make_runner(compiled: Any, name: str = "model") -> NpRunner:
     return run
 
 
-def ir_runner(path: Path, threads: int | None = None, precision: str | None = DEFAULT_PRECISION) -> NpRunner:
+def ir_runner(path: Path, threads: int | None = None, precision: str | None = AS_SAVED) -> NpRunner:
     """A runner for an IR (.xml with its .bin beside it) or an .onnx file."""
     path = Path(path)
     if not path.is_file():
@@ -191,6 +213,19 @@ def read_ir_metadata(path: Path) -> dict[str, str]:
     if not model.has_rt_info(["dlopt"]):
         return {}
     return {str(k): v.astype(str) for k, v in model.get_rt_info(["dlopt"]).astype(dict).items()}
+
+
+def mark_ir(source: Path, xml_path: Path, precision: str) -> Path:
+    """The .xml/.onnx model at `source`, weights unchanged, saved as an IR whose float parts compile in `precision`
+    (bf16: AVX512-BF16/AMX arithmetic and half the activation traffic)."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"inference precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    ov = require_openvino()
+    try:
+        model = ov.Core().read_model(str(source))
+    except Exception as exc:  # RuntimeError / OpConversionFailure: not a model OpenVINO reads
+        raise InputFileError(f"{source} is not a loadable OpenVINO model ({_first_line(exc)})") from None
+    return save_ir(model, xml_path, {PRECISION_KEY: precision})
 
 
 def nncf_quantize(model: Any, calibration: Iterable[tuple[Any, ...]], subset_size: int = 64,

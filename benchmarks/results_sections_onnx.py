@@ -1,0 +1,47 @@
+"""The docs/results.md section for `dlopt optimize model.onnx` (an ONNX file made elsewhere as the target)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from results_kit import Body, Loaded, cell, get, mb, num, section, table, times
+
+
+@section("optimize_onnx.json", "dlopt optimize on an ONNX file made elsewhere", "benchmarks/optimize_onnx.py",
+         "docs/optimize.md")
+def optimize_onnx(files: list[Loaded]) -> Body:
+    d = files[0].data
+    pick, timed = get(d, "pick") or {}, get(d, "retimed") or {}
+    p50 = get(timed, "p50_ms") or {}
+    lines = [f"{cell(get(d, 'model'))}, {cell(get(d, 'inputs_file'))}: `{cell(get(d, 'command'))}`.", ""]
+    lines += table(["pick", "drop (pts)", "size", "pick ms (b1, 1 thread)", "fp32 file on ONNX Runtime ms",
+                    "vs fp32 ONNX Runtime", "fp32 IR on OpenVINO ms", "vs fp32 OpenVINO", "study s"],
+                   [[get(pick, "label"), num(get(pick, "drop"), 3), mb(get(pick, "size_bytes")),
+                     num(get(p50, "pick"), 3), num(get(p50, "fp32 onnxruntime"), 3),
+                     times(get(timed, "speedup_vs_fp32_onnxruntime")), num(get(p50, "fp32 openvino"), 3),
+                     times(get(timed, "speedup_vs_fp32_openvino")), num(get(d, "study_seconds"), 0)]])
+    lines += [f"Judged by {cell(get(d, 'basis'), 300)}. The three files re-timed interleaved in one process "
+              f"({num(get(timed, 'rounds'))} rounds of {num(get(timed, 'budget_s_per_round'))} s; medians). "
+              f"Left out: {cell('; '.join(f'{k}: {v}' for k, v in (get(d, 'left_out') or {}).items()), 400)}.", ""]
+    lines += table(["candidate", "trials (failed)", "median trial ms", "drop (pts)"], _by_candidate(d))
+    lines += ["Trial latencies are each trial's own interleaved timing during the study (the machine shared with other "
+              "jobs); the pick's figures above are the re-timing.", ""]
+    fig = (f"{get(pick, 'label')}: {times(get(timed, 'speedup_vs_fp32_onnxruntime'))} vs the fp32 file on "
+           f"ONNX Runtime, {times(get(timed, 'speedup_vs_fp32_openvino'))} vs its fp32 IR on OpenVINO, drop "
+           f"{num(get(pick, 'drop'), 3)} pts")
+    return Body(lines, [("`dlopt optimize model.onnx` (ResNet-18 from torch.onnx.export)", fig)])
+
+
+def _by_candidate(d: Any) -> list[list[str]]:
+    """One row per candidate the study drew: how often, its median trial latency (timed under the study's load),
+    its drop."""
+    groups: dict[str, list[dict]] = {}
+    for t in get(d, "trials", []) or []:
+        groups.setdefault(str(get(t, "label")), []).append(t)
+    rows = []
+    for label, ts in groups.items():
+        ms = sorted(x for t in ts if isinstance(x := get(t, "p50_ms"), (int, float)))
+        failed = sum(get(t, "state") != "complete" for t in ts)
+        rows.append([label, f"{len(ts)} ({failed})", num(ms[len(ms) // 2] if ms else None, 3),
+                     num(next((get(t, "drop") for t in ts if get(t, "drop") is not None), None), 3)])
+    return rows
