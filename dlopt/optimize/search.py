@@ -208,17 +208,38 @@ def search(ctx: Context, study: Any) -> dict[str, Any]:
     t0, ran, start_done = time.monotonic(), 0, finished(study)
     ctx.events.trial({"done": start_done, "total": trials, "elapsed_s": 0.0, "budget_s": seconds,
                       "best": _best(study, ctx.cfg.goal)})
+    stopped = "trials"
     while True:
         done = finished(study)
         elapsed = time.monotonic() - t0
         if (trials is not None and done >= trials) or (seconds is not None and elapsed >= seconds):
+            stopped = "trials" if trials is not None and done >= trials else "time budget"
             break
         if ran >= MAX_ATTEMPTS_PER_TRIAL * max(trials or 0, done - start_done + 1, 1):
+            stopped = "candidates kept failing"
             break  # candidates keep failing: stop rather than loop; the report lists each failure
+        if len(explored(study)) >= ctx.space.size:
+            stopped = f"every one of the {ctx.space.size} candidates was tried"
+            break  # more trials would only time the same files again: the finalists are re-timed anyway
         fail_dead(study)  # as Study.optimize does before each trial: a worker gone meanwhile, here or elsewhere
         run_trial(ctx, study)
         ran += 1
         ctx.events.trial({"done": finished(study), "total": trials, "elapsed_s": time.monotonic() - t0,
                           "budget_s": seconds, "best": _best(study, ctx.cfg.goal)})
-    return {"ran": ran, "finished_before": start_done, "finished": finished(study),
+    return {"ran": ran, "finished_before": start_done, "finished": finished(study), "stopped": stopped,
             "seconds": round(time.monotonic() - t0, 2)}
+
+
+RETRIED = ("its process", "interrupted", "its worker")  # failures a later trial may get past (not the candidate's)
+
+
+def explored(study: Any) -> set[tuple[Any, ...]]:
+    """The candidates (params) a trial finished, or failed to build for a reason that would repeat."""
+    from optuna.trial import TrialState
+
+    out = set()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        why = str(t.user_attrs.get("failed_because") or "")
+        if t.state == TrialState.COMPLETE or (why and not why.startswith(RETRIED)):
+            out.add(tuple(sorted(t.params.items())))
+    return out
