@@ -232,7 +232,9 @@ def quantize_all(models: list[str], budget_s: float, requantize: bool = False) -
                                      f"{entry.get('epochs_run')} epochs): an int8 drop against it means nothing")
         else:
             data["not_run"].pop(name, None)
-            data["results"][name] = quantize_one(name, entry, budget_s, requantize)
+            data["results"][name] = {**quantize_one(name, entry, budget_s, requantize),
+                                     "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+                                     "git_commit": data["environment"].get("git_commit")}
         done = list(data["results"].values())
         data["summary"] = {"measured": len(done), "within_1_point": sum(d["within_1_point"] for d in done),
                            "target": ">= 7 of 8 within 1 point", "target_met": sum(d["within_1_point"] for d in done)

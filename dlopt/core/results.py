@@ -43,6 +43,7 @@ class TrainResult(Record):
     world_size: int = 1
     device: str = "cpu"
     history: tuple[dict[str, Any], ...] = ()  # one row per epoch: losses, validation metric, lr, seconds
+    bn_stats: str | None = optional()  # BatchNorm statistics re-estimated before each evaluation, and why
 
     @property
     def test_metric(self) -> float | None:
@@ -222,7 +223,10 @@ class BenchRow(Record):
     noisy: bool = optional(False)  # bench judged the spread too wide to rank this row (noise_reason says why)
     noise_reason: str | None = optional()
     speedup_vs_eager: float | None = None
-    speedup_noisy: bool = optional(False)  # this row or eager is noisy: the ratio is not meaningful
+    speedup_noisy: bool = optional(False)  # this row or its baseline is noisy: the ratio is not meaningful
+    baseline: str | None = optional()  # without a PyTorch model (a run made from an ONNX file): the row this one's
+    # speed-up is over, the fp32 file on the same runtime
+    speedup_vs_baseline: float | None = optional()  # the baseline's median / this row's median
     measured: str | None = optional()  # when (ISO time): rows of earlier, wider benches are kept (dlopt.bench.history)
     threads: int | None = optional()  # the threads this row was timed with
     artifact_sha256: str | None = optional()  # the file as timed: a kept row whose file changed since is dropped
@@ -245,6 +249,7 @@ class BenchResult(Record):
     environment: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, Any] = field(default_factory=dict)  # the machine's measured peak (roofline)
     budget: dict[str, Any] | None = optional()  # seconds allowed and used, and what was cut (dlopt.bench.budget)
+    no_eager: str | None = optional()  # why no row has speedup_vs_eager ("n/a: an ONNX file, no PyTorch model")
     rows: tuple[BenchRow, ...]
     notes: tuple[str, ...] = ()
 

@@ -192,9 +192,13 @@ def _run_loop(cfg: TrainConfig, spec: ArchSpec, model: Any, family: Any, run: Ru
         return _result(cfg, spec, family, loop, {}, time.perf_counter() - t0, "")
     test = _finish(run, spec, model, family, loop)
     result = _result(cfg, spec, family, loop, test, time.perf_counter() - t0, str(run.path))
+    if loop.bn:
+        result = dataclasses.replace(result, bn_stats=loop.bn.note)
     rec.metrics.update({f"test_{k}": v for k, v in test.items()})
     rec.metrics.update(best_epoch=loop.state.best_epoch, epochs_run=loop.state.epoch, stopped=loop.stopped,
                        **{f"best_val_{spec.metric}": loop.state.best})
+    if loop.bn:
+        rec.metrics["bn_stats"] = loop.bn.note
     write_result(dataclasses.replace(result, run_dir="."), run.path / RESULT)  # paths in run files are run-relative
     rec.outputs.extend(sorted(p for p in run.path.iterdir() if p.is_file() and not p.name.startswith(".")
                               and p.name != "manifest.json"))

@@ -14,6 +14,7 @@ import torch
 from dlopt.core.fileio import atomic_path, remove_stale_temps
 from dlopt.core.warn import count
 from dlopt.models.checkpoint import save_checkpoint, with_versions
+from dlopt.train.bn_stats import BNRefresh, plan, refresh
 from dlopt.train.family import Family, NonFiniteLoss, warmup_cosine
 from dlopt.train.state import TrainState, has_state, load_state, rng_state, save_state, set_rng_state
 
@@ -31,6 +32,7 @@ class Loop:
     on_epoch: EpochHook | None = None
     state: TrainState = field(default_factory=TrainState)
     stopped: str | None = None
+    bn: BNRefresh | None = None  # set by fit where BatchNorm statistics are re-estimated before validating
 
     @property
     def writes(self) -> bool:
@@ -76,7 +78,8 @@ def _end_epoch(loop: Loop, epoch: int, train_stats: dict, val: dict, seconds: fl
     metric = fam.spec.metric
     lr = next(iter(opts.values())).param_groups[0]["lr"] if opts else fam.hp.lr
     row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in train_stats.items()},
-           **{f"val_{k}": v for k, v in val.items()}, "lr": lr, "seconds": round(seconds, 3)}
+           **{f"val_{k}": v for k, v in val.items()}, "lr": lr, "seconds": round(seconds, 3),
+           **({"bn_batches": loop.bn.batches} if loop.bn else {})}
     st.history.append(row)
     if _better(fam.mode, val[metric], st.best, val.get("loss"), st.best_loss):
         st.best, st.best_epoch, st.bad_epochs, st.best_loss = val[metric], epoch + 1, 0, val.get("loss")
@@ -103,8 +106,11 @@ def fit(loop: Loop, resume_dir: Path | None = None) -> Loop:
         if has_state(resume_dir):  # else it was stopped before its first epoch ended: start from epoch 0
             _restore(loop, opts, scheds, resume_dir)
     on_step = loop.progress.step if loop.progress else (lambda stats: None)
+    loop.bn = plan(fam, loop.model, total_steps)
     if loop.progress:
         loop.progress.start(total_steps, loop.state.epoch * fam.steps_per_epoch())
+        if loop.bn:
+            loop.progress.note(loop.bn.note)
     for epoch in range(loop.state.epoch, hp.epochs):
         t0 = time.perf_counter()
         try:
@@ -113,6 +119,8 @@ def fit(loop: Loop, resume_dir: Path | None = None) -> Loop:
             loop.stopped = f"non-finite loss: {exc}; kept the checkpoint of epoch {loop.state.best_epoch}"
             break
         fam.rt.sync_buffers(loop.model)
+        if loop.bn:  # the best checkpoint, saved next, keeps these statistics: the test and exports see them
+            refresh(loop.bn, fam, loop.model)
         val = fam.evaluate(loop.model, "val")
         _end_epoch(loop, epoch, train_stats, val, time.perf_counter() - t0, opts, scheds)
         if loop.progress:

@@ -44,5 +44,8 @@ class TrainProgress:
         self.epoch, self.value, self.finished = epoch, value, True
         self.bar.update(self.task, status=self._status())
 
+    def note(self, text: str) -> None:
+        self.bar.console.print(f"[yellow]note:[/yellow] {text}", highlight=False, soft_wrap=True)
+
     def close(self) -> None:
         self.bar.stop()
