@@ -31,3 +31,13 @@ def test_the_fastest_steady_row_within_budget_is_the_pick() -> None:
     ship = decide(_data(_row("fp32", "eager", 10.0, 1.0), _row("fp32", "onnxruntime", 5.0, 2.0),
                         _row("int8", "onnxruntime", 1.0, 10.0)))
     assert ship["label"] == "int8 / onnxruntime" and ship["pick"]["speedup"] == 10.0
+
+
+def test_no_speed_up_is_stated_over_a_baseline_too_noisy_to_rank() -> None:
+    from dlopt.report.decide import banner
+
+    noisy = "timing too noisy to compare at batch 1: IQR 208% of the median"
+    ship = decide(_data(_row("fp32", "eager", 336.0, 1.0, noisy), _row("int8", "onnxruntime", 0.06, 5600.0)))
+    assert ship["label"] == "int8 / onnxruntime"
+    assert ship["pick"]["speedup"] is None and "IQR 208%" in ship["pick"]["speedup_note"]
+    assert "5600" not in banner(ship) and "speed-up vs fp32 eager not stated" in banner(ship)

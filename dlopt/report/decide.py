@@ -184,10 +184,13 @@ def _pick(data: dict[str, Any], best: dict[str, Any], batch: int, b: dict[str, A
     base_noise = (base.get("iqr") or {}).get(batch)
     threads = (best.get("threads") or {}).get(batch) or (data.get("bench") or {}).get("threads")
     value, unit = drop_value(data, best["metric"], b["base"]) if b and best["metric"] is not None else (None, None)
+    speedup, said = best["speedup"].get(batch), None
+    if base.get("noisy") and speedup is not None:  # a ratio over a baseline too spread to rank means nothing
+        speedup, said = None, f"speed-up vs fp32 eager not stated: its {base['noisy']}"
     return {"file": best["path"], "with": companions(data["run"], best["path"]), "variant": best["variant"],
             "runtime": best["runtime"], "label": best["label"],
             "threads": threads, "baseline_threads": (base.get("threads") or {}).get(batch) or threads, "batch": batch,
-            "p50_ms": best["latency"][batch]["p50"], "speedup": best["speedup"].get(batch),
+            "p50_ms": best["latency"][batch]["p50"], "speedup": speedup, "speedup_note": said,
             "metric": best["metric"], "metric_source": best["metric_source"], "drop": value, "drop_unit": unit,
             "judged_by": best.get("judged_by") or (f"test {data.get('metric')} ({best['metric_source']})"),
             "measured": (best.get("measured") or {}).get(batch),
@@ -209,7 +212,8 @@ def banner(ship: dict[str, Any]) -> str:
     p = ship["pick"]
     if p is None:
         return ship["rule"]
-    speed = f"{p['speedup']:.2f}x vs fp32 eager" if p["speedup"] is not None else "speed-up unknown"
+    speed = (f"{p['speedup']:.2f}x vs fp32 eager" if p["speedup"] is not None else
+             p.get("speedup_note") or "speed-up unknown")
     if p.get("baseline_threads") and p["threads"] and p["baseline_threads"] != p["threads"]:  # kept bench rows
         speed += f" (timed with {p['baseline_threads']} thread(s): rerun dlopt bench for a fair ratio)"
     noise = f"IQR {p['iqr_pct']:.0f}%" if p["iqr_pct"] is not None else "IQR not recorded"
