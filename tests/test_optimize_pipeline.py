@@ -1,4 +1,4 @@
-"""`dlopt pipeline` with `optimize` in place of its prune/quantize steps (the stage registered on the contract)."""
+"""`dlopt pipeline` with `optimize` in place of its prune/quantize steps (an opt-in stage of the contract's table)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,7 @@ from dlopt.cli.app import app
 from dlopt.core.runs import Run
 
 
-@pytest.fixture
-def optimize_stage():
-    from dlopt.contract import stage as contract
-    from dlopt.optimize.pipeline_stage import register
-
-    register()
-    yield
-    contract.unregister_stage("optimize")
-
-
-def test_the_section_is_checked_like_the_command(optimize_stage):
+def test_the_section_is_checked_like_the_command():
     from dlopt.core.errors import UsageError
     from dlopt.pipeline import PipelineConfig, apply
     from dlopt.pipeline.config import stage_configs
@@ -34,7 +24,7 @@ def test_the_section_is_checked_like_the_command(optimize_stage):
         stage_configs(apply(PipelineConfig(arch="mlp"), {"optimize": {"target_speedup": 2.0, "max_size_mb": 1.0}}))
 
 
-def test_pipeline_runs_optimize_then_exports_and_reports_its_pick(optimize_stage, tmp_path: Path):
+def test_pipeline_runs_optimize_then_exports_and_reports_its_pick(tmp_path: Path):
     toml = tmp_path / "pipeline.toml"
     toml.write_text('stages = ["train", "optimize", "export"]\n[train]\nepochs = 3\n[optimize]\ntrials = 2\n'
                     'runtimes = ["onnxruntime"]\nthreads = [1]\nfinetune_epochs = 1\n')

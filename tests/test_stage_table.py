@@ -18,7 +18,7 @@ from dlopt.models.registry import get_spec
 from dlopt.pipeline import PipelineConfig, apply, run_pipeline
 from dlopt.pipeline import stages as table
 from dlopt.pipeline.config import validate
-from dlopt.pipeline.stages import VARIANTS, StageDef, StepDef, plan, stage_names
+from dlopt.pipeline.stages import VARIANTS, StageDef, StepDef, default_stages, plan, stage_names
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def with_distill(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_table_is_what_the_pipeline_takes() -> None:
-    assert PipelineConfig().stages == stage_names() == ("train", "prune", "quantize", "export", "verify", "bench")
+    assert PipelineConfig().stages == default_stages() == ("train", "prune", "quantize", "export", "verify", "bench")
+    assert stage_names() == ("train", "prune", "quantize", "optimize", "export", "verify", "bench")  # optimize: opt-in
     assert list(PipelineConfig().sections) == [s.name for s in table.table() if s.section is not None]
 
 

@@ -17,7 +17,8 @@ ROW_REQUIRED = {"variant": str, "backend": str, "batch_size": int, "status": str
 STATS_KEYS = ("n", "median_ms", "mean_ms", "p90_ms", "p99_ms", "min_ms", "iqr_ms", "iqr_ratio")
 CSV_COLUMNS = ("variant", "backend", "batch_size", "seq_len", "status", "stop", *STATS_KEYS, "throughput_per_s",
                "speedup_vs_eager", "flops", "gflops", "pct_peak", "setup_s", "first_call_s", "rss_setup_mb",
-               "peak_rss_call_mb", "peak_cuda_mb", "model_bytes", "noisy", "noise_reason", "speedup_noisy", "reason")
+               "peak_rss_call_mb", "peak_cuda_mb", "model_bytes", "noisy", "noise_reason", "speedup_noisy", "reason",
+               "baseline", "speedup_vs_baseline")
 
 
 def schema_errors(data: Any) -> list[str]:

@@ -114,16 +114,18 @@ def _finish(row: dict, times: list[float], stop: str, flops: int | None, ctx: di
                                             f"{100 * NOISY_IQR:.0f}%): its median cannot be ranked against others")
 
 
-def _speedups(rows: dict[str, dict]) -> None:
-    """Speed-up over eager; a noisy row (or a noisy eager) gets it with `speedup_noisy`: not a meaningful ratio."""
-    eager = rows.get("eager", {})
-    if not eager.get("stats"):
-        return
+def _speedups(rows: dict[str, dict], baselines: dict[str, str] | None = None) -> None:
+    """Speed-up over eager; without a PyTorch model, over `baselines` (backend -> the row of the fp32 file on it),
+    named in each row. A noisy row (or a noisy baseline) gets it with `speedup_noisy`: not a meaningful ratio."""
     for row in rows.values():
-        if row.get("stats"):
-            row["speedup_vs_eager"] = round(eager["stats"]["median_ms"] / row["stats"]["median_ms"], 3)
-            if row.get("noisy") or eager.get("noisy"):
-                row["speedup_noisy"] = True
+        base = rows.get("eager", {}) if baselines is None else rows.get(baselines.get(row["backend"], ""), {})
+        if not (row.get("stats") and base.get("stats")):
+            continue
+        ratio = round(base["stats"]["median_ms"] / row["stats"]["median_ms"], 3)
+        row.update({"speedup_vs_eager": ratio} if baselines is None else
+                   {"baseline": base["variant"], "speedup_vs_baseline": ratio})
+        if row.get("noisy") or base.get("noisy"):
+            row["speedup_noisy"] = True
 
 
 def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, shape: tuple[int, int | None],
@@ -170,7 +172,7 @@ def _measure_shape(source: Source, variants: list[Variant], cfg: BenchConfig, sh
             _finish(rows[name], s.times, str(s.stop), flops, ctx)
         if s.stop == StopReason.BUDGET_SPENT:
             budget.cut_row(rows[name], shape, len(s.times), est[name])
-    _speedups(rows)
+    _speedups(rows, source.baselines(variants))
     if cfg.device == Device.CUDA and ctx["device_ok"]:
         torch.cuda.empty_cache()
     return list(rows.values())
@@ -254,7 +256,7 @@ def bench(target: Target | Source | TargetOptions, cfg: BenchConfig,
                       "device": cfg.device.value, "threads": threads, "config": _config_dict(cfg),
                       "loadavg": {"start": load_start, "end": list(os.getloadavg()), "cpus": os.cpu_count()},
                       "environment": fingerprint(), "peak": peak, "budget": budget.record(), "rows": rows,
-                      "notes": ctx["notes"]}
+                      "notes": ctx["notes"], **({"no_eager": source.no_eager} if source.no_eager else {})}
             path = source.run.path / RESULT_FILE  # the latest; a dated copy keeps history for --compare
             from dlopt.bench.history import dated_path, merge, stamp
 

@@ -39,6 +39,18 @@ class Source:
     skipped: tuple[Any, ...] = ()  # dlopt.core.trust.ArtifactStatus of files no done stage vouches for
     fp32_file: Path | None = None  # a run made from an ONNX file: that file, benched beside the run's files
 
+    @property
+    def no_eager(self) -> str | None:
+        """Why there is no eager row to read speed-ups against (None: there is one)."""
+        return None if self.module is not None else "n/a: an ONNX file, no PyTorch model"
+
+    def baselines(self, variants: list[Any]) -> dict[str, str] | None:
+        """Without a PyTorch model: backend -> the row of the run's fp32 file on it, what that backend's speed-ups
+        are over (None when there is an eager row, or no fp32 file to compare with)."""
+        if self.module is not None or self.fp32_file is None:
+            return None
+        return {str(v.backend): v.name for v in variants if v.path == self.fp32_file and not v.unavailable}
+
 
 def _enclosing_run(path: Path) -> Path | None:
     return next((p for p in path.resolve().parents if (p / MANIFEST).is_file()), None)
@@ -143,16 +155,25 @@ def _artifact_variant(path: Path, run: Run, cfg: BenchConfig, named: bool = Fals
     return Variant(f"{rec.bench_kind or backend.value}:{rel}", backend, path=path, precision=quantized_precision(path))
 
 
-def quantized_precision(path: Path) -> str:
-    """int8 / fp16 / bf16 for a file dlopt.quantize wrote (its quantize_report.json sits beside it), else fp32."""
+def _beside(path: Path, name: str) -> dict[str, Any]:
     try:
-        report = json.loads((path.parent / "quantize_report.json").read_text())
+        report = json.loads((path.parent / name).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return "fp32"
-    if not isinstance(report, dict) or report.get("artifact") != path.name:
-        return "fp32"
-    method = str(report.get("method", ""))
-    return "int8" if method in ("static", "dynamic") else (method if method in ("fp16", "bf16") else "fp32")
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def quantized_precision(path: Path) -> str:
+    """int8 / fp16 / bf16 for a file dlopt.quantize wrote (its quantize_report.json sits beside it) or dlopt optimize
+    shipped (its optimize_report.json names the pick's precision), else fp32."""
+    report = _beside(path, "quantize_report.json")
+    if report.get("artifact") == path.name:
+        method = str(report.get("method", ""))
+        return "int8" if method in ("static", "dynamic") else (method if method in ("fp16", "bf16") else "fp32")
+    report = _beside(path, "optimize_report.json")
+    pick = report.get("pick") if f"{path.parent.name}/{path.name}" in (report.get("shipped") or ()) else None
+    precision = str(((pick or {}).get("candidate") or {}).get("precision", "fp32"))
+    return precision if precision in ("int8", "fp16", "bf16") else "fp32"
 
 
 def _checkpoint_variants(source: Source) -> list[Variant]:

@@ -161,9 +161,15 @@ def _pct_ms(stats: dict[str, Any], key: str) -> float | None:
     return (stats.get("percentiles_ms") or {}).get(key, legacy.get(key))
 
 
+def _speed_column(result: dict[str, Any]) -> str:
+    """"vs eager", or "vs fp32 file" for a run without a PyTorch model (its fp32 file on the row's runtime)."""
+    return "vs fp32 file" if any(r.get("baseline") for r in result["rows"]) else "vs eager"
+
+
 def _row(r: dict[str, Any], pcts: list[str]) -> list[str]:
     s = r["stats"]
-    speedup = "noisy" if r.get("speedup_noisy") else fmt_speedup(r.get("speedup_vs_eager"))
+    ratio = r.get("speedup_vs_eager") if r.get("speedup_vs_eager") is not None else r.get("speedup_vs_baseline")
+    speedup = "noisy" if r.get("speedup_noisy") else fmt_speedup(ratio)
     return [r["variant"] + (" *" if r.get("noisy") else ""), _batch(r), fmt_ms(s["median_ms"]),
             *(fmt_ms(_pct_ms(s, k)) for k in pcts), f"{100 * s['iqr_ratio']:.0f}", speedup,
             fmt_rate(r["throughput_per_s"]), _calls(r), r["stop"], fmt_bytes(r.get("model_bytes")),
@@ -184,8 +190,8 @@ def _batch(r: dict[str, Any]) -> str:
 def _render(result: dict[str, Any], path: Path) -> None:
     table = Table(title=f"dlopt bench {result['target']} ({result['device']}, {result['threads']} threads)",
                   title_justify="left", show_edge=False)
-    pcts = _pcts(result)
-    cols = ("variant", "batch", "median ms", *(f"p{k}" for k in pcts), "IQR %", "vs eager", "items/s", "n", "stop",
+    pcts, speed = _pcts(result), _speed_column(result)
+    cols = ("variant", "batch", "median ms", *(f"p{k}" for k in pcts), "IQR %", speed, "items/s", "n", "stop",
             "size", "1st call s", "GFLOP/s", "% peak")  # least useful last: dropped first when narrow
     for c in cols:
         table.add_column(c, justify="left" if c in ("variant", "stop") else "right")
@@ -198,8 +204,13 @@ def _render(result: dict[str, Any], path: Path) -> None:
             names += [] if r["variant"] in names else [r["variant"]]
             continue
         table.add_row(*_row(r, pcts))
-    print_table(table, keep=("variant", "batch", "median ms", "vs eager", "IQR %", *(f"p{k}" for k in pcts),
+    print_table(table, keep=("variant", "batch", "median ms", speed, "IQR %", *(f"p{k}" for k in pcts),
                              "items/s"), wrap=("variant",))  # most important first
+    if result.get("no_eager"):
+        bases = sorted({r["baseline"] for r in result["rows"] if r.get("baseline")})
+        instead = f"; {speed} = median of the fp32 file on the row's runtime ({', '.join(bases)}) / median" \
+            if bases else ""
+        note(f"vs eager: {result['no_eager']}{instead}", highlight=False)
     if any(r.get("noisy") for r in result["rows"]):
         console.print("[yellow]* noisy:[/yellow] IQR over half the median, so the median cannot be ranked and its "
                       "speed-up is not printed; rerun on a quieter machine or with more --iterations", highlight=False)
@@ -208,9 +219,10 @@ def _render(result: dict[str, Any], path: Path) -> None:
         note(f"[{colour}]{', '.join(names)} {status}:[/{colour}] {reason}", highlight=False)
     load, peak = result["loadavg"], result["peak"]
     peak_gflops = peak.get("fp32_gflops")
+    ratio = "" if result.get("no_eager") else "vs eager = eager median / median; "  # else said above
     note(f"[dim]load average {load['start'][0]:.2f} -> {load['end'][0]:.2f} on {load['cpus']} CPUs "
          f"(other work on the machine widens the spread); fp32 matmul peak "
-         f"{'-' if peak_gflops is None else sig3(peak_gflops)} GFLOP/s; vs eager = eager median / median; items/s = "
+         f"{'-' if peak_gflops is None else sig3(peak_gflops)} GFLOP/s; {ratio}items/s = "
          f"batch / median; stop: converged (IQR < {100 * result['config']['iqr_target']:g}% of median), budget or "
          f"budget spent (cut short: n/wanted) or iterations; mean, min, memory: --json/--csv. Written: {path}[/dim]")
     for line in result.get("notes") or [] if verbosity() > QUIET else []:

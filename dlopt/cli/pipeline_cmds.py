@@ -28,7 +28,7 @@ from dlopt.cli.common import (
     verbosity,
 )
 from dlopt.cli.groups import grouped, stage_panel
-from dlopt.contract.stage import stage_names  # the stage table's names, without importing a stage
+from dlopt.contract.stage import opt_in_names, stage_names  # the stage table's names, without importing a stage
 from dlopt.core.errors import CheckFailedError, UsageError
 from dlopt.core.layout import DEFAULT_ROOT
 
@@ -111,6 +111,12 @@ def _printable(cfg: Any) -> dict[str, Any]:
 PIPELINE = stage_panel("pipeline")
 
 
+def _stages_help() -> str:
+    off = opt_in_names()
+    default = f"all but {', '.join(off)}, which run only when named" if off else "all"
+    return f"Comma list of {','.join(stage_names())} (default: {default})."
+
+
 @grouped
 def pipeline_cmd(
     name: Annotated[str | None, typer.Argument(help="Architecture name (see `dlopt list`), torchvision:NAME or "
@@ -119,8 +125,7 @@ def pipeline_cmd(
     config: Annotated[Path | None, typer.Option("--config", rich_help_panel=PIPELINE,
                                                 help="pipeline.toml (see --print-config).")] = None,
     stages: Annotated[str | None, typer.Option("--stages", metavar="STAGE,...", rich_help_panel=PIPELINE,
-                                               help=f"Comma list of {','.join(stage_names())} "
-                                               "(default: all).")] = None,
+                                               help=_stages_help())] = None,
     resume: Annotated[Path | None, typer.Option("--resume", rich_help_panel=PIPELINE,
                                                 help="Continue RUN_DIR: skip steps whose inputs are unchanged.")] = None,
     print_config: Annotated[bool, typer.Option("--print-config", rich_help_panel=PIPELINE,
@@ -144,7 +149,9 @@ def pipeline_cmd(
         help="Your own samples (.npz, one array per model input): verification, int8 calibration and the bench "
              "use them, and without a task metric the ship pick is judged by agreement with fp32 on them.")] = None,
 ) -> None:
-    """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html."""
+    """Train, prune, quantize, export, verify and benchmark NAME in one run, then write report.md/.html. Add
+    optimize to the stages (--stages, or stages = [...] in pipeline.toml, its options in the file's optimize table)
+    for a `dlopt optimize` search beside prune and quantize: its pick is benched with the others and can ship."""
     from dlopt.cli.resume import offer_resume
     from dlopt.data.inputs_file import precheck
     from dlopt.pipeline.toml import dumps

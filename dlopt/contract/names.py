@@ -12,7 +12,8 @@ from dlopt.models.options import shown
 
 # Names that are already a record or a folder in every run: a variant named so would replace it.
 RESERVED_NAMES = frozenset({"train", "prune", "quantize", "export", "verify", "bench", "pipeline", "build", "evaluate",
-                            "report", "model", "runs", "manifest", "export-pruned", "quantize-pruned"})
+                            "report", "model", "runs", "manifest", "export-pruned", "quantize-pruned", "optimize",
+                            "optimized"})
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _RUN_FILE_SUFFIXES = frozenset({".json", ".jsonl", ".md", ".html", ".png", ".csv", ".safetensors", ".lock", ".tmp",
                                 ".txt"})  # + every artifact format's suffix and sidecars (dlopt.runtime.formats)

@@ -16,6 +16,8 @@ second list.
 
 Adding a stage is one module that ends with `register_stage(STAGE)` and its name in STAGE_MODULES below (the
 registration line, like a zoo family's import). No torch here: `stage_names()` answers without importing a stage.
+A stage in OPT_IN (or registered with `opt_in=True`) is off unless a pipeline's `stages` names it: `default_stages()`
+leaves it out.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ STAGE_MODULES: dict[str, str] = {
     "train": "dlopt.train.stage",
     "prune": "dlopt.prune.stage",
     "quantize": "dlopt.quantize.stage",
+    "optimize": "dlopt.optimize.pipeline_stage",
     "export": "dlopt.export.stage",
     "verify": "dlopt.verify.stage",
     "bench": "dlopt.bench.stage",
 }
+# off unless `stages` names them: optimize's search takes minutes where the default prune and quantize take seconds
+OPT_IN: frozenset[str] = frozenset({"optimize"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,28 +81,45 @@ class Stage(Protocol):
 
 _order: list[str] = list(STAGE_MODULES)
 _table: dict[str, Stage] = {}
+_opt_in: set[str] = set(OPT_IN)
 
 
-def register_stage(stage: Stage, *, before: str | None = None) -> Stage:
-    """Add (or replace) a stage in the table; a new name goes before `before`, else last."""
+def register_stage(stage: Stage, *, before: str | None = None, opt_in: bool = False) -> Stage:
+    """Add (or replace) a stage in the table; a new name goes before `before`, else last. `opt_in`: off unless a
+    pipeline's `stages` names it."""
     if not isinstance(stage, Stage):
         raise TypeError(f"{stage!r} lacks the Stage contract (name, Config, section, check, run)")
     if stage.name not in _order:
         _order.insert(_order.index(before) if before in _order else len(_order), stage.name)
+    if opt_in:
+        _opt_in.add(stage.name)
     _table[stage.name] = stage
     return stage
 
 
 def unregister_stage(name: str) -> None:
     """Take a stage registered at run time out again (a test's own stage); the built-in ones stay."""
+    if name in STAGE_MODULES:
+        return
     _table.pop(name, None)
-    if name in _order and name not in STAGE_MODULES:
+    _opt_in.discard(name)
+    if name in _order:
         _order.remove(name)
 
 
 def stage_names() -> tuple[str, ...]:
     """Every stage's name, in pipeline order, without importing any stage."""
     return tuple(_order)
+
+
+def opt_in_names() -> tuple[str, ...]:
+    """The stages a pipeline runs only when its `stages` names them, in pipeline order."""
+    return tuple(n for n in _order if n in _opt_in)
+
+
+def default_stages() -> tuple[str, ...]:
+    """The stages a pipeline runs when its config names none: every stage but the opt-in ones."""
+    return tuple(n for n in _order if n not in _opt_in)
 
 
 def get_stage(name: str) -> Stage:

@@ -1,22 +1,21 @@
-"""`optimize` on the stage contract (dlopt.contract.stage), so `dlopt pipeline` can use it for its prune/quantize part.
+"""`optimize` on the stage contract (dlopt.contract.stage): an opt-in stage of `dlopt pipeline`, off unless `stages`
+names it. It searches from the run's fp32 model beside prune and quantize; its pick (<run>/optimized/) is a variant
+the bench step times with the others, so the ship pick compares them on one bench's numbers.
 
 Its pipeline.toml section is flat (TOML has no nested goal):
 
-    stages = ["train", "optimize", "export", "verify", "bench"]
+    stages = ["train", "prune", "quantize", "optimize", "export", "verify", "bench"]
     [optimize]
     max_drop = 1.0
     target_speedup = 3.0          # or target_latency_ms / max_size_mb (at most one; 0 = not set)
     runtimes = ["onnxruntime", "openvino"]
     threads = [1]
     trials = 20
-
-`register()` puts it in the stage table before export; the built-in table does not list it yet (adding
-`"optimize": "dlopt.optimize.pipeline_stage"` to STAGE_MODULES, which also puts it in the default `stages`, is the
-pipeline's call), so until then a caller registers it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,9 @@ class OptimizeStage:
         from dlopt.optimize.search import Events
         from dlopt.optimize.stage import run_optimize
 
-        out = run_optimize(target, config.optimize_config(), Events(step=progress or (lambda _m: None)))
+        cfg = config.optimize_config()
+        cfg = dataclasses.replace(cfg, study=study_name(target.checkpoint, cfg))
+        out = run_optimize(target, cfg, Events(step=progress or (lambda _m: None)))
         if not out.reached:
             raise CheckFailedError(out.report.reason)
         files = tuple(out.run_dir / f for f in out.report.shipped) + (out.report_path,)
@@ -87,6 +88,19 @@ class OptimizeStage:
                                     reached=True, shipped=out.report.shipped, outputs=files)
 
 
-def register() -> Any:
-    """Make `optimize` a stage of the table (and so of `dlopt pipeline`), placed before export."""
-    return register_stage(OptimizeStage(), before="export")
+def study_name(checkpoint: Path, cfg: OptimizeConfig) -> str:
+    """The pipeline's study for this model and search: a resumed step (killed mid-search, or given more trials)
+    continues it; a retrained model or other search options (a new goal) get a new one, never the old trials."""
+    import hashlib
+    import json
+
+    from dlopt.optimize.cache import Model
+    from dlopt.optimize.study import SEARCH_KEYS
+
+    data = cfg.to_json()
+    key = json.dumps({"model": Model.of(checkpoint).sha, **{k: data[k] for k in SEARCH_KEYS}}, sort_keys=True,
+                     default=str)
+    return f"pipeline-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+STAGE = register_stage(OptimizeStage())  # opt-in: dlopt.contract.stage.OPT_IN

@@ -1,11 +1,12 @@
 """`pipeline.toml`: one table per stage whose keys mirror that stage's CLI options. No torch here.
 
-    stages = ["train", "prune", "quantize", "export", "verify", "bench"]
+    stages = ["train", "prune", "quantize", "export", "verify", "bench"]   # the default; add "optimize" to search
     [train]     epochs = 10            # like `dlopt train --epochs 10`
     [prune]     ratio = 0.3            # like `dlopt prune --ratio 0.3`
     [quantize]  method = "auto"
     [export]    formats = ["onnx", "torchscript", "pt2"]
     [bench]     batch_sizes = [1, 8]
+    [optimize]  trials = 8             # like `dlopt optimize --trials 8`; runs only when `stages` names optimize
 
 Keys are checked against the stage's own config (unknown keys get the closest valid name, values their
 expected type), so the file cannot drift from what the commands accept. Which sections exist, their defaults, their
@@ -27,7 +28,7 @@ from dlopt.core.errors import ConfigError, InputFileError
 from dlopt.models.options import shown
 from dlopt.pipeline import stages as table
 from dlopt.pipeline.sections import library_defaults
-from dlopt.pipeline.stages import StageDef, stage_names
+from dlopt.pipeline.stages import StageDef, default_stages, stage_names
 
 TOP_KEYS = ("arch", "stages", "seed", "tiny", "sets", "input_size", "inputs")
 MAX_CONFIG_BYTES = 1_000_000
@@ -46,7 +47,7 @@ def default_sections() -> dict[str, Any]:
 @dataclass(frozen=True)
 class PipelineConfig:
     arch: str = ""
-    stages: tuple[str, ...] = field(default_factory=stage_names)  # all, in pipeline order
+    stages: tuple[str, ...] = field(default_factory=default_stages)  # all but the opt-in ones, in pipeline order
     seed: int = 0
     tiny: bool = False
     input_size: int = 0  # 0 = the architecture's training default
@@ -132,7 +133,8 @@ def _stages(value: Any) -> tuple[str, ...]:
         raise ConfigError(f"stages = {value!r}: expected a list of names from {', '.join(names)}")
     bad = [s for s in items if s not in names]
     if not items:
-        raise ConfigError(f"stages = []: name at least one of {', '.join(names)} (or leave stages out for all)")
+        raise ConfigError(f"stages = []: name at least one of {', '.join(names)} (or leave stages out for "
+                          f"{', '.join(default_stages())})")
     if bad:
         raise ConfigError(f"unknown stage {bad[0]!r}{_suggest(bad[0], list(names))} (stages: {', '.join(names)})")
     return tuple(s for s in names if s in items)  # always run in pipeline order

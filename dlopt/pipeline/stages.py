@@ -27,7 +27,8 @@ from dlopt.models.spec import ArchSpec
 from dlopt.pipeline import sections, steps
 
 EVERY = "*"  # in `uses`: every step planned before this one (the report)
-VARIANTS = ("fp32", "pruned", "int8", "pruned-int8", "fp32-files", "pruned-files")  # every model and exported file
+# every model and exported file (optimize: its pick, in optimized/)
+VARIANTS = ("fp32", "pruned", "int8", "pruned-int8", "fp32-files", "pruned-files", "optimize")
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ def _default_row(name: str) -> StageDef:
 def _filled(row: StageDef) -> StageDef:
     """A contract stage's row with its [section] from its Config (unless the row gives its own), its comment, and
     no_options when it takes none."""
-    from dlopt.contract.stage import get_stage, stage_names
+    from dlopt.contract.stage import get_stage, opt_in_names, stage_names
 
     if row.name not in stage_names() or row.section is not None:
         return row
@@ -200,9 +201,11 @@ def _filled(row: StageDef) -> StageDef:
     if stage.section is None:
         return row if row.no_options else dataclasses.replace(row, no_options=f"{row.name} takes no options")
     factory, library = sections.section_factory(stage)
+    comment = row.comment or stage.section.comment
+    if row.name in opt_in_names():
+        comment += f"\noff unless stages names it: add \"{row.name}\" to stages (or --stages) to run it"
     return dataclasses.replace(row, section=factory, library=row.library or library,
-                               build=row.build or (lambda cfg: sections.built(row.name, cfg)),
-                               comment=row.comment or stage.section.comment)
+                               build=row.build or (lambda cfg: sections.built(row.name, cfg)), comment=comment)
 
 
 def table() -> tuple[StageDef, ...]:
@@ -224,6 +227,13 @@ def table() -> tuple[StageDef, ...]:
 def stage_names() -> tuple[str, ...]:
     """The stages `stages = [...]` takes, in pipeline order."""
     return tuple(s.name for s in table() if s.selectable)
+
+
+def default_stages() -> tuple[str, ...]:
+    """The stages a pipeline runs when `stages` is not given: all but the opt-in ones (dlopt.contract.stage)."""
+    from dlopt.contract.stage import opt_in_names
+
+    return tuple(n for n in stage_names() if n not in opt_in_names())
 
 
 def _after(step: StepDef, planned: list[Step], table: tuple[StageDef, ...]) -> tuple[str, ...]:
