@@ -112,3 +112,24 @@ def test_resume_continues_the_study_only_for_the_same_model_and_search(optimized
     assert (goal["finished_before"], goal["ran"]) == (0, 3), goal
     retrained = _resume(run, cfg, {"train": {"epochs": 2}})  # no trial of the replaced model reused
     assert (retrained["finished_before"], retrained["ran"]) == (0, 3), retrained
+
+
+def test_the_pipelines_inputs_reach_a_stage_config_that_takes_them(monkeypatch, tmp_path):
+    """--inputs FILE.npz: optimize calibrates and judges on the user's samples, as quantize and bench do."""
+    import types
+
+    from dlopt.contract import stage as contract
+    from dlopt.contract import target as target_mod
+    from dlopt.optimize.pipeline_stage import OptimizeStageConfig
+    from dlopt.pipeline import stages
+
+    seen = []
+    monkeypatch.setattr(contract.get_stage("optimize"), "run", lambda _t, cfg, _p=None: seen.append(cfg) or
+                        types.SimpleNamespace(outputs=(), report_path=None))
+    monkeypatch.setattr(target_mod.Target, "of_run", staticmethod(lambda run: run))
+    for given in ("my.npz", None):
+        ctx = types.SimpleNamespace(cfg=types.SimpleNamespace(inputs=given), run=tmp_path, progress=None,
+                                    config=lambda _name: OptimizeStageConfig(trials=2))
+        stages._default_row("optimize").steps[0].run(ctx)
+    assert seen[0].inputs == "my.npz" and seen[0].optimize_config().inputs == "my.npz"
+    assert seen[1].inputs is None

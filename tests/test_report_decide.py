@@ -41,3 +41,24 @@ def test_no_speed_up_is_stated_over_a_baseline_too_noisy_to_rank() -> None:
     assert ship["label"] == "int8 / onnxruntime"
     assert ship["pick"]["speedup"] is None and "IQR 208%" in ship["pick"]["speedup_note"]
     assert "5600" not in banner(ship) and "speed-up vs fp32 eager not stated" in banner(ship)
+
+
+def test_without_a_metric_the_optimize_pick_counts_when_its_study_verified_it(tmp_path) -> None:
+    import json
+
+    (tmp_path / "optimized").mkdir()
+    report = {"reached": True, "verification": {"passed": True}, "goal": {"max_drop": 1.0},
+              "pick": {"verdict": {"drop": 0.4}}, "basis": "agreement with fp32 on random valid inputs"}
+    (tmp_path / "optimized" / "optimize_report.json").write_text(json.dumps(report))
+    rows = [_row("fp32", "eager", 10.0, 1.0), {**_row("int8", "onnxruntime", 1.0, 10.0), "path": "optimized/model.onnx",
+                                               "variant": "optimize", "label": "optimize / onnxruntime"}]
+    for r in rows:
+        r["metric"] = None
+    data = {**_data(*rows), "run": str(tmp_path), "metric": None}
+    ship = decide(data)
+    assert ship["label"] == "optimize / onnxruntime" and ship["pick"]["judged_by"].startswith("optimize: drop 0.40")
+    report["verification"]["passed"] = False
+    (tmp_path / "optimized" / "optimize_report.json").write_text(json.dumps(report))
+    ship = decide(data)
+    assert ship["label"] != "optimize / onnxruntime"
+    assert "without a passing check" in {e["label"]: e["reason"] for e in ship["excluded"]}["optimize / onnxruntime"]

@@ -39,6 +39,7 @@ class OptimizeStageConfig:
     time_budget_s: float | None = None
     finetune_epochs: int | None = None
     seed: int = 0
+    inputs: str | None = None  # the pipeline's --inputs (not a pipeline.toml key): calibrate and judge on them
 
     def __post_init__(self) -> None:
         self.optimize_config()  # every option checked as `dlopt optimize` checks it
@@ -48,7 +49,7 @@ class OptimizeStageConfig:
                     target_speedup=self.target_speedup, max_size_mb=self.max_size_mb, batch_size=self.batch_size)
         return OptimizeConfig(goal=goal, runtimes=tuple(self.runtimes), threads=tuple(self.threads),
                               trials=self.trials, time_budget_s=self.time_budget_s,
-                              finetune_epochs=self.finetune_epochs, seed=self.seed)
+                              finetune_epochs=self.finetune_epochs, seed=self.seed, inputs=self.inputs)
 
 
 @dataclass(frozen=True, kw_only=True)

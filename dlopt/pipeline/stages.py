@@ -173,7 +173,10 @@ def _default_row(name: str) -> StageDef:
         from dlopt.contract.stage import get_stage
         from dlopt.contract.target import Target
 
-        outcome = get_stage(name).run(Target.of_run(ctx.run), ctx.config(name), ctx.progress)
+        config = ctx.config(name)
+        if ctx.cfg.inputs and "inputs" in {f.name for f in dataclasses.fields(config)}:
+            config = dataclasses.replace(config, inputs=str(ctx.cfg.inputs))  # --inputs: a Config field of that name
+        outcome = get_stage(name).run(Target.of_run(ctx.run), config, ctx.progress)
         return list(getattr(outcome, "outputs", ()) or ([outcome.report_path] if outcome.report_path else []))
 
     def unsupported(ctx: steps.Context) -> str | None:

@@ -117,10 +117,32 @@ def agreement(r: dict[str, Any], quantize: dict[str, Any], run: str = "") -> tup
         if not q.get("verified"):
             return None, "its quantize check against fp32 failed"
         return _quant_basis(q), ""
+    if r["path"] and Path(r["path"]).parts[0] == "optimized":
+        return _optimized_basis(run, r["path"])
     if r["variant"] == "fp32":
         return None, "not verified against the fp32 model (run dlopt verify RUN)"
     return None, (f"the {r['variant']} model changes what fp32 computes and no task metric measured by how much "
                   "(a model with data and a metric gets one: dlopt train, then prune)")
+
+
+def _optimized_basis(run: str, rel: str) -> tuple[str | None, str]:
+    """`dlopt optimize`'s pick: judged by its study (agreement with fp32, the drop within the budget) and verified
+    against the model it was made from before it shipped."""
+    from dlopt.core.errors import InputFileError
+    from dlopt.core.fileio import read_json
+
+    try:
+        rep = dict(read_json(Path(run) / Path(rel).parent / "optimize_report.json", "optimize report"))
+    except (InputFileError, OSError, TypeError, ValueError):
+        return None, "its optimize_report.json is missing or unreadable: no agreement with fp32 on record"
+    pick, check = rep.get("pick") or {}, rep.get("verification") or {}
+    drop = (pick.get("verdict") or {}).get("drop") if isinstance(pick, dict) else None
+    if not (rep.get("reached") is True and isinstance(check, dict) and check.get("passed") is True
+            and isinstance(drop, int | float)):
+        return None, "the optimize study shipped it without a passing check against fp32"
+    budget = (rep.get("goal") or {}).get("max_drop", 1.0) if isinstance(rep.get("goal"), dict) else 1.0
+    return (f"optimize: drop {drop:.2f} points within its {budget:g}-point budget, judged by "
+            f"{rep.get('basis') or 'agreement with fp32'}; verified before shipping"), ""
 
 
 def _quant_basis(q: dict[str, Any]) -> str:
