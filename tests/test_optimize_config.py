@@ -123,3 +123,24 @@ def test_the_goal_rule_orders_finalists():
     assert [f.trial for f in ranked(Goal(target_speedup=3.0), rows)] == []
     sized = [row(0, 1.0, 0.0, size=5_000_000), row(1, 2.0, 0.0, size=500_000)]
     assert [f.trial for f in ranked(Goal(max_size_mb=1.0), sized)] == [1]
+
+
+def test_a_small_space_the_study_can_afford_is_tried_whole_and_a_large_one_starts_from_int8():
+    import optuna
+
+    from dlopt.optimize.space import Space
+    from dlopt.optimize.study import warm_start
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    small = Space((0.0,), ("fp32@onnxruntime", "int8@onnxruntime", "int8@openvino"), (1, 2), {})
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    first = warm_start(study, small, OptimizeConfig(trials=None, time_budget_s=60.0), ({"prune": 0.0, "format":
+                       "fp32@onnxruntime", "threads": 1},))
+    waiting = {tuple(sorted(t.system_attrs["fixed_params"].items())) for t in study.trials}
+    assert len(first) == 7 and len(waiting) == 6  # every candidate once (the given one is not enqueued twice)
+    big = Space((0.0, 0.3, 0.5), small.formats, (1, 2), {})
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    assert [p["format"] for p in warm_start(study, big, OptimizeConfig(trials=40))] == ["int8@onnxruntime",
+                                                                                        "int8@openvino"]
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    assert warm_start(study, small, OptimizeConfig(trials=4)) == []  # cannot afford all 6: the sampler chooses

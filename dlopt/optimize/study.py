@@ -172,18 +172,25 @@ def open_study(storage: Any, cfg: OptimizeConfig) -> Any:
 
 
 WARM_START_MIN_TRIALS = 10  # studies this long (or time-bound) start from the unpruned int8 files
+SMALL_SPACE = 16  # a space this small that the study can afford is tried whole, in order (a sampler repeats itself)
 
 
 def warm_start(study: Any, space: Any, cfg: OptimizeConfig, given: tuple[dict[str, Any], ...] = ()
                ) -> list[dict[str, Any]]:
-    """A new study's first trials: `given` (an ONNX file: the file itself), then each int8 file of the model as it
-    is (cheap to build, often the biggest step), then the sampler explores; the int8 files are skipped where the
-    study is too short to spare them, and everything where it already holds trials."""
+    """A new study's first trials: `given` (an ONNX file: the file itself), then every candidate where the space is
+    small and the study can afford it all, else each int8 file of the model as it is (cheap to build, often the
+    biggest step), then the sampler explores; the int8 files are skipped where the study is too short to spare them,
+    and everything where it already holds trials."""
     trials, _ = cfg.stop
     if study.trials:
         return []
     first = list(given)
-    if 0.0 in space.ratios and (trials is None or trials >= WARM_START_MIN_TRIALS):
+    if space.size <= SMALL_SPACE and (trials is None or trials >= space.size):  # affordable: try every candidate
+        import itertools
+
+        first += [{"prune": r, "format": f, "threads": t}
+                  for r, f, t in itertools.product(space.ratios, space.formats, space.threads)]
+    elif 0.0 in space.ratios and (trials is None or trials >= WARM_START_MIN_TRIALS):
         first += [{"prune": 0.0, "format": f, "threads": max(space.threads)} for f in space.formats
                   if f.split("@")[0] in (Precision.INT8, Precision.INT8_BF16)][:3]
     for params in first:
