@@ -1,19 +1,22 @@
 """Models from where users keep them, through dlopt's stages as a user runs them (the `dlopt` CLI, one subprocess
 per cell, each with a time limit), with no --input-shape anywhere:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_sources.py [--only hf,timm,onnx] [--timeout-s 900]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_sources.py [--only hf,hfpipe,timm,onnx] [--timeout-s 900]
 
   hf    five Hugging Face folders saved from small configs (tests/fixtures/hf_folders.py: DistilBERT and BERT
         classifiers, GPT-2, a ViT classifier, a Whisper encoder): export ONNX + .pt2 + OpenVINO with verification,
         int8 (`dlopt quantize RUN`, auto), bench (eager, ONNX Runtime, OpenVINO at batch 1).   Target: 5/5.
+  hfpipe  `dlopt pipeline ./distilbert --inputs tokens.npz` (one thread, batch 1): every stage a transformers
+        folder allows, then a ship pick judged by agreement with fp32 on the file's held-out rows.   Target: a pick.
   timm  resnet50, efficientnet_b0, convnext_atto, vit_tiny_patch16_224, mobilenetv3_small_100 at their own input
         size, with seeded unit-scale weights (no pretrained weights here; BatchNorm statistics re-estimated on random
         inputs and the logits scaled to RMS 1, so verification is not vacuous): export + verify, bench, structured
         prune 0.3 and int8 where Torch-Pruning / the runtimes can, else the one line dlopt printed.
   onnx  a ResNet-18 trained on the bundled digits (`dlopt train resnet18`), exported by hand with torch.onnx.export,
         then `dlopt quantize r18.onnx --inputs digits.npz` (int8 verified on held-out rows, timed against the fp32
-        file on the best runtime here at batch 1, one thread, interleaved) and `dlopt verify INT8 --reference
-        r18.onnx`.   Target: int8 >= 2x faster than its fp32 file.
+        file on the best runtime here at batch 1, one thread, interleaved), `dlopt verify INT8 --reference
+        r18.onnx` and `dlopt optimize r18.onnx --inputs digits.npz` (6 minutes).   Target: int8 >= 2x faster
+        than its fp32 file.
 
 Each cell records status (pass / fail / timeout), seconds, exit code and, on failure, the line dlopt printed.
 JSON: benchmarks/results/model_sources.json, rewritten after every cell.
@@ -36,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "model_sources.json"
 DLOPT = str(Path(sys.executable).parent / "dlopt")
+SECTIONS = ("hf", "hfpipe", "timm", "onnx")
 TIMM = ("resnet50", "efficientnet_b0", "convnext_atto", "vit_tiny_patch16_224", "mobilenetv3_small_100")
 sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
 
@@ -72,7 +76,7 @@ class Results:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.data: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                                      "loadavg_start": os.getloadavg()[0]}
-        for name in ("hf", "timm", "onnx"):
+        for name in SECTIONS:
             fresh = name in sections or name not in old
             self.data[name] = {} if fresh else old[name]
             self.data[f"{name}_created"] = now if fresh else old.get(f"{name}_created", old.get("created"))
@@ -119,6 +123,43 @@ def run_hf(res: Results, work: Path, timeout_s: float) -> None:
             and len(res.data["hf"].get(k, {})) == 3]
     res.data["hf_target"] = {"passed": len(done), "of": len(KINDS), "met": len(done) == len(KINDS)}
     res.save()
+
+
+def token_rows(path: Path, n: int = 256, vocab: int = 120, length: int = 32) -> Path:
+    """A user's tokens file: ids within the folder's vocabulary, padded rows masked (seeded)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, vocab, size=(n, length)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for i, used in enumerate(rng.integers(8, length + 1, size=n)):
+        ids[i, used:], mask[i, used:] = 0, 0
+    np.savez(path, input_ids=ids, attention_mask=mask)
+    return path
+
+
+def run_hf_pipeline(res: Results, work: Path, timeout_s: float) -> None:
+    """`dlopt pipeline ./distilbert --inputs tokens.npz`: every stage it can run, then a ship pick judged by
+    agreement with fp32 on the file's held-out rows (the folder has no data of its own)."""
+    from hf_folders import save_folder
+
+    folder = save_folder("distilbert", work / "hf-pipeline" / "distilbert", scale=5.0)
+    tokens = token_rows(work / "tokens.npz")
+    config = work / "pipeline-t1.toml"  # one thread: on a shared 2-core machine two threads time mostly the load
+    config.write_text("[bench]\nthreads = 1\nbatch_sizes = [1]\n")
+    got = cell(["pipeline", folder, "--inputs", tokens, "--config", config, "--out", work / "runs", "--json"],
+               2 * timeout_s)
+    report = Path(got.get("json", {}).get("report") or "").with_name("report.json")
+    if report.is_file():
+        ship = json.loads(report.read_text()).get("ship") or {}
+        pick = ship.get("pick") or {}
+        got["steps"] = {s["name"]: s["status"] for s in got["json"].get("steps", [])}
+        got["pick"] = {k: pick.get(k) for k in ("label", "p50_ms", "speedup", "judged_by", "iqr_pct")} if pick else None
+        got["excluded"] = ship.get("excluded")
+        got["rule"] = ship.get("rule")
+    got["ends_with_pick"] = bool(got.get("pick"))
+    res.put("hfpipe", "distilbert", "pipeline", got)
+    res.data["hfpipe_target"] = {"ends_with_pick": got["ends_with_pick"], "met": got["ends_with_pick"]}
 
 
 def _medians(data: Any) -> dict[str, float]:
@@ -228,21 +269,33 @@ def run_onnx(res: Results, work: Path, timeout_s: float) -> None:
         if "json" in ver:
             ver["criterion"] = next(iter(ver["json"]["artifacts"].values()))["criterion"]
         res.put("onnx", "resnet18", "verify", ver)
+    opt = cell(["optimize", onnx_path, "--inputs", work / "digits.npz", "--threads", "1", "--batch-size", "1",
+                "--time-budget", "6m", "--out", work / "runs", "--json"], timeout_s)
+    if "json" in opt:
+        pick = opt["json"].get("pick") or {}
+        opt.update(pick=pick.get("label"), p50_ms=pick.get("p50_ms"), drop=(pick.get("verdict") or {}).get("drop"),
+                   speedup_vs_fp32_file=pick.get("speedup_vs_baseline"), baseline=pick.get("baseline_reference"),
+                   basis=opt["json"].get("basis"), reached=opt["json"].get("reached"),
+                   trials=(opt["json"].get("study") or {}).get("complete"),
+                   stopped=(opt["json"].get("search") or {}).get("stopped"))
+    res.put("onnx", "resnet18", "optimize", opt)
     speedup = got.get("speedup_vs_fp32_b1")
     res.data["onnx_target"] = {"speedup_vs_fp32_b1": speedup, "target": 2.0,
-                               "met": bool(speedup and speedup >= 2.0 and got.get("verified"))}
+                               "met": bool(speedup and speedup >= 2.0 and got.get("verified")),
+                               "optimize_pick": opt.get("pick"), "optimize_speedup_vs_fp32_file":
+                               opt.get("speedup_vs_fp32_file")}
     res.save()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="hf,timm,onnx")
+    parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--timeout-s", type=float, default=900.0)
     args = parser.parse_args()
     res = Results(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="dlopt-sources-") as tmp:
         work = Path(tmp)
-        for section, fn in (("hf", run_hf), ("onnx", run_onnx), ("timm", run_timm)):
+        for section, fn in (("hf", run_hf), ("hfpipe", run_hf_pipeline), ("onnx", run_onnx), ("timm", run_timm)):
             if section in args.only.split(","):
                 t0 = time.perf_counter()
                 fn(res, work, args.timeout_s)

@@ -45,3 +45,33 @@ def _by_candidate(d: Any) -> list[list[str]]:
         rows.append([label, f"{len(ts)} ({failed})", num(ms[len(ms) // 2] if ms else None, 3),
                      num(next((get(t, "drop") for t in ts if get(t, "drop") is not None), None), 3)])
     return rows
+
+
+@section("model_sources.json", "Models from where users keep them: Hugging Face folders, timm, ONNX files",
+         "benchmarks/model_sources.py", "docs/models.md")
+def model_sources(files: list[Loaded]) -> Body:
+    d = files[0].data
+    hf = get(d, "hf", {}) or {}
+    rows = [[kind, *[f"{get(c, (stage, 'status'))} ({num(get(c, (stage, 'seconds')), 0)} s)"
+                     for stage in ("export", "int8", "bench")]] for kind, c in hf.items()]
+    lines = [f"Hugging Face folders (measured {cell(get(d, 'hf_created'))}): every cell the `dlopt` CLI in a "
+             "subprocess, no --input-shape.", ""]
+    lines += table(["folder", "export + verify", "int8", "bench"], rows)
+    pipe = get(d, ("hfpipe", "distilbert", "pipeline"), {}) or {}
+    lines += [f"`{cell(get(pipe, 'command'))}` ({cell(get(d, 'hfpipe_created'))}): {get(pipe, 'status')}, "
+              f"{num(get(pipe, 'seconds'), 0)} s; ship pick: {cell(get(pipe, ('pick', 'label')))} "
+              f"({cell(get(pipe, ('pick', 'judged_by')), 200)}).", ""]
+    timm = get(d, "timm", {}) or {}
+    stages = sorted({s for c in timm.values() for s, v in c.items() if isinstance(v, dict) and "status" in v})
+    lines += table(["timm model", *stages], [[m, *[str(get(c, (s, "status"))) for s in stages]] for m, c in timm.items()])
+    onnx = get(d, ("onnx", "resnet18"), {}) or {}
+    lines += [f"A ResNet-18 ONNX file exported by hand ({cell(get(d, 'onnx_created'))}): `dlopt quantize` kept "
+              f"{cell(get(onnx, ('int8', 'recipe')))} at {times(get(onnx, ('int8', 'speedup_vs_fp32_b1')))} its "
+              f"fp32 file (target 2x); `dlopt verify --reference`: {get(onnx, ('verify', 'status'))}; "
+              f"`dlopt optimize` picked {cell(get(onnx, ('optimize', 'pick')))} at "
+              f"{times(get(onnx, ('optimize', 'speedup_vs_fp32_file')))} its fp32 file on ONNX Runtime "
+              f"({cell(get(onnx, ('optimize', 'stopped')))}).", ""]
+    fig = (f"HF folders {num(get(d, 'hf_target.passed'))}/{num(get(d, 'hf_target.of'))}, DistilBERT pipeline pick: "
+           f"{'yes' if get(d, 'hfpipe_target.met') else 'no'}, ONNX int8 "
+           f"{times(get(onnx, ('int8', 'speedup_vs_fp32_b1')))} its fp32 file")
+    return Body(lines, [("Models from Hugging Face folders, timm and ONNX files", fig)])
