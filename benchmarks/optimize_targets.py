@@ -1,6 +1,6 @@
 """`dlopt optimize`'s targets: its pick against the int8 files people make by hand and against `dlopt pipeline`.
 
-For each trained run (ResNet-18 and torchvision mobilenet_v2 trained by `dlopt train` on digits at 64x64):
+For each trained run (ResNet-18 and torchvision mobilenet_v2 trained by `dlopt train` on digits at 64x64 or 96x96):
   - `dlopt optimize RUN --threads 1 --batch-size 1` (a child process; its wall time is the study's time);
   - (a) OpenVINO + NNCF `nncf.quantize` with its defaults and (b) ONNX Runtime `quantize_static` with its
     defaults, both made from the same fp32 ONNX file (the run's `dlopt export`), calibrated on 300 training samples;
@@ -173,7 +173,9 @@ def one(trained: Path, work: Path, budget: str, trials: int, timing_s: float,
         finetune: int | None = None) -> dict[str, Any]:
     from dlopt.core.runs import Run
 
-    arch = Run.open(trained).manifest()["arch"]
+    manifest = Run.open(trained).manifest()
+    arch = manifest["arch"]
+    size = (manifest["stages"]["train"]["config"]["train"]["sets"] or {}).get("input_size")
     opt_dir = work / ("optimize" if finetune is None else f"optimize-ft{finetune}") / trained.name
     opt_run = opt_dir if (opt_dir / "optimized" / "optimize_report.json").is_file() else _copy(trained, opt_dir)
     base_run = _copy(trained, work / "baselines" / trained.name)
@@ -193,7 +195,8 @@ def one(trained: Path, work: Path, budget: str, trials: int, timing_s: float,
     ms = {k: v["p50_ms"] for k, v in rows.items()}
     best_ab = min(ms[k] for k in rows if k.startswith(("(a)", "(b)")))
     fp32_acc = rows["fp32 eager"]["accuracy"]
-    out = {"arch": arch, "trained_run": str(trained), "finetune_epochs": finetune, "rows": rows,
+    out = {"arch": arch, "input_size": int(size) if size else None, "trained_run": str(trained),
+           "finetune_epochs": finetune, "rows": rows,
            "study_wall_s": opt["wall_s"],
            "study_reused": bool(opt.get("reused")), "study": opt["report"]["study"],
            "pick": pick and {k: pick[k] for k in ("label", "p50_ms", "verdict", "speedup_vs_eager")},

@@ -54,25 +54,28 @@ _BASELINES = ("(a) openvino+nncf int8 defaults", "(b) onnxruntime quantize_stati
               "(c) dlopt pipeline ship pick", "fp32 onnx", "fp32 eager")
 
 
-@section("optimize_targets.json", "dlopt optimize against single-pass defaults", "benchmarks/optimize_targets.py",
+@section("optimize_targets*.json", "dlopt optimize against single-pass defaults", "benchmarks/optimize_targets.py",
          "docs/optimize.md")
 def optimize_targets(files: list[Loaded]) -> Body:
-    d = files[0].data
     rows, heads = [], []
-    for m in get(d, "models", []) or []:
-        r = get(m, "rows", {}) or {}
-        pick = get(r, ("optimize pick", "p50_ms"))
-        ratios = {k: (get(r, (k, "p50_ms")) / pick if isinstance(pick, (int, float)) and pick
-                      and isinstance(get(r, (k, "p50_ms")), (int, float)) else None) for k in _BASELINES}
-        best_default = min((v for k, v in ratios.items() if k.startswith(("(a)", "(b)")) and v), default=None)
-        rows.append([get(m, "arch"), get(m, ("pick", "label")), num(pick, 3), num(get(r, ("optimize pick", "accuracy")), 4),
-                     num(best_default, 2) + "x", num(ratios["(c) dlopt pipeline ship pick"], 2) + "x",
-                     num(ratios["fp32 onnx"], 2) + "x", num(get(m, "study_wall_s"), 0)])
-        heads.append(f"{get(m, 'arch')} {num(best_default, 2)}x")
-    lines = table(["model (trained on digits, 64x64)", "pick", "pick ms (b1, 1 thread)", "pick accuracy",
-                   "vs best of OV+NNCF / ORT int8 defaults (target 1.5x)", "vs pipeline pick (target 1.2x)",
-                   "vs fp32 ONNX Runtime", "study s"], rows)
-    lines += ["Every row timed interleaved in one process, batch 1, one thread; accuracy on the run's test split.", ""]
+    for f in files:
+        for m in get(f.data, "models", []) or []:
+            r = get(m, "rows", {}) or {}
+            pick = get(r, ("optimize pick", "p50_ms"))
+            ratios = {k: (get(r, (k, "p50_ms")) / pick if isinstance(pick, (int, float)) and pick
+                          and isinstance(get(r, (k, "p50_ms")), (int, float)) else None) for k in _BASELINES}
+            best_default = min((v for k, v in ratios.items() if k.startswith(("(a)", "(b)")) and v), default=None)
+            size, ft = get(m, "input_size", 64), get(m, "finetune_epochs") or 3
+            rows.append([f"{get(m, 'arch')} {size}x{size}", num(ft), get(m, ("pick", "label")), num(pick, 3),
+                         num(get(r, ("optimize pick", "accuracy")), 4), num(best_default, 2) + "x",
+                         num(ratios["(c) dlopt pipeline ship pick"], 2) + "x", num(ratios["fp32 onnx"], 2) + "x",
+                         num(get(m, "study_wall_s"), 0), f.name])
+            heads.append(f"{get(m, 'arch')} {size}px ft{ft} {num(best_default, 2)}x")
+    lines = table(["model (trained on digits)", "fine-tuning epochs", "pick", "pick ms (b1, 1 thread)",
+                   "pick accuracy", "vs best of OV+NNCF / ORT int8 defaults (target 1.5x)",
+                   "vs pipeline pick (target 1.2x)", "vs fp32 ONNX Runtime", "study s", "file"], rows)
+    lines += ["Every row of a file timed interleaved in one process, batch 1, one thread; accuracy on the run's "
+              "test split.", ""]
     return Body(lines, [("`dlopt optimize` pick against OpenVINO+NNCF / ORT int8 defaults",
                          ", ".join(heads) + " (target 1.5x)")])
 
