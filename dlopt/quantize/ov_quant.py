@@ -4,6 +4,7 @@ fp32 IR marked to compile in bf16 (dlopt.runtime.openvino.mark_ir), on CPUs with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
 
     with third_party_output():  # NNCF's progress bars and log lines: stderr with -v, else nowhere
         quantized = nncf_quantize(model, batches, subset_size=len(batches), ignored=tuple(recipe.keep_float))
-    save_ir(quantized, out)
+    save_ir(quantized, out, {"quantization": json.dumps(recipe.to_json())})  # verify judges it as int8
     q, kept = _quantized(quantized)
     return Built(recipe, out, torch_runner(out, threads=1), tuple(q), tuple(kept))
 
@@ -146,7 +147,7 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
             ov.Core().read_model(str(fp32.raw())), nncf.Dataset(calib, item), nncf.Dataset(probe, item), validate,
             max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE if fraction else nncf.DropType.RELATIVE,
             subset_size=len(calib), advanced_accuracy_restorer_parameters=params, **scope)
-    save_ir(model, out)
+    save_ir(model, out, {"quantization": json.dumps(recipe.to_json())})
     q, kept = _quantized(model)
     reverted = tuple(k for k in kept if k not in recipe.keep_float)
     from dlopt.runtime.openvino import torch_runner

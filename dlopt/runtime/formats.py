@@ -113,7 +113,7 @@ FORMATS: tuple[ArtifactFormat, ...] = (
     ArtifactFormat(ExportFormat.OPENVINO, ".xml", "openvino", Backend.OPENVINO, Backend.OPENVINO, "openvino",
                    unpickles=False, writer=lazy("dlopt.export:write_openvino"), loader=_openvino_loader,
                    sidecars=("{stem}.bin",), required_sidecars=1, sidecars_follow_stem=True, label="OpenVINO IR",
-                   bench_when_present=True),
+                   bench_when_present=True, metadata=True),  # its rt_info: quantized, inference precision
 )
 
 

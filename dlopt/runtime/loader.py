@@ -136,7 +136,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata dlopt wrote into an artifact (ONNX metadata_props); {} for other formats."""
+    """The metadata dlopt wrote into an artifact (ONNX metadata_props, an OpenVINO IR's rt_info); {} for other
+    formats."""
+    if artifact_format(path) == "openvino":
+        from dlopt.runtime.openvino import read_ir_metadata
+
+        try:
+            return read_ir_metadata(path)
+        except Exception as exc:  # RuntimeError from the plugin: a missing .bin, a corrupt or foreign file
+            raise InputFileError(f"{path} is not a loadable OpenVINO model ({_first_line(exc)})") from None
     if artifact_format(path) != "onnx":
         return {}
     import onnx

@@ -236,8 +236,9 @@ def task_criterion(task: str, min_agreement: float = 0.95, max_rel: float = 0.1)
 
 
 def for_artifact(task: str, metadata: dict[str, str]) -> Criterion | None:
-    """The criterion a quantized artifact should be verified with (its ONNX metadata holds "quantization", written
-    by dlopt.quantize), or None for an fp32 export (the spec's elementwise tolerance then applies)."""
-    if "quantization" not in metadata:
+    """The criterion a quantized artifact should be verified with (its metadata holds "quantization", written by
+    dlopt.quantize, or an IR is marked to compute in half precision), or None for an fp32 export (the spec's
+    elementwise tolerance then applies)."""
+    if "quantization" not in metadata and metadata.get("inference_precision") not in ("bf16", "f16"):
         return None
     return task_criterion(task)
