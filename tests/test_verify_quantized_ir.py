@@ -28,3 +28,18 @@ def test_an_openvino_int8_file_verifies_by_its_task_criterion(tmp_path):
     criteria = {a["criterion"] for a in report["artifacts"].values()}
     assert all("agreement" in c or "relative" in c for c in criteria), criteria
     assert for_artifact("classification", {}) is None  # an fp32 file: elementwise
+
+
+def test_diagnose_gives_a_bf16_marked_ir_the_half_precision_tolerance(tmp_path):
+    import openvino as ov
+    import torch
+
+    from dlopt.runtime.openvino import convert_onnx, mark_ir
+    from dlopt.verify.diagnose import _kind
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    torch.onnx.export(module, (torch.randn(1, 3, 8, 8),), str(tmp_path / "m.onnx"), dynamo=False)
+    fp32 = convert_onnx(tmp_path / "m.onnx", tmp_path / "fp32" / "model.xml")
+    bf16 = mark_ir(fp32, tmp_path / "bf16" / "model.xml", "bf16")
+    core = ov.Core()
+    assert (_kind(fp32, core.read_model(str(fp32))), _kind(bf16, core.read_model(str(bf16)))) == ("fp32", "fp16")

@@ -103,7 +103,11 @@ def _kind(path: Path, graph: Any) -> str:
     if path.suffix == ".xml":
         types = {op.get_type_name() for op in graph.get_ops()}
         consts = {op.get_element_type().get_type_name() for op in graph.get_ops() if op.get_type_name() == "Constant"}
-        return "int8" if "FakeQuantize" in types or consts & {"i8", "u8"} else "fp16" if "f16" in consts else "fp32"
+        if "FakeQuantize" in types or consts & {"i8", "u8"}:
+            return "int8"
+        marked = graph.get_rt_info(["dlopt", "inference_precision"]).astype(str) \
+            if graph.has_rt_info(["dlopt", "inference_precision"]) else ""
+        return "fp16" if "f16" in consts or marked in ("bf16", "f16") else "fp32"  # a half-precision tolerance
     ops = {n.op_type for n in graph.graph.node}
     if ops & {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "MatMulInteger"}:
         return "int8"
