@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))  # helpers the tests share: `from cli_calls import invoke`
 
 
 @pytest.fixture(scope="session", autouse=True)

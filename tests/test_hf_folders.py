@@ -9,25 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dlopt.cli.app import app
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 from hf_folders import KINDS, save_folder
 
 pytest.importorskip("transformers")
-runner = CliRunner()
 
 
-def _invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _error(result) -> str:
-    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith("error")]
-    assert len(lines) == 1, result.output
-    return lines[0]
+from cli_calls import invoke as _invoke  # noqa: E402  (tests/fixtures, on the path via conftest)
+from cli_calls import one_error as _error  # noqa: E402
 
 
 @pytest.fixture(scope="module")
