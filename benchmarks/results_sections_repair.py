@@ -5,7 +5,9 @@ returns the section's Markdown and its headline rows for the README."""
 
 from __future__ import annotations
 
-from results_kit import Body, Loaded, get, num, section, table
+from typing import Any
+
+from results_kit import Body, Loaded, cell, get, num, rows_of, section, table
 
 
 @section("distill.json", "Distillation after pruning", "benchmarks/distill.py", "docs/diagnose.md")
@@ -50,6 +52,11 @@ def truth_set(files: list[Loaded]) -> Body:
     return Body(lines, [("int8 truth set (torchvision models on digits)", fig)])
 
 
+def _x3(ratio: Any) -> str:
+    """A ratio held against a target: three decimals, so 1.501 is not read as 1.5 nor 1.49 as 1.5."""
+    return f"{ratio:.3f}x" if isinstance(ratio, (int, float)) else "-"
+
+
 _BASELINES = ("(a) openvino+nncf int8 defaults", "(b) onnxruntime quantize_static defaults",
               "(c) dlopt pipeline ship pick", "fp32 onnx", "fp32 eager")
 
@@ -67,10 +74,10 @@ def optimize_targets(files: list[Loaded]) -> Body:
             best_default = min((v for k, v in ratios.items() if k.startswith(("(a)", "(b)")) and v), default=None)
             size, ft = get(m, "input_size", 64), get(m, "finetune_epochs") or 3
             rows.append([f"{get(m, 'arch')} {size}x{size}", num(ft), get(m, ("pick", "label")), num(pick, 3),
-                         num(get(r, ("optimize pick", "accuracy")), 4), num(best_default, 2) + "x",
-                         num(ratios["(c) dlopt pipeline ship pick"], 2) + "x", num(ratios["fp32 onnx"], 2) + "x",
+                         num(get(r, ("optimize pick", "accuracy")), 4), _x3(best_default),
+                         _x3(ratios["(c) dlopt pipeline ship pick"]), num(ratios["fp32 onnx"], 2) + "x",
                          num(get(m, "study_wall_s"), 0), f.name])
-            heads.append(f"{get(m, 'arch')} {size}px ft{ft} {num(best_default, 2)}x")
+            heads.append(f"{get(m, 'arch')} {size}px ft{ft} {_x3(best_default)}")
     lines = table(["model (trained on digits)", "fine-tuning epochs", "pick", "pick ms (b1, 1 thread)",
                    "pick accuracy", "vs best of OV+NNCF / ORT int8 defaults (target 1.5x)",
                    "vs pipeline pick (target 1.2x)", "vs fp32 ONNX Runtime", "study s", "file"], rows)
@@ -90,3 +97,47 @@ def optimize_kill(files: list[Loaded]) -> Body:
                    "wall s"], [[num(get(d, "kills")), num(get(d, "kills_with_a_build_staged")), num(get(d, "lost_trials")),
                                num(get(d, "half_built_files_used")), num(get(d, "final_complete")), num(get(d, "wall_s"), 0)]])
     return Body(lines + [""], [("`dlopt optimize` SIGKILLed 10 times, resumed", fig)])
+
+
+
+def _mixed_outcome(q: dict) -> str:
+    """One model's verdict: a verified file within budget and its speed, or what dlopt said instead."""
+    if get(q, "within_budget") and get(q, "verified"):
+        said = "" if get(q, "within_budget_and_faster") else f"; dlopt: {cell(get(q, 'repair.speed') or '-', 200)}"
+        return f"within budget, {num(get(q, 'speedup_vs_fp32_b1'), 3)}x fp32{said}"
+    line = str(get(q, "line") or get(q, "search_stopped") or "-").removeprefix("error: ")
+    kept = next((p for p in line.split("; ") if "already kept in float" in p), None)
+    return f"**{get(q, 'status')}**: {cell(line.split(' (')[0], 160)}" + (f"; {kept}" if kept else "")
+
+
+def _mixed_counts(q: dict) -> str:
+    if get(q, "within_budget_and_faster"):
+        return "yes (faster)"
+    return "yes (dlopt named the layers)" if get(q, "explained_by_dlopt") else "no"
+
+
+@section("tv_matrix_mixed.json", "torchvision matrix with mixed precision (int8 repair)",
+         "benchmarks/tv_matrix_mixed.py", "docs/export.md")
+def tv_matrix_mixed(files: list[Loaded]) -> Body:
+    d = files[0].data
+    rows = []
+    for r in rows_of(d, "results"):
+        q = get(r, "quantize", {}) or {}
+        kept = [m or n for m, n in zip(get(q, "kept_float_modules") or [], get(q, "kept_float") or [])] \
+            or get(q, "kept_float") or []
+        rows.append([get(r, "model"), num(get(q, "top1_agreement"), 3),
+                     f"{len(kept)}: {cell(', '.join(kept), 100)}" if kept else "0",
+                     f"{num(get(q, 'ms_b1.int8'), 3)} / {num(get(q, ('ms_b1', 'onnxruntime fp32')), 3)}",
+                     _mixed_outcome(q), _mixed_counts(q), num(get(q, "seconds"), 3)])
+    lines = table(["model", "top-1 agreement (held out)", "kept in float", "ms b1: int8 / ORT fp32", "outcome",
+                   "counts", "quantize s"], rows)
+    lines += [f"Not run: {name}: {why}" for name, why in (get(d, "not_run", {}) or {}).items()]
+    s = get(d, "summary", {}) or {}
+    lines += [f"Command: `dlopt quantize RUN {' '.join(get(d, 'quantize_args') or [])}` on seeded random weights, "
+              f"search budget {num(get(d, 'search_budget_s'))} s per search, {num(get(d, 'quantize_timeout_s'))} s "
+              f"limit. Verified within budget: {num(get(s, 'verified'))}; of those faster than fp32 on ONNX Runtime: "
+              f"{num(get(s, 'within_budget_and_faster'))}, by dlopt's own 1.1x bar: "
+              f"{num(get(s, 'within_budget_and_worthwhile'))}.", ""]
+    fig = f"{num(get(s, 'counted'))} of {num(get(s, 'of'))} ({num(get(s, 'measured'))} measured; " \
+          f"target {get(s, 'target')})"
+    return Body(lines, [("torchvision random-weight matrix, mixed-precision int8 within 5 points and faster", fig)])
