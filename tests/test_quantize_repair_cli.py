@@ -46,3 +46,16 @@ def test_quantize_json_carries_the_repair(recorded):
     result = CliRunner().invoke(app, ["quantize", "mlp", "--tiny", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["search"]["repair"] == recorded
+
+
+def test_the_search_and_repair_budget_is_an_option(monkeypatch, recorded):
+    seen = []
+    from dlopt.quantize import run_quantize as recorded_run
+
+    monkeypatch.setattr("dlopt.quantize.run_quantize", lambda target, cfg, progress=None: (seen.append(cfg),
+                                                                                            recorded_run(target, cfg))[1])
+    result = CliRunner().invoke(app, ["quantize", "mlp", "--tiny", "--search-budget-s", "45"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert seen[0].search_budget_s == 45.0
+    bad = CliRunner().invoke(app, ["quantize", "mlp", "--tiny", "--search-budget-s", "0"])
+    assert bad.exit_code == 2

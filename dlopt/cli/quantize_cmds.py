@@ -75,6 +75,10 @@ class QuantizeArgs:
         help="ONNX Runtime static int8 graph: qdq (default) or qoperator.")] = None
     max_drop: Annotated[float, typer.Option("--max-drop", rich_help_panel=QUANT, help="Accuracy budget in points "
                                             "(percentage points for accuracy, % relative for other metrics).")] = 1.0
+    search_budget: Annotated[float, typer.Option(
+        "--search-budget-s", min=1.0, rich_help_panel=ADVANCED,
+        help="Seconds the layer search may take when int8 breaks the budget, and again the repair after it "
+             "(ranking layers, keeping the fewest in float).")] = 300.0
     inputs: Annotated[Path | None, typer.Option(
         "--inputs", metavar="FILE.npz", show_default=False, rich_help_panel=QUANT,
         help="Calibrate static int8 on your own inputs: an .npz with one array per model input (named, or arr_0, "
@@ -100,7 +104,7 @@ class QuantizeArgs:
         return QuantizeConfig(method=self.method, calibration_samples=self.calibration_samples,
                               calibration_method=self.calibration_method, per_channel=self.per_channel,
                               quant_format=qformat or QuantFormat.QDQ, max_drop=self.max_drop, name=self.stage_name,
-                              exporter=self.exporter, **extra)
+                              exporter=self.exporter, search_budget_s=self.search_budget, **extra)
 
 
 @grouped
