@@ -100,19 +100,9 @@ def test_verify_reference_elementwise(cnn_file: Path, tmp_path: Path) -> None:
 
 
 def _external_outside(tmp_path: Path, cnn_file: Path) -> Path:
-    model = onnx.load(str(cnn_file))
-    folder = tmp_path / "model"
-    folder.mkdir()
-    onnx.save_model(model, str(folder / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="m.data", size_threshold=0)
-    moved = onnx.load(str(folder / "m.onnx"), load_external_data=False)
-    for t in moved.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = "../secret.bin"
-    (tmp_path / "secret.bin").write_bytes((folder / "m.data").read_bytes())
-    onnx.save_model(moved, str(folder / "m.onnx"))
-    return folder / "m.onnx"
+    from hostile_onnx import external_data_outside
+
+    return external_data_outside(cnn_file, tmp_path)
 
 
 def _custom_domain(tmp_path: Path, cnn_file: Path) -> Path:

@@ -106,18 +106,9 @@ def test_random_inputs_are_labelled(tiny) -> None:
 
 
 def _outside(tiny: Path, tmp_path: Path) -> Path:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    onnx.save_model(onnx.load(str(tiny)), str(folder / "m.onnx"), save_as_external_data=True, location="m.data",
-                    size_threshold=0)
-    moved = onnx.load(str(folder / "m.onnx"), load_external_data=False)
-    for t in moved.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location":
-                e.value = "../secret.bin"
-    (tmp_path / "secret.bin").write_bytes((folder / "m.data").read_bytes())
-    onnx.save_model(moved, str(folder / "m.onnx"))
-    return folder / "m.onnx"
+    from hostile_onnx import external_data_outside
+
+    return external_data_outside(tiny, tmp_path)
 
 
 @pytest.mark.parametrize("case, code, words", [
