@@ -154,7 +154,7 @@ def _best(study: Any, goal: Goal) -> str | None:
         return None
     t = min(ok, key=lambda t: (t.values[1], t.values[0]) if goal.kind in ("latency", "speedup") else
             (t.values[0], t.values[1]))
-    return f"{t.user_attrs['result']['label']}: {t.values[0]:.3g} ms, -{t.values[1]:.2f} pts"
+    return f"{t.user_attrs['result']['label']}: {t.values[0]:.3g} ms, drop {t.values[1]:.2f} pts"  # < 0: a gain
 
 
 def run_trial(ctx: Context, study: Any) -> None:
