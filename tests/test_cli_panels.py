@@ -55,6 +55,9 @@ def captured(monkeypatch) -> list:
         seen.append(opts)
         raise UnsupportedError("captured")
 
+    import dlopt.bench.runner  # noqa: F401  imported before the stub: a module importing resolve_target by name
+    import dlopt.bench.variants  # noqa: F401  while it is patched would keep the stub after the test
+
     monkeypatch.setattr("dlopt.contract.target.resolve_target", stop)
     monkeypatch.setattr("dlopt.bench.variants.open_source", stop)
     monkeypatch.setattr("dlopt.bench.runner.check_measurable", lambda cfg: None)
