@@ -46,10 +46,15 @@ def test_no_speed_up_is_stated_over_a_baseline_too_noisy_to_rank() -> None:
 def test_without_a_metric_the_optimize_pick_counts_when_its_study_verified_it(tmp_path) -> None:
     import json
 
-    (tmp_path / "optimized").mkdir()
+    from dlopt.core.runs import Run
+
     report = {"reached": True, "verification": {"passed": True}, "goal": {"max_drop": 1.0},
               "pick": {"verdict": {"drop": 0.4}}, "basis": "agreement with fp32 on random valid inputs"}
-    (tmp_path / "optimized" / "optimize_report.json").write_text(json.dumps(report))
+    run = Run.create(tmp_path, "mlp", {"arch": "mlp"})
+    with run.stage("optimize", {}, owns=("optimized",)) as rec:  # the report as the optimize stage records it
+        rec.outputs.append(rec.path("optimized", "optimize_report.json"))
+        rec.outputs[-1].write_text(json.dumps(report))
+    tmp_path = run.path
     rows = [_row("fp32", "eager", 10.0, 1.0), {**_row("int8", "onnxruntime", 1.0, 10.0), "path": "optimized/model.onnx",
                                                "variant": "optimize", "label": "optimize / onnxruntime"}]
     for r in rows:
@@ -57,8 +62,14 @@ def test_without_a_metric_the_optimize_pick_counts_when_its_study_verified_it(tm
     data = {**_data(*rows), "run": str(tmp_path), "metric": None}
     ship = decide(data)
     assert ship["label"] == "optimize / onnxruntime" and ship["pick"]["judged_by"].startswith("optimize: drop 0.40")
-    report["verification"]["passed"] = False
-    (tmp_path / "optimized" / "optimize_report.json").write_text(json.dumps(report))
-    ship = decide(data)
+    report["verification"]["passed"] = True
+    (tmp_path / "optimized" / "optimize_report.json").write_text(json.dumps({**report, "basis": "edited by hand"}))
+    ship = decide(data)  # a report changed after its stage recorded it vouches for nothing
     assert ship["label"] != "optimize / onnxruntime"
-    assert "without a passing check" in {e["label"]: e["reason"] for e in ship["excluded"]}["optimize / onnxruntime"]
+    assert "not the one the optimize stage recorded" in {e["label"]: e["reason"]
+                                                         for e in ship["excluded"]}["optimize / onnxruntime"]
+    with Run.open(tmp_path).stage("optimize", {}, owns=("optimized",)) as rec:  # recorded, but its check failed
+        rec.outputs.append(rec.path("optimized", "optimize_report.json"))
+        rec.outputs[-1].write_text(json.dumps({**report, "verification": {"passed": False}}))
+    reasons = {e["label"]: e["reason"] for e in decide(data)["excluded"]}
+    assert "without a passing check" in reasons["optimize / onnxruntime"]

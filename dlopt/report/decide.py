@@ -128,12 +128,16 @@ def agreement(r: dict[str, Any], quantize: dict[str, Any], run: str = "") -> tup
 def _optimized_basis(run: str, rel: str) -> tuple[str | None, str]:
     """`dlopt optimize`'s pick: judged by its study (agreement with fp32, the drop within the budget) and verified
     against the model it was made from before it shipped."""
-    from dlopt.core.errors import InputFileError
+    from dlopt.core.errors import DloptError
     from dlopt.core.fileio import read_json
+    from dlopt.core.runs import Run
 
+    path = Path(run) / Path(rel).parent / "optimize_report.json"
     try:
-        rep = dict(read_json(Path(run) / Path(rel).parent / "optimize_report.json", "optimize report"))
-    except (InputFileError, OSError, TypeError, ValueError):
+        if not Run.open(Path(run)).artifact_status(path).trusted:  # changed since, or never a done stage's output
+            return None, "its optimize_report.json is not the one the optimize stage recorded: no verdict to trust"
+        rep = dict(read_json(path, "optimize report"))
+    except (DloptError, OSError, TypeError, ValueError):
         return None, "its optimize_report.json is missing or unreadable: no agreement with fp32 on record"
     pick, check = rep.get("pick") or {}, rep.get("verification") or {}
     drop = (pick.get("verdict") or {}).get("drop") if isinstance(pick, dict) else None
