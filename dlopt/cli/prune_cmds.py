@@ -37,6 +37,9 @@ class PruneArgs:
     ratio: Annotated[float, typer.Option(
         "--ratio", rich_help_panel=PRUNE, help="Share of output channels / neurons / heads removed from each prunable "
         "layer (structured), or of all weights zeroed (unstructured); between 0 and 1.")] = 0.3
+    drop_blocks: Annotated[int, typer.Option(
+        "--drop-blocks", rich_help_panel=PRUNE, help="Also remove this many residual blocks whole (depth pruning): "
+        "the ones whose removal alone changes the outputs least; with it --ratio 0 prunes depth only.")] = 0
     method: Annotated[str, typer.Option("--method", metavar=choices(PruneMethod), rich_help_panel=PRUNE,
                                         help="structured (smaller, faster) or unstructured (sparse).")] = "structured"
     importance: Annotated[str, typer.Option("--importance", metavar=choices(Importance), rich_help_panel=PRUNE,
@@ -91,7 +94,7 @@ class PruneArgs:
             raise ConfigError(f"--exact keeps the exact ratio and --round-to {self.round_to} rounds it: pass one of them")
 
     def config(self) -> PruneConfig:
-        return PruneConfig(ratio=self.ratio, method=self.method, importance=self.importance,
+        return PruneConfig(ratio=self.ratio, drop_blocks=self.drop_blocks, method=self.method, importance=self.importance,
                            iterative_steps=self.iterative_steps, finetune_epochs=self.finetune_epochs,
                            finetune_lr=self.finetune_lr, distill=self.distill, global_pruning=self.global_pruning,
                            round_to=1 if self.exact else self.round_to, seed=self.seed, name=self.stage_name,
@@ -132,10 +135,17 @@ def _fmt(x: Any) -> str:
 
 
 def _render(r: dict[str, Any], record: Path) -> None:
-    table = Table(title=f"{r['arch']}: {r['method']} pruning, ratio {r['ratio']:g}", title_justify="left")
+    blocks = r.get("blocks")
+    title = f"{r['arch']}: {r['method']} pruning, ratio {r['ratio']:g}" + (
+        f", {len(blocks['dropped'])} residual block(s) dropped" if blocks else "")
+    table = Table(title=title, title_justify="left")
     for col in ("", "before", "after", "change"):
         table.add_column(col)
-    if "achieved" in r:
+    if blocks:
+        table.add_row("residual blocks", str(blocks["found"]), str(blocks["found"] - len(blocks["dropped"])),
+                      f"-{len(blocks['dropped'])}: {', '.join(blocks['dropped'][:4])}"
+                      + (" ..." if len(blocks["dropped"]) > 4 else ""))
+    if "achieved" in r and r["ratio"]:
         table.add_row("channels (pruned layers)", "", "", f"-{r['achieved']['channels']:.1%} (asked {r['ratio']:.0%})")
     for key in ("params", "macs"):
         table.add_row(key, _fmt(r[key]["before"]), _fmt(r[key]["after"]), f"-{r[key]['removed']:.1%}")

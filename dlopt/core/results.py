@@ -82,6 +82,7 @@ class PruneReport(Record):
     kept_layers: dict[str, str] | None = optional()  # structured: layer -> why it was left whole
     attention_modules: tuple[str, ...] | None = optional()
     width_plan: dict[str, Any] | None = optional()
+    blocks: dict[str, Any] | None = optional()  # --drop-blocks: found, dropped, ranking, why
     sparsity: dict[str, float] | None = optional()  # unstructured
     note: str | None = optional()
     seconds: float | None = None

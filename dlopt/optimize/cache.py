@@ -192,20 +192,23 @@ class Cache:
                 raise CandidateFailed(reason)
         return key, path / output
 
-    def prune(self, parent: Model, ratio: float) -> Model:
-        if not ratio:
+    def prune(self, parent: Model, ratio: float, blocks: int = 0) -> Model:
+        """The model pruned to `ratio` with `blocks` residual blocks removed (the parent itself for neither)."""
+        if not ratio and not blocks:
             return parent
         from dlopt.prune.config import PruneConfig
 
         runtimes = self.cfg.runtimes or tuple(Runtime)
-        cfg = PruneConfig(ratio=ratio, finetune_epochs=self.cfg.finetune_epochs, seed=self.cfg.seed,
+        cfg = PruneConfig(ratio=ratio, drop_blocks=blocks, finetune_epochs=self.cfg.finetune_epochs, seed=self.cfg.seed,
                           data_limit=self.cfg.data_limit, target_batch=self.cfg.goal.batch_size,
                           target_runtime="onnxruntime" if Runtime.ONNXRUNTIME in runtimes else "eager")
 
         def build(target: Any) -> None:
             from dlopt.prune import stage
 
-            self.say(f"pruning {ratio:g} and fine-tuning")
+            from dlopt.optimize.space import pruned_label
+
+            self.say(f"{pruned_label(ratio, blocks)} and fine-tuning")
             stage.run_prune(target, cfg)
 
         _, record = self.entry(parent, {"pass": "prune", "prune": cfg.to_json()}, "pruned", "pruned/model.json",

@@ -15,6 +15,8 @@ from dlopt.core.errors import ConfigError, UsageError
 from dlopt.models.options import check_float, check_int, check_seed, parse_int_list, shown
 
 PRUNE_RATIOS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # structured ratios searched; 0 = not pruned
+DEPTH_SHARES = (0.0, 0.25, 0.5, 0.75)  # shares of the model's residual blocks removed whole (dlopt.prune.depth)
+BEFORE_DEPTH = (0.0,)  # what a study recorded before depth pruning searched (so it resumes as it was)
 DEFAULT_TRIALS = 20  # when neither --trials nor --time-budget is given
 DEFAULT_STUDY = "optimize"  # the study's name in the run's own SQLite file
 
@@ -97,6 +99,7 @@ class OptimizeConfig:
     inputs: str | None = None  # --inputs FILE.npz: calibrate on it and judge on its held-out rows
     seed: int = 0
     prune_ratios: tuple[float, ...] = PRUNE_RATIOS
+    depth_shares: tuple[float, ...] = DEPTH_SHARES  # each made a block count for the model (space.block_counts)
     precisions: tuple[Precision, ...] = tuple(Precision)
     finetune_epochs: int | None = None  # after each prune; None: dlopt prune's default (3 where the run has data)
     data_limit: int | None = None  # cap on samples per split (quick runs and tests)
@@ -117,6 +120,9 @@ class OptimizeConfig:
         check_int("optimize", "data_limit", self.data_limit, 1, flag="--limit", optional=True)
         if not self.prune_ratios or any(not 0.0 <= r <= 0.95 for r in self.prune_ratios):
             raise ConfigError(f"optimize.prune_ratios = {shown(self.prune_ratios)}: give ratios in [0, 0.95]")
+        if not self.depth_shares or any(not 0.0 <= d <= 1.0 for d in self.depth_shares):
+            raise ConfigError(f"optimize.depth_shares = {shown(self.depth_shares)}: give shares of the residual "
+                              "blocks in [0, 1] (0 = none dropped)")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.study):
             raise UsageError(f"--study {self.study!r}: use 1 to 64 letters, digits, '.', '_' or '-'")
         if self.storage is not None:
@@ -140,7 +146,8 @@ class OptimizeConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in data.items() if k in fields}
         kw["goal"] = Goal(**data.get("goal", {}))
-        for key in ("runtimes", "threads", "prune_ratios", "precisions"):
+        kw.setdefault("depth_shares", BEFORE_DEPTH)
+        for key in ("runtimes", "threads", "prune_ratios", "depth_shares", "precisions"):
             if key in kw:
                 kw[key] = tuple(kw[key])
         return cls(**kw)

@@ -27,8 +27,7 @@ class Finalist:
 
     @property
     def candidate(self) -> Candidate:
-        return Candidate.of({"prune": self.row["candidate"]["ratio"], "threads": self.row["candidate"]["threads"],
-                             "format": f"{self.row['candidate']['precision']}@{self.row['candidate']['runtime']}"})
+        return Candidate.of_row(self.row["candidate"])
 
     @property
     def drop(self) -> float:
@@ -61,7 +60,7 @@ def finalists(ctx: Context, trials: list[Any]) -> list[Finalist]:
 def _materialize(ctx: Context, f: Finalist) -> tuple[Any, Any]:
     """The finalist's file in this run (built here if another worker's trial made it elsewhere) and its verdict."""
     c = f.candidate
-    art = ctx.cache.artifact(ctx.cache.prune(ctx.base, c.ratio), c.precision, c.runtime)
+    art = ctx.cache.artifact(ctx.cache.prune(ctx.base, c.ratio, c.blocks), c.precision, c.runtime)
     return art, ctx.judge.verdict(art)
 
 

@@ -35,10 +35,9 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
 
 
 def _label(cand: dict[str, Any]) -> str:
-    if not cand:
-        return "-"
-    pruned = f"prune {cand['ratio']:g}" if cand.get("ratio") else "unpruned"
-    return f"{pruned} · {cand['precision']} · {cand['runtime']} · {cand['threads']}t"
+    from dlopt.optimize.space import Candidate
+
+    return Candidate.of_row(cand).label if cand else "-"
 
 
 def study_counts(study: Any) -> dict[str, Any]:

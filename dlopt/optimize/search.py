@@ -135,7 +135,7 @@ def timed(art: Artifact, threads: int) -> Timed:
 
 def evaluate(ctx: Context, cand: Candidate) -> Result:
     """Build (cached), judge (cached by the file's sha256) and time one candidate."""
-    model = ctx.cache.prune(ctx.base, cand.ratio)
+    model = ctx.cache.prune(ctx.base, cand.ratio, cand.blocks)
     art = ctx.cache.artifact(model, cand.precision, cand.runtime)
     ctx.events.step(f"judging {cand.label}")
     verdict = ctx.judge.verdict(art)
@@ -180,6 +180,7 @@ def _run_trial(ctx: Context, study: Any, trial: Any) -> None:
     trial.set_user_attr("worker", this_process())
     trial.set_user_attr("fingerprint", ctx.fingerprint)
     cand = Candidate.of({"prune": trial.suggest_categorical("prune", ctx.space.ratios),
+                         "blocks": trial.suggest_categorical("blocks", ctx.space.blocks),
                          "format": trial.suggest_categorical("format", ctx.space.formats),
                          "threads": trial.suggest_categorical("threads", ctx.space.threads)})
     trial.set_user_attr("candidate", cand.to_json())

@@ -37,6 +37,7 @@ class Candidate:
     precision: Precision
     runtime: Runtime
     threads: int
+    blocks: int = 0  # residual blocks removed whole before the ratio is applied (dlopt.prune.depth)
 
     @property
     def fmt(self) -> str:
@@ -49,7 +50,7 @@ class Candidate:
     def labelled(self, kept_float: int = 0) -> str:
         """"prune 0.3 · int8 · onnxruntime · 1t"; with layers the quantizer kept in higher precision (its accuracy
         fallback): "… · int8 (3 layers float) · …" (bf16 where the file computes its float parts in bf16)."""
-        pruned = f"prune {self.ratio:g}" if self.ratio else "unpruned"
+        pruned = pruned_label(self.ratio, self.blocks)
         precision = str(self.precision)
         if kept_float:
             kind = "bf16" if self.precision == Precision.INT8_BF16 else "float"
@@ -57,13 +58,28 @@ class Candidate:
         return f"{pruned} · {precision} · {self.runtime} · {self.threads}t"
 
     def to_json(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "precision": str(self.precision), "runtime": str(self.runtime),
-                "threads": self.threads}
+        return {"ratio": self.ratio, "blocks": self.blocks, "precision": str(self.precision),
+                "runtime": str(self.runtime), "threads": self.threads}
 
     @classmethod
     def of(cls, params: dict[str, Any]) -> Candidate:
+        """From a trial's params (prune, blocks, format, threads); a trial made before depth pruning has no blocks."""
         precision, runtime = str(params["format"]).split("@")
-        return cls(float(params["prune"]), Precision(precision), Runtime(runtime), int(params["threads"]))
+        return cls(float(params["prune"]), Precision(precision), Runtime(runtime), int(params["threads"]),
+                   int(params.get("blocks", 0)))
+
+    @classmethod
+    def of_row(cls, cand: dict[str, Any]) -> Candidate:
+        """From a trial's recorded candidate (to_json)."""
+        return cls.of({"prune": cand["ratio"], "blocks": cand.get("blocks", 0), "threads": cand["threads"],
+                       "format": f"{cand['precision']}@{cand['runtime']}"})
+
+
+def pruned_label(ratio: float, blocks: int) -> str:
+    """"prune 0.3", "prune 0.3 − 5 blocks", "− 5 blocks", "unpruned"."""
+    parts = ([f"prune {ratio:g}"] if ratio else []) + ([f"− {blocks} block{'' if blocks == 1 else 's'}"]
+                                                      if blocks else [])
+    return " ".join(parts) or "unpruned"
 
 
 @dataclass(frozen=True)
@@ -72,14 +88,20 @@ class Space:
     formats: tuple[str, ...]  # "precision@runtime"
     threads: tuple[int, ...]
     left_out: dict[str, str]  # choice -> why it is not searched
+    blocks: tuple[int, ...] = (0,)  # residual blocks removed whole (counts, from the config's shares)
 
     @property
     def size(self) -> int:
-        return len(self.ratios) * len(self.formats) * len(self.threads)
+        return len(self.ratios) * len(self.blocks) * len(self.formats) * len(self.threads)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ratios": list(self.ratios), "formats": list(self.formats), "threads": list(self.threads),
-                "left_out": dict(self.left_out), "size": self.size}
+        return {"ratios": list(self.ratios), "blocks": list(self.blocks), "formats": list(self.formats),
+                "threads": list(self.threads), "left_out": dict(self.left_out), "size": self.size}
+
+
+def block_counts(shares: tuple[float, ...], found: int) -> tuple[int, ...]:
+    """The distinct block counts `shares` of `found` residual blocks make (half up: 0.25 of 10 is 3)."""
+    return tuple(sorted({min(found, int(share * found + 0.5)) for share in shares}))
 
 
 def installed(module: str) -> bool:
@@ -113,8 +135,10 @@ def _why_not(spec: Any, precision: Precision, runtime: Runtime) -> str | None:
     return runtime_missing(runtime)
 
 
-def build_space(spec: Any, cfg: OptimizeConfig) -> Space:
-    """The choices for `spec` under `cfg`; UnsupportedError when nothing but the model as is would remain."""
+def build_space(spec: Any, cfg: OptimizeConfig, blocks: int | None = None) -> Space:
+    """The choices for `spec` under `cfg`; UnsupportedError when nothing but the model as is would remain.
+    `blocks`: how many residual blocks the model has that depth pruning may remove (None: not looked at yet,
+    when options are checked before the model is loaded; no depth is offered then)."""
     runtimes = cfg.runtimes or tuple(Runtime)
     left: dict[str, str] = {}
     formats = []
@@ -127,13 +151,21 @@ def build_space(spec: Any, cfg: OptimizeConfig) -> Space:
         else:
             formats.append(f"{precision}@{runtime}")
     ratios = tuple(sorted(set(cfg.prune_ratios)))
+    counts = block_counts(cfg.depth_shares, blocks or 0)
     if any(ratios) and not spec.supports("prune:structured"):
         left["pruning"] = spec.why_not("prune:structured")
         ratios = (0.0,)
+    if any(cfg.depth_shares) and not spec.supports("prune:structured"):
+        left["depth"] = spec.why_not("prune:structured")
+        counts = (0,)
+    elif any(cfg.depth_shares) and blocks == 0:
+        from dlopt.prune.depth import NO_BLOCK
+
+        left["depth"] = NO_BLOCK
     if not formats:
         raise UnsupportedError(f"nothing to search for {spec.name} on {', '.join(map(str, runtimes))}: "
                                + "; ".join(f"{k}: {v}" for k, v in left.items()))
-    return Space(ratios or (0.0,), tuple(formats), tuple(cfg.threads), left)
+    return Space(ratios or (0.0,), tuple(formats), tuple(cfg.threads), left, counts)
 
 
 def check_runtimes(cfg: OptimizeConfig) -> None:

@@ -68,8 +68,18 @@ def _context(target: Target, cfg: OptimizeConfig, events: Events) -> Context:
     judge = Judge(target, Path(cfg.inputs) if cfg.inputs else None, cfg.data_limit, cfg.seed)
     module = entry_module(target.model, target.spec).eval()
     timer = Timer(module, make_inputs(target.spec, target.config, cfg.goal.batch_size, seed=cfg.seed))
-    return Context(target, cfg, build_space(target.spec, cfg), cache, judge, timer, cache.base(), short_fingerprint(),
-                   events)
+    space = build_space(target.spec, cfg, _blocks(target, cfg, module))
+    return Context(target, cfg, space, cache, judge, timer, cache.base(), short_fingerprint(), events)
+
+
+def _blocks(target: Target, cfg: OptimizeConfig, module: Any) -> int:
+    """How many residual blocks depth pruning could remove from the run's model (0 when no depth is searched)."""
+    if not any(cfg.depth_shares) or not target.spec.supports("prune:structured"):
+        return 0
+    from dlopt.models.registry import make_inputs
+    from dlopt.prune.depth import residual_blocks
+
+    return len(residual_blocks(target.model, module, make_inputs(target.spec, target.config, 1, seed=cfg.seed)))
 
 
 @contextlib.contextmanager

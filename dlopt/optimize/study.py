@@ -23,12 +23,12 @@ from typing import Any
 
 from dlopt.core.errors import UsageError
 from dlopt.optimize.cache import FOLDER
-from dlopt.optimize.config import OptimizeConfig, Precision
+from dlopt.optimize.config import BEFORE_DEPTH, OptimizeConfig, Precision
 
 DB = "study.db"
 RACES = ("already exists", "database is locked", "UNIQUE constraint", "duplicate key")  # schema made twice at once
-SEARCH_KEYS = ("goal", "runtimes", "threads", "prune_ratios", "precisions", "finetune_epochs", "data_limit", "seed",
-               "inputs")  # what a study's trials depend on: a worker or a resume must agree on these
+SEARCH_KEYS = ("goal", "runtimes", "threads", "prune_ratios", "depth_shares", "precisions", "finetune_epochs",
+               "data_limit", "seed", "inputs")  # what a study's trials depend on: a worker or a resume must agree on these
 HEARTBEAT_S = 20  # a running trial's heartbeat interval (Optuna's RDB storage takes whole seconds)
 # silent this long: its worker is gone. Generous: a build in C code holding the GIL, or a database busy with other
 # workers, must not pass for a death (a trial failed while alive loses its result: the trial is run again)
@@ -157,6 +157,8 @@ def open_study(storage: Any, cfg: OptimizeConfig) -> Any:
     names = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     old = names.get(cfg.study)
     stored = old.user_attrs.get("search") if old else None
+    if stored is not None:  # a study made before depth pruning searched without it
+        stored = {"depth_shares": list(BEFORE_DEPTH), **stored}
     if old is not None and stored is not None and stored != wanted:
         diff = sorted(k for k in wanted if stored.get(k) != wanted.get(k))
         raise UsageError(f"study {cfg.study!r} searches with other options ({', '.join(diff)} differ); continue it "
@@ -184,14 +186,14 @@ def warm_start(study: Any, space: Any, cfg: OptimizeConfig, given: tuple[dict[st
     trials, _ = cfg.stop
     if study.trials:
         return []
-    first = list(given)
+    first = [{"blocks": 0, **params} for params in given]  # none removed unless the caller says
     if space.size <= SMALL_SPACE and (trials is None or trials >= space.size):  # affordable: try every candidate
         import itertools
 
-        first += [{"prune": r, "format": f, "threads": t}
-                  for r, f, t in itertools.product(space.ratios, space.formats, space.threads)]
+        first += [{"prune": r, "blocks": b, "format": f, "threads": t}
+                  for r, b, f, t in itertools.product(space.ratios, space.blocks, space.formats, space.threads)]
     elif 0.0 in space.ratios and (trials is None or trials >= WARM_START_MIN_TRIALS):
-        first += [{"prune": 0.0, "format": f, "threads": max(space.threads)} for f in space.formats
+        first += [{"prune": 0.0, "blocks": 0, "format": f, "threads": max(space.threads)} for f in space.formats
                   if f.split("@")[0] in (Precision.INT8, Precision.INT8_BF16)][:3]
     for params in first:
         study.enqueue_trial(params, skip_if_exists=True)

@@ -41,6 +41,8 @@ class PruneConfig:
     # benchmarks/distill.py measured no gain (cnn, resnet18, vit on digits at 0.5 / 0.7; vit lost 2.2 points at 0.7)
     distill: bool = False
     global_pruning: bool = False  # rank channels across layers instead of per layer
+    drop_blocks: int = 0  # depth: this many residual blocks removed whole before the widths are pruned, the ones
+    # whose removal alone changes the outputs least (dlopt.prune.depth); 0 = none. With it, ratio may be 0
     round_to: int | None = None  # None: layers keeping >= 16 channels keep the nearest multiple of 16 (under 64)
     # or 8 (fast CPU kernels; never moving a layer's share over 10 points from the ratio), narrower ones the exact
     # ratio (dlopt.prune.widths); 1: exact; N: rounded down to N
@@ -74,12 +76,18 @@ class PruneConfig:
             raise ConfigError(f"prune.target_runtime = {self.target_runtime!r}: choose onnxruntime or eager")
         if self.target_speedup and self.method != PruneMethod.STRUCTURED:
             raise ConfigError("--target-speedup needs --method structured: unstructured pruning does not change speed")
+        if self.target_speedup and self.drop_blocks:
+            raise ConfigError("--drop-blocks with --target-speedup is not supported: drop the blocks in one prune, "
+                              "then run --target-speedup on its result (dlopt prune RUN --variant pruned/model.json)")
 
     def validate(self) -> None:
         """The one rule set for `dlopt prune` options and the [prune] table of pipeline.toml."""
-        check_float("prune", "ratio", self.ratio, 0.0, MAX_RATIO, low_open=True,
+        check_int("prune", "drop_blocks", self.drop_blocks, 0, 10_000, flag="--drop-blocks")
+        if self.drop_blocks and self.method != PruneMethod.STRUCTURED:
+            raise ConfigError("--drop-blocks needs --method structured: removing blocks changes the model's structure")
+        check_float("prune", "ratio", self.ratio, 0.0, MAX_RATIO, low_open=not self.drop_blocks,
                     rule=f"--ratio must be between 0 and 1: above 0 and at most {MAX_RATIO:g}, so every layer keeps "
-                         f"at least {1 - MAX_RATIO:.0%} of its channels (e.g. 0.3)")
+                         f"at least {1 - MAX_RATIO:.0%} of its channels (e.g. 0.3); 0 only with --drop-blocks")
         check_int("prune", "iterative_steps", self.iterative_steps, 1, 1000)
         check_int("prune", "finetune_epochs", self.finetune_epochs, 0, 100_000, optional=True)
         check_float("prune", "finetune_lr", self.finetune_lr, 0.0, 1000.0, low_open=True, optional=True)
@@ -95,6 +103,8 @@ class PruneConfig:
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["method"], out["importance"] = str(self.method), str(self.importance)
+        if not self.drop_blocks:  # as before depth pruning existed: the same prune keeps its cache key and config
+            del out["drop_blocks"]
         return out
 
 

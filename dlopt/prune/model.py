@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -41,11 +41,14 @@ def measure(module: nn.Module, example: tuple[Any, ...]) -> dict[str, int]:
 
 def prune_model(model: nn.Module, spec: ArchSpec, cfg: PruneConfig, example: tuple[Any, ...],
                 loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
-                after_step: StepHook | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                after_step: StepHook | None = None,
+                probe: Sequence[tuple[Any, ...]] = ()) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a deep copy of `model` (its spec's entry module); returns (pruned whole model, info).
 
     `example` is the entry module's example input (1 sample is enough); `loss_fn(whole model)` is the loss for
-    Taylor importance; `after_step(whole model, k)` runs after each of the cfg.iterative_steps steps.
+    Taylor importance; `after_step(whole model, k)` runs after each of the cfg.iterative_steps steps (once, after
+    the blocks went, when only blocks are dropped); `probe`: whole-model inputs that rank the blocks
+    `cfg.drop_blocks` removes (the example without them).
     """
     from dlopt.models.registry import entry_module
 
@@ -55,7 +58,16 @@ def prune_model(model: nn.Module, spec: ArchSpec, cfg: PruneConfig, example: tup
     module = entry_module(pruned, spec)
     before, widths_before = measure(module, example), layer_widths(module)
     hook = (lambda k: after_step(pruned, k)) if after_step else None
-    if cfg.method == PruneMethod.STRUCTURED:
+    depth: dict[str, Any] = {}
+    if cfg.drop_blocks:
+        from dlopt.prune.depth import drop_blocks
+
+        depth = drop_blocks(pruned, module, cfg.drop_blocks, example, probe)
+    if cfg.method == PruneMethod.STRUCTURED and not cfg.ratio:  # blocks only: fine-tune once, as after one step
+        detail = {"kept_layers": {}, "width_plan": {}}
+        for step in range(1, cfg.iterative_steps + 1) if hook else ():
+            hook(step)
+    elif cfg.method == PruneMethod.STRUCTURED:
         from dlopt.prune.limits import check_structured, upstream_limits
         from dlopt.prune.structured import prune_structured
 
@@ -73,7 +85,7 @@ def prune_model(model: nn.Module, spec: ArchSpec, cfg: PruneConfig, example: tup
             "macs": {"before": before["macs"], "after": after["macs"],
                      "removed": round(1 - after["macs"] / max(before["macs"], 1), 4)},
             "widths": {"before": widths_before, "after": layer_widths(module)},
-            **detail, "seconds": round(time.perf_counter() - t0, 3)}
+            **detail, **depth, "seconds": round(time.perf_counter() - t0, 3)}
     return pruned.eval(), info
 
 

@@ -22,8 +22,15 @@ def _layer_rows(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
     before, after = info["widths"]["before"], info["widths"]["after"]
     plan, kept = info.get("width_plan", {}), info.get("kept_layers", {})
     heads = {n for n, w in before.items() if "heads" in w}
+    dropped = (info.get("blocks") or {}).get("dropped", [])
     rows: dict[str, dict[str, Any]] = {}
     for name, w in before.items():
+        block = next((b for b in dropped if name.startswith(b + ".")), None)
+        if block is not None:
+            unit = "heads" if name in heads else "channels"
+            b = w["heads"] if name in heads else channels(w)
+            rows[name] = {"unit": unit, "before": b, "after": 0, "why": f"removed with its residual block {block}"}
+            continue
         if name in heads:
             b, a = w["heads"], after.get(name, w)["heads"]
             rows[name] = {"unit": "heads", "before": b, "after": a, "why": "whole attention heads at the ratio"}
@@ -66,6 +73,10 @@ def explain(info: dict[str, Any], cfg: PruneConfig) -> dict[str, Any]:
     note = _width_note(cfg, pruned)
     if note:
         out["notes"].append(note)
+    blocks = info.get("blocks")
+    if blocks:
+        out["notes"].append(f"{len(blocks['dropped'])} of {blocks['found']} residual blocks removed whole, each now "
+                            f"passing its input through: {', '.join(blocks['dropped'])} ({blocks['why']})")
     if left:
         reasons = sorted(set(left.values()))
         out["notes"].append(f"{len(left)} layer(s) left whole ({'; '.join(reasons)}): see kept_layers")

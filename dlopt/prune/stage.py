@@ -72,7 +72,8 @@ def _metric_after_prune(cfg: PruneConfig, evaluator: Any, spec: Any, example: tu
         return None
     from dlopt.prune.model import prune_model
 
-    plain, _ = prune_model(target.model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator))
+    plain, _ = prune_model(target.model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
+                           probe=_probe(cfg, evaluator))
     return _score(evaluator, plain)
 
 
@@ -209,18 +210,20 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         after_prune = None
     else:
         after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
-        say(f"pruning {spec.name} ({cfg.method}, ratio {cfg.ratio:g}, {cfg.iterative_steps} step(s))")
+        say(f"pruning {spec.name} ({cfg.method}, {_what(cfg)}, {cfg.iterative_steps} step(s))")
         pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
                                    after_step=_finetune_hook(cfg, evaluator, log, say,
-                                                             model if cfg.distill else None))
+                                                             model if cfg.distill else None),
+                                   probe=_probe(cfg, evaluator))
         path = None
     final = _score(evaluator, pruned)
     metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
               "before": before, "after_prune": final if after_prune is None and not log else after_prune,
               "after_finetune": final if log else None,
               "data": evaluator.data_options if evaluator else f"none: {no_metric}"}
-    extra = {"source": f"dlopt prune ({cfg.method}, ratio {cfg.ratio:g})", "pruning": {k: info[k] for k in
-             ("method", "ratio", "importance", "global", "iterative_steps")}}
+    extra = {"source": f"dlopt prune ({cfg.method}, {_what(cfg)})", "pruning": {
+        **{k: info[k] for k in ("method", "ratio", "importance", "global", "iterative_steps")},
+        **({"drop_blocks": cfg.drop_blocks} if cfg.drop_blocks else {})}}
     if cfg.method == "structured":
         extra["structure"] = describe(pruned, create_model(spec, target.config))
     record = save_checkpoint(pruned, spec, target.config, out_dir / "model.json",
@@ -243,6 +246,27 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         result["notes"].append(path_note(cfg, path))
         result["speedup_plot"] = plot_path(out_dir, cfg, path, spec.metric, metric["higher_is_better"] is not False)
     return PruneReport.of(result)  # a key PruneReport does not declare, or a wrong type, stops here
+
+
+def _what(cfg: PruneConfig) -> str:
+    return f"ratio {cfg.ratio:g}" + (f", {count(cfg.drop_blocks, 'residual block')} dropped" if cfg.drop_blocks else "")
+
+
+PROBE_BATCHES = 2  # training batches that rank the residual blocks --drop-blocks removes
+
+
+def _probe(cfg: PruneConfig, evaluator: Any) -> list[tuple[Any, ...]]:
+    """The whole model's inputs of a few training batches (no labels needed), or none without data / blocks."""
+    if not cfg.drop_blocks or evaluator is None:
+        return []
+    from dlopt.prune.finetune import training_family
+
+    out: list[tuple[Any, ...]] = []
+    for (x, _y), _ in training_family(evaluator, cfg.seed).epoch_batches(0):
+        out.append(x if isinstance(x, tuple) else (x,))
+        if len(out) >= PROBE_BATCHES:
+            break
+    return out
 
 
 def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
