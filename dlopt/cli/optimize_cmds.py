@@ -159,9 +159,10 @@ def _precheck(cfg: Any) -> None:
 
 @grouped
 def optimize_cmd(name: NameArg = None, *, args: OptimizeArgs, model: TargetArgs, as_json: JsonOpt = False) -> None:
-    """Search prune ratio x precision x runtime x threads for the fastest model within --max-drop (or one that
-    meets --target-latency / --target-speedup / --max-size), pick it by re-timing here, verify it, ship it. An ONNX
-    file made elsewhere (model.onnx): runtime x precision x threads, judged and timed against the file itself."""
+    """Search prune ratio x residual blocks x precision x runtime x threads for the fastest model within --max-drop
+    (or one that meets --target-latency / --target-speedup / --max-size), pick it by re-timing here, verify it, ship
+    it. An ONNX file made elsewhere (model.onnx): runtime x precision x threads, judged and timed against the file
+    itself."""
     from dlopt.cli.resume import offer_resume
     from dlopt.contract.target import resolve_target
     from dlopt.optimize.stage import optimize_check, run_optimize

@@ -1,6 +1,6 @@
-"""`dlopt optimize`: one measured search over prune ratio, precision, runtime and threads (Optuna, multi-objective:
-latency and accuracy drop under the user's goal), every built file cached once per study, the pick re-timed and
-re-verified here. See docs/optimize.md."""
+"""`dlopt optimize`: one measured search over prune ratio, residual blocks, precision, runtime and threads (Optuna,
+multi-objective: latency and accuracy drop under the user's goal), every built file cached once per study, the pick
+re-timed and re-verified here. See docs/optimize.md."""
 
 from dlopt.optimize.config import Goal, OptimizeConfig, Precision, Runtime
 

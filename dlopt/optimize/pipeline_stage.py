@@ -64,8 +64,8 @@ class OptimizeStage:
     Config = OptimizeStageConfig
     section = Section(keys=("max_drop", "target_latency_ms", "target_speedup", "max_size_mb", "batch_size",
                             "runtimes", "threads", "trials", "time_budget_s", "finetune_epochs"),
-                      comment="dlopt optimize options: one search over prune ratio, precision, runtime and threads "
-                              "(at most one of target_latency_ms, target_speedup, max_size_mb)")
+                      comment="dlopt optimize options: one search over prune ratio, blocks, precision, runtime, "
+                              "threads (at most one of target_latency_ms, target_speedup, max_size_mb)")
 
     def check(self, spec: Any, config: OptimizeStageConfig | None = None) -> None:
         from dlopt.optimize.stage import optimize_check

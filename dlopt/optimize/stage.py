@@ -1,5 +1,6 @@
-"""`run_optimize`: one measured search over prune ratio, precision, runtime and threads on a run's model, then the
-pick, re-verified and recorded as the stage `optimize` (files in <run>/optimized/, optimize_report.json)."""
+"""`run_optimize`: one measured search over prune ratio, residual blocks, precision, runtime and threads on a run's
+model, then the pick, re-verified and recorded as the stage `optimize` (files in <run>/optimized/,
+optimize_report.json)."""
 
 from __future__ import annotations
 
