@@ -195,8 +195,7 @@ def _render(r: dict[str, Any], artifact: Path) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    if (r.get("search") or {}).get("repair"):
-        _render_repair(r["search"]["repair"], r["search"].get("initial_drop"))
+    _render_repair(r.get("search") or {})
     for line in r.get("notes", []):
         note(f"[dim]note: {line}[/dim]")
 
@@ -207,11 +206,19 @@ def _attempt(a: dict[str, Any], chosen: str | None) -> str:
     if "failed" in a:
         return "[red]failed[/red]: " + escape(a["failed"][:60])
     said = "[green]within budget[/green]" if a.get("within_budget") else "over"
+    if a.get("within_budget") and a.get("within_margin") is False:  # reports before the margin have no such key
+        said = "[yellow]within budget, not its sampling margin[/yellow]"
     return said + (" (chosen)" if a.get("recipe") and a["recipe"] == chosen else "")
 
 
-def _render_repair(rep: dict[str, Any], initial: float | None) -> None:
-    """What the repair tried (each attempt and its drop), the layers it kept out of int8 and why, and the cost."""
+def _render_repair(search: dict[str, Any]) -> None:
+    """What the repair tried (each attempt and its drop), the layers it kept out of int8 and why, the sampling
+    margin it chose with, the cost; and, repaired or not, which operators make int8 not faster than fp32."""
+    rep, initial = search.get("repair"), search.get("initial_drop")
+    if not rep:
+        if (search.get("slow_ops") or {}).get("line"):
+            note(f"int8 not faster than fp32: {escape(search['slow_ops']['line'])}", highlight=False)
+        return
     title = "repair: plain int8 was over budget" + (f" (drop {_fmt(initial)})" if initial is not None else "")
     tried = Table(title=title, title_justify="left")
     for col in ("tried", "drop", ""):
@@ -226,8 +233,12 @@ def _render_repair(rep: dict[str, Any], initial: float | None) -> None:
         for k in rep["kept"]:
             kept.add_row(*(escape(str(k.get(f) or "-")) for f in ("layer", "module", "precision", "why")))
         print_table(kept, keep=("layer", "precision", "why"), wrap=("layer", "why"))
+    if (rep.get("margin") or {}).get("points"):
+        note(f"repair sampling margin: {escape(rep['margin']['why'])}", highlight=False)
     if rep.get("speed"):
         note(f"repair speed cost: {escape(rep['speed'])}", highlight=False)
+    if (rep.get("slow_ops") or {}).get("line"):
+        note(f"repair int8 not faster than fp32: {escape(rep['slow_ops']['line'])}", highlight=False)
     verdict = "[green]within budget[/green]" if rep.get("within_budget") else "[red]over budget[/red]"
     note(f"repair {verdict}: {escape(rep.get('stopped', ''))} ({_fmt(rep.get('seconds'), '.3g')} s)",
          highlight=False)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dlopt.core.errors import DloptError, UnsupportedError
+from dlopt.quantize.accuracy import margin_for
 from dlopt.quantize.config import Method, QBackend, QuantizeConfig
 from dlopt.quantize.judge import Judge
 from dlopt.quantize.recipe import Built, Recipe, backend, supports, unsupported
@@ -198,12 +199,15 @@ def choose(todo: list[Recipe], build: Builder, judge: Judge, before_val: float |
     drops = {k: judge.loss(b.runner, "val", before_val) for k, b in built.items()}
     progress(f"timing {len(built)} candidate(s) interleaved at batch 1, one thread")
     latency = measure(built, judge.reference, example, cfg.timing_budget_s, extra)
-    best, why = pick(built, drops, latency, cfg.max_drop, judge.budget_text(cfg.max_drop, cfg.max_rel_error))
+    margin = margin_for(judge, cfg.max_drop)  # chosen within the budget less its sampling margin
+    text = judge.budget_text(cfg.max_drop, cfg.max_rel_error) + (
+        f" less its {margin.points:.3g}-point sampling margin ({margin.rows} rows)" if margin.points else "")
+    best, why = pick(built, drops, latency, margin.select, text)
     rows = [_row(k, b, drops[k], latency, best) for k, b in built.items()]
     rows += [{"recipe": k, "failed": v} for k, v in failed.items()]
     refs = {k: v for k, v in latency.items() if k not in built}
     basis = f"{judge.spec.metric} points lost on the validation split" if judge.uses_metric else \
         "points of disagreement with fp32 (top-1, or relative error) on probe inputs"
     return built[best], {"why": why, "candidates": rows, "reference_latency_ms_b1": refs, "drop_basis": basis,
-                         "drop_column": judge.drop_column(),
+                         "drop_column": judge.drop_column(), "margin": margin.to_json(),
                          "backends": sorted({str(r.backend) for r in todo})}

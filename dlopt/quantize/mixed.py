@@ -6,12 +6,14 @@ When the plain search (dlopt.quantize.accuracy, or NNCF's accuracy control) ends
    candidate was per-tensor), NNCF's full bias correction (OpenVINO), SmoothQuant where the graph has MatMul
    layers (NNCF; ONNX Runtime's needs Intel Neural Compressor, else the attempt says so);
 2. ranks the layers by what quantizing each one alone costs against fp32 on held-out inputs (dlopt.quantize.
-   sensitivity: top-1 disagreement, no labels needed), on ONNX Runtime;
-3. keeps the fewest most sensitive layers in higher precision until the validation drop is within budget: 16-bit
-   activations for them (ONNX Runtime QDQ), or float (ONNX Runtime `nodes_to_exclude`, OpenVINO NNCF ignored scope),
-   the smallest count found by doubling, then bisecting;
-4. times every candidate within budget interleaved at batch 1 on one thread (with the all-int8 candidate, eager
-   fp32 and ONNX Runtime fp32) and keeps the fastest; with none within budget, the smallest drop, said so.
+   sensitivity: top-1 disagreement, no labels needed), on ONNX Runtime, within its share of the search budget
+   (`rank_deadline`: the rest is kept for step 3, whose first float attempt is made whatever the time);
+3. keeps the fewest most sensitive layers in higher precision until the validation drop is within budget less its
+   sampling margin (dlopt.quantize.accuracy.Margin): 16-bit activations for them (ONNX Runtime QDQ), or float (ONNX
+   Runtime `nodes_to_exclude`, OpenVINO NNCF ignored scope), the smallest count found by doubling, then bisecting;
+4. times every candidate within that interleaved at batch 1 on one thread (with the all-int8 candidate, eager
+   fp32 and ONNX Runtime fp32) and keeps the fastest; with none, the smallest drop, said so. When the one kept is
+   not faster than ONNX Runtime fp32, dlopt.quantize.slow_ops says which operators cost more in int8.
 
 `build_mixed(target, cfg, work)` is the same search for a caller that holds no quantize session (`dlopt optimize`).
 """
@@ -24,31 +26,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dlopt.quantize.accuracy import Margin, margin_for
 from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
 from dlopt.quantize.recipe import Built
-from dlopt.quantize.repairs import Variant, build_variant, smooth_quant_missing
+from dlopt.quantize.repair_record import Repair, kept, modules
+from dlopt.quantize.repairs import Variant, build_variant, whole_model
 
-MATMUL_OPS = ("MatMul", "Gemm")
 ALL_INT8 = "all int8 (over budget)"
-
-
-@dataclass
-class Repair:
-    """What the repair did (the quantize report's `search.repair`)."""
-
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # every variant built, with its drop
-    ranking: list[dict[str, Any]] = field(default_factory=list)  # layers by cost alone in int8, most costly first
-    unranked: int = 0  # layers the time budget left unscored
-    kept: list[dict[str, Any]] = field(default_factory=list)  # the chosen variant's layers in higher precision, why
-    latency_ms_b1: dict[str, float] = field(default_factory=dict)
-    speed: str = ""  # what keeping those layers cost in speed, in words
-    chosen: str | None = None
-    within_budget: bool = False
-    stopped: str = ""
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+# The ranking stops early enough to leave the fewest-layers search the larger of these (on 3 of 16 torchvision
+# models at a 90 s budget the ranking took it all and no layer was ever tried in float).
+SEARCH_SHARE = 0.4  # of the search budget
+SEARCH_BUILDS = 4  # builds, at the mean cost of those made so far
 
 
 @dataclass
@@ -59,6 +47,7 @@ class _Run:
     progress: Callable[[str], None]
     rec: Repair
     built: dict[str, tuple[Built, float]] = field(default_factory=dict)  # label -> (built, val drop)
+    _margin: Margin | None = None  # set at the first score: a metric that cannot run an artifact turns to parity
 
     def attempt(self, v: Variant, what: str) -> float | None:
         """Build and score one variant; None when it failed (recorded with why)."""
@@ -74,7 +63,9 @@ class _Run:
         self.built[v.label] = (b, drop)
         self._forget()
         self.rec.attempts.append({"repair": what, "recipe": v.label, "keep_float": list(v.keep_float),
-                                  "act16": list(v.act16), "val_drop": drop, "within_budget": self.ok(drop),
+                                  "act16": list(v.act16), "val_drop": drop,
+                                  "within_budget": drop is None or drop <= self.margin.budget,
+                                  "within_margin": self.ok(drop),
                                   "layers_int8": len(b.quantized_layers), "seconds": round(time.monotonic() - t0, 2)})
         return drop
 
@@ -86,55 +77,29 @@ class _Run:
         for label in [k for k, (_, d) in self.built.items() if k not in (first, least) and not self.ok(d)]:
             del self.built[label]
 
+    @property
+    def margin(self) -> Margin:
+        if self._margin is None:
+            self._margin = margin_for(self.s.judge, self.s.judge.budget(self.s.cfg.max_drop, self.s.cfg.max_rel_error))
+            self.rec.margin = self._margin.to_json()
+        return self._margin
+
     def ok(self, drop: float | None) -> bool:
-        return drop is None or drop <= self.s.judge.budget(self.s.cfg.max_drop, self.s.cfg.max_rel_error)
+        """Whether a candidate may be chosen: its drop within the budget less the sampling margin."""
+        return self.margin.holds(drop)
 
     def late(self) -> bool:
         return time.monotonic() > self.deadline
 
 
-def _transformer_like(s: Any, built: Built) -> bool:
-    """MatMul/Gemm layers outnumber convolutions among the int8 layers (SmoothQuant's case: transformer MatMuls)."""
-    import onnx
-
-    ops = {n.name: n.op_type for n in onnx.load(str(s.fp32.raw()), load_external_data=False).graph.node}
-    kinds = [ops.get(n, "") for n in built.quantized_layers]
-    return sum(k in MATMUL_OPS for k in kinds) > max(1, sum(k == "Conv" for k in kinds))
-
-
-def _whole_model(r: _Run, base: Variant, plain: Built, base_drop: float | None) -> Variant:
-    """Per-channel weights, bias correction, SmoothQuant on the whole model, each kept (for what follows) when it
-    loses no more than the variant before it; or skipped, with why."""
-    current, drop = base, base_drop if base_drop is not None else float("inf")
-
-    def consider(v: Variant, what: str) -> None:
-        nonlocal current, drop
-        got = r.attempt(v, what)
-        if got is not None and got <= drop:
-            current, drop = v, got
-
-    if base.method == Method.STATIC and not base.per_channel:
-        consider(replace(current, per_channel=True), "per-channel weights")
-    if base.backend == QBackend.OPENVINO:
-        consider(replace(current, bias_correction=True), "bias correction (NNCF, full)")
-    else:
-        r.rec.attempts.append({"repair": "bias correction", "skipped": "ONNX Runtime's quantizer has no bias "
-                               "correction (it is NNCF's, tried where the candidate is OpenVINO)"})
-    if r.s.fp32 is None or not _transformer_like(r.s, plain):
-        r.rec.attempts.append({"repair": "SmoothQuant", "skipped": "not a transformer: SmoothQuant moves activation "
-                               "outliers of MatMul layers into their weights, and here convolutions dominate"})
-    elif (missing := smooth_quant_missing(base.backend)) is not None:
-        r.rec.attempts.append({"repair": "SmoothQuant", "skipped": missing})
-    elif base.method == Method.STATIC:
-        consider(replace(current, smooth_quant=True), "SmoothQuant")
-    return current
-
-
-def _fewest(r: _Run, make: Callable[[tuple[str, ...]], Variant], ranked: list[str], what: str) -> None:
-    """The smallest k whose top-k layers in higher precision meet the budget: k = 1, 2, 4... then bisect."""
+def _fewest(r: _Run, make: Callable[[tuple[str, ...]], Variant], ranked: list[str], what: str,
+            force: bool = False) -> None:
+    """The smallest k whose top-k layers in higher precision meet the budget: k = 1, 2, 4... then bisect. With
+    `force`, the first attempt is made even when the search budget is spent."""
     top = max(1, len(ranked) - 1)  # all of them would be no int8 at all
     lo, hi, k = 0, None, 1
-    while k <= top and not r.late():
+    while k <= top and (force or not r.late()):
+        force = False
         if r.ok(r.attempt(make(tuple(ranked[:k])), f"{what}: top {k}")):
             hi = k
             break
@@ -164,11 +129,21 @@ def _rank(r: _Run, base: Variant, progress: Callable[[str], None]) -> list[str]:
     full = build_variant(r.s, ort)
     layers = list(full.quantized_layers)
     costs, r.rec.unranked = rank_alone(lambda v: build_variant(r.s, v), ort, layers, r.s.judge,
-                                       held_out(r.s.judge.probe), r.deadline, progress)
-    modules = _modules(r.s)
-    r.rec.ranking = [{**c.to_json(), "module": modules.get(c.layer)} for c in costs]
+                                       held_out(r.s.judge.probe), rank_deadline(r), progress)
+    r.rec.ranked, names = len(costs), modules(r.s)
+    r.rec.ranking = [{**c.to_json(), "module": names.get(c.layer)} for c in costs]
     ranked = [c.layer for c in costs]
     return ranked + [x for x in layers if x not in ranked]
+
+
+def rank_deadline(r: _Run) -> float:
+    """When the ranking must stop: early enough to leave the fewest-layers search SEARCH_SHARE of the budget, or
+    SEARCH_BUILDS builds at the mean cost of the attempts so far, whichever is larger (and no more than is left)."""
+    now = time.monotonic()
+    costs = [a["seconds"] for a in r.rec.attempts if "seconds" in a]
+    builds = SEARCH_BUILDS * sum(costs) / len(costs) if costs else 0.0
+    r.rec.reserve_s = round(min(max(0.0, r.deadline - now), max(SEARCH_SHARE * r.s.cfg.search_budget_s, builds)), 2)
+    return r.deadline - r.rec.reserve_s
 
 
 def _choose(r: _Run, plain: Built) -> tuple[Built, float] | None:
@@ -192,38 +167,12 @@ def _choose(r: _Run, plain: Built) -> tuple[Built, float] | None:
     if "onnxruntime fp32" in ms:
         r.rec.speed += f"; ONNX Runtime fp32 {ms['onnxruntime fp32']:.3g} ms" + (
             ": the repaired int8 file is not faster than fp32" if ms[best] >= ms["onnxruntime fp32"] else "")
+    if ms[best] >= ms.get("onnxruntime fp32", float("inf")):
+        from dlopt.quantize.slow_ops import for_session
+
+        r.progress("profiling the int8 and fp32 files: which operators cost more in int8")
+        r.rec.slow_ops = for_session(s, ok[best][0], {"int8": ms[best], "fp32": ms["onnxruntime fp32"]})
     return ok[best]
-
-
-def _modules(s: Any) -> dict[str, str]:
-    """ONNX node name -> the model's module it computes (dlopt.verify.layermap), so the report says which layer
-    node_Conv_818 is; {} without an fp32 ONNX file."""
-    import onnx
-
-    from dlopt.verify.layermap import node_modules
-
-    if s.fp32 is None:
-        return {}
-    names = [n for n, _ in s.module.named_modules()]
-    return node_modules(onnx.load(str(s.fp32.raw()), load_external_data=False), names)
-
-
-def _kept(r: _Run, built: Built) -> list[dict[str, Any]]:
-    rank = {row["layer"]: (i, row) for i, row in enumerate(r.rec.ranking)}
-    v, modules = Variant.of(built.recipe), _modules(r.s)
-    out = []
-    for layer, precision in [*((x, "16-bit activations") for x in v.act16), *((x, "float") for x in v.keep_float)]:
-        i, row = rank.get(layer, (None, {}))
-        if not row:
-            cost = "not ranked before the time budget ran out (kept in graph order)"
-        elif row.get("disagreement_points") is not None:
-            cost = (f"quantized alone in int8 it costs {row['disagreement_points']:.3g} points of top-1 agreement "
-                    f"with fp32 (output relative error {row['rel_error']:.3g}), rank {i + 1}")
-        else:
-            cost = f"quantized alone in int8 the output's relative error is {row['rel_error']:.3g}, rank {i + 1}"
-        out.append({"layer": layer, "module": modules.get(layer), "precision": precision,
-                    "rank": None if i is None else i + 1, "why": cost})
-    return out
 
 
 def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[str], None]) -> tuple[Built, Repair]:
@@ -235,12 +184,12 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
         r.rec.stopped = (f"no layer can stay in float: the model has {len(plain.quantized_layers)} int8 layer(s), "
                          "and keeping it in float leaves no int8 at all")
         return plain, _done(r, t0)
-    start = _whole_model(r, base, plain, r.attempt(base, "none: all layers int8 (the starting point)"))
+    start = whole_model(r, base, plain, r.attempt(base, "none: all layers int8 (the starting point)"))
     ranked = _rank(r, start, progress)
     if start.backend == QBackend.ONNXRUNTIME and start.method == Method.STATIC and start.quant_format == QuantFormat.QDQ:
         _fewest(r, lambda top: replace(start, act16=top), ranked, "16-bit activations (ORT)")
-    for backend in _backends(s, start):
-        _fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})")
+    for backend in _backends(s, start):  # at least one float attempt on whatever ranking there is
+        _fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})", force=True)
     chosen = _choose(r, plain)
     if chosen is None:
         best_label = min(r.built, key=lambda k: r.built[k][1]) if r.built else None
@@ -251,7 +200,8 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
         out, r.rec.within_budget = chosen[0], True
         r.rec.stopped = f"{r.rec.chosen}: the fastest repair within the " \
                         f"{s.judge.budget_text(s.cfg.max_drop, s.cfg.max_rel_error)}"
-    r.rec.kept = _kept(r, out)
+    r.rec.stopped += r.rec.margin_note() + r.rec.partial_note()
+    r.rec.kept = kept(r.rec, s, out)
     return out, _done(r, t0)
 
 
@@ -259,6 +209,10 @@ def repair_search(s: Any, built: Built, search: Any, before_val: float | None,
                   progress: Callable[[str], None]) -> tuple[Built, Any]:
     """The quantize stage's failure path: `repair` when the plain search (`search`, an accuracy.Search) ended over
     budget with int8 layers to work on; the search record gains `repair`, and the verdict the repair's."""
+    if search.within_budget and s.cfg.is_int8:  # no repair; says which operators make int8 not faster, if so
+        from dlopt.quantize.slow_ops import for_session
+
+        search.slow_ops = for_session(s, built)
     if search.within_budget or not s.cfg.is_int8 or s.cfg.max_fallback_layers == 0:
         return built, search
     progress(f"drop {search.final_drop} still over budget after the plain search: repairing")
@@ -297,7 +251,7 @@ def build_mixed(target: Any, cfg: QuantizeConfig, work: Path,
     before = s.judge.metric(None, "val")
     plain = build_variant(s, Variant(cfg.backend, Method.STATIC, cfg.quant_format, cfg.per_channel))
     drop = _drop(s, plain, before)
-    if drop is None or drop <= s.judge.budget(cfg.max_drop, cfg.max_rel_error):
+    if margin_for(s.judge, s.judge.budget(cfg.max_drop, cfg.max_rel_error)).holds(drop):
         return MixedCandidate(plain, drop, None)
     built, rec = repair(s, plain, before, say)
     return MixedCandidate(built, _drop(s, built, before), rec)

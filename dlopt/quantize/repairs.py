@@ -7,13 +7,15 @@
   ORT's SmoothQuant option needs Intel Neural Compressor (`neural_compressor`); without it the attempt is skipped.
 * OpenVINO (NNCF `quantize`): full bias correction (`fast_bias_correction=False`), SmoothQuant for transformer
   MatMuls (`ModelType.TRANSFORMER` with `AdvancedSmoothQuantParameters`), layers in `keep_float` in the ignored scope.
+
+`whole_model` tries the repairs that apply to every layer (per-channel, bias correction, SmoothQuant) in turn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from dlopt.quantize.config import CalibrationMethod, Method, QBackend, QuantForm
 from dlopt.quantize.recipe import Built, Recipe
 
 SMOOTH_QUANT_ALPHA = 0.95  # NNCF's default for MatMul in transformer mode
+MATMUL_OPS = ("MatMul", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -154,3 +157,41 @@ def build_variant(s: Any, v: Recipe) -> Built:
     dst = s.work / f"v{next(s._count)}" / f"model{FORMAT_SUFFIX[backend(v.backend).writes]}"
     dst.parent.mkdir(parents=True, exist_ok=True)
     return BUILDERS[v.backend](s, v, dst)
+
+
+def _transformer_like(s: Any, built: Built) -> bool:
+    """MatMul/Gemm layers outnumber convolutions among the int8 layers (SmoothQuant's case: transformer MatMuls)."""
+    import onnx
+
+    ops = {n.name: n.op_type for n in onnx.load(str(s.fp32.raw()), load_external_data=False).graph.node}
+    kinds = [ops.get(n, "") for n in built.quantized_layers]
+    return sum(k in MATMUL_OPS for k in kinds) > max(1, sum(k == "Conv" for k in kinds))
+
+
+def whole_model(r: Any, base: Variant, plain: Built, base_drop: float | None) -> Variant:
+    """Per-channel weights, bias correction, SmoothQuant on the whole model, each kept (for what follows) when it
+    loses no more than the variant before it; or skipped, with why. `r` is the repair's run (dlopt.quantize.mixed:
+    `attempt` builds and scores a variant, `rec` records)."""
+    current, drop = base, base_drop if base_drop is not None else float("inf")
+
+    def consider(v: Variant, what: str) -> None:
+        nonlocal current, drop
+        got = r.attempt(v, what)
+        if got is not None and got <= drop:
+            current, drop = v, got
+
+    if base.method == Method.STATIC and not base.per_channel:
+        consider(replace(current, per_channel=True), "per-channel weights")
+    if base.backend == QBackend.OPENVINO:
+        consider(replace(current, bias_correction=True), "bias correction (NNCF, full)")
+    else:
+        r.rec.attempts.append({"repair": "bias correction", "skipped": "ONNX Runtime's quantizer has no bias "
+                               "correction (it is NNCF's, tried where the candidate is OpenVINO)"})
+    if r.s.fp32 is None or not _transformer_like(r.s, plain):
+        r.rec.attempts.append({"repair": "SmoothQuant", "skipped": "not a transformer: SmoothQuant moves activation "
+                               "outliers of MatMul layers into their weights, and here convolutions dominate"})
+    elif (missing := smooth_quant_missing(base.backend)) is not None:
+        r.rec.attempts.append({"repair": "SmoothQuant", "skipped": missing})
+    elif base.method == Method.STATIC:
+        consider(replace(current, smooth_quant=True), "SmoothQuant")
+    return current
