@@ -133,3 +133,26 @@ def test_the_pipelines_inputs_reach_a_stage_config_that_takes_them(monkeypatch, 
         stages._default_row("optimize").steps[0].run(ctx)
     assert seen[0].inputs == "my.npz" and seen[0].optimize_config().inputs == "my.npz"
     assert seen[1].inputs is None
+
+
+def test_an_optimize_table_without_optimize_in_stages_is_named_not_silently_ignored(tmp_path, monkeypatch):
+    import dlopt.pipeline
+    from dlopt.core.errors import UsageError
+    from dlopt.pipeline import PipelineConfig, apply
+    from dlopt.pipeline.config import idle_sections
+
+    assert idle_sections(apply(PipelineConfig(), {"optimize": {"trials": 5}})) == ["optimize"]
+    assert idle_sections(apply(PipelineConfig(), {"optimize": {"trials": 5},
+                                                  "stages": ["train", "optimize"]})) == []
+    assert idle_sections(PipelineConfig()) == []  # nothing asked of it: nothing to say
+    config = tmp_path / "pipeline.toml"
+    config.write_text('arch = "mlp"\n[optimize]\ntrials = 5\n')
+
+    def stub(*_a, **_k):
+        raise UsageError("stopped before running (test)")
+
+    monkeypatch.setattr(dlopt.pipeline, "run_pipeline", stub)
+    from cli_calls import invoke
+
+    res = invoke("pipeline", "--config", config, "--out", tmp_path / "runs")
+    assert "[optimize] has options but stages does not name optimize" in " ".join(res.output.split())

@@ -163,8 +163,14 @@ def pipeline_cmd(
         typer.echo(dumps(_printable(cfg), config_comments()), nl=False)
         return
     from dlopt.pipeline import run_pipeline
+    from rich.markup import escape
+
+    from dlopt.pipeline.config import idle_sections
 
     quiet = as_json or verbosity() == QUIET
+    for idle in idle_sections(cfg) if not quiet else ():
+        note(f"[yellow]note:[/yellow] {escape(f'[{idle}]')} has options but stages does not name {idle}, so it will "
+             f"not run; add \"{idle}\" to stages (or --stages) to run it")
     say = (lambda _m: None) if quiet else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
     offer_resume("pipeline", resume, out)  # Ctrl-C from here on prints `dlopt pipeline --resume RUN_DIR ...`
     outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not quiet)

@@ -164,6 +164,16 @@ def apply(cfg: PipelineConfig, data: dict[str, Any], origin: str = "config") -> 
     return dataclasses.replace(cfg, **changes, sections=sections)
 
 
+def idle_sections(cfg: PipelineConfig) -> list[str]:
+    """The opt-in stages whose [section] was given options although `stages` does not name them: they will not run,
+    which the user should hear (a note: a narrower --stages on the command line is a fair thing to ask for)."""
+    from dlopt.contract.stage import opt_in_names
+
+    defaults = default_sections()
+    return [name for name in sorted(opt_in_names()) if name not in cfg.stages and name in cfg.sections
+            and cfg.sections[name] != defaults.get(name)]
+
+
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Build every stage's own config now (the rules and messages of its command), so a bad value fails before
     the first step runs and before a run directory exists; then size the model on the meta device."""
