@@ -99,7 +99,9 @@ def test_the_margin_is_one_standard_error_of_a_rate_at_the_budget():
 
     m = margin_for(_judge(), 5.0)  # 100 * sqrt(0.05 * 0.95 / 100)
     assert m.rows == ROWS and m.points == pytest.approx(2.1794, abs=1e-3) and m.select == pytest.approx(2.8206, 1e-3)
-    assert margin_for(_judge(), 0.5).select == 0.0  # never below zero: a drop of nothing is always taken
+    assert not m.capped
+    small = margin_for(_judge(), 0.5)  # one standard error (0.7) is over half the budget: half is held back
+    assert small.capped and small.select == pytest.approx(0.25) and "half the budget" in small.text()
     assert margin_for(SimpleNamespace(), 5.0).points == 0.0  # a judge without rows to count: no margin
 
 

@@ -163,14 +163,10 @@ def pipeline_cmd(
         typer.echo(dumps(_printable(cfg), config_comments()), nl=False)
         return
     from dlopt.pipeline import run_pipeline
-    from rich.markup import escape
-
-    from dlopt.pipeline.config import idle_sections
 
     quiet = as_json or verbosity() == QUIET
-    for idle in idle_sections(cfg) if not quiet else ():
-        note(f"[yellow]note:[/yellow] {escape(f'[{idle}]')} has options but stages does not name {idle}, so it will "
-             f"not run; add \"{idle}\" to stages (or --stages) to run it")
+    if not quiet:
+        _say_idle(cfg)
     say = (lambda _m: None) if quiet else (lambda m: console.print(f"[dim]·[/dim] {m}", highlight=False))
     offer_resume("pipeline", resume, out)  # Ctrl-C from here on prints `dlopt pipeline --resume RUN_DIR ...`
     outcome = run_pipeline(cfg, out, resume, progress=say, show_bars=not quiet)
@@ -180,6 +176,17 @@ def pipeline_cmd(
         _render(outcome)
     if outcome.failed:
         raise CheckFailedError(failure_message(outcome))
+
+
+def _say_idle(cfg: Any) -> None:
+    """A note for each opt-in stage given options that `stages` leaves out (it will not run)."""
+    from rich.markup import escape
+
+    from dlopt.pipeline.config import idle_sections
+
+    for idle in idle_sections(cfg):
+        note(f"[yellow]note:[/yellow] {escape(f'[{idle}]')} has options but stages does not name {idle}, so it will "
+             f"not run; add \"{idle}\" to stages (or --stages) to run it")
 
 
 def failure_message(outcome: Any) -> str:

@@ -212,7 +212,12 @@ def for_session(s: Any, built: Any, timed: dict[str, float] | None = None) -> di
     by `timed` ({"int8": ms, "fp32": ms} at batch 1), else timed here as the stage times (interleaved, one thread).
     None for another backend or a faster int8 file. A failure is recorded with why: the explanation must not sink
     the file it explains."""
-    if str(built.recipe.backend) != "onnxruntime" or s.fp32 is None or built.path.suffix != ".onnx":
+    from dlopt.models.spec import ExportFormat
+    from dlopt.quantize.config import QBackend
+    from dlopt.runtime.formats import find_format
+
+    fmt = find_format(built.path)
+    if built.recipe.backend != QBackend.ONNXRUNTIME or s.fp32 is None or fmt is None or fmt.format != ExportFormat.ONNX:
         return None
     try:
         timed = timed or _time(s, built)
