@@ -229,7 +229,10 @@ def main() -> None:
     torch.set_num_threads(1)
     from dlopt.core.environment import fingerprint
 
-    results = {"fingerprint": fingerprint(), "load_before": os.getloadavg(), "models": []}
+    from datetime import UTC, datetime
+
+    results = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "fingerprint": fingerprint(),
+               "load_before": os.getloadavg(), "models": []}
     for run in args.runs:
         results["models"].append(one(run.resolve(), args.work.resolve() / run.name, args.time_budget, args.trials,
                                      args.timing_s, args.finetune_epochs))
