@@ -31,14 +31,21 @@ def session(path: Path, threads: int | None = 1) -> Any:
 def runner_for(path: Path, threads: int | None = 1) -> Any:
     """callable(*tensors) -> tuple of tensors, as dlopt.export.load_artifact gives, with a fixed thread count."""
     import numpy as np
+    import onnxruntime as ort
     import torch
 
     sess = session(path, threads)
     names = [i.name for i in sess.get_inputs()]
+    # a scoring batch (64 rows at 224x224) grows the session's memory arena by about 1 GB, and the repair keeps
+    # several candidates' sessions alive: their arenas went past 8 GB (efficientnet_b0, densenet121, convnext_tiny).
+    # Shrinking the arena after each multi-row call hands that back (batch 1, what is timed, keeps its arena)
+    shrink = ort.RunOptions()
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def run(*inputs: Any) -> tuple[Any, ...]:
         feed = {n: np.ascontiguousarray(t.detach().cpu().numpy()) for n, t in zip(names, inputs, strict=False)}
-        return tuple(torch.from_numpy(np.asarray(o)) for o in sess.run(None, feed))
+        rows = int(inputs[0].shape[0]) if inputs and getattr(inputs[0], "ndim", 0) else 1
+        return tuple(torch.from_numpy(np.asarray(o)) for o in sess.run(None, feed, shrink if rows > 1 else None))
 
     return run
 
