@@ -144,3 +144,26 @@ def test_cli_drops_blocks_and_reports_them(tmp_path):
     assert load_checkpoint(out["record"]).model is not None
     bad = invoke("prune", "mlp", "--tiny", "--drop-blocks", "1", "--out", str(tmp_path))
     assert bad.exit_code != 0 and "no residual block to drop" in one_error(bad)
+
+
+def test_default_fine_tuning_grows_with_the_share_of_blocks_removed():
+    from dlopt.prune.finetune import DEFAULT_EPOCHS, DEPTH_EPOCHS, default_epochs
+
+    assert default_epochs() == default_epochs(0, 10) == DEFAULT_EPOCHS == 3
+    assert [default_epochs(n, 10) for n in (3, 5, 8, 10)] == [5, 6, 8, 3 + DEPTH_EPOCHS]  # mobilenet_v2's counts
+    assert default_epochs(1, 5) == 5  # ResNet-18: one of 5 blocks
+
+
+def test_a_trained_run_dropping_blocks_is_fine_tuned_longer_by_default(tmp_path):
+    from dlopt.contract.target import TargetOptions
+    from dlopt.prune.stage import run_prune
+    from dlopt.train import TrainConfig, train
+
+    run = train(TrainConfig(arch="resnet18", tiny=True, epochs=1, limit=32, out=tmp_path, progress=False)).run_dir
+    out = run_prune(TargetOptions(name=str(run)), PruneConfig(ratio=0.0, drop_blocks=1, data_limit=16,
+                                                              speedup=False))
+    assert sum(f["epochs"] for f in out.result["finetune"]) == 9  # tiny resnet18: its one block of one removed
+    assert "3, plus 6 for the 1 of 1 residual blocks removed" in out.result["notes"][0]
+    asked = run_prune(TargetOptions(name=str(run)), PruneConfig(ratio=0.0, drop_blocks=1, data_limit=16,
+                                                                speedup=False, finetune_epochs=2, name="pruned2"))
+    assert sum(f["epochs"] for f in asked.result["finetune"]) == 2  # asked for: kept as asked

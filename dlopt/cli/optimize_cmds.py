@@ -80,7 +80,8 @@ class OptimizeArgs:
              "rows.")] = None
     finetune_epochs: Annotated[int | None, typer.Option(
         "--finetune-epochs", rich_help_panel=ADVANCED, show_default=False,
-        help="Fine-tuning epochs after each prune (default: dlopt prune's, 3 where the run has data).")] = None
+        help="Fine-tuning epochs after each prune (default: dlopt prune's, 3 where the run has data, up to 6 "
+             "more for the residual blocks a candidate removes).")] = None
     limit: Annotated[int | None, typer.Option("--limit", rich_help_panel=ADVANCED, show_default=False,
                                               help="Cap on samples per split (quick runs).")] = None
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=ADVANCED, show_default=False,

@@ -49,7 +49,8 @@ class PruneArgs:
     finetune_epochs: Annotated[int | None, typer.Option(
         "--finetune-epochs", rich_help_panel=PRUNE, show_default=False,
         help="Epochs of the training loop on the run's data after pruning; default 3 where the run was trained on "
-             "data, else none (the report says so); 0 skips it.")] = None
+             "data (plus up to 6 more in proportion to the residual blocks --drop-blocks removes), else none (the "
+             "report says so); 0 skips it.")] = None
     finetune_lr: Annotated[float | None, typer.Option("--finetune-lr", rich_help_panel=PRUNE, show_default=False,
                                                       help="Default: half the training LR.")] = None
     distill: Annotated[bool, typer.Option("--distill/--no-distill", rich_help_panel=PRUNE,

@@ -201,8 +201,8 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     torch.manual_seed(cfg.seed)
     say("loading the run's data")
     evaluator, no_metric = _evaluator(target, cfg)
-    cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric)
     example = make_inputs(spec, target.config, 1, seed=cfg.seed)
+    cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric, _blocks_found(target, cfg, example))
     before = _score(evaluator, model)
     log: list[dict[str, Any]] = []
     if cfg.target_speedup:
@@ -246,6 +246,16 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
         result["notes"].append(path_note(cfg, path))
         result["speedup_plot"] = plot_path(out_dir, cfg, path, spec.metric, metric["higher_is_better"] is not False)
     return PruneReport.of(result)  # a key PruneReport does not declare, or a wrong type, stops here
+
+
+def _blocks_found(target: Target, cfg: PruneConfig, example: tuple) -> int:
+    """The model's residual blocks, where some are to go and the fine-tuning epochs are dlopt's to choose."""
+    if not cfg.drop_blocks or cfg.finetune_epochs is not None:
+        return 0
+    from dlopt.models.registry import entry_module
+    from dlopt.prune.depth import residual_blocks
+
+    return len(residual_blocks(target.model, entry_module(target.model, target.spec), example))
 
 
 def _what(cfg: PruneConfig) -> str:
