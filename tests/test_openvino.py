@@ -251,6 +251,8 @@ def test_nncf_accuracy_control_restores_the_budget(tmp_path):
     assert s["initial_drop"] > 1.0, s  # plain NNCF int8 broke the budget
     assert "NNCF accuracy control" in s["stopped"] and s["attempts"][0]["by"] == "nncf", s
     assert s["within_budget"] and s["final_drop"] <= 1.0 and r["drop_points"] <= 1.0, r
+    assert s["margin"]["select"] < 1.0 and s["final_drop"] <= s["margin"]["select"], s  # the margin, as dlopt's own
+    assert f"aiming at {s['margin']['select']:.3g}" in s["stopped"], s
     assert r["kept_float"] == [nxt_name(r)] and r["layers_float"] == 1 and r["layers_int8"] >= 1, r
     assert r["verified"] and any("reverted 1 layer" in n for n in r["notes"]), r
 

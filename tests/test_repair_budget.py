@@ -136,3 +136,48 @@ def test_the_plain_search_does_not_stop_at_the_edge_of_the_budget():
     assert "within the 5-point budget but not its 2.18-point sampling margin" in search.stopped
     _, found = fallback(build, edge, judge, None, 5.0, 2, 60.0, lambda _m: None)
     assert found.within_budget and found.final_drop == 0.0 and found.margin["select"] == pytest.approx(2.8206, 1e-3)
+
+
+def test_the_float_fallback_is_searched_before_16_bit_activations(monkeypatch):
+    """ONNX Runtime's CPU provider runs 16-bit activations through float kernels: float goes first, and a spent
+    budget skips the 16-bit search with why instead of spending the float search's time on it."""
+    from dlopt.quantize.mixed import ACT16_LATE, repair
+
+    s = _session(LAYERS, 60.0, 5.0, _judge(), monkeypatch)
+    _, rec = repair(s, _plain(LAYERS), None, lambda _m: None)
+    kinds = [a["repair"].split(":")[0] for a in rec.attempts if "seconds" in a]
+    assert "16-bit activations (ORT)" in kinds, kinds
+    assert kinds.index("float fallback (onnxruntime)") < kinds.index("16-bit activations (ORT)")
+    spent = _session(LAYERS, 1e-6, 5.0, _judge(), monkeypatch)
+    _, late = repair(spent, _plain(LAYERS), None, lambda _m: None)
+    assert {"repair": "16-bit activations (ORT)", "skipped": ACT16_LATE} in late.attempts
+    assert [a["repair"] for a in late.attempts if a["repair"].startswith("float")] == ["float fallback (onnxruntime): top 1"]
+
+
+def test_the_count_grows_fast_enough_to_reach_every_layer_but_one():
+    from dlopt.quantize.mixed import _grow
+
+    def run(builds: float) -> SimpleNamespace:
+        return SimpleNamespace(builds_left=lambda _until: builds, deadline=0.0)
+
+    assert _grow(run(float("inf")), 1, 81, None) == 2  # time for every doubling: double
+    assert _grow(run(7), 1, 81, None) == 2  # 1 -> 128 in 7 builds
+    assert _grow(run(4), 1, 81, None) == 3  # 81 ** (1/4): 3, 9, 27, 81
+    assert _grow(run(3), 2, 81, None) == 7  # (81/2) ** (1/3) = 3.4
+    assert _grow(run(1.5), 4, 81, None) == 81  # one build left: every layer but one
+    assert _grow(run(4), 60, 81, None) == 81
+
+
+def test_a_search_with_one_build_left_tries_every_layer_but_one(monkeypatch):
+    """Rows spoiled by every layer a little (one row each of 40): only a file with nearly every layer in float
+    holds; with time for one more build after `top 1`, the search says whether any file can, instead of `top 2`."""
+    from dlopt.quantize import mixed
+
+    layers = tuple(f"L{i}" for i in range(40))
+    monkeypatch.setitem(globals(), "SPOILS", {x: range(i, i + 1) for i, x in enumerate(layers)})
+    monkeypatch.setattr(mixed._Run, "builds_left", lambda _self, _until: 1.0)
+    s = _session(layers, 60.0, 5.0, _judge(), monkeypatch)
+    _, rec = mixed.repair(s, _plain(layers), None, lambda _m: None)
+    floats = [len(a["keep_float"]) for a in rec.attempts if a["repair"].startswith("float fallback")]
+    assert floats[:2] == [1, 39], floats
+    assert rec.within_budget and len(rec.kept) < 40

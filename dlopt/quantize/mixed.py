@@ -9,8 +9,12 @@ When the plain search (dlopt.quantize.accuracy, or NNCF's accuracy control) ends
    sensitivity: top-1 disagreement, no labels needed), on ONNX Runtime, within its share of the search budget
    (`rank_deadline`: the rest is kept for step 3, whose first float attempt is made whatever the time);
 3. keeps the fewest most sensitive layers in higher precision until the validation drop is within budget less its
-   sampling margin (dlopt.quantize.accuracy.Margin): 16-bit activations for them (ONNX Runtime QDQ), or float (ONNX
-   Runtime `nodes_to_exclude`, OpenVINO NNCF ignored scope), the smallest count found by doubling, then bisecting;
+   sampling margin (dlopt.quantize.accuracy.Margin): float (ONNX Runtime `nodes_to_exclude`, OpenVINO NNCF ignored
+   scope) first, each backend in an equal share of the time left, then 16-bit activations for them (ONNX Runtime
+   QDQ) with what remains: ONNX Runtime's CPU provider has no 16-bit kernels, so a layer with 16-bit activations
+   runs in float between Q/DQ nodes, never faster and less exact than the float layer, only smaller on disk. The
+   count grows from 1 by doubling, or by the larger factor that reaches every layer but one within the builds the
+   share affords (a search cut off at 8 of 82 layers has shown nothing), then bisects down;
 4. times every candidate within that interleaved at batch 1 on one thread (with the all-int8 candidate, eager
    fp32 and ONNX Runtime fp32) and keeps the fastest; with none, the smallest drop, said so. When the one kept is
    not faster than ONNX Runtime fp32, dlopt.quantize.slow_ops says which operators cost more in int8.
@@ -33,6 +37,9 @@ from dlopt.quantize.repair_record import Repair, kept, modules
 from dlopt.quantize.repairs import Variant, build_variant, whole_model
 
 ALL_INT8 = "all int8 (over budget)"
+ACT16_LATE = ("the search budget was spent on the float fallback, tried first: ONNX Runtime's CPU provider runs a "
+              "layer with 16-bit activations in float between Q/DQ nodes, so it is never faster than that layer in "
+              "float and only smaller on disk")
 # The ranking stops early enough to leave the fewest-layers search the larger of these (on 3 of 16 torchvision
 # models at a 90 s budget the ranking took it all and no layer was ever tried in float).
 SEARCH_SHARE = 0.4  # of the search budget
@@ -88,28 +95,48 @@ class _Run:
         """Whether a candidate may be chosen: its drop within the budget less the sampling margin."""
         return self.margin.holds(drop)
 
-    def late(self) -> bool:
-        return time.monotonic() > self.deadline
+    def late(self, until: float | None = None) -> bool:
+        return time.monotonic() > min(self.deadline, until or self.deadline)
+
+    def builds_left(self, until: float) -> float:
+        """How many more builds (at the mean cost of those made so far) fit before `until`."""
+        costs = [a["seconds"] for a in self.rec.attempts if "seconds" in a]
+        mean = sum(costs) / len(costs) if costs else 0.0
+        left = min(self.deadline, until) - time.monotonic()
+        return left / mean if mean > 0 else float("inf")
 
 
 def _fewest(r: _Run, make: Callable[[tuple[str, ...]], Variant], ranked: list[str], what: str,
-            force: bool = False) -> None:
-    """The smallest k whose top-k layers in higher precision meet the budget: k = 1, 2, 4... then bisect. With
-    `force`, the first attempt is made even when the search budget is spent."""
+            until: float | None = None, force: bool = False) -> None:
+    """The smallest k whose top-k layers in higher precision meet the budget, searched before `until`: k grows from
+    1 (`_grow`), then bisects down. With `force`, the first attempt is made even when the time is spent."""
     top = max(1, len(ranked) - 1)  # all of them would be no int8 at all
     lo, hi, k = 0, None, 1
-    while k <= top and (force or not r.late()):
+    while k <= top and (force or not r.late(until)):
         force = False
         if r.ok(r.attempt(make(tuple(ranked[:k])), f"{what}: top {k}")):
             hi = k
             break
-        lo, k = k, min(top, k * 2) if k < top else top + 1
-    while hi is not None and hi - lo > 1 and not r.late():
+        lo, k = k, _grow(r, k, top, until) if k < top else top + 1
+    while hi is not None and hi - lo > 1 and not r.late(until):
         mid = (lo + hi) // 2
         if r.ok(r.attempt(make(tuple(ranked[:mid])), f"{what}: top {mid}")):
             hi = mid
         else:
             lo = mid
+
+
+def _grow(r: _Run, k: int, top: int, until: float | None) -> int:
+    """The next count after k failed: twice k, or more when the builds left could not reach `top` by doubling."""
+    import math
+
+    builds = min(64, r.builds_left(until or r.deadline))  # inf before any build was timed
+    if builds < 2:
+        return top  # the last build: every layer but one, which says whether any file can hold the budget
+    builds = int(builds)
+    if k * 2 ** builds >= top:
+        return min(top, k * 2)
+    return min(top, max(k * 2, math.ceil(k * (top / k) ** (1 / builds))))
 
 
 def _backends(s: Any, base: Variant) -> list[QBackend]:
@@ -186,10 +213,15 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
         return plain, _done(r, t0)
     start = whole_model(r, base, plain, r.attempt(base, "none: all layers int8 (the starting point)"))
     ranked = _rank(r, start, progress)
+    backends = _backends(s, start)
+    for i, backend in enumerate(backends):  # at least one float attempt on whatever ranking there is, each backend
+        share = time.monotonic() + max(0.0, r.deadline - time.monotonic()) / (len(backends) - i)
+        _fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})", share, force=True)
     if start.backend == QBackend.ONNXRUNTIME and start.method == Method.STATIC and start.quant_format == QuantFormat.QDQ:
-        _fewest(r, lambda top: replace(start, act16=top), ranked, "16-bit activations (ORT)")
-    for backend in _backends(s, start):  # at least one float attempt on whatever ranking there is
-        _fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})", force=True)
+        if r.late():
+            r.rec.attempts.append({"repair": "16-bit activations (ORT)", "skipped": ACT16_LATE})
+        else:
+            _fewest(r, lambda top: replace(start, act16=top), ranked, "16-bit activations (ORT)")
     chosen = _choose(r, plain)
     if chosen is None:
         best_label = min(r.built, key=lambda k: r.built[k][1]) if r.built else None

@@ -164,7 +164,7 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
     import time
 
     from dlopt.models.spec import ExportFormat
-    from dlopt.quantize.accuracy import Search, within
+    from dlopt.quantize.accuracy import Search, margin_for
     from dlopt.runtime.formats import file_name
 
     if controlled_applies(s.judge, built.recipe) is not None or s.cfg.max_fallback_layers == 0 or \
@@ -172,21 +172,24 @@ def nncf_search(s: Any, built: Built, before_val: float | None, progress: Any) -
         return None
     t0 = time.monotonic()
     search = Search(initial_drop=s.judge.loss(built.runner, "val", before_val))
-    if within(search.initial_drop, s.cfg.max_drop) or not built.quantized_layers:
+    margin = margin_for(s.judge, s.cfg.max_drop)  # NNCF aims at the budget less the sampling margin, as dlopt does
+    if margin.holds(search.initial_drop) or not built.quantized_layers:
         return None  # nothing to restore: dlopt's search records "within budget" as for any candidate
-    progress(f"drop {search.initial_drop:.2f} > {s.cfg.max_drop:g}: NNCF accuracy-controlled quantization")
+    search.margin = margin.to_json()
+    progress(f"drop {search.initial_drop:.2f} > {margin.select:.3g}: NNCF accuracy-controlled quantization")
     n = next(s._count)
-    got = accuracy_controlled(built.recipe, s.fp32, s.calib.batches, s.judge, s.cfg.max_drop,
+    got = accuracy_controlled(built.recipe, s.fp32, s.calib.batches, s.judge, margin.select,
                               s.cfg.max_fallback_layers, s.work / f"ac{n}" / file_name(ExportFormat.OPENVINO), progress)
     drop = s.judge.loss(got.runner, "val", before_val)  # dlopt's own runner (fp32 hint), not NNCF's compile
     search.attempts.append({"keep_float": list(got.recipe.keep_float), "drop": drop, "by": "nncf"})
     best = got if drop <= search.initial_drop else built
     search.final_drop = min(drop, search.initial_drop)
-    search.within_budget = within(search.final_drop, s.cfg.max_drop)
+    search.within_budget = margin.holds(search.final_drop)
     search.stopped = (f"NNCF accuracy control (quantize_with_accuracy_control) reverted "
                       f"{len(got.recipe.keep_float) - len(built.recipe.keep_float)} layer(s) to float: drop "
-                      f"{search.initial_drop:g} -> {drop:g} points" + ("" if search.within_budget else
-                                                                       ", still over budget"))
+                      f"{search.initial_drop:g} -> {drop:g} points (aiming at {margin.select:.3g}: the "
+                      f"{s.cfg.max_drop:g}-point budget less {margin.points:.3g} points of sampling margin)" +
+                      ("" if search.within_budget else ", still over budget"))
     search.seconds = round(time.monotonic() - t0, 2)
     return best, search
 
