@@ -154,13 +154,31 @@ def _rank(r: _Run, base: Variant, progress: Callable[[str], None]) -> list[str]:
 
     ort = Variant(QBackend.ONNXRUNTIME, base.method, QuantFormat.QDQ, base.per_channel)
     full = build_variant(r.s, ort)
-    layers = list(full.quantized_layers)
+    layers = _order(r, full, list(full.quantized_layers), progress)
     costs, r.rec.unranked = rank_alone(lambda v: build_variant(r.s, v), ort, layers, r.s.judge,
                                        held_out(r.s.judge.probe), rank_deadline(r), progress)
     r.rec.ranked, names = len(costs), modules(r.s)
     r.rec.ranking = [{**c.to_json(), "module": names.get(c.layer)} for c in costs]
     ranked = [c.layer for c in costs]
     return ranked + [x for x in layers if x not in ranked]
+
+
+def _order(r: _Run, full: Built, layers: list[str], progress: Callable[[str], None]) -> list[str]:
+    """The layers in the order the ranking scores them (sensitivity.scoring_order), or graph order, said why."""
+    from dlopt.quantize.sensitivity import held_out, scoring_order
+
+    if r.s.fp32 is None:
+        r.rec.order = "graph order (no fp32 ONNX file to compare layer outputs with)"
+        return layers
+    progress("ordering the layers by where the all-int8 file's error grows")
+    try:
+        order = scoring_order(r.s.fp32.prepared(), full.path, layers, held_out(r.s.judge.probe))
+    except Exception as exc:  # noqa: BLE001 -- a tap ORT cannot run: the ranking still runs, in graph order
+        r.rec.order = f"graph order (the layer outputs could not be compared: {type(exc).__name__}: {exc})"[:300]
+        return layers
+    r.rec.order = "by the growth of the all-int8 file's relative error across each layer" if order != layers \
+        else "graph order (no layer's tensors could be tapped in both files)"
+    return order
 
 
 def rank_deadline(r: _Run) -> float:

@@ -20,6 +20,7 @@ class Repair:
     unranked: int = 0  # layers the time budget left unscored
     ranked: int = 0  # layers scored (the ranking is partial when `unranked` > 0)
     reserve_s: float = 0.0  # seconds of the budget the ranking left to the fewest-layers search
+    order: str = ""  # the order the ranking scored the layers in, and why (sensitivity.scoring_order)
     margin: dict[str, Any] | None = None  # the sampling margin candidates were chosen with (accuracy.Margin)
     kept: list[dict[str, Any]] = field(default_factory=list)  # the chosen variant's layers in higher precision, why
     latency_ms_b1: dict[str, float] = field(default_factory=dict)
@@ -48,7 +49,8 @@ class Repair:
         if not self.unranked:
             return ""
         return (f"; the ranking scored {self.ranked} of {self.ranked + self.unranked} layers in its share of the "
-                f"search budget ({self.reserve_s:g} s kept for the search); the others were tried in graph order")
+                f"search budget ({self.reserve_s:g} s kept for the search, scored {self.order or 'in graph order'}); "
+                "the others were tried in that order")
 
 
 def modules(s: Any) -> dict[str, str]:
@@ -72,7 +74,7 @@ def kept(rec: Repair, s: Any, built: Built) -> list[dict[str, Any]]:
     for layer, precision in [*((x, "16-bit activations") for x in v.act16), *((x, "float") for x in v.keep_float)]:
         i, row = rank.get(layer, (None, {}))
         if not row:
-            cost = "not ranked before the time budget ran out (kept in graph order)"
+            cost = "not ranked before the time budget ran out (kept in the ranking's scoring order)"
         elif row.get("disagreement_points") is not None:
             cost = (f"quantized alone in int8 it costs {row['disagreement_points']:.3g} points of top-1 agreement "
                     f"with fp32 (output relative error {row['rel_error']:.3g}), rank {i + 1}")
