@@ -113,6 +113,12 @@ def _int8_at(recipe: dict[str, Any], fp32: Path, calib: list[Any], out: Path) ->
 
     pre = out.with_name(out.stem + "-pre.onnx")
     quant_pre_process(str(fp32), str(pre))
+    if recipe["method"] == "dynamic":  # before 2026-12-07 a dynamic recipe was built static here (mislabelled)
+        from onnxruntime.quantization import quantize_dynamic
+
+        quantize_dynamic(str(pre), str(out), per_channel=recipe["per_channel"], weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=list(recipe["keep_float"]))
+        return out
     feeds = iter([{"image": np.ascontiguousarray(c.numpy())} for c in calib])
 
     class Reader(CalibrationDataReader):
@@ -131,6 +137,58 @@ def _int8_at(recipe: dict[str, Any], fp32: Path, calib: list[Any], out: Path) ->
                     nodes_to_exclude=[*recipe["keep_float"], *(f"{n}_MatMul" for n in recipe["keep_float"])],
                     extra_options={"TensorQuantOverrides": overrides} if overrides else {})
     return out
+
+
+def _recipe_of(label: str) -> dict[str, Any]:
+    """The recipe fields an auto candidate's label names ("onnxruntime static qdq per-channel", ...)."""
+    words = label.split()
+    return {"backend": words[0], "method": words[1], "quant_format": "qoperator" if "qoperator" in words else "qdq",
+            "per_channel": "per-tensor" not in words, "keep_float": [], "label": label}
+
+
+def _within_at_trained_size(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The int8 recipes quantize found within budget at the trained size: the shipped one (its layers in float
+    included) and every auto candidate whose validation drop held the budget less its sampling margin."""
+    auto = r.get("auto") or {}
+    select = (auto.get("margin") or {}).get("select", MAX_DROP)
+    out = {r["recipe"]["label"]: r["recipe"]} if r.get("drop_points") is not None and \
+        r["drop_points"] <= MAX_DROP else {}
+    for c in auto.get("candidates") or []:
+        if "failed" not in c and c.get("val_drop") is not None and c["val_drop"] <= select:
+            out.setdefault(c["recipe"], _recipe_of(c["recipe"]))
+    return list(out.values())
+
+
+def _at_big(name: str, r: dict[str, Any], model: Any, spec: Any, cfg: Any, cases: Any, budget_s: float,
+            requantize: bool) -> dict[str, Any]:
+    """At 224 x 224 (same weights): the shipped recipe, and every recipe within budget at the trained size, built
+    again on the 224 fp32 file and timed interleaved with both fp32 files; the fastest is what `dlopt quantize`'s
+    auto would ship at that size (it picks the fastest within budget, measured on the machine)."""
+    import torch.nn.functional as F
+
+    x = cases[0].inputs[0][:1]
+    big = F.interpolate(x, size=(BIG, BIG), mode="bilinear", align_corners=False)
+    calib = [F.interpolate(c.inputs[0], size=(BIG, BIG), mode="bilinear", align_corners=False) for c in cases]
+    folder = CACHE / "files" / name
+    files = _fp32_files(model, spec, cfg, BIG, folder)
+    recipes = {"int8": r["recipe"], **{f"int8 {rec['label']}": rec for rec in _within_at_trained_size(r)}}
+    for key, rec in recipes.items():
+        slug = rec["label"].replace(" ", "_") if key != "int8" else "shipped"
+        files[key] = folder / f"int8-{BIG}-{slug}{'.xml' if rec['backend'] == 'openvino' else '.onnx'}"
+        if not files[key].is_file() or requantize:
+            _int8_at(rec, files["onnxruntime fp32"], calib, files[key])
+    ms = _time(files, model, big, budget_s)
+    lows = [k for k in recipes if k != "int8"] or ["int8"]
+    fastest = min(lows, key=lambda k: ms[k])
+    rec = recipes[fastest]
+    same = f"{rec['backend']} fp32"
+    return {"ms_b1": ms, **_verdict(ms, "int8"),
+            "fastest_within_budget": {"recipe": rec["label"], "ms_b1": ms[fastest],
+                                      "vs_fp32_same_runtime": round(ms[same] / ms[fastest], 3),
+                                      "same_runtime": same, **_verdict(ms, fastest)},
+            "note": "speed only: the weights trained at 64 x 64, calibrated on digits upscaled to 224; `int8` is the "
+                    "recipe shipped at 64, `fastest_within_budget` the fastest of the recipes within budget at 64 "
+                    "(what auto picks when it measures at 224)"}
 
 
 def _time(files: dict[str, Path], model: Any, x: Any, budget_s: float) -> dict[str, float]:
@@ -159,8 +217,6 @@ def _verdict(ms: dict[str, float], int8_key: str) -> dict[str, Any]:
 
 
 def quantize_one(name: str, entry: dict[str, Any], budget_s: float, requantize: bool) -> dict[str, Any]:
-    import torch.nn.functional as F
-
     from dlopt.contract.target import TargetOptions
     from dlopt.core.runs import Run
     from dlopt.models.checkpoint import load_checkpoint
@@ -184,16 +240,7 @@ def quantize_one(name: str, entry: dict[str, Any], budget_s: float, requantize: 
     speed: dict[str, Any] = {}
     files = {**_fp32_files(model, spec, cfg, SIZE, CACHE / "files" / name), "int8": artifact}
     speed[str(SIZE)] = {"ms_b1": (ms := _time(files, model, x, budget_s)), **_verdict(ms, "int8")}
-    big = F.interpolate(x, size=(BIG, BIG), mode="bilinear", align_corners=False)
-    calib = [F.interpolate(c.inputs[0], size=(BIG, BIG), mode="bilinear", align_corners=False) for c in cases]
-    files = _fp32_files(model, spec, cfg, BIG, CACHE / "files" / name)
-    suffix = ".xml" if r["backend"] == "openvino" else ".onnx"
-    files["int8"] = CACHE / "files" / name / f"int8-{BIG}{suffix}"
-    if not files["int8"].is_file() or requantize:
-        _int8_at(r["recipe"], files["onnxruntime fp32"], calib, files["int8"])
-    speed[str(BIG)] = {"ms_b1": (ms := _time(files, model, big, budget_s)), **_verdict(ms, "int8"),
-                       "note": "speed only: the weights trained at 64 x 64, the same int8 recipe, calibrated on "
-                               "digits upscaled to 224"}
+    speed[str(BIG)] = _at_big(name, r, model, spec, cfg, cases, budget_s, requantize)
     search = r["search"] or {}
     return {"model": name, "run": str(run.relative_to(ROOT)), "train": {k: entry.get(k) for k in
             ("test", "epochs_run", "best_epoch", "seconds")}, "train_command": " ".join(
@@ -238,8 +285,24 @@ def quantize_all(models: list[str], budget_s: float, requantize: bool = False) -
         done = list(data["results"].values())
         data["summary"] = {"measured": len(done), "within_1_point": sum(d["within_1_point"] for d in done),
                            "target": ">= 7 of 8 within 1 point", "target_met": sum(d["within_1_point"] for d in done)
-                           >= 7, "ship_int8_at_64": [d["model"] for d in done if d["speed"]["64"]["ship_int8"]]}
+                           >= 7, "ship_int8_at_64": [d["model"] for d in done if d["speed"]["64"]["ship_int8"]],
+                           **_summary_224(done)}
         RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _summary_224(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """The 224 target: the fastest recipe within budget >= 1.5x fp32 on its own runtime (rows measured before that
+    field existed timed only the 64 recipe: counted by it, and listed)."""
+    def ratio(d: dict[str, Any]) -> float:
+        big = d["speed"][str(BIG)]
+        fastest = big.get("fastest_within_budget")
+        return fastest["vs_fp32_same_runtime"] if fastest else big["int8_vs_best_fp32"]
+
+    met = [d["model"] for d in done if ratio(d) >= 1.5]
+    return {"at_224": {"target": ">= 6 of 8 at >= 1.5x fp32 on the same runtime", "met_by": met,
+                       "target_met": len(met) >= 6, "ratios": {d["model"]: ratio(d) for d in done},
+                       "shipped_recipe_only": [d["model"] for d in done
+                                               if "fastest_within_budget" not in d["speed"][str(BIG)]]}}
 
 
 def repair_demo(name: str) -> None:
