@@ -78,6 +78,9 @@ def rank_alone(build: Callable[[Recipe], Built], recipe: Recipe, layers: Sequenc
 
 
 QDQ_SUFFIX = "_QuantizeLinear_Input"  # ORT's QDQ quantizer renames a graph output a layer writes to this
+ORDER_SAMPLES = 16  # held-out samples the scoring order is measured on
+TAP_CHUNK = 2  # samples per tapped run: every layer's input and output are held at once (efficientnet_b0 at 224
+# with 64-sample batches took the quantize process past 8 GB)
 
 
 def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, tuple[str, str, str, str]]:
@@ -106,6 +109,19 @@ def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, 
     return out
 
 
+def _chunks(inputs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The first ORDER_SAMPLES samples of `inputs`, TAP_CHUNK at a time."""
+    out, n = [], 0
+    for batch in inputs:
+        size = int(batch[0].shape[0])
+        for start in range(0, size, TAP_CHUNK):
+            if n >= ORDER_SAMPLES:
+                return out
+            out.append(tuple(t[start:start + TAP_CHUNK] for t in batch))
+            n += min(TAP_CHUNK, size - start)
+    return out
+
+
 def scoring_order(fp32: Any, int8: Any, layers: Sequence[str], inputs: Sequence[tuple[Any, ...]]) -> list[str]:
     """`layers` with those whose all-int8 output error grows most over their input's first (relative error against
     fp32 on `inputs`, the output's less the input's); layers whose tensors cannot be tapped follow in graph order."""
@@ -125,7 +141,7 @@ def scoring_order(fp32: Any, int8: Any, layers: Sequence[str], inputs: Sequence[
     got_run = onnx_tap(int8, sorted({t8 for t8, _ in tapped}))
     diff: dict[str, float] = {}
     norm: dict[str, float] = {}
-    for batch in inputs:
+    for batch in _chunks(inputs):
         _, ref = ref_run(*batch)
         _, got = got_run(*batch)
         for t8, tf in tapped:
