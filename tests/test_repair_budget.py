@@ -181,3 +181,21 @@ def test_a_search_with_one_build_left_tries_every_layer_but_one(monkeypatch):
     floats = [len(a["keep_float"]) for a in rec.attempts if a["repair"].startswith("float fallback")]
     assert floats[:2] == [1, 39], floats
     assert rec.within_budget and len(rec.kept) < 40
+
+
+def test_a_search_that_fails_with_every_layer_but_one_in_float_says_no_file_can_hold(monkeypatch):
+    """Every layer spoils rows on its own (40 layers, 3 rows each, overlapping): one int8 layer already breaks the
+    budget, so the repair says no int8 file can hold it, instead of "the search budget ran out"."""
+    from dlopt.quantize import mixed
+
+    layers = tuple(f"L{i}" for i in range(40))
+    monkeypatch.setitem(globals(), "SPOILS", {x: range(i, i + 6) for i, x in enumerate(layers)})
+    monkeypatch.setattr(mixed._Run, "builds_left", lambda _self, _until: 1.0)
+    s = _session(layers, 60.0, 5.0, _judge(), monkeypatch)
+    _, rec = mixed.repair(s, _plain(layers), None, lambda _m: None)
+    assert not rec.within_budget
+    assert rec.stopped.startswith("no repair can meet the budget: with 39 of 40 layers in float the drop is still 6")
+    assert "ran out" not in rec.stopped and "every layer would have to stay in float" in rec.stopped
+    cut = _session(layers, 1e-6, 5.0, _judge(), monkeypatch)  # only the forced top-1 attempt: nothing shown
+    _, short = mixed.repair(cut, _plain(layers), None, lambda _m: None)
+    assert short.stopped.startswith("no repair met the budget before the search budget ran out")

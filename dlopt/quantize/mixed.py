@@ -243,8 +243,9 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
     chosen = _choose(r, plain)
     if chosen is None:
         best_label = min(r.built, key=lambda k: r.built[k][1]) if r.built else None
-        r.rec.stopped = ("no repair met the budget" + (" before the search budget ran out" if r.late() else "") +
-                         (f"; smallest drop: {best_label}" if best_label else ""))
+        r.rec.stopped = (_impossible(r, ranked) or "no repair met the budget" + (
+            " before the search budget ran out" if r.late() else "")) + (
+            f"; smallest drop: {best_label}" if best_label else "")
         out = r.built[best_label][0] if best_label and r.built[best_label][1] < _drop(s, plain, before_val) else plain
     else:
         out, r.rec.within_budget = chosen[0], True
@@ -253,6 +254,22 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
     r.rec.stopped += r.rec.margin_note() + r.rec.partial_note()
     r.rec.kept = kept(r.rec, s, out)
     return out, _done(r, t0)
+
+
+def _impossible(r: _Run, ranked: list[str]) -> str:
+    """Why no file can hold the budget, when the search tried every layer but one in float and that failed too;
+    else ''. (Keeping more layers in float only brings the file closer to fp32: fewer cannot do better.)"""
+    top = max(1, len(ranked) - 1)
+    tried = [a for a in r.rec.attempts if a["repair"].startswith("float fallback") and "val_drop" in a
+             and len(a.get("keep_float") or ()) >= top]
+    if not tried or len(ranked) < 2:
+        return ""
+    a = min(tried, key=lambda x: x["val_drop"] if x["val_drop"] is not None else float("inf"))
+    left = [x for x in ranked if x not in set(a["keep_float"])]
+    return (f"no repair can meet the budget: with {len(a['keep_float'])} of {len(ranked)} layers in float the drop "
+            f"is still {a['val_drop']:.3g} points (only {', '.join(left) or 'none'} left in int8), so every layer "
+            "would have to stay in float: no int8 file of this model holds the budget; deploy the fp32 or a "
+            "half-precision file")
 
 
 def repair_search(s: Any, built: Built, search: Any, before_val: float | None,
