@@ -199,3 +199,27 @@ def test_a_search_that_fails_with_every_layer_but_one_in_float_says_no_file_can_
     cut = _session(layers, 1e-6, 5.0, _judge(), monkeypatch)  # only the forced top-1 attempt: nothing shown
     _, short = mixed.repair(cut, _plain(layers), None, lambda _m: None)
     assert short.stopped.startswith("no repair met the budget before the search budget ran out")
+
+
+@pytest.mark.parametrize(("fp32_ms", "profiled", "words"), [
+    (10.5, True, "not faster than fp32 by the 1.1x int8 must gain to be worth shipping (1.05x)"),
+    (9.0, True, "the repaired int8 file is not faster than fp32"),
+    (12.0, False, None),
+])
+def test_the_repair_judges_its_speed_by_the_bar_the_verdict_uses(monkeypatch, fp32_ms, profiled, words):
+    """convnext_tiny at 224: the repair timed its file 1.03x fp32 and called it faster, the quantize verdict then
+    timed 0.996x: a tie. Under the 1.1x int8 must gain, the repair says so and profiles the operators."""
+    from dlopt.quantize import mixed
+
+    s = _session(LAYERS, 60.0, 5.0, _judge(), monkeypatch)
+    s.fp32 = SimpleNamespace(raw=lambda: Path("fp32.onnx"))
+    monkeypatch.setattr("dlopt.quantize.ort_quant.runner_for", lambda _p: (lambda *_a: None))
+    monkeypatch.setattr("dlopt.quantize.choose.measure",
+                        lambda builds, *_a: {**{k: 10.0 for k in builds}, "onnxruntime fp32": fp32_ms})
+    calls = []
+    monkeypatch.setattr("dlopt.quantize.slow_ops.for_session", lambda *a: calls.append(a) or {"line": "ops"})
+    r = mixed._Run(s, None, time.monotonic() + 60, lambda _m: None, mixed.Repair())
+    r.attempt(Variant(QBackend.ONNXRUNTIME, Method.STATIC, per_channel=True).keeping(("L0", "L1", "L2")), "x")
+    assert mixed._choose(r, _plain(LAYERS)) is not None
+    assert bool(calls) == profiled and (words is None or words in r.rec.speed), r.rec.speed
+    assert (r.rec.slow_ops is not None) == profiled

@@ -32,6 +32,7 @@ from typing import Any
 
 from dlopt.quantize.accuracy import Margin, margin_for
 from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
+from dlopt.quantize.judge import INT8_GAIN
 from dlopt.quantize.recipe import Built
 from dlopt.quantize.repair_record import Repair, kept, modules
 from dlopt.quantize.repairs import Variant, build_variant, whole_model
@@ -209,10 +210,14 @@ def _choose(r: _Run, plain: Built) -> tuple[Built, float] | None:
     r.rec.latency_ms_b1, r.rec.chosen = ms, best
     r.rec.speed = f"{best}: {ms[best]:.3g} ms at batch 1 against {ms[ALL_INT8]:.3g} ms with every layer int8 " \
                   f"({ms[best] / ms[ALL_INT8]:.2f}x the time)"
-    if "onnxruntime fp32" in ms:
-        r.rec.speed += f"; ONNX Runtime fp32 {ms['onnxruntime fp32']:.3g} ms" + (
-            ": the repaired int8 file is not faster than fp32" if ms[best] >= ms["onnxruntime fp32"] else "")
-    if ms[best] >= ms.get("onnxruntime fp32", float("inf")):
+    fp32_ms = ms.get("onnxruntime fp32")
+    slow = fp32_ms is not None and ms[best] * INT8_GAIN > fp32_ms  # the bar the quantize verdict applies too
+    if fp32_ms is not None:
+        r.rec.speed += f"; ONNX Runtime fp32 {fp32_ms:.3g} ms" + (
+            ": the repaired int8 file is not faster than fp32" if ms[best] >= fp32_ms else
+            f": the repaired int8 file is not faster than fp32 by the {INT8_GAIN:g}x int8 must gain to be worth "
+            f"shipping ({fp32_ms / ms[best]:.2f}x)" if slow else "")
+    if slow:
         from dlopt.quantize.slow_ops import for_session
 
         r.progress("profiling the int8 and fp32 files: which operators cost more in int8")
