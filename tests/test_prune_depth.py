@@ -131,6 +131,8 @@ def test_options_that_cannot_go_together_are_refused():
     with pytest.raises(ConfigError, match="--target-speedup is not supported"):
         PruneConfig(drop_blocks=1, target_speedup=1.5)
     assert "drop_blocks" not in PruneConfig().to_json()  # a plain prune's config (and cache key) as before
+    assert "finetune_default" in PruneConfig(drop_blocks=1).to_json()  # not the key of a 3-epoch depth prune
+    assert "finetune_default" not in PruneConfig(drop_blocks=1, finetune_epochs=3).to_json()
 
 
 def test_cli_drops_blocks_and_reports_them(tmp_path):

@@ -105,6 +105,8 @@ class PruneConfig:
         out["method"], out["importance"] = str(self.method), str(self.importance)
         if not self.drop_blocks:  # as before depth pruning existed: the same prune keeps its cache key and config
             del out["drop_blocks"]
+        elif self.finetune_epochs is None:  # the default grew with the blocks removed: a model cached under the
+            out["finetune_default"] = "3 + 6 x share of blocks removed"  # old default (3) is not reused for it
         return out
 
 
