@@ -72,9 +72,11 @@ def optimize_targets(files: list[Loaded]) -> Body:
             ratios = {k: (get(r, (k, "p50_ms")) / pick if isinstance(pick, (int, float)) and pick
                           and isinstance(get(r, (k, "p50_ms")), (int, float)) else None) for k in _BASELINES}
             best_default = min((v for k, v in ratios.items() if k.startswith(("(a)", "(b)")) and v), default=None)
-            size, ft = get(m, "input_size", 64), get(m, "finetune_epochs") or 3
+            size, asked = get(m, "input_size", 64), get(m, "finetune_epochs")
+            ft = asked or 3
             when = get(f.data, "date") or ""
-            rows.append([f"{get(m, 'arch')} {size}x{size}", num(ft), get(m, ("pick", "label")), num(pick, 3),
+            rows.append([f"{get(m, 'arch')} {size}x{size}", num(asked) if asked else "default",
+                         get(m, ("pick", "label")), num(pick, 3),
                          num(get(r, ("optimize pick", "accuracy")), 4), _x3(best_default),
                          _x3(ratios["(c) dlopt pipeline ship pick"]), num(ratios["fp32 onnx"], 2) + "x",
                          num(get(m, "study_wall_s"), 0), _spread(r, f.data),
@@ -83,7 +85,8 @@ def optimize_targets(files: list[Loaded]) -> Body:
             if when >= latest.get(key, ("", ""))[0]:  # the newest run per model, size and default or not
                 latest[key] = (when, ("" if ft == 3 else f"ft{ft}: ")
                                + f"{_x3(best_default)}/{_x3(ratios['(c) dlopt pipeline ship pick'])}")
-    lines = table(["model (trained on digits)", "fine-tuning epochs", "pick", "pick ms (b1, 1 thread)",
+    lines = table(["model (trained on digits)", "fine-tuning epochs (default: 3, and since 689f733 up to 6 more for "
+                   "residual blocks removed)", "pick", "pick ms (b1, 1 thread)",
                    "pick accuracy", "vs best of OV+NNCF / ORT int8 defaults (target 1.5x)",
                    "vs pipeline pick (target 1.2x)", "vs fp32 ONNX Runtime", "study s", "load, widest IQR",
                    "measured at", "file"], rows)
@@ -100,7 +103,7 @@ def optimize_targets(files: list[Loaded]) -> Body:
             heads.append(f"{arch} {size}px {fig}{extra}")
     head = ", ".join(heads)
     return Body(lines, [("`dlopt optimize` pick against OpenVINO+NNCF / ORT int8 defaults, and against the pipeline's "
-                         "pick (newest run per model; ftN: N fine-tuning epochs, default 3)",
+                         "pick (newest run per model at the default fine-tuning; ftN: N epochs for every prune)",
                          f"{head} (targets 1.5x/1.2x)")])
 
 
