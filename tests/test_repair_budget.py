@@ -194,8 +194,8 @@ def test_a_search_that_fails_with_every_layer_but_one_in_float_says_no_file_can_
     s = _session(layers, 60.0, 5.0, _judge(), monkeypatch)
     _, rec = mixed.repair(s, _plain(layers), None, lambda _m: None)
     assert not rec.within_budget
-    assert rec.stopped.startswith("no repair can meet the budget: with 39 of 40 layers in float the drop is still 6")
-    assert "ran out" not in rec.stopped and "every layer would have to stay in float" in rec.stopped
+    assert rec.stopped.startswith("no repair met the budget even with 39 of 40 layers in float: the drop is still 6")
+    assert "ran out" not in rec.stopped and "int8 does not suit this model within the budget" in rec.stopped
     cut = _session(layers, 1e-6, 5.0, _judge(), monkeypatch)  # only the forced top-1 attempt: nothing shown
     _, short = mixed.repair(cut, _plain(layers), None, lambda _m: None)
     assert short.stopped.startswith("no repair met the budget before the search budget ran out")

@@ -270,11 +270,12 @@ def _impossible(r: _Run, ranked: list[str]) -> str:
     if not tried or len(ranked) < 2:
         return ""
     a = min(tried, key=lambda x: x["val_drop"] if x["val_drop"] is not None else float("inf"))
-    left = [x for x in ranked if x not in set(a["keep_float"])]
-    return (f"no repair can meet the budget: with {len(a['keep_float'])} of {len(ranked)} layers in float the drop "
-            f"is still {a['val_drop']:.3g} points (only {', '.join(left) or 'none'} left in int8), so every layer "
-            "would have to stay in float: no int8 file of this model holds the budget; deploy the fp32 or a "
-            "half-precision file")
+    names = modules(r.s)
+    left = [f"{x} ({names[x]})" if names.get(x) else x for x in ranked if x not in set(a["keep_float"])]
+    return (f"no repair met the budget even with {len(a['keep_float'])} of {len(ranked)} layers in float: the drop "
+            f"is still {a['val_drop']:.3g} points with only {', '.join(left) or 'none'} in int8, the layer last in "
+            f"the ranking's order ({r.rec.order or 'graph order'}); int8 does not suit this model within the "
+            "budget: deploy the fp32 or a half-precision file")
 
 
 def repair_search(s: Any, built: Built, search: Any, before_val: float | None,
