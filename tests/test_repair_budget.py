@@ -155,7 +155,7 @@ def test_the_float_fallback_is_searched_before_16_bit_activations(monkeypatch):
 
 
 def test_the_count_grows_fast_enough_to_reach_every_layer_but_one():
-    from dlopt.quantize.mixed import _grow
+    from dlopt.quantize.fewest import grow as _grow
 
     def run(builds: float) -> SimpleNamespace:
         return SimpleNamespace(builds_left=lambda _until: builds, deadline=0.0)

@@ -12,9 +12,8 @@ When the plain search (dlopt.quantize.accuracy, or NNCF's accuracy control) ends
    sampling margin (dlopt.quantize.accuracy.Margin): float (ONNX Runtime `nodes_to_exclude`, OpenVINO NNCF ignored
    scope) first, each backend in an equal share of the time left, then 16-bit activations for them (ONNX Runtime
    QDQ) with what remains: ONNX Runtime's CPU provider has no 16-bit kernels, so a layer with 16-bit activations
-   runs in float between Q/DQ nodes, never faster and less exact than the float layer, only smaller on disk. The
-   count grows from 1 by doubling, or by the larger factor that reaches every layer but one within the builds the
-   share affords (a search cut off at 8 of 82 layers has shown nothing), then bisects down;
+   runs in float between Q/DQ nodes, never faster and less exact than the float layer, only smaller on disk
+   (dlopt.quantize.fewest: how the count is searched);
 4. times every candidate within that interleaved at batch 1 on one thread (with the all-int8 candidate, eager
    fp32 and ONNX Runtime fp32) and keeps the fastest; with none, the smallest drop, said so. When the one kept is
    not faster than ONNX Runtime fp32, dlopt.quantize.slow_ops says which operators cost more in int8.
@@ -32,6 +31,7 @@ from typing import Any
 
 from dlopt.quantize.accuracy import Margin, margin_for
 from dlopt.quantize.config import Method, QBackend, QuantFormat, QuantizeConfig
+from dlopt.quantize.fewest import fewest, impossible
 from dlopt.quantize.judge import INT8_GAIN
 from dlopt.quantize.recipe import Built
 from dlopt.quantize.repair_record import Repair, kept, modules
@@ -105,39 +105,6 @@ class _Run:
         mean = sum(costs) / len(costs) if costs else 0.0
         left = min(self.deadline, until) - time.monotonic()
         return left / mean if mean > 0 else float("inf")
-
-
-def _fewest(r: _Run, make: Callable[[tuple[str, ...]], Variant], ranked: list[str], what: str,
-            until: float | None = None, force: bool = False) -> None:
-    """The smallest k whose top-k layers in higher precision meet the budget, searched before `until`: k grows from
-    1 (`_grow`), then bisects down. With `force`, the first attempt is made even when the time is spent."""
-    top = max(1, len(ranked) - 1)  # all of them would be no int8 at all
-    lo, hi, k = 0, None, 1
-    while k <= top and (force or not r.late(until)):
-        force = False
-        if r.ok(r.attempt(make(tuple(ranked[:k])), f"{what}: top {k}")):
-            hi = k
-            break
-        lo, k = k, _grow(r, k, top, until) if k < top else top + 1
-    while hi is not None and hi - lo > 1 and not r.late(until):
-        mid = (lo + hi) // 2
-        if r.ok(r.attempt(make(tuple(ranked[:mid])), f"{what}: top {mid}")):
-            hi = mid
-        else:
-            lo = mid
-
-
-def _grow(r: _Run, k: int, top: int, until: float | None) -> int:
-    """The next count after k failed: twice k, or more when the builds left could not reach `top` by doubling."""
-    import math
-
-    builds = min(64, r.builds_left(until or r.deadline))  # inf before any build was timed
-    if builds < 2:
-        return top  # the last build: every layer but one, which says whether any file can hold the budget
-    builds = int(builds)
-    if k * 2 ** builds >= top:
-        return min(top, k * 2)
-    return min(top, max(k * 2, math.ceil(k * (top / k) ** (1 / builds))))
 
 
 def _backends(s: Any, base: Variant) -> list[QBackend]:
@@ -239,16 +206,16 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
     backends = _backends(s, start)
     for i, backend in enumerate(backends):  # at least one float attempt on whatever ranking there is, each backend
         share = time.monotonic() + max(0.0, r.deadline - time.monotonic()) / (len(backends) - i)
-        _fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})", share, force=True)
+        fewest(r, replace(start, backend=backend).keeping, ranked, f"float fallback ({backend})", share, force=True)
     if start.backend == QBackend.ONNXRUNTIME and start.method == Method.STATIC and start.quant_format == QuantFormat.QDQ:
         if r.late():
             r.rec.attempts.append({"repair": "16-bit activations (ORT)", "skipped": ACT16_LATE})
         else:
-            _fewest(r, lambda top: replace(start, act16=top), ranked, "16-bit activations (ORT)")
+            fewest(r, lambda top: replace(start, act16=top), ranked, "16-bit activations (ORT)")
     chosen = _choose(r, plain)
     if chosen is None:
         best_label = min(r.built, key=lambda k: r.built[k][1]) if r.built else None
-        r.rec.stopped = (_impossible(r, ranked) or "no repair met the budget" + (
+        r.rec.stopped = (impossible(r, ranked) or "no repair met the budget" + (
             " before the search budget ran out" if r.late() else "")) + (
             f"; smallest drop: {best_label}" if best_label else "")
         out = r.built[best_label][0] if best_label and r.built[best_label][1] < _drop(s, plain, before_val) else plain
@@ -259,23 +226,6 @@ def repair(s: Any, plain: Built, before_val: float | None, progress: Callable[[s
     r.rec.stopped += r.rec.margin_note() + r.rec.partial_note()
     r.rec.kept = kept(r.rec, s, out)
     return out, _done(r, t0)
-
-
-def _impossible(r: _Run, ranked: list[str]) -> str:
-    """Why no file can hold the budget, when the search tried every layer but one in float and that failed too;
-    else ''. (Keeping more layers in float only brings the file closer to fp32: fewer cannot do better.)"""
-    top = max(1, len(ranked) - 1)
-    tried = [a for a in r.rec.attempts if a["repair"].startswith("float fallback") and "val_drop" in a
-             and len(a.get("keep_float") or ()) >= top]
-    if not tried or len(ranked) < 2:
-        return ""
-    a = min(tried, key=lambda x: x["val_drop"] if x["val_drop"] is not None else float("inf"))
-    names = modules(r.s)
-    left = [f"{x} ({names[x]})" if names.get(x) else x for x in ranked if x not in set(a["keep_float"])]
-    return (f"no repair met the budget even with {len(a['keep_float'])} of {len(ranked)} layers in float: the drop "
-            f"is still {a['val_drop']:.3g} points with only {', '.join(left) or 'none'} in int8, the layer last in "
-            f"the ranking's order ({r.rec.order or 'graph order'}); int8 does not suit this model within the "
-            "budget: deploy the fp32 or a half-precision file")
 
 
 def repair_search(s: Any, built: Built, search: Any, before_val: float | None,
