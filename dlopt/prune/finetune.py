@@ -14,13 +14,10 @@ import torch
 from torch import nn
 
 from dlopt.core.warn import count
-from dlopt.prune.config import PruneConfig
+from dlopt.prune.config import DEFAULT_EPOCHS, DEPTH_EPOCHS, PruneConfig
 from dlopt.tasks.evaluator import Evaluator
 
 LR_FACTOR = 0.5  # fine-tuning starts at half the training learning rate (then the same warm-up + cosine)
-DEFAULT_EPOCHS = 3  # fine-tuning when --finetune-epochs is not given and the run was trained on data
-DEPTH_EPOCHS = 6  # added in proportion to the residual blocks removed: all of them would add 6 (mobilenet_v2 at
-# 96x96 with 8 of its 10 blocks gone stayed >1 point down after 3 epochs and recovered to 0.74 after 8)
 TEMPERATURE = 4.0  # softened logits carry the teacher's ranking of the wrong classes (Hinton et al. use 2-20)
 KL_WEIGHT = 0.5  # loss = (1 - w) * task loss + w * T^2 * KL(teacher || student)
 

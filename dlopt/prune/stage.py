@@ -202,7 +202,8 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     say("loading the run's data")
     evaluator, no_metric = _evaluator(target, cfg)
     example = make_inputs(spec, target.config, 1, seed=cfg.seed)
-    cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric, _blocks_found(target, cfg, example))
+    blocks = _blocks_found(target, cfg, example) if evaluator is not None else 0  # no data: no fine-tuning
+    cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric, blocks)
     before = _score(evaluator, model)
     log: list[dict[str, Any]] = []
     if cfg.target_speedup:

@@ -83,9 +83,9 @@ TAP_CHUNK = 2  # samples per tapped run: every layer's input and output are held
 # with 64-sample batches took the quantize process past 8 GB)
 
 
-def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, tuple[str, str, str, str]]:
-    """layer -> (input tensor in the int8 graph, its fp32 name, output tensor in the int8 graph, its fp32 name), for
-    the layers whose tensors both graphs have: the input is the float tensor before the layer's Q/DQ pair."""
+def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, tuple[str, str, str]]:
+    """layer -> (input tensor, output tensor in the int8 graph, that output's fp32 name), for the layers whose
+    tensors both graphs have: the input is the float tensor before the layer's Q/DQ pair (named alike in both)."""
     made = {o: n for n in int8.graph.node for o in n.output}
     by_name = {n.name: n for n in int8.graph.node}
 
@@ -97,7 +97,7 @@ def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, 
             t = n.input[0]
         return t
 
-    out: dict[str, tuple[str, str, str, str]] = {}
+    out: dict[str, tuple[str, str, str]] = {}
     for layer in layers:
         n = by_name.get(layer)
         if n is None or not n.input or not n.output:
@@ -105,7 +105,7 @@ def _sites(int8: Any, layers: Sequence[str], fp32_names: set[str]) -> dict[str, 
         i, o = source(n.input[0]), n.output[0]
         o_ref = o[:-len(QDQ_SUFFIX)] if o.endswith(QDQ_SUFFIX) else o
         if i in fp32_names and o_ref in fp32_names:
-            out[layer] = (i, i, o, o_ref)
+            out[layer] = (i, o, o_ref)
     return out
 
 
@@ -135,7 +135,7 @@ def scoring_order(fp32: Any, int8: Any, layers: Sequence[str], inputs: Sequence[
     sites = _sites(onnx.load(str(int8), load_external_data=False), layers, fp32_names)
     if not sites or not inputs:
         return list(layers)
-    tapped = [(t8, tf) for i8, i_ref, o8, o_ref in sites.values() for t8, tf in ((i8, i_ref), (o8, o_ref))
+    tapped = [(t8, tf) for i, o8, o_ref in sites.values() for t8, tf in ((i, i), (o8, o_ref))
               if tf not in graph_inputs]
     ref_run = onnx_tap(fp32, sorted({tf for _, tf in tapped}))
     got_run = onnx_tap(int8, sorted({t8 for t8, _ in tapped}))
@@ -154,7 +154,7 @@ def scoring_order(fp32: Any, int8: Any, layers: Sequence[str], inputs: Sequence[
     def rel(t: str) -> float:
         return 0.0 if t in graph_inputs or not norm.get(t) else (diff[t] / norm[t]) ** 0.5
 
-    growth = {layer: rel(o_ref) - rel(i_ref) for layer, (_, i_ref, _, o_ref) in sites.items()
-              if o_ref in norm and (i_ref in graph_inputs or i_ref in norm)}
+    growth = {layer: rel(o_ref) - rel(i) for layer, (i, _, o_ref) in sites.items()
+              if o_ref in norm and (i in graph_inputs or i in norm)}
     ranked = sorted(growth, key=lambda x: growth[x], reverse=True)
     return ranked + [x for x in layers if x not in growth]
