@@ -104,9 +104,9 @@ def _int8_at(recipe: dict[str, Any], fp32: Path, calib: list[Any], out: Path) ->
     import numpy as np
 
     if recipe["backend"] == "openvino":
-        from dlopt.runtime.openvino import nncf_quantize, require_openvino, save_ir
+        from dlopt.runtime.openvino import nncf_quantize, read_model, save_ir
 
-        model = require_openvino().Core().read_model(str(fp32))
+        model = read_model(fp32)
         return save_ir(nncf_quantize(model, [(c,) for c in calib], len(calib), tuple(recipe["keep_float"])), out)
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

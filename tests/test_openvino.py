@@ -279,3 +279,26 @@ def test_accuracy_control_applies_only_with_a_metric_and_openvino_static():
     assert "no task metric" in controlled_applies(judge(False), ov_static)
     assert "lower-is-better" in controlled_applies(judge(True, fraction=False, higher=False), ov_static)
     assert "not an OpenVINO" in controlled_applies(judge(True), Recipe(QBackend.ONNXRUNTIME, Method.STATIC))
+
+
+def test_nncf_reads_onnx_through_the_frontend_simplifications(tmp_path):
+    """An ONNX file is quantized as ov.convert_model reads it: depthwise weights are constants NNCF quantizes, and
+    x * sigmoid(x) is one Swish. Core.read_model kept a shape subgraph before each depthwise weight (those convs
+    stayed float) and the Sigmoid/Multiply pair apart (quantizers inside the activation): slower int8."""
+    from torch import nn
+
+    from dlopt.quantize.ov_quant import _quantized
+    from dlopt.runtime.openvino import read_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                          nn.SiLU(), nn.Conv2d(8, 4, 1)).eval()
+    path = tmp_path / "dw.onnx"
+    torch.onnx.export(model, (torch.randn(2, 3, 16, 16),), str(path), input_names=["x"], dynamo=True,
+                      dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    calib = [(torch.randn(1, 3, 16, 16),) for _ in range(4)]
+    xml = quantize_ir(path, calib, tmp_path / "int8" / "model.xml", subset_size=4)
+    q, kept = _quantized(read_model(xml))
+    assert len(q) == 3 and kept == []  # the depthwise conv too
+    ops = [op.get_type_name() for op in read_model(xml).get_ops()]
+    assert ops.count("Swish") == 2 and "Sigmoid" not in ops and "ShapeOf" not in ops

@@ -49,15 +49,14 @@ def bf16(recipe: Recipe, fp32: Any, out: Path) -> Built:
 
 
 def build(recipe: Recipe, fp32: Any, batches: Any, out: Path) -> Built:
-    from dlopt.runtime.openvino import nncf_quantize, require_openvino, save_ir, torch_runner
+    from dlopt.runtime.openvino import nncf_quantize, read_model, save_ir, torch_runner
 
     if recipe.method == Method.BF16:
         return bf16(recipe, fp32, out)
     if recipe.method != Method.STATIC:
         raise UnsupportedError(f"the OpenVINO backend builds static int8 (NNCF) or bf16, not {recipe.method}; "
                                "use --method static or bf16, or --backend onnxruntime")
-    ov = require_openvino()
-    model = ov.Core().read_model(str(fp32.raw()))
+    model = read_model(fp32.raw())
     batches = list(batches)
     from dlopt.quantize.quiet import third_party_output
 
@@ -112,7 +111,7 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
     on the validation split (through `judge`, the same loop as the rest of dlopt) and reverts the most sensitive
     layers to float, at most `max_layers`, until the drop is within budget. The returned recipe's keep_float names
     the layers NNCF reverted (the layers the first recipe already kept stay in its ignored scope)."""
-    from dlopt.runtime.openvino import as_arrays, require_openvino, save_ir
+    from dlopt.runtime.openvino import as_arrays, read_model, save_ir
 
     try:
         import nncf
@@ -121,7 +120,6 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
         from dlopt.runtime.openvino import NNCF_HINT
 
         raise MissingDependencyError(f"nncf is not installed: {NNCF_HINT}") from None
-    ov = require_openvino()
     calib = [as_arrays(b) for b in batches]
     probe = [as_arrays(b) for b in judge.probe]  # the validation split's inputs: NNCF ranks layers on these
     sign = 1.0 if judge.evaluator.higher_is_better else -1.0
@@ -144,7 +142,7 @@ def accuracy_controlled(recipe: Recipe, fp32: Any, batches: Any, judge: Any, max
 
     with third_party_output():
         model = nncf.quantize_with_accuracy_control(
-            ov.Core().read_model(str(fp32.raw())), nncf.Dataset(calib, item), nncf.Dataset(probe, item), validate,
+            read_model(fp32.raw()), nncf.Dataset(calib, item), nncf.Dataset(probe, item), validate,
             max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE if fraction else nncf.DropType.RELATIVE,
             subset_size=len(calib), advanced_accuracy_restorer_parameters=params, **scope)
     save_ir(model, out, {"quantization": json.dumps(recipe.to_json())})

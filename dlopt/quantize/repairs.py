@@ -123,7 +123,7 @@ def _openvino(s: Any, v: Variant, out: Path) -> Built:
     import nncf
 
     from dlopt.quantize.ov_quant import _quantized
-    from dlopt.runtime.openvino import as_arrays, require_openvino, save_ir, torch_runner
+    from dlopt.runtime.openvino import as_arrays, read_model, save_ir, torch_runner
 
     samples = [as_arrays(b) for b in s.calib.batches]
     options: dict[str, Any] = {"fast_bias_correction": not v.bias_correction}
@@ -133,7 +133,7 @@ def _openvino(s: Any, v: Variant, out: Path) -> Built:
         options["model_type"] = nncf.ModelType.TRANSFORMER
         options["advanced_parameters"] = nncf.AdvancedQuantizationParameters(
             smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))
-    model = require_openvino().Core().read_model(str(s.fp32.raw()))
+    model = read_model(s.fp32.raw())
     with contextlib.redirect_stdout(sys.stderr):
         quantized = nncf.quantize(model, nncf.Dataset(samples, lambda a: a if len(a) > 1 else a[0]),
                                   subset_size=len(samples), **options)
