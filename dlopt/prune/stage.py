@@ -15,6 +15,7 @@ from dlopt.contract.target import Check, Target, TargetOptions, as_target
 from dlopt.core.errors import ConfigError
 from dlopt.core.results import PruneReport, write_result
 from dlopt.core.warn import count
+from dlopt.prune import tuning
 from dlopt.prune.config import PruneConfig
 
 REPORT = "prune_report.json"
@@ -42,68 +43,6 @@ def prune_check(cfg: PruneConfig) -> Check:
         check_supported(spec, cfg)
 
     return check
-
-
-def _score(evaluator: Any, model: Any) -> float | None:
-    return None if evaluator is None else round(evaluator.score(model), 6)
-
-
-def _finetune_hook(cfg: PruneConfig, evaluator: Any, log: list[dict[str, Any]], progress: Progress,
-                   teacher: Any = None) -> Any:
-    """Fine-tuning spread over the iterative steps (the last step gets the remainder)."""
-    if evaluator is None or cfg.finetune_epochs == 0:
-        return None
-    from dlopt.prune.finetune import finetune
-
-    share = cfg.finetune_epochs // cfg.iterative_steps
-
-    def hook(model: Any, step: int) -> None:
-        epochs = share + (cfg.finetune_epochs % cfg.iterative_steps if step == cfg.iterative_steps else 0)
-        if epochs:
-            progress(f"fine-tuning after step {step}/{cfg.iterative_steps} ({count(epochs, 'epoch')})")
-            log.append({"step": step, **finetune(model, evaluator, epochs, cfg.finetune_lr, cfg.seed, teacher)})
-
-    return hook
-
-
-def _metric_after_prune(cfg: PruneConfig, evaluator: Any, spec: Any, example: tuple, target: Target) -> float | None:
-    """The metric right after pruning, before any fine-tuning (a second, untrained prune of the same copy)."""
-    if evaluator is None or cfg.finetune_epochs == 0:
-        return None
-    from dlopt.prune.model import prune_model
-
-    plain, _ = prune_model(target.model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
-                           probe=_probe(cfg, evaluator))
-    return _score(evaluator, plain)
-
-
-def _to_speedup(target: Target, cfg: PruneConfig, evaluator: Any, example: tuple, log: list[dict[str, Any]],
-                say: Progress) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """--target-speedup: steps of pruning and fine-tuning until the latency target or the --max-drop budget."""
-    from dlopt.prune.finetune import finetune
-    from dlopt.prune.speedup import prune_to_speedup, timer_for
-
-    def tune(model: Any, step: int) -> None:
-        say(f"fine-tuning after step {step} ({count(cfg.finetune_epochs, 'epoch')})")
-        log.append({"step": step, **finetune(model, evaluator, cfg.finetune_epochs, cfg.finetune_lr, cfg.seed,
-                                             target.model if cfg.distill else None)})
-
-    timer = timer_for(target.spec, target.config, cfg.target_runtime, cfg.target_batch)
-    pruned, info, path = prune_to_speedup(
-        target.model, target.spec, cfg, example, timer, lambda m: _score(evaluator, m),
-        evaluator.higher_is_better if evaluator else True, tune if evaluator and cfg.finetune_epochs else None, say)
-    if not info:
-        raise ConfigError(f"the first step (keeping {path[1]['channels_kept']:g} of the channels) already loses "
-                          f"{path[1]['drop_points']:g} points, over --max-drop {cfg.max_drop:g}; nothing was saved: "
-                          "raise --max-drop or fine-tune longer (--finetune-epochs)")
-    return pruned, info, path
-
-
-def _taylor(cfg: PruneConfig, evaluator: Any) -> Any:
-    from dlopt.prune.config import Importance
-    from dlopt.prune.finetune import taylor_loss
-
-    return taylor_loss(evaluator) if cfg.importance == Importance.TAYLOR and evaluator is not None else None
 
 
 def run_prune(target: Target | TargetOptions, cfg: PruneConfig, progress: Progress | None = None,
@@ -200,24 +139,24 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     spec, model = target.spec, target.model
     torch.manual_seed(cfg.seed)
     say("loading the run's data")
-    evaluator, no_metric = _evaluator(target, cfg)
+    evaluator, no_metric = tuning.evaluator(target, cfg)
     example = make_inputs(spec, target.config, 1, seed=cfg.seed)
-    blocks = _blocks_found(target, cfg, example) if evaluator is not None else 0  # no data: no fine-tuning
+    blocks = tuning.blocks_found(target, cfg, example) if evaluator is not None else 0  # no data: no fine-tuning
     cfg, tuning_note = resolve_finetune(cfg, evaluator, no_metric, blocks)
-    before = _score(evaluator, model)
+    before = tuning.score(evaluator, model)
     log: list[dict[str, Any]] = []
     if cfg.target_speedup:
-        pruned, info, path = _to_speedup(target, cfg, evaluator, example, log, say)
+        pruned, info, path = tuning.to_speedup(target, cfg, evaluator, example, log, say)
         after_prune = None
     else:
-        after_prune = _metric_after_prune(cfg, evaluator, spec, example, target)
+        after_prune = tuning.metric_after_prune(cfg, evaluator, spec, example, target)
         say(f"pruning {spec.name} ({cfg.method}, {_what(cfg)}, {cfg.iterative_steps} step(s))")
-        pruned, info = prune_model(model, spec, cfg, example, loss_fn=_taylor(cfg, evaluator),
-                                   after_step=_finetune_hook(cfg, evaluator, log, say,
-                                                             model if cfg.distill else None),
-                                   probe=_probe(cfg, evaluator))
+        pruned, info = prune_model(model, spec, cfg, example, loss_fn=tuning.taylor(cfg, evaluator),
+                                   after_step=tuning.finetune_hook(cfg, evaluator, log, say,
+                                                                   model if cfg.distill else None),
+                                   probe=tuning.probe(cfg, evaluator))
         path = None
-    final = _score(evaluator, pruned)
+    final = tuning.score(evaluator, pruned)
     metric = {"name": spec.metric, "higher_is_better": evaluator.higher_is_better if evaluator else None,
               "before": before, "after_prune": final if after_prune is None and not log else after_prune,
               "after_finetune": final if log else None,
@@ -249,51 +188,8 @@ def _prune_and_save(target: Target, cfg: PruneConfig, out_dir: Path, say: Progre
     return PruneReport.of(result)  # a key PruneReport does not declare, or a wrong type, stops here
 
 
-def _blocks_found(target: Target, cfg: PruneConfig, example: tuple) -> int:
-    """The model's residual blocks, where some are to go and the fine-tuning epochs are dlopt's to choose."""
-    if not cfg.drop_blocks or cfg.finetune_epochs is not None:
-        return 0
-    from dlopt.models.registry import entry_module
-    from dlopt.prune.depth import residual_blocks
-
-    return len(residual_blocks(target.model, entry_module(target.model, target.spec), example))
-
-
 def _what(cfg: PruneConfig) -> str:
     return f"ratio {cfg.ratio:g}" + (f", {count(cfg.drop_blocks, 'residual block')} dropped" if cfg.drop_blocks else "")
-
-
-PROBE_BATCHES = 2  # training batches that rank the residual blocks --drop-blocks removes
-
-
-def _probe(cfg: PruneConfig, evaluator: Any) -> list[tuple[Any, ...]]:
-    """The whole model's inputs of a few training batches (no labels needed), or none without data / blocks."""
-    if not cfg.drop_blocks or evaluator is None:
-        return []
-    from dlopt.prune.finetune import training_family
-
-    out: list[tuple[Any, ...]] = []
-    for (x, _y), _ in training_family(evaluator, cfg.seed).epoch_batches(0):
-        out.append(x if isinstance(x, tuple) else (x,))
-        if len(out) >= PROBE_BATCHES:
-            break
-    return out
-
-
-def _evaluator(target: Target, cfg: PruneConfig) -> tuple[Any, str]:
-    """The run's evaluator, or None and why: no dataset for this family, or a dataset the model cannot read (a
-    fresh --tiny model evaluated on the spec's default data, whose vocabulary is larger than the tiny one)."""
-    from dlopt.tasks.evaluator import evaluator_for
-
-    evaluator = evaluator_for(target.run, target.spec, target.config, limit=cfg.data_limit)
-    if evaluator is None:
-        return None, "this family trains without a dataset"
-    needs = dict(getattr(evaluator.data, "config_overrides", {}) or {})
-    misfit = {k: v for k, v in needs.items() if hasattr(target.config, k) and getattr(target.config, k) != v}
-    if misfit:
-        got = ", ".join(f"{k}={getattr(target.config, k)} (the data needs {v})" for k, v in misfit.items())
-        return None, f"the model ({got}) cannot read the spec's default data; train it first (dlopt train)"
-    return evaluator, ""
 
 
 def _summary(report: PruneReport) -> dict[str, Any]:
