@@ -233,7 +233,8 @@ def main() -> None:
     from datetime import UTC, datetime
 
     results = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "fingerprint": fingerprint(),
-               "load_before": os.getloadavg(), "models": []}
+               "load_before": os.getloadavg(), "models": [],
+               "nncf_baseline_read": "ov.convert_model"}  # before 4cad1c1: Core.read_model (a weaker baseline)
     for run in args.runs:
         results["models"].append(one(run.resolve(), args.work.resolve() / run.name, args.time_budget, args.trials,
                                      args.timing_s, args.finetune_epochs))
