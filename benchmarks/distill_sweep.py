@@ -1,6 +1,7 @@
 """Distillation's temperature and KL weight, chosen on the validation split: each (T, w) pair fine-tunes a model
 pruned at each ratio for 3 epochs, three seeds, beside plain fine-tuning; the pair with the best validation accuracy
-(the mean over ratios of the median over seeds) is the one to ship, if it beats plain fine-tuning (test accuracy is recorded, never used to choose).
+(the mean over ratios of the median over seeds) is the one to ship, if it beats plain fine-tuning. Test accuracy is
+recorded, never used to choose.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_sweep.py [ARCH] [--pairs 4:0.5 1:0.9 ...]
 
@@ -85,7 +86,7 @@ def main() -> None:
     run = trained(args.arch)
     data: dict[str, Any] = {"created": datetime.now(UTC).isoformat(timespec="seconds"), "environment": fingerprint(),
                             "arch": args.arch, "run": str(run.relative_to(ROOT)), "finetune_epochs": EPOCHS,
-                            "select_on": "median validation accuracy over every ratio and seed", "rows": []}
+                            "rows": []}
     for pair in pairs:
         for ratio in args.ratios:
             for seed in args.seeds:

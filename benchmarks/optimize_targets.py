@@ -106,8 +106,9 @@ def baselines(run: Path) -> dict[str, Path]:
 
     onnx = run_export(Target.of_run(Run.open(run)), ExportConfig(formats=(ExportFormat.ONNX,))).result.artifacts["onnx"]
     calib = _calibration(run)
-    model = ov.convert_model(str(onnx))  # NNCF's docs: convert, then quantize (Core.read_model left depthwise
-    # weights behind shape subgraphs NNCF does not quantize: a weaker baseline than a user following the docs gets)
+    # OpenVINO's tutorials convert the model, then quantize; Core.read_model (before 4cad1c1) left depthwise weights
+    # behind shape subgraphs that NNCF does not quantize: a weaker baseline than a user following them gets
+    model = ov.convert_model(str(onnx))
     name = model.inputs[0].get_any_name()
     nncf_xml = run / "baseline-nncf" / "model.xml"
     nncf_xml.parent.mkdir(exist_ok=True)
