@@ -75,3 +75,21 @@ def model_sources(files: list[Loaded]) -> Body:
            f"{'yes' if get(d, 'hfpipe_target.met') else 'no'}, ONNX int8 "
            f"{times(get(onnx, ('int8', 'speedup_vs_fp32_b1')))} its fp32 file")
     return Body(lines, [("Models from Hugging Face folders, timm and ONNX files", fig)])
+
+
+@section("ov_reader.json", "OpenVINO int8: how the ONNX file is read before NNCF", "benchmarks/ov_reader.py",
+         "docs/diagnose.md")
+def ov_reader(files: list[Loaded]) -> Body:
+    d = files[0].data
+    readers = get(d, "readers", []) or []
+    rows, heads = [], []
+    for r in get(d, "rows", []) or []:
+        cells = [f"{num(get(r, ('ms_b1', k, 'p50_ms')), 3)} ms, {num(get(r, ('speedup_vs_fp32', k)), 3)}x fp32, "
+                 f"{num(get(r, ('int8', k, 'layers_float')))} layers float" for k in readers]
+        rows.append([f"{get(r, 'model')} {num(get(r, 'size'))}px", num(get(r, ("ms_b1", "fp32", "p50_ms")), 3), *cells])
+        heads.append(f"{get(r, 'model')} " + " -> ".join(f"{num(get(r, ('speedup_vs_fp32', k)), 3)}x" for k in readers))
+    lines = table(["model (random weights)", "fp32 IR ms", *(f"NNCF int8 from {k}" for k in readers)], rows)
+    lines += ["Batch 1, one thread, timed interleaved through dlopt's OpenVINO bench loop; layers float: quantizable "
+              "layers NNCF left without int8 weights.", ""]
+    return Body(lines, [("OpenVINO int8 from Core.read_model -> ov.convert_model (vs fp32 IR, 224 px)",
+                         ", ".join(heads))])
